@@ -1,0 +1,15 @@
+//! kafka-backup-operator: Kubernetes-native backup, restore and consumer-offset management for
+//! Apache Kafka, in one process.
+//!
+//! - [`api`]: the custom resource types of both API versions;
+//! - [`manifests`]: the CRDs, webhook configurations and APIService generated from them;
+//! - [`server`]: the HTTPS server (webhooks, aggregated API) and the admin server (probes, metrics);
+//! - [`certs`]: development CA and serving certificates (`certs` subcommand, `serve` without certs);
+//! - [`metrics`]: the Prometheus registry.
+
+pub mod api;
+pub mod certs;
+pub mod manifests;
+pub mod metrics;
+pub mod routes;
+pub mod server;
