@@ -1,0 +1,71 @@
+//! The `kafka-backup-operator` binary: one process serving the webhooks, the aggregated API and
+//! the reconciler (`serve`), plus the tools around it.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use kafka_backup_operator::{certs, manifests, server};
+
+/// Kubernetes-native backup, restore and consumer-offset management for Apache Kafka.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Write the CRDs, webhook configurations and APIService generated from the Rust types.
+    Manifests(ManifestsArgs),
+    /// Serve the webhooks and the aggregated API over HTTPS, and /livez, /readyz, /metrics on the
+    /// admin port, until SIGTERM or SIGINT.
+    Serve(server::ServeArgs),
+    /// Make a development CA and serving certificate for the operator's Service, and manifests
+    /// with their caBundle filled in.
+    Certs(certs::CertsArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ManifestsArgs {
+    /// Directory holding crds/, webhooks/ and apiservice/.
+    #[arg(long, default_value = ".")]
+    out: PathBuf,
+    /// Compare with the files in --out instead of writing; fail when they differ.
+    #[arg(long)]
+    check: bool,
+}
+
+fn manifests_command(args: &ManifestsArgs) -> Result<(), manifests::Error> {
+    let files = manifests::render(&manifests::Options::default())?;
+    if args.check {
+        manifests::check(&args.out, &files)?;
+        println!("{} manifests up to date in {}", files.len(), args.out.display());
+    } else {
+        manifests::write(&args.out, &files)?;
+        println!("wrote {} manifests to {}", files.len(), args.out.display());
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Manifests(args) => manifests_command(args).map_err(|e| e.to_string()),
+        Command::Serve(args) => {
+            server::init_logging();
+            server::serve_blocking(args.clone()).map_err(|e| e.to_string())
+        }
+        Command::Certs(args) => {
+            server::init_logging();
+            certs::run(args).map_err(|e| e.to_string())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

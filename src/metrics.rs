@@ -1,0 +1,247 @@
+//! Prometheus metrics of the operator.
+//!
+//! One [`Registry`] with the prefix `kafka_backup_operator` holds every metric family the process
+//! exports; the admin server encodes it on `GET /metrics` in the OpenMetrics text format.
+//!
+//! Each subsystem owns a small struct of metric families registered under its own sub-registry
+//! (so its names read `kafka_backup_operator_<subsystem>_<name>`). To add one:
+//!
+//! 1. define `pub struct FooMetrics { … }` with `fn register(registry: &mut Registry) -> Self`
+//!    (next to the code that records them, or here),
+//! 2. add a `pub foo: FooMetrics` field to [`Metrics`] and initialise it in [`Metrics::new`] with
+//!    `FooMetrics::register(registry.sub_registry_with_prefix("foo"))`.
+//!
+//! Families registered at run time by code that only has `&mut Metrics` before it is shared can use
+//! [`Metrics::registry_mut`] instead.
+
+#![warn(missing_docs)]
+
+use std::fmt;
+
+use axum::http::StatusCode;
+use prometheus_client::{
+    encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+
+/// Prefix of every metric name exported by the operator.
+pub const PREFIX: &str = "kafka_backup_operator";
+
+/// Content type of the `/metrics` response (OpenMetrics text format).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Errors of this module.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The registry could not be written in the text format.
+    #[error("failed to encode metrics: {0}")]
+    Encode(#[source] fmt::Error),
+}
+
+/// All metric families of the process, registered in one [`Registry`].
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// TLS material of the HTTPS server (`kafka_backup_operator_tls_*`).
+    pub tls: TlsMetrics,
+    /// Requests answered by the HTTPS server (`kafka_backup_operator_https_*`).
+    pub https: HttpsMetrics,
+}
+
+impl Metrics {
+    /// Creates the registry and registers every family, including `build_info{version}` = 1.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix(PREFIX);
+
+        let build_info = Family::<VersionLabels, Gauge>::default();
+        build_info
+            .get_or_create(&VersionLabels {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "Build information of the running binary; always 1",
+            build_info,
+        );
+
+        let tls = TlsMetrics::register(registry.sub_registry_with_prefix("tls"));
+        let https = HttpsMetrics::register(registry.sub_registry_with_prefix("https"));
+        Self { registry, tls, https }
+    }
+
+    /// The registry, for encoding.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The registry, for registering further families before the metrics are shared.
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
+    /// Encodes every family in the OpenMetrics text format (see [`CONTENT_TYPE`]).
+    pub fn encode(&self) -> Result<String, Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).map_err(Error::Encode)?;
+        Ok(out)
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Label set of `build_info`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    version: String,
+}
+
+/// Result of an operation, as a label value (`success` / `failure`).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Outcome {
+    /// The operation succeeded.
+    Success,
+    /// The operation failed.
+    Failure,
+}
+
+impl Outcome {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Failure => "failure",
+        }
+    }
+}
+
+impl EncodeLabelValue for Outcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), fmt::Error> {
+        fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+/// Label set `{outcome}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `success` or `failure`.
+    pub outcome: Outcome,
+}
+
+/// Metrics of the HTTPS server's certificate (`kafka_backup_operator_tls_*`).
+#[derive(Debug, Clone)]
+pub struct TlsMetrics {
+    reloads: Family<OutcomeLabels, Counter>,
+    certificate_expiry: Gauge,
+}
+
+impl TlsMetrics {
+    /// Registers the families in `registry` (the `tls` sub-registry).
+    pub fn register(registry: &mut Registry) -> Self {
+        let reloads = Family::<OutcomeLabels, Counter>::default();
+        // Both series exist from the start so that rate() and alerts see a zero, not an absence.
+        for outcome in [Outcome::Success, Outcome::Failure] {
+            drop(reloads.get_or_create(&OutcomeLabels { outcome }));
+        }
+        registry.register(
+            "reloads",
+            "Reloads of the serving certificate after its files changed, by outcome",
+            reloads.clone(),
+        );
+        let certificate_expiry = Gauge::default();
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "Expiry (notAfter, Unix seconds) of the serving certificate in use",
+            certificate_expiry.clone(),
+        );
+        Self {
+            reloads,
+            certificate_expiry,
+        }
+    }
+
+    /// Counts one reload attempt.
+    pub fn reload(&self, outcome: Outcome) {
+        self.reloads.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// Records the expiry of the certificate now in use.
+    pub fn set_certificate_expiry(&self, unix_seconds: i64) {
+        self.certificate_expiry.set(unix_seconds);
+    }
+}
+
+/// Label set `{code}` of `https_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabels {
+    /// HTTP status code of the response.
+    pub code: u16,
+}
+
+/// Metrics of the HTTPS server's requests (`kafka_backup_operator_https_*`).
+#[derive(Debug, Clone)]
+pub struct HttpsMetrics {
+    requests: Family<CodeLabels, Counter>,
+}
+
+impl HttpsMetrics {
+    /// Registers the families in `registry` (the `https` sub-registry).
+    pub fn register(registry: &mut Registry) -> Self {
+        let requests = Family::<CodeLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests answered by the HTTPS server, by status code",
+            requests.clone(),
+        );
+        Self { requests }
+    }
+
+    /// Counts one answered request.
+    pub fn request(&self, status: StatusCode) {
+        self.requests
+            .get_or_create(&CodeLabels {
+                code: status.as_u16(),
+            })
+            .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_the_families_with_the_prefix() {
+        let metrics = Metrics::new();
+        metrics.tls.reload(Outcome::Success);
+        metrics.tls.set_certificate_expiry(1_900_000_000);
+        metrics.https.request(StatusCode::NOT_FOUND);
+        let text = metrics.encode().unwrap();
+        let version = env!("CARGO_PKG_VERSION");
+        assert!(
+            text.contains(&format!(
+                "kafka_backup_operator_build_info{{version=\"{version}\"}} 1\n"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains("kafka_backup_operator_tls_reloads_total{outcome=\"success\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kafka_backup_operator_tls_reloads_total{outcome=\"failure\"} 0\n"),
+            "{text}"
+        );
+        assert!(text.contains("kafka_backup_operator_tls_certificate_expiry_timestamp_seconds 1900000000\n"));
+        assert!(
+            text.contains("kafka_backup_operator_https_requests_total{code=\"404\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"));
+    }
+}
