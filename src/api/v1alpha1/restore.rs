@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -103,10 +104,9 @@ pub struct KafkaRestoreSpec {
     pub dry_run: Option<bool>,
     /// Records per produce batch (default 1000; v1.0.0 spelling of v1beta1 `produce.batchSize`).
     pub produce_batch_size: Option<i32>,
-    /// Producer acks: -1 all, 1 leader, 0 none (default -1; v1.0.0 spelling of v1beta1
-    /// `produce.acks` All|Leader|None).
-    #[schemars(range(min = -1, max = 1))]
-    pub produce_acks: Option<i32>,
+    /// Producer acks: -1 or `all` (every in-sync replica), 1 (the leader), 0 (none) (default -1;
+    /// v1.0.0 spelling of v1beta1 `produce.acks` All|Leader|None).
+    pub produce_acks: Option<IntOrString>,
     /// Broker produce timeout in milliseconds (default 30000; v1.0.0 spelling of v1beta1
     /// `produce.timeoutMs`).
     pub produce_timeout_ms: Option<i32>,
