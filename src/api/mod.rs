@@ -15,8 +15,11 @@ use k8s_openapi::{
 use kube::core::{CustomResourceExt, crd::merge_crds};
 use schemars::{Schema, SchemaGenerator};
 
+pub mod admission;
+pub mod conversion;
 pub mod v1alpha1;
 pub mod v1beta1;
+pub mod validation;
 
 /// The API group of every kind.
 pub const GROUP: &str = "kafka.oso.sh";

@@ -1,0 +1,255 @@
+//! Admission, as pure functions: judge ([`validate`]) and complete ([`mutate`]) an object of any
+//! kind and version. The webhooks, the reconciler and `run -f` all call these.
+//!
+//! Rules are written once, on the hub (v1beta1). A v1alpha1 object is first checked for what only
+//! its spellings can get wrong ([`Admit::validate_spoke`]: two spellings of one field, seconds
+//! passed as milliseconds, settings v1beta1 has no meaning for), then converted and judged as
+//! v1beta1, with the error paths translated back to the v1alpha1 spelling.
+
+use serde_json::Value;
+
+use super::{
+    COMPAT_VERSION, GROUP, STORAGE_VERSION,
+    conversion::{ConversionError, Hub},
+    v1beta1,
+    validation::Verdict,
+};
+
+/// What a kind adds to its conversion to be admitted.
+pub trait Admit: Hub {
+    /// Spec fields that may still change once the operation has started (phase past Pending).
+    const MUTABLE_WHILE_STARTED: &'static [&'static str] = &[];
+
+    /// The v1alpha1 path of a v1beta1 field path, for messages on v1alpha1 objects.
+    fn spoke_path(hub_path: &str) -> String {
+        hub_path.to_owned()
+    }
+
+    /// Checks only a v1alpha1 object can fail: conflicting spellings of one field, values that have
+    /// no v1beta1 meaning, epoch seconds passed as milliseconds.
+    fn validate_spoke(spoke: &Self::Spoke, verdict: &mut Verdict);
+
+    /// Rewrites pre-1.0 spellings to the v1.0.0 ones, applies the v1.0.0 migrations and makes
+    /// defaults explicit; one warning sentence per change. Applying it twice changes nothing.
+    fn mutate_spoke(spoke: &mut Self::Spoke, warnings: &mut Vec<String>);
+
+    /// The v1beta1 migrations and defaults the schema cannot express; one warning per change.
+    fn mutate_hub(hub: &mut Self, warnings: &mut Vec<String>);
+
+    /// Every rule on the hub type.
+    fn validate_hub(hub: &Self, verdict: &mut Verdict);
+}
+
+/// Why an object could not be judged at all.
+#[derive(Debug, thiserror::Error)]
+pub enum AdmissionError {
+    /// apiVersion or kind is missing or names another group.
+    #[error("{0}")]
+    Malformed(String),
+    /// Not one of the five kinds.
+    #[error(
+        "kind {0} is not served by this webhook; it handles {GROUP} KafkaBackup, KafkaRestore, KafkaOffsetReset, KafkaOffsetRollback and KafkaBackupValidation"
+    )]
+    UnknownKind(String),
+    /// Not a served version.
+    #[error("version {0} is not served; use {COMPAT_VERSION} or {STORAGE_VERSION}")]
+    UnknownVersion(String),
+    /// The object does not have the shape of its version.
+    #[error("{kind} {version} cannot be read: {source}")]
+    Decode {
+        /// The kind.
+        kind: String,
+        /// The version.
+        version: String,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// An object completed by [`mutate`], with the warnings that explain each change.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Mutation {
+    /// The object after mutation.
+    pub object: Value,
+    /// One sentence per change.
+    pub warnings: Vec<String>,
+}
+
+enum Version {
+    Alpha,
+    Beta,
+}
+
+fn identify(object: &Value) -> Result<(String, Version), AdmissionError> {
+    let kind = object
+        .get("kind")
+        .and_then(Value::as_str)
+        .ok_or_else(|| AdmissionError::Malformed("the object has no kind".into()))?;
+    let api_version = object
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .ok_or_else(|| AdmissionError::Malformed(format!("the {kind} has no apiVersion")))?;
+    let version = api_version
+        .strip_prefix(GROUP)
+        .and_then(|v| v.strip_prefix('/'))
+        .ok_or_else(|| {
+            AdmissionError::Malformed(format!("apiVersion {api_version} is not in group {GROUP}"))
+        })?;
+    let version = match version {
+        COMPAT_VERSION => Version::Alpha,
+        STORAGE_VERSION => Version::Beta,
+        other => return Err(AdmissionError::UnknownVersion(other.into())),
+    };
+    Ok((kind.to_owned(), version))
+}
+
+macro_rules! dispatch {
+    ($kind:expr, $function:ident, $($arg:expr),*) => {
+        match $kind.as_str() {
+            "KafkaBackup" => $function::<v1beta1::KafkaBackup>($($arg),*),
+            "KafkaRestore" => $function::<v1beta1::KafkaRestore>($($arg),*),
+            "KafkaOffsetReset" => $function::<v1beta1::KafkaOffsetReset>($($arg),*),
+            "KafkaOffsetRollback" => $function::<v1beta1::KafkaOffsetRollback>($($arg),*),
+            "KafkaBackupValidation" => $function::<v1beta1::KafkaBackupValidation>($($arg),*),
+            other => Err(AdmissionError::UnknownKind(other.to_owned())),
+        }
+    };
+}
+
+/// Judges an object (and, on UPDATE, the change from `old`): every error and warning.
+pub fn validate(object: &Value, old: Option<&Value>) -> Result<Verdict, AdmissionError> {
+    let (kind, version) = identify(object)?;
+    dispatch!(kind, validate_kind, object, old, &version)
+}
+
+/// Completes an object: migrations, v1.0.0 spellings, explicit defaults.
+pub fn mutate(object: &Value) -> Result<Mutation, AdmissionError> {
+    let (kind, version) = identify(object)?;
+    dispatch!(kind, mutate_kind, object, &version)
+}
+
+fn decode<T: serde::de::DeserializeOwned>(
+    object: &Value,
+    kind: &str,
+    version: &str,
+) -> Result<T, AdmissionError> {
+    serde_json::from_value(object.clone()).map_err(|source| AdmissionError::Decode {
+        kind: kind.into(),
+        version: version.into(),
+        source,
+    })
+}
+
+fn validate_kind<H: Admit>(
+    object: &Value,
+    old: Option<&Value>,
+    version: &Version,
+) -> Result<Verdict, AdmissionError> {
+    let mut verdict = Verdict::default();
+    match version {
+        Version::Alpha => {
+            let spoke: H::Spoke = decode(object, H::KIND, COMPAT_VERSION)?;
+            H::validate_spoke(&spoke, &mut verdict);
+            match H::from_spoke(spoke) {
+                Ok(hub) => {
+                    let mut on_hub = Verdict::default();
+                    H::validate_hub(&hub, &mut on_hub);
+                    let on_hub = on_hub.map_paths(H::spoke_path);
+                    merge(&mut verdict, on_hub);
+                }
+                Err(ConversionError::Field { field, reason, .. }) => verdict.missing(field, reason),
+                Err(other) => verdict.missing("spec", other.to_string()),
+            }
+        }
+        Version::Beta => {
+            let hub: H = decode(object, H::KIND, STORAGE_VERSION)?;
+            H::validate_hub(&hub, &mut verdict);
+        }
+    }
+    if let Some(old) = old {
+        immutable_once_started::<H>(object, old, &mut verdict);
+    }
+    verdict.errors.dedup();
+    verdict.warnings.dedup();
+    Ok(verdict)
+}
+
+fn merge(into: &mut Verdict, other: Verdict) {
+    for error in other.errors {
+        if !into
+            .errors
+            .iter()
+            .any(|e| e.path == error.path && e.message == error.message)
+        {
+            into.errors.push(error);
+        }
+    }
+    into.warnings.extend(other.warnings);
+}
+
+/// Once an operation has started, its spec is fixed: a changed spec would describe something other
+/// than what ran. Only the kind's [`Admit::MUTABLE_WHILE_STARTED`] fields may change.
+fn immutable_once_started<H: Admit>(object: &Value, old: &Value, verdict: &mut Verdict) {
+    let phase = old
+        .pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or("Pending");
+    if phase == "Pending" {
+        return;
+    }
+    let strip = |value: &Value| {
+        let mut spec = value.get("spec").cloned().unwrap_or(Value::Null);
+        if let Value::Object(map) = &mut spec {
+            for field in H::MUTABLE_WHILE_STARTED {
+                map.remove(*field);
+            }
+        }
+        spec
+    };
+    if strip(object) != strip(old) {
+        let allowed = if H::MUTABLE_WHILE_STARTED.is_empty() {
+            "no field may change".to_owned()
+        } else {
+            format!("only {} may change", H::MUTABLE_WHILE_STARTED.join(", "))
+        };
+        verdict.missing(
+            "spec",
+            format!(
+                "is immutable once the {} has started (phase {phase}): {allowed}; delete it and create a new one to run again",
+                H::KIND
+            ),
+        );
+    }
+}
+
+fn mutate_kind<H: Admit>(object: &Value, version: &Version) -> Result<Mutation, AdmissionError> {
+    let mut warnings = Vec::new();
+    let spec = match version {
+        Version::Alpha => {
+            let mut spoke: H::Spoke = decode(object, H::KIND, COMPAT_VERSION)?;
+            H::mutate_spoke(&mut spoke, &mut warnings);
+            spec_of(&spoke)
+        }
+        Version::Beta => {
+            let mut hub: H = decode(object, H::KIND, STORAGE_VERSION)?;
+            H::mutate_hub(&mut hub, &mut warnings);
+            spec_of(&hub)
+        }
+    };
+    let mut mutated = object.clone();
+    // Only the spec is replaced: metadata and status stay byte for byte as received.
+    if let (Value::Object(map), Some(spec)) = (&mut mutated, spec) {
+        map.insert("spec".into(), spec);
+    }
+    Ok(Mutation {
+        object: mutated,
+        warnings,
+    })
+}
+
+fn spec_of<T: serde::Serialize>(resource: &T) -> Option<Value> {
+    serde_json::to_value(resource)
+        .ok()
+        .and_then(|mut v| v.get_mut("spec").map(Value::take))
+}

@@ -1,0 +1,39 @@
+//! Helpers of the admission unit tests of every kind.
+
+use serde_json::{Value, json};
+
+use crate::api::admission::{mutate, validate};
+
+/// A v1alpha1 object of `kind` with `spec`.
+pub(super) fn alpha(kind: &str, spec: Value) -> Value {
+    object("kafka.oso.sh/v1alpha1", kind, spec)
+}
+
+/// A v1beta1 object of `kind` with `spec`.
+pub(super) fn beta(kind: &str, spec: Value) -> Value {
+    object("kafka.oso.sh/v1beta1", kind, spec)
+}
+
+fn object(api_version: &str, kind: &str, spec: Value) -> Value {
+    json!({"apiVersion": api_version, "kind": kind, "metadata": {"name": "test", "namespace": "ns"}, "spec": spec})
+}
+
+/// The errors of validate(mutate(object)), the way the webhooks judge it, as `path: message` lines.
+pub(super) fn errors(object: &Value) -> Vec<String> {
+    let mutated = mutate(object).unwrap().object;
+    validate(&mutated, None)
+        .unwrap()
+        .errors
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+/// Asserts that validate(mutate(object)) has an error containing `expected`.
+pub(super) fn assert_refused(object: Value, expected: &str) {
+    let errors = errors(&object);
+    assert!(
+        errors.iter().any(|e| e.contains(expected)),
+        "expected {expected:?} in {errors:#?}"
+    );
+}
