@@ -6,6 +6,7 @@
 //! - [`server`]: the HTTPS server (webhooks, aggregated API) and the admin server (probes, metrics);
 //! - [`certs`]: development CA and serving certificates (`certs` subcommand, `serve` without certs);
 //! - [`metrics`]: the Prometheus registry.
+//! - [`webhook`]: the admission (`/validate`, `/mutate`) and conversion (`/convert`) webhooks.
 
 pub mod api;
 pub mod certs;
@@ -13,3 +14,4 @@ pub mod manifests;
 pub mod metrics;
 pub mod routes;
 pub mod server;
+pub mod webhook;

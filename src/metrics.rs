@@ -16,12 +16,12 @@
 
 #![warn(missing_docs)]
 
-use std::fmt;
+use std::{fmt, time::Duration};
 
 use axum::http::StatusCode;
 use prometheus_client::{
     encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder},
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
 
@@ -47,6 +47,8 @@ pub struct Metrics {
     pub tls: TlsMetrics,
     /// Requests answered by the HTTPS server (`kafka_backup_operator_https_*`).
     pub https: HttpsMetrics,
+    /// Reviews answered by the admission and conversion webhooks (`kafka_backup_operator_webhook_*`).
+    pub webhook: WebhookMetrics,
 }
 
 impl Metrics {
@@ -68,7 +70,13 @@ impl Metrics {
 
         let tls = TlsMetrics::register(registry.sub_registry_with_prefix("tls"));
         let https = HttpsMetrics::register(registry.sub_registry_with_prefix("https"));
-        Self { registry, tls, https }
+        let webhook = WebhookMetrics::register(registry.sub_registry_with_prefix("webhook"));
+        Self {
+            registry,
+            tls,
+            https,
+            webhook,
+        }
     }
 
     /// The registry, for encoding.
@@ -211,6 +219,146 @@ impl HttpsMetrics {
     }
 }
 
+/// A webhook of the HTTPS server, as a label value.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Webhook {
+    /// `POST /validate` (validating admission).
+    Validate,
+    /// `POST /mutate` (mutating admission).
+    Mutate,
+    /// `POST /convert` (CRD conversion).
+    Convert,
+}
+
+impl Webhook {
+    /// Every webhook.
+    pub const ALL: [Self; 3] = [Self::Validate, Self::Mutate, Self::Convert];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Validate => "validate",
+            Self::Mutate => "mutate",
+            Self::Convert => "convert",
+        }
+    }
+
+    /// The outcomes this webhook can report.
+    pub fn outcomes(self) -> &'static [WebhookOutcome] {
+        use WebhookOutcome::{Allowed, Denied, Error, Patched};
+        match self {
+            Self::Mutate => &[Allowed, Patched, Denied, Error],
+            Self::Validate | Self::Convert => &[Allowed, Denied, Error],
+        }
+    }
+}
+
+impl EncodeLabelValue for Webhook {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), fmt::Error> {
+        fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+/// How a webhook answered a review, as a label value.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum WebhookOutcome {
+    /// Admitted without change, or every object converted.
+    Allowed,
+    /// Admitted with a JSON patch (mutate only).
+    Patched,
+    /// Refused (admission), or an object could not be converted (conversion).
+    Denied,
+    /// The review itself could not be read: HTTP 4xx with a `Status`, or an `invalid` review.
+    Error,
+}
+
+impl WebhookOutcome {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allowed => "allowed",
+            Self::Patched => "patched",
+            Self::Denied => "denied",
+            Self::Error => "error",
+        }
+    }
+}
+
+impl EncodeLabelValue for WebhookOutcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), fmt::Error> {
+        fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+/// Label set `{webhook, outcome}` of `webhook_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookOutcomeLabels {
+    /// `validate`, `mutate` or `convert`.
+    pub webhook: Webhook,
+    /// `allowed`, `patched`, `denied` or `error`.
+    pub outcome: WebhookOutcome,
+}
+
+/// Label set `{webhook}` of `webhook_duration_seconds`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    /// `validate`, `mutate` or `convert`.
+    pub webhook: Webhook,
+}
+
+/// Upper bounds (seconds) of the webhook latency buckets: 100 µs to the 5 s webhook timeout.
+pub const WEBHOOK_DURATION_BUCKETS: [f64; 15] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+fn webhook_histogram() -> Histogram {
+    Histogram::new(WEBHOOK_DURATION_BUCKETS)
+}
+
+/// Metrics of the webhooks (`kafka_backup_operator_webhook_*`).
+#[derive(Debug, Clone)]
+pub struct WebhookMetrics {
+    requests: Family<WebhookOutcomeLabels, Counter>,
+    duration: Family<WebhookLabels, Histogram, fn() -> Histogram>,
+}
+
+impl WebhookMetrics {
+    /// Registers the families in `registry` (the `webhook` sub-registry).
+    pub fn register(registry: &mut Registry) -> Self {
+        let requests = Family::<WebhookOutcomeLabels, Counter>::default();
+        let duration =
+            Family::<WebhookLabels, Histogram, fn() -> Histogram>::new_with_constructor(webhook_histogram);
+        // Every series exists from the start, so that rate() and alerts see a zero, not an absence.
+        for webhook in Webhook::ALL {
+            for &outcome in webhook.outcomes() {
+                drop(requests.get_or_create(&WebhookOutcomeLabels { webhook, outcome }));
+            }
+            drop(duration.get_or_create(&WebhookLabels { webhook }));
+        }
+        registry.register(
+            "requests",
+            "Reviews answered by the webhooks, by webhook and outcome",
+            requests.clone(),
+        );
+        registry.register(
+            "duration_seconds",
+            "Time to answer a review (reading the body to the encoded answer), by webhook",
+            duration.clone(),
+        );
+        Self { requests, duration }
+    }
+
+    /// Counts one answered review and its latency.
+    pub fn record(&self, webhook: Webhook, outcome: WebhookOutcome, elapsed: Duration) {
+        self.requests
+            .get_or_create(&WebhookOutcomeLabels { webhook, outcome })
+            .inc();
+        self.duration
+            .get_or_create(&WebhookLabels { webhook })
+            .observe(elapsed.as_secs_f64());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,5 +391,39 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn webhook_series_exist_from_the_start_and_count() {
+        let metrics = Metrics::new();
+        metrics.webhook.record(
+            Webhook::Mutate,
+            WebhookOutcome::Patched,
+            Duration::from_micros(300),
+        );
+        let text = metrics.encode().unwrap();
+        for (webhook, outcome, value) in [
+            ("validate", "allowed", 0),
+            ("validate", "denied", 0),
+            ("validate", "error", 0),
+            ("mutate", "patched", 1),
+            ("mutate", "allowed", 0),
+            ("convert", "denied", 0),
+        ] {
+            let line = format!(
+                "kafka_backup_operator_webhook_requests_total{{webhook=\"{webhook}\",outcome=\"{outcome}\"}} {value}\n"
+            );
+            assert!(text.contains(&line), "{line} in {text}");
+        }
+        assert!(
+            text.contains("kafka_backup_operator_webhook_duration_seconds_count{webhook=\"mutate\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "kafka_backup_operator_webhook_duration_seconds_bucket{le=\"0.0005\",webhook=\"mutate\"} 1\n"
+            ),
+            "{text}"
+        );
     }
 }

@@ -4,327 +4,42 @@
 // Test helpers outside #[test] functions are test code too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use std::{
     ffi::OsString,
     fs,
-    net::{SocketAddr, TcpListener as StdTcpListener},
+    net::TcpListener as StdTcpListener,
     os::unix::fs::{PermissionsExt, symlink},
-    path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Stdio},
+    path::Path,
+    process::Command,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use base64::Engine;
 use kafka_backup_operator::certs::{self, Pki};
-use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
-    net::TcpStream,
+use support::https::{
+    BIN, Response, Server, cert_args, client_config, connect, eventually, get, http1_client, leaf_der,
+    loopback_pki, served_leaf, tls_get, try_connect, write_pair,
 };
-use tokio_rustls::{
-    TlsConnector,
-    client::TlsStream,
-    rustls::{
-        self, ClientConfig, RootCertStore, SupportedProtocolVersion,
-        client::{WebPkiServerVerifier, danger::ServerCertVerifier},
-        pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject},
-    },
+use tokio::net::TcpStream;
+use tokio_rustls::rustls::{
+    self, RootCertStore,
+    client::{WebPkiServerVerifier, danger::ServerCertVerifier},
+    pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject},
 };
 use x509_parser::extensions::GeneralName;
 
-const BIN: &str = env!("CARGO_BIN_EXE_kafka-backup-operator");
-/// Bound on every network step and on waiting for a condition.
-const TIMEOUT: Duration = Duration::from_secs(20);
-const RELOAD_INTERVAL: &str = "0.1";
-
-// === helpers: process ===
-
-fn free_addr() -> SocketAddr {
-    let listener = StdTcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
-}
-
-/// A running `serve`; killed on drop.
-struct Server {
-    child: Child,
-    https: SocketAddr,
-    admin: SocketAddr,
-    log: PathBuf,
-}
-
-impl Server {
-    /// Starts `serve` on free ports with `args` and waits until `/readyz` answers 200.
-    async fn start(log_dir: &Path, args: &[OsString]) -> Self {
-        let https = free_addr();
-        let admin = free_addr();
-        let log = log_dir.join(format!("serve-{}.log", https.port()));
-        let mut command = Command::new(BIN);
-        command
-            .arg("serve")
-            .arg("--listen")
-            .arg(https.to_string())
-            .arg("--admin-listen")
-            .arg(admin.to_string())
-            .arg("--tls-reload-interval")
-            .arg(RELOAD_INTERVAL)
-            .args(args)
-            .env("RUST_LOG", "info,kafka_backup_operator=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap());
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("KBO_") {
-                command.env_remove(key);
-            }
-        }
-        let mut server = Self {
-            child: command.spawn().unwrap(),
-            https,
-            admin,
-            log,
-        };
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            if let Some(status) = server.child.try_wait().unwrap() {
-                panic!("serve exited with {status} before ready:\n{}", server.log());
-            }
-            if let Ok(Ok(response)) =
-                tokio::time::timeout(Duration::from_secs(2), try_get(admin, "/readyz")).await
-                && response.status == 200
-            {
-                return server;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "serve not ready within {TIMEOUT:?}:\n{}",
-                server.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn sigterm(&self) {
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        None
-    }
-
-    /// The value of the sample `series` (name with labels) on `/metrics`.
-    async fn metric(&self, series: &str) -> f64 {
-        let response = get(self.admin, "/metrics").await;
-        assert_eq!(response.status, 200);
-        let prefix = format!("{series} ");
-        response
-            .body
-            .lines()
-            .find_map(|line| line.strip_prefix(prefix.as_str()))
-            .unwrap_or_else(|| panic!("no {series} in:\n{}", response.body))
-            .parse()
-            .unwrap()
-    }
-
-    async fn reloads(&self) -> (f64, f64) {
-        (
-            self.metric(r#"kafka_backup_operator_tls_reloads_total{outcome="success"}"#)
-                .await,
-            self.metric(r#"kafka_backup_operator_tls_reloads_total{outcome="failure"}"#)
-                .await,
-        )
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Polls `check` until it returns `Some`, for at most [`TIMEOUT`].
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-// === helpers: HTTP/1.1 and TLS ===
-
-struct Response {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Response {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// Sends `GET path` on a keep-alive HTTP/1.1 connection and reads one response.
-async fn request<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, path: &str) -> std::io::Result<Response> {
-    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
-    stream.flush().await?;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i;
-        }
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8(buf[..head_end].to_vec()).unwrap();
-    let mut lines = head.split("\r\n");
-    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
-    let headers: Vec<(String, String)> = lines
-        .map(|line| {
-            let (name, value) = line.split_once(':').unwrap();
-            (name.trim().to_owned(), value.trim().to_owned())
-        })
-        .collect();
-    let length: usize = headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-        .map(|(_, v)| v.parse().unwrap())
-        .expect("responses carry content-length");
-    let mut body = buf[head_end + 4..].to_vec();
-    while body.len() < length {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        body.extend_from_slice(&chunk[..n]);
-    }
-    Ok(Response {
-        status,
-        headers,
-        body: String::from_utf8(body).unwrap(),
-    })
-}
-
-async fn try_get(addr: SocketAddr, path: &str) -> std::io::Result<Response> {
-    let mut stream = TcpStream::connect(addr).await?;
-    request(&mut stream, path).await
-}
-
-/// Plain-HTTP GET (admin server).
-async fn get(addr: SocketAddr, path: &str) -> Response {
-    tokio::time::timeout(TIMEOUT, try_get(addr, path))
-        .await
-        .unwrap()
-        .unwrap()
-}
-
-fn client_config(
-    ca_pems: &[&str],
-    alpn: &[&[u8]],
-    versions: &[&'static SupportedProtocolVersion],
-) -> Arc<ClientConfig> {
-    let mut roots = RootCertStore::empty();
-    for pem in ca_pems {
-        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-            roots.add(cert.unwrap()).unwrap();
-        }
-    }
-    let mut config = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_protocol_versions(versions)
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Arc::new(config)
-}
-
-/// A TLS 1.2/1.3 client trusting `ca_pems`, offering HTTP/1.1 only.
-fn http1_client(ca_pems: &[&str]) -> Arc<ClientConfig> {
-    client_config(ca_pems, &[b"http/1.1"], rustls::DEFAULT_VERSIONS)
-}
-
-async fn try_connect(
-    addr: SocketAddr,
-    config: Arc<ClientConfig>,
-    name: &str,
-) -> std::io::Result<TlsStream<TcpStream>> {
-    let tcp = TcpStream::connect(addr).await?;
-    let name = ServerName::try_from(name.to_owned()).unwrap();
-    TlsConnector::from(config).connect(name, tcp).await
-}
-
-async fn connect(addr: SocketAddr, config: Arc<ClientConfig>, name: &str) -> TlsStream<TcpStream> {
-    tokio::time::timeout(TIMEOUT, try_connect(addr, config, name))
-        .await
-        .unwrap()
-        .unwrap()
-}
-
-async fn tls_get(stream: &mut TlsStream<TcpStream>, path: &str) -> Response {
-    tokio::time::timeout(TIMEOUT, request(stream, path))
-        .await
-        .unwrap()
-        .unwrap()
-}
-
-fn served_leaf(stream: &TlsStream<TcpStream>) -> Vec<u8> {
-    stream.get_ref().1.peer_certificates().unwrap()[0].to_vec()
-}
-
-fn leaf_der(pki: &Pki) -> Vec<u8> {
-    CertificateDer::from_pem_slice(pki.cert_pem.as_bytes())
-        .unwrap()
-        .to_vec()
-}
-
-fn loopback_pki() -> Pki {
-    certs::generate(&["localhost".to_owned(), "127.0.0.1".to_owned()], 30).unwrap()
-}
-
-fn write_pair(dir: &Path, pki: &Pki) {
-    fs::write(dir.join("tls.key"), &pki.key_pem).unwrap();
-    fs::write(dir.join("tls.crt"), &pki.cert_pem).unwrap();
-}
-
-fn cert_args(dir: &Path) -> Vec<OsString> {
-    vec![
-        "--tls-cert".into(),
-        dir.join("tls.crt").into_os_string(),
-        "--tls-key".into(),
-        dir.join("tls.key").into_os_string(),
-    ]
+async fn reloads(server: &Server) -> (f64, f64) {
+    (
+        server
+            .metric(r#"kafka_backup_operator_tls_reloads_total{outcome="success"}"#)
+            .await,
+        server
+            .metric(r#"kafka_backup_operator_tls_reloads_total{outcome="failure"}"#)
+            .await,
+    )
 }
 
 fn assert_not_found_status(response: &Response) {
@@ -463,7 +178,7 @@ async fn reloads_a_swapped_certificate_for_new_connections_and_keeps_old_ones() 
     // The connection opened before the swap still works, with its original certificate.
     assert_eq!(tls_get(&mut before, "/second").await.status, 404);
     assert_eq!(served_leaf(&before), leaf_der(&old));
-    assert_eq!(server.reloads().await, (1.0, 0.0));
+    assert_eq!(reloads(&server).await, (1.0, 0.0));
     let not_after = certs::inspect(&leaf_der(&new), "leaf").unwrap().not_after;
     assert_eq!(
         server
@@ -483,7 +198,7 @@ async fn keeps_the_old_certificate_when_the_new_one_is_garbage() {
 
     fs::write(dir.path().join("tls.crt"), "this is not a certificate\n").unwrap();
     eventually("a counted reload failure", || async {
-        (server.reloads().await == (0.0, 1.0)).then_some(())
+        (reloads(&server).await == (0.0, 1.0)).then_some(())
     })
     .await;
     let cert_path = dir.path().join("tls.crt");
@@ -502,12 +217,12 @@ async fn keeps_the_old_certificate_when_the_new_one_is_garbage() {
     let next = loopback_pki();
     write_pair(dir.path(), &next);
     eventually("recovery with a good pair", || async {
-        (server.reloads().await.0 == 1.0).then_some(())
+        (reloads(&server).await.0 == 1.0).then_some(())
     })
     .await;
     let stream = connect(server.https, http1_client(&[&next.ca_cert_pem]), "localhost").await;
     assert_eq!(served_leaf(&stream), leaf_der(&next));
-    assert_eq!(server.reloads().await, (1.0, 1.0));
+    assert_eq!(reloads(&server).await, (1.0, 1.0));
 }
 
 #[tokio::test]

@@ -229,6 +229,7 @@ impl AppState {
 /// response is counted by status code.
 pub fn https_router(state: AppState) -> Router {
     Router::new()
+        .merge(crate::webhook::router())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             Arc::clone(&state.metrics),

@@ -30,3 +30,8 @@ pub fn unique(prefix: &str) -> String {
         .unwrap_or_default();
     format!("{prefix}-{}-{nanos}", std::process::id())
 }
+
+/// The `serve` binary and a TLS client for it.
+pub mod https;
+/// Admission and conversion reviews, and the HTTPS router in-process.
+pub mod review;
