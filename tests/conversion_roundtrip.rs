@@ -388,3 +388,46 @@ fn fixture_examples_round_trip_exactly_and_mutate_once() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert!(checked >= 60, "only {checked} fixtures checked");
 }
+
+/// A value only v1alpha1 can hold survives an edit made through v1beta1, and the edit wins over a
+/// preserved value of the same section (it is not reverted by a stale residue).
+#[test]
+fn edits_through_the_hub_win_over_preserved_values() {
+    let alpha = json!({
+        "apiVersion": ALPHA,
+        "kind": "KafkaRestore",
+        "metadata": {"name": "r", "namespace": "ns"},
+        "spec": {
+            "backupRef": {"name": "hourly-backup"},
+            "kafkaCluster": {"bootstrapServers": ["kafka:9092"]},
+            "purgeTopics": true,
+            "produceAcks": "all",
+            "resources": {"limits": {"cpu": "2"}}
+        }
+    });
+    let alpha = admission::mutate(&alpha).expect("mutate").object;
+    let mut hub = conversion::convert(alpha.clone(), BETA).expect("up");
+    assert_eq!(
+        conversion::convert(hub.clone(), ALPHA).expect("down"),
+        alpha,
+        "unedited: exact"
+    );
+
+    hub["spec"]["kafkaCluster"]["bootstrapServers"] = json!(["kafka-0:9093"]);
+    hub["spec"]["produce"]["acks"] = json!("Leader");
+    let down = conversion::convert(hub, ALPHA).expect("down after edit");
+    assert_eq!(
+        down["spec"]["kafkaCluster"]["bootstrapServers"],
+        json!(["kafka-0:9093"]),
+        "the edit is kept"
+    );
+    assert_eq!(
+        down["spec"]["produceAcks"],
+        json!(1),
+        "the preserved spelling 'all' does not revert the edit"
+    );
+    assert_eq!(
+        down["spec"]["resources"], alpha["spec"]["resources"],
+        "a v1alpha1-only field survives the edit"
+    );
+}

@@ -134,7 +134,7 @@ fn decode<T: serde::de::DeserializeOwned>(
     kind: &str,
     version: &str,
 ) -> Result<T, AdmissionError> {
-    serde_json::from_value(object.clone()).map_err(|source| AdmissionError::Decode {
+    T::deserialize(object).map_err(|source| AdmissionError::Decode {
         kind: kind.into(),
         version: version.into(),
         source,

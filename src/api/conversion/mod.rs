@@ -220,7 +220,7 @@ where
         version: source_version.clone(),
         source,
     };
-    let source: From = serde_json::from_value(object.clone()).map_err(decode_error)?;
+    let source = From::deserialize(&object).map_err(decode_error)?;
     // Canonical form of the source (serde defaults applied), what the residue is computed against.
     let source_json = encode(&source, kind)?;
     let target = forward(source)?;
@@ -234,16 +234,15 @@ where
     }
     // The residue is what the object as written cannot give back: convert the final object
     // (restored fields included) back and keep the difference from the source.
-    let mut with_metadata = out.clone();
-    if let Value::Object(map) = &mut with_metadata {
+    // Typed roots need metadata to decode; it is replaced with the final metadata below.
+    if let Value::Object(map) = &mut out {
         map.insert("metadata".into(), metadata.clone());
     }
-    let written_target: To =
-        serde_json::from_value(with_metadata).map_err(|source| ConversionError::Decode {
-            kind: kind.into(),
-            version: target_version.into(),
-            source,
-        })?;
+    let written_target = To::deserialize(&out).map_err(|source| ConversionError::Decode {
+        kind: kind.into(),
+        version: target_version.into(),
+        source,
+    })?;
     let round_trip = encode(&back(written_target)?, kind)?;
     let mut residue = Map::new();
     for section in SECTIONS {
