@@ -333,7 +333,7 @@ pub async fn run(args: ServeArgs) -> Result<(), Error> {
         })?
         .handle(handle.clone());
     state.readiness.ready(READY_HTTPS);
-    info!(%https_addr, %admin_addr, "serving HTTPS (webhooks, aggregated API) and admin (/livez, /readyz, /metrics)");
+    info!(%https_addr, %admin_addr, "serving HTTPS (/validate, /mutate, /convert) and admin (/livez, /readyz, /metrics)");
 
     let drain = shutdown.drain_token();
     let force = shutdown.force_token();
