@@ -116,6 +116,18 @@ start_azurite() {
   export KBO_TEST_AZURE_CONTAINER=test-container
 }
 
+# rdkafka's `ssl` feature links the system OpenSSL (TLS and SASL/SCRAM to the brokers).
+install_apt_packages() {
+  local missing=()
+  for pkg in libssl-dev pkg-config; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  if [ ${#missing[@]} -eq 0 ]; then svc_log "apt packages present"; return; fi
+  local sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+svc_timed "install apt packages" install_apt_packages
 svc_timed "install nisshi $NISSHI_VERSION" install_nisshi
 svc_timed "install seaweedfs $SEAWEEDFS_VERSION" install_seaweedfs
 svc_timed "install azurite $AZURITE_VERSION" install_azurite

@@ -7,11 +7,17 @@
 //! - [`certs`]: development CA and serving certificates (`certs` subcommand, `serve` without certs);
 //! - [`metrics`]: the Prometheus registry.
 //! - [`webhook`]: the admission (`/validate`, `/mutate`) and conversion (`/convert`) webhooks.
+//! - [`secrets`]: the Secrets a resource names, from the cluster or from `--secrets-dir`.
+//! - [`kafka`]: Kafka client configuration and consumer-group operations (rdkafka).
+//! - [`storage`]: storage locations and the formats stored in them.
 
 pub mod api;
 pub mod certs;
+pub mod kafka;
 pub mod manifests;
 pub mod metrics;
 pub mod routes;
+pub mod secrets;
 pub mod server;
+pub mod storage;
 pub mod webhook;

@@ -1,0 +1,374 @@
+//! Consumer-group and log-offset operations on one cluster: group state, committed offsets,
+//! commits without joining the group, group deletion, log bounds, offsets by time, and reading
+//! single records (for the HeaderBased search).
+//!
+//! librdkafka's calls are blocking; callers run them on the blocking pool. One consumer client per
+//! group, because librdkafka commits for the group its client was configured with.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
+
+use rdkafka::{
+    ClientConfig, Message, Offset, TopicPartitionList,
+    admin::{AdminClient, AdminOptions},
+    client::DefaultClientContext,
+    consumer::{BaseConsumer, CommitMode, Consumer},
+    message::Headers,
+};
+
+use super::KafkaError;
+
+/// A topic partition.
+pub type Partition = (String, i32);
+
+/// Request timeout of single metadata and offset calls.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What Kafka reports about a consumer group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupDescription {
+    /// Kafka's group state: Empty, Stable, PreparingRebalance, CompletingRebalance, Dead.
+    pub state: String,
+    /// Active members.
+    pub members: usize,
+}
+
+impl GroupDescription {
+    /// No consumer is attached: offsets may be changed. A group that does not exist (Dead) has
+    /// no members either.
+    pub fn is_inactive(&self) -> bool {
+        self.members == 0 && matches!(self.state.as_str(), "Empty" | "Dead" | "")
+    }
+}
+
+/// A committed offset with its metadata string.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed {
+    /// Next offset the group will read.
+    pub offset: i64,
+    /// Metadata committed with it.
+    pub metadata: String,
+}
+
+/// The first and the next offset of a partition's log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogBounds {
+    /// Log start offset (earliest record still kept).
+    pub start: i64,
+    /// Log end offset (offset the next record will get).
+    pub end: i64,
+}
+
+impl LogBounds {
+    /// `offset` moved into [start, end], and whether it had to move.
+    pub fn clamp(&self, offset: i64) -> (i64, bool) {
+        let clamped = offset.clamp(self.start, self.end.max(self.start));
+        (clamped, clamped != offset)
+    }
+}
+
+/// A record read at one offset.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecordAt {
+    /// Its offset.
+    pub offset: i64,
+    /// Its headers in order, null values as `None`.
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+/// A connection to one cluster for metadata and offsets.
+pub struct Cluster {
+    config: ClientConfig,
+    consumer: BaseConsumer,
+}
+
+impl Cluster {
+    /// Connects (lazily: librdkafka connects on the first request).
+    pub fn new(config: &ClientConfig) -> Result<Self, KafkaError> {
+        let mut config = config.clone();
+        config.set("enable.auto.commit", "false");
+        config.set("enable.partition.eof", "true");
+        let consumer = config
+            .create::<BaseConsumer>()
+            .map_err(KafkaError::client("creating the Kafka client"))?;
+        Ok(Cluster { config, consumer })
+    }
+
+    /// The settings clients of this cluster are made with.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// Partition counts of every topic (internal ones included), from cluster metadata.
+    pub fn topics(&self) -> Result<BTreeMap<String, i32>, KafkaError> {
+        let metadata = self
+            .consumer
+            .fetch_metadata(None, REQUEST_TIMEOUT)
+            .map_err(KafkaError::client("reading cluster metadata"))?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none())
+            .map(|t| (t.name().to_owned(), t.partitions().len() as i32))
+            .collect())
+    }
+
+    /// Log start and end offsets of the partitions, two ListOffsets rounds in all.
+    pub fn log_bounds(
+        &self,
+        partitions: &BTreeSet<Partition>,
+    ) -> Result<BTreeMap<Partition, LogBounds>, KafkaError> {
+        if partitions.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let start = self.list_offsets(partitions, Offset::Beginning, "log start offsets")?;
+        let end = self.list_offsets(partitions, Offset::End, "log end offsets")?;
+        partitions
+            .iter()
+            .map(|tp| {
+                let bounds = match (start.get(tp), end.get(tp)) {
+                    (Some(Some(start)), Some(Some(end))) => LogBounds {
+                        start: *start,
+                        end: *end,
+                    },
+                    _ => {
+                        return Err(KafkaError::Broker(format!(
+                            "no log offsets for {}-{}",
+                            tp.0, tp.1
+                        )));
+                    }
+                };
+                Ok((tp.clone(), bounds))
+            })
+            .collect()
+    }
+
+    /// For each partition, the first offset whose record timestamp is at or after `millis`; `None`
+    /// when no record is that recent (the caller uses the log end).
+    pub fn offsets_for_time(
+        &self,
+        partitions: &BTreeSet<Partition>,
+        millis: i64,
+    ) -> Result<BTreeMap<Partition, Option<i64>>, KafkaError> {
+        self.list_offsets(partitions, Offset::Offset(millis), "offsets by timestamp")
+    }
+
+    fn list_offsets(
+        &self,
+        partitions: &BTreeSet<Partition>,
+        query: Offset,
+        what: &str,
+    ) -> Result<BTreeMap<Partition, Option<i64>>, KafkaError> {
+        let mut tpl = TopicPartitionList::with_capacity(partitions.len());
+        for (topic, partition) in partitions {
+            tpl.add_partition_offset(topic, *partition, query)
+                .map_err(KafkaError::client(format!("listing {what}")))?;
+        }
+        let answer = self
+            .consumer
+            .offsets_for_times(tpl, REQUEST_TIMEOUT)
+            .map_err(KafkaError::client(format!("listing {what}")))?;
+        let mut out = BTreeMap::new();
+        for elem in answer.elements() {
+            elem.error().map_err(KafkaError::client(format!(
+                "listing {what} of {}-{}",
+                elem.topic(),
+                elem.partition()
+            )))?;
+            let offset = match elem.offset() {
+                Offset::Offset(o) if o >= 0 => Some(o),
+                _ => None,
+            };
+            out.insert((elem.topic().to_owned(), elem.partition()), offset);
+        }
+        Ok(out)
+    }
+
+    /// Deletes a consumer group with all its committed offsets (Kafka refuses it while the group
+    /// has members).
+    pub async fn delete_group(&self, group: &str) -> Result<(), KafkaError> {
+        let admin: AdminClient<DefaultClientContext> = self
+            .config
+            .create()
+            .map_err(KafkaError::client("creating the Kafka admin client"))?;
+        let options = AdminOptions::new().request_timeout(Some(REQUEST_TIMEOUT));
+        let results = admin
+            .delete_groups(&[group], &options)
+            .await
+            .map_err(KafkaError::client(format!("deleting consumer group {group}")))?;
+        for result in results {
+            if let Err((name, code)) = result {
+                // A group without offsets may not exist at all: nothing to delete.
+                if code != rdkafka::types::RDKafkaErrorCode::GroupIdNotFound {
+                    return Err(KafkaError::Broker(format!(
+                        "deleting consumer group {name}: {code}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the first record at or after `offset` in a partition, `None` at the log end.
+    pub fn record_at(
+        &self,
+        reader: &BaseConsumer,
+        partition: &Partition,
+        offset: i64,
+    ) -> Result<Option<RecordAt>, KafkaError> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&partition.0, partition.1, Offset::Offset(offset))
+            .map_err(KafkaError::client("positioning the record reader"))?;
+        reader
+            .assign(&tpl)
+            .map_err(KafkaError::client("positioning the record reader"))?;
+        let deadline = std::time::Instant::now() + REQUEST_TIMEOUT;
+        while std::time::Instant::now() < deadline {
+            match reader.poll(Duration::from_millis(200)) {
+                None => continue,
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => return Ok(None),
+                Some(Err(e)) => {
+                    return Err(KafkaError::Client {
+                        what: format!("reading {}-{} at offset {offset}", partition.0, partition.1),
+                        source: e,
+                    });
+                }
+                Some(Ok(message)) => {
+                    if message.topic() != partition.0 || message.partition() != partition.1 {
+                        continue;
+                    }
+                    let headers = message
+                        .headers()
+                        .map(|h| {
+                            h.iter()
+                                .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    return Ok(Some(RecordAt {
+                        offset: message.offset(),
+                        headers,
+                    }));
+                }
+            }
+        }
+        Err(KafkaError::Broker(format!(
+            "no record and no end of log within {}s reading {}-{} at offset {offset}",
+            REQUEST_TIMEOUT.as_secs(),
+            partition.0,
+            partition.1
+        )))
+    }
+
+    /// A consumer for [`Cluster::record_at`], fetching one small batch at a time.
+    pub fn record_reader(&self) -> Result<BaseConsumer, KafkaError> {
+        let mut config = self.config.clone();
+        config.set("group.id", "kafka-backup-operator-reader");
+        config.set("enable.auto.commit", "false");
+        config.set("enable.partition.eof", "true");
+        config.set("fetch.max.bytes", "1048576");
+        config.set("max.partition.fetch.bytes", "262144");
+        config
+            .create()
+            .map_err(KafkaError::client("creating the record reader"))
+    }
+
+    /// A client acting for one consumer group (reads and commits its offsets, never joins it).
+    pub fn group(&self, group: &str) -> Result<GroupClient, KafkaError> {
+        let mut config = self.config.clone();
+        config.set("group.id", group);
+        config.set("enable.auto.commit", "false");
+        let consumer = config
+            .create::<BaseConsumer>()
+            .map_err(KafkaError::client(format!("creating a client for group {group}")))?;
+        Ok(GroupClient {
+            group: group.to_owned(),
+            consumer,
+        })
+    }
+}
+
+/// A client acting for one consumer group.
+pub struct GroupClient {
+    group: String,
+    consumer: BaseConsumer,
+}
+
+impl GroupClient {
+    /// The group's state and member count.
+    pub fn describe(&self) -> Result<GroupDescription, KafkaError> {
+        let list = self
+            .consumer
+            .fetch_group_list(Some(&self.group), REQUEST_TIMEOUT)
+            .map_err(KafkaError::client(format!(
+                "describing consumer group {}",
+                self.group
+            )))?;
+        Ok(list
+            .groups()
+            .iter()
+            .find(|g| g.name() == self.group)
+            .map(|g| GroupDescription {
+                state: g.state().to_owned(),
+                members: g.members().len(),
+            })
+            .unwrap_or(GroupDescription {
+                state: "Dead".into(),
+                members: 0,
+            }))
+    }
+
+    /// The group's committed offsets for these partitions; partitions without one are absent.
+    pub fn committed(
+        &self,
+        partitions: &BTreeSet<Partition>,
+    ) -> Result<BTreeMap<Partition, Committed>, KafkaError> {
+        if partitions.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let mut tpl = TopicPartitionList::with_capacity(partitions.len());
+        for (topic, partition) in partitions {
+            tpl.add_partition(topic, *partition);
+        }
+        let what = format!("reading the committed offsets of group {}", self.group);
+        let answer = self
+            .consumer
+            .committed_offsets(tpl, REQUEST_TIMEOUT)
+            .map_err(KafkaError::client(what.clone()))?;
+        let mut out = BTreeMap::new();
+        for elem in answer.elements() {
+            elem.error().map_err(KafkaError::client(what.clone()))?;
+            if let Offset::Offset(offset) = elem.offset() {
+                out.insert(
+                    (elem.topic().to_owned(), elem.partition()),
+                    Committed {
+                        offset,
+                        metadata: elem.metadata().to_owned(),
+                    },
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// Commits all these offsets in one OffsetCommit request, without joining the group (Kafka
+    /// refuses it if the group has active members).
+    pub fn commit(&self, offsets: &BTreeMap<Partition, Committed>) -> Result<(), KafkaError> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let what = format!("committing the offsets of group {}", self.group);
+        let mut tpl = TopicPartitionList::with_capacity(offsets.len());
+        for ((topic, partition), committed) in offsets {
+            let mut elem = tpl.add_partition(topic, *partition);
+            elem.set_offset(Offset::Offset(committed.offset))
+                .map_err(KafkaError::client(what.clone()))?;
+            elem.set_metadata(committed.metadata.clone());
+        }
+        self.consumer
+            .commit(&tpl, CommitMode::Sync)
+            .map_err(KafkaError::client(what))
+    }
+}

@@ -1,0 +1,229 @@
+//! Kafka through rdkafka (librdkafka): the client configuration built from a `kafkaCluster`
+//! block, the tracking headers a restore may add, and the consumer-group operations the offset
+//! engine needs.
+
+pub mod groups;
+pub mod headers;
+
+use rdkafka::ClientConfig;
+
+use crate::{
+    api::v1beta1::{KafkaClusterSpec, SaslMechanism, SecurityProtocol},
+    secrets::{SecretError, SecretStore},
+};
+
+/// Why talking to Kafka failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    /// A Secret named by `kafkaCluster` could not be read.
+    #[error("kafkaCluster: {0}")]
+    Secret(#[from] SecretError),
+    /// A `kafkaCluster` setting has no librdkafka equivalent.
+    #[error("kafkaCluster.{field}: {message}")]
+    Unsupported {
+        /// Field path under kafkaCluster.
+        field: &'static str,
+        /// Why.
+        message: String,
+    },
+    /// librdkafka refused the configuration or a request failed.
+    #[error("{what}: {source}")]
+    Client {
+        /// What was being done.
+        what: String,
+        /// librdkafka's error.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    /// The cluster answered, but not what the operation needs.
+    #[error("{0}")]
+    Broker(String),
+    /// A blocking librdkafka call could not be run.
+    #[error("Kafka worker task failed: {0}")]
+    Join(String),
+}
+
+impl KafkaError {
+    /// Wraps an rdkafka error with what was being done.
+    pub fn client(what: impl Into<String>) -> impl FnOnce(rdkafka::error::KafkaError) -> KafkaError {
+        let what = what.into();
+        move |source| KafkaError::Client { what, source }
+    }
+}
+
+/// librdkafka settings for a `kafkaCluster` block: brokers, security protocol, TLS material
+/// (passed as PEM strings, never written to disk), SASL credentials and TCP tuning.
+pub fn client_config(cluster: &KafkaClusterSpec, secrets: &SecretStore) -> Result<ClientConfig, KafkaError> {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", cluster.bootstrap_servers.join(","));
+    let protocol = match cluster.security_protocol {
+        SecurityProtocol::Plaintext => "plaintext",
+        SecurityProtocol::Ssl => "ssl",
+        SecurityProtocol::SaslPlaintext => "sasl_plaintext",
+        SecurityProtocol::SaslSsl => "sasl_ssl",
+    };
+    config.set("security.protocol", protocol);
+    let ca = match (&cluster.ca_secret, &cluster.tls_secret) {
+        (Some(ca), _) => Some(secrets.get_text(&ca.name, &ca.ca_key)?),
+        (None, Some(tls)) => Some(secrets.get_text(&tls.name, &tls.ca_key)?),
+        (None, None) => None,
+    };
+    if let Some(ca) = ca {
+        config.set("ssl.ca.pem", ca);
+    }
+    if let Some(tls) = &cluster.tls_secret
+        && let (Some(cert_key), Some(key_key)) = (&tls.cert_key, &tls.key_key)
+    {
+        config.set("ssl.certificate.pem", secrets.get_text(&tls.name, cert_key)?);
+        config.set("ssl.key.pem", secrets.get_text(&tls.name, key_key)?);
+    }
+    if let Some(sasl) = &cluster.sasl_secret {
+        let mechanism = match sasl.mechanism {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+        };
+        config.set("sasl.mechanism", mechanism);
+        config.set("sasl.username", secrets.get_text(&sasl.name, &sasl.username_key)?);
+        config.set("sasl.password", secrets.get_text(&sasl.name, &sasl.password_key)?);
+    }
+    if let Some(connection) = &cluster.connection {
+        for (field, set) in [
+            (
+                "connection.keepaliveTimeSecs",
+                connection.keepalive_time_secs.is_some(),
+            ),
+            (
+                "connection.keepaliveIntervalSecs",
+                connection.keepalive_interval_secs.is_some(),
+            ),
+        ] {
+            if set {
+                return Err(KafkaError::Unsupported {
+                    field,
+                    message: UNSUPPORTED_KEEPALIVE_TIMING.into(),
+                });
+            }
+        }
+        if connection.connections_per_broker.is_some_and(|n| n != 1) {
+            return Err(KafkaError::Unsupported {
+                field: "connection.connectionsPerBroker",
+                message: UNSUPPORTED_CONNECTIONS_PER_BROKER.into(),
+            });
+        }
+        if let Some(keepalive) = connection.tcp_keepalive {
+            config.set("socket.keepalive.enable", keepalive.to_string());
+        }
+        if let Some(nodelay) = connection.tcp_nodelay {
+            config.set("socket.nagle.disable", nodelay.to_string());
+        }
+    }
+    Ok(config)
+}
+
+/// Why keep-alive timing is refused: said the same way by admission and by the engine.
+pub const UNSUPPORTED_KEEPALIVE_TIMING: &str = "librdkafka has no per-connection keep-alive timing (only socket.keepalive.enable, set by tcpKeepalive); the node's net.ipv4.tcp_keepalive_time/intvl apply. Remove the field";
+
+/// Why more than one connection per broker is refused.
+pub const UNSUPPORTED_CONNECTIONS_PER_BROKER: &str = "librdkafka opens one connection per broker and client; it cannot be changed. Remove the field or set it to 1";
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::collections::{BTreeMap, HashMap};
+
+    use super::*;
+    use crate::api::v1beta1::{ConnectionSpec, SaslSecretRef, TlsSecretRef};
+
+    fn cluster() -> KafkaClusterSpec {
+        KafkaClusterSpec {
+            bootstrap_servers: vec!["a:9092".into(), "b:9092".into()],
+            security_protocol: SecurityProtocol::Plaintext,
+            tls_secret: None,
+            ca_secret: None,
+            sasl_secret: None,
+            connection: None,
+        }
+    }
+
+    fn secrets() -> SecretStore {
+        let mut tls = BTreeMap::new();
+        tls.insert("ca.crt".to_owned(), b"CA\n".to_vec());
+        tls.insert("user.crt".to_owned(), b"CERT".to_vec());
+        tls.insert("user.key".to_owned(), b"KEY".to_vec());
+        let mut sasl = BTreeMap::new();
+        sasl.insert("username".to_owned(), b"alice".to_vec());
+        sasl.insert("password".to_owned(), b"pw\n".to_vec());
+        SecretStore::Map {
+            origin: "test".into(),
+            secrets: HashMap::from([("tls".to_owned(), tls), ("sasl".to_owned(), sasl)]),
+        }
+    }
+
+    #[test]
+    fn sasl_ssl_with_mutual_tls_maps_every_setting() {
+        let mut c = cluster();
+        c.security_protocol = SecurityProtocol::SaslSsl;
+        c.tls_secret = Some(TlsSecretRef {
+            name: "tls".into(),
+            ca_key: "ca.crt".into(),
+            cert_key: Some("user.crt".into()),
+            key_key: Some("user.key".into()),
+        });
+        c.sasl_secret = Some(SaslSecretRef {
+            name: "sasl".into(),
+            mechanism: SaslMechanism::ScramSha512,
+            username_key: "username".into(),
+            password_key: "password".into(),
+        });
+        c.connection = Some(ConnectionSpec {
+            tcp_keepalive: Some(true),
+            tcp_nodelay: Some(true),
+            connections_per_broker: Some(1),
+            ..Default::default()
+        });
+        let config = client_config(&c, &secrets()).unwrap();
+        let get = |k: &str| config.get(k).unwrap().to_owned();
+        assert_eq!(get("bootstrap.servers"), "a:9092,b:9092");
+        assert_eq!(get("security.protocol"), "sasl_ssl");
+        assert_eq!(get("ssl.ca.pem"), "CA");
+        assert_eq!(get("ssl.certificate.pem"), "CERT");
+        assert_eq!(get("ssl.key.pem"), "KEY");
+        assert_eq!(get("sasl.mechanism"), "SCRAM-SHA-512");
+        assert_eq!(get("sasl.username"), "alice");
+        assert_eq!(get("sasl.password"), "pw");
+        assert_eq!(get("socket.keepalive.enable"), "true");
+        assert_eq!(get("socket.nagle.disable"), "true");
+    }
+
+    #[test]
+    fn settings_without_librdkafka_equivalent_are_refused_by_name() {
+        let mut c = cluster();
+        c.connection = Some(ConnectionSpec {
+            keepalive_time_secs: Some(60),
+            ..Default::default()
+        });
+        let e = client_config(&c, &secrets()).unwrap_err().to_string();
+        assert!(e.starts_with("kafkaCluster.connection.keepaliveTimeSecs:"), "{e}");
+        c.connection = Some(ConnectionSpec {
+            connections_per_broker: Some(4),
+            ..Default::default()
+        });
+        let e = client_config(&c, &secrets()).unwrap_err().to_string();
+        assert!(e.contains("connectionsPerBroker"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_secret_key_is_named() {
+        let mut c = cluster();
+        c.security_protocol = SecurityProtocol::Ssl;
+        c.tls_secret = Some(TlsSecretRef {
+            name: "tls".into(),
+            ca_key: "cluster-ca.crt".into(),
+            cert_key: None,
+            key_key: None,
+        });
+        let e = client_config(&c, &secrets()).unwrap_err().to_string();
+        assert!(e.contains("Secret tls has no key cluster-ca.crt"), "{e}");
+    }
+}

@@ -1,0 +1,579 @@
+//! Storage locations: where backups, checkpoints, offset snapshots, offset mappings and evidence
+//! reports live, opened from a `storage` block.
+//!
+//! # Locations
+//!
+//! | `type`      | where                                               | status URI                       |
+//! |-------------|-----------------------------------------------------|----------------------------------|
+//! | `S3`        | bucket (+ endpoint, pathStyle, allowHttp), prefix   | `s3://<bucket>/<prefix>/<key>`   |
+//! | `Azure`     | container of an account, prefix                     | `az://<container>/<prefix>/<key>`|
+//! | `GCS`       | bucket, prefix                                      | `gs://<bucket>/<prefix>/<key>`   |
+//! | `PVC`       | `<pvc root>/<claimName>/<subPath>` on the local disk | `pvc://<claim>/<subPath>/<key>` |
+//! | `ConfigMap` | one key per object in a ConfigMap (snapshots only)  | `configmap://<name>/<key>`       |
+//!
+//! The PVC root is `/data` in a cluster (the chart mounts claims there) and `--pvc-root` with
+//! `run -f`, which makes any local directory a storage location.
+//!
+//! # Layout below the prefix
+//!
+//! - `offset-snapshots/<snapshotId>.json`: consumer offset snapshots ([`snapshot`]); in a ConfigMap
+//!   the key is `<snapshotId>.json`.
+//!
+//! Objects that must never be overwritten (snapshots, manifests of finished backups, evidence) are
+//! written create-only ([`Location::put_new`]): a conditional put that fails when the key exists,
+//! so two writers cannot both believe they wrote it.
+
+pub mod configmap;
+pub mod offset_mapping;
+pub mod snapshot;
+
+use std::{path::PathBuf, sync::Arc};
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::{
+    ObjectStore, ObjectStoreExt, PutMode, PutOptions, aws::AmazonS3Builder, azure::MicrosoftAzureBuilder,
+    gcp::GoogleCloudStorageBuilder, local::LocalFileSystem, path::Path,
+};
+
+use crate::{
+    api::v1beta1::{StorageSpec, StorageType},
+    secrets::{SecretError, SecretStore},
+};
+
+/// Why a storage operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The storage block is incomplete (the admission webhook normally catches this first).
+    #[error("storage: {0}")]
+    Invalid(String),
+    /// A credentials Secret could not be read.
+    #[error("storage: {0}")]
+    Secret(#[from] SecretError),
+    /// The client for the location could not be built.
+    #[error("cannot open storage {uri}: {source}")]
+    Open {
+        /// The location.
+        uri: String,
+        /// Why.
+        #[source]
+        source: object_store::Error,
+    },
+    /// A create-only write found the object already there.
+    #[error("{uri} already exists; it is never overwritten: choose another id")]
+    AlreadyExists {
+        /// The object.
+        uri: String,
+    },
+    /// The object is not there.
+    #[error("{uri} not found")]
+    NotFound {
+        /// The object.
+        uri: String,
+    },
+    /// An operation on an object failed.
+    #[error("{operation} {uri}: {source}")]
+    Object {
+        /// read, write, delete, list.
+        operation: &'static str,
+        /// The object or prefix.
+        uri: String,
+        /// Why.
+        #[source]
+        source: object_store::Error,
+    },
+    /// ConfigMap storage without a Kubernetes API.
+    #[error(
+        "storage type ConfigMap (ConfigMap {name}) needs the Kubernetes API, and there is none here (run -f): use S3, Azure, GCS or PVC storage"
+    )]
+    NoKubernetes {
+        /// The ConfigMap.
+        name: String,
+    },
+    /// The object does not fit into a ConfigMap.
+    #[error(
+        "{uri} is {size} bytes, and ConfigMap {name} would then hold {total} bytes: a ConfigMap holds at most 1 MiB (1048576 bytes). Store snapshots this large in object storage (S3, Azure, GCS) or on a PVC"
+    )]
+    TooLarge {
+        /// The object.
+        uri: String,
+        /// The ConfigMap.
+        name: String,
+        /// Size of the object.
+        size: usize,
+        /// Size of the ConfigMap's data with it.
+        total: usize,
+    },
+    /// An object in a ConfigMap is not UTF-8 text.
+    #[error("{uri} is not UTF-8 text; ConfigMap storage holds JSON only")]
+    NotText {
+        /// The object.
+        uri: String,
+    },
+    /// A Kubernetes API call failed.
+    #[error("{operation} {uri}: {source}")]
+    Kube {
+        /// read, write, delete, list.
+        operation: &'static str,
+        /// The ConfigMap or key.
+        uri: String,
+        /// Why.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// What opening a location needs besides the storage block.
+#[derive(Clone, Debug)]
+pub struct StorageEnv {
+    /// Directory under which PVCs are mounted, one directory per claim name.
+    pub pvc_root: PathBuf,
+    /// The Kubernetes API and the resource's namespace, for ConfigMap storage; `None` without a
+    /// cluster (`run -f`).
+    pub kube: Option<configmap::KubeTarget>,
+}
+
+impl Default for StorageEnv {
+    fn default() -> Self {
+        StorageEnv {
+            pvc_root: PathBuf::from("/data"),
+            kube: None,
+        }
+    }
+}
+
+/// An opened storage location.
+#[derive(Clone, Debug)]
+pub enum Location {
+    /// Object storage or a directory.
+    Object(ObjectLocation),
+    /// Keys of a ConfigMap.
+    ConfigMap(configmap::ConfigMapLocation),
+}
+
+/// A prefix in an object store (or a directory through [`LocalFileSystem`]).
+#[derive(Clone)]
+pub struct ObjectLocation {
+    store: Arc<dyn ObjectStore>,
+    prefix: Path,
+    uri_base: String,
+}
+
+impl std::fmt::Debug for ObjectLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectLocation")
+            .field("uri", &self.uri_base)
+            .finish()
+    }
+}
+
+/// An object below a location's prefix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Key relative to the listed directory.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modification time.
+    pub last_modified: chrono::DateTime<chrono::Utc>,
+}
+
+impl Location {
+    /// Opens the location a storage block names.
+    pub fn open(
+        spec: &StorageSpec,
+        secrets: &SecretStore,
+        env: &StorageEnv,
+    ) -> Result<Location, StorageError> {
+        let missing =
+            |block: &str| StorageError::Invalid(format!("type {:?} needs the {block} block", spec.type_));
+        match spec.type_ {
+            StorageType::S3 => {
+                let s3 = spec.s3.as_ref().ok_or_else(|| missing("s3"))?;
+                let mut builder = match &s3.credentials_secret {
+                    Some(secret) => AmazonS3Builder::new()
+                        .with_access_key_id(secrets.get_text(&secret.name, &secret.access_key_id_key)?)
+                        .with_secret_access_key(
+                            secrets.get_text(&secret.name, &secret.secret_access_key_key)?,
+                        ),
+                    // The default AWS chain: environment, web identity (IRSA), Pod Identity, IMDS.
+                    None => AmazonS3Builder::from_env(),
+                };
+                builder = builder
+                    .with_bucket_name(&s3.bucket)
+                    .with_region(s3.region.clone().unwrap_or_else(|| "us-east-1".into()));
+                if let Some(endpoint) = &s3.endpoint {
+                    builder = builder.with_endpoint(endpoint);
+                }
+                if let Some(path_style) = s3.path_style {
+                    builder = builder.with_virtual_hosted_style_request(!path_style);
+                }
+                if let Some(allow_http) = s3.allow_http {
+                    builder = builder.with_allow_http(allow_http);
+                }
+                let uri = format!("s3://{}", s3.bucket);
+                let store = builder.build().map_err(|source| StorageError::Open {
+                    uri: uri.clone(),
+                    source,
+                })?;
+                Ok(ObjectLocation::new(Arc::new(store), s3.prefix.as_deref(), uri).into())
+            }
+            StorageType::Azure => {
+                let azure = spec.azure.as_ref().ok_or_else(|| missing("azure"))?;
+                // Workload identity and the default chain read AZURE_* from the environment.
+                let mut builder = MicrosoftAzureBuilder::from_env()
+                    .with_account(&azure.account_name)
+                    .with_container_name(&azure.container);
+                if let Some(secret) = &azure.credentials_secret {
+                    builder =
+                        builder.with_access_key(secrets.get_text(&secret.name, &secret.account_key_key)?);
+                }
+                if let Some(secret) = &azure.sas_token_secret {
+                    let token = secrets.get_text(&secret.name, &secret.sas_token_key)?;
+                    builder = builder.with_config(
+                        object_store::azure::AzureConfigKey::SasKey,
+                        token.trim_start_matches('?'),
+                    );
+                }
+                if let Some(secret) = &azure.service_principal_secret {
+                    builder = builder
+                        .with_client_id(secrets.get_text(&secret.name, &secret.client_id_key)?)
+                        .with_tenant_id(secrets.get_text(&secret.name, &secret.tenant_id_key)?)
+                        .with_client_secret(secrets.get_text(&secret.name, &secret.client_secret_key)?);
+                }
+                if let Some(endpoint) = &azure.endpoint {
+                    builder = builder
+                        .with_endpoint(endpoint.trim_end_matches('/').to_owned())
+                        .with_allow_http(endpoint.starts_with("http://"));
+                }
+                let uri = format!("az://{}", azure.container);
+                let store = builder.build().map_err(|source| StorageError::Open {
+                    uri: uri.clone(),
+                    source,
+                })?;
+                Ok(ObjectLocation::new(Arc::new(store), azure.prefix.as_deref(), uri).into())
+            }
+            StorageType::Gcs => {
+                let gcs = spec.gcs.as_ref().ok_or_else(|| missing("gcs"))?;
+                let mut builder = GoogleCloudStorageBuilder::from_env().with_bucket_name(&gcs.bucket);
+                if let Some(secret) = &gcs.credentials_secret {
+                    builder = builder.with_service_account_key(
+                        secrets.get_text(&secret.name, &secret.service_account_json_key)?,
+                    );
+                }
+                let uri = format!("gs://{}", gcs.bucket);
+                let store = builder.build().map_err(|source| StorageError::Open {
+                    uri: uri.clone(),
+                    source,
+                })?;
+                Ok(ObjectLocation::new(Arc::new(store), gcs.prefix.as_deref(), uri).into())
+            }
+            StorageType::Pvc => {
+                let pvc = spec.pvc.as_ref().ok_or_else(|| missing("pvc"))?;
+                let sub_path = pvc.sub_path.as_deref().unwrap_or("").trim_matches('/');
+                if pvc.claim_name.contains('/') || sub_path.split('/').any(|s| s == "..") {
+                    return Err(StorageError::Invalid(format!(
+                        "pvc claimName {:?} / subPath {:?} must stay inside the volume",
+                        pvc.claim_name, sub_path
+                    )));
+                }
+                let mut dir = env.pvc_root.join(&pvc.claim_name);
+                let mut uri = format!("pvc://{}", pvc.claim_name);
+                if !sub_path.is_empty() {
+                    dir = dir.join(sub_path);
+                    uri = format!("{uri}/{sub_path}");
+                }
+                ObjectLocation::directory(&dir, uri).map(Location::Object)
+            }
+            StorageType::ConfigMap => {
+                let cm = spec.config_map.as_ref().ok_or_else(|| missing("configMap"))?;
+                configmap::ConfigMapLocation::new(&cm.name, env.kube.clone()).map(Location::ConfigMap)
+            }
+        }
+    }
+
+    /// The URI of a key, for status and messages.
+    pub fn uri(&self, key: &str) -> String {
+        match self {
+            Location::Object(o) => o.uri(key),
+            Location::ConfigMap(c) => c.uri(key),
+        }
+    }
+
+    /// Writes a new object; fails with [`StorageError::AlreadyExists`] when the key is taken.
+    pub async fn put_new(&self, key: &str, bytes: Bytes) -> Result<(), StorageError> {
+        match self {
+            Location::Object(o) => o.put_new(key, bytes).await,
+            Location::ConfigMap(c) => c.put_new(key, bytes).await,
+        }
+    }
+
+    /// Reads an object; `None` when it does not exist.
+    pub async fn get(&self, key: &str) -> Result<Option<Bytes>, StorageError> {
+        match self {
+            Location::Object(o) => o.get(key).await,
+            Location::ConfigMap(c) => c.get(key).await,
+        }
+    }
+
+    /// Deletes an object; `false` when it did not exist.
+    pub async fn delete(&self, key: &str) -> Result<bool, StorageError> {
+        match self {
+            Location::Object(o) => o.delete(key).await,
+            Location::ConfigMap(c) => c.delete(key).await,
+        }
+    }
+
+    /// The objects directly or indirectly below `dir` (keys relative to it).
+    pub async fn list(&self, dir: &str) -> Result<Vec<ObjectInfo>, StorageError> {
+        match self {
+            Location::Object(o) => o.list(dir).await,
+            Location::ConfigMap(c) => c.list().await,
+        }
+    }
+}
+
+impl From<ObjectLocation> for Location {
+    fn from(location: ObjectLocation) -> Self {
+        Location::Object(location)
+    }
+}
+
+impl ObjectLocation {
+    /// A prefix in a store; `uri_base` names the bucket or container (`s3://bucket`).
+    pub fn new(store: Arc<dyn ObjectStore>, prefix: Option<&str>, uri_base: String) -> Self {
+        let prefix = prefix.unwrap_or("").trim_matches('/');
+        let uri_base = if prefix.is_empty() {
+            uri_base
+        } else {
+            format!("{uri_base}/{prefix}")
+        };
+        ObjectLocation {
+            store,
+            prefix: Path::from(prefix),
+            uri_base,
+        }
+    }
+
+    /// A local directory (created when missing) as a location.
+    pub fn directory(dir: &std::path::Path, uri: String) -> Result<Self, StorageError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StorageError::Invalid(format!("cannot create directory {}: {e}", dir.display())))?;
+        let store = LocalFileSystem::new_with_prefix(dir)
+            .map_err(|source| StorageError::Open {
+                uri: uri.clone(),
+                source,
+            })?
+            .with_automatic_cleanup(true);
+        Ok(ObjectLocation {
+            store: Arc::new(store),
+            prefix: Path::default(),
+            uri_base: uri,
+        })
+    }
+
+    /// The object store and the full path of a key, for streaming reads and multipart writes.
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// The full path of a key in the store.
+    pub fn path(&self, key: &str) -> Path {
+        let mut path = self.prefix.clone();
+        for part in key.split('/').filter(|p| !p.is_empty()) {
+            path = path.clone().join(part);
+        }
+        path
+    }
+
+    /// The URI of a key.
+    pub fn uri(&self, key: &str) -> String {
+        format!("{}/{}", self.uri_base, key.trim_start_matches('/'))
+    }
+
+    /// Writes a new object with a conditional put; fails when the key exists.
+    pub async fn put_new(&self, key: &str, bytes: Bytes) -> Result<(), StorageError> {
+        let options = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self.store.put_opts(&self.path(key), bytes.into(), options).await {
+            Ok(_) => Ok(()),
+            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
+                Err(StorageError::AlreadyExists { uri: self.uri(key) })
+            }
+            Err(source) => Err(StorageError::Object {
+                operation: "write",
+                uri: self.uri(key),
+                source,
+            }),
+        }
+    }
+
+    /// Writes an object, replacing it (checkpoints, progress).
+    pub async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StorageError> {
+        self.store
+            .put(&self.path(key), bytes.into())
+            .await
+            .map(|_| ())
+            .map_err(|source| StorageError::Object {
+                operation: "write",
+                uri: self.uri(key),
+                source,
+            })
+    }
+
+    /// Reads an object; `None` when it does not exist.
+    pub async fn get(&self, key: &str) -> Result<Option<Bytes>, StorageError> {
+        let result = match self.store.get(&self.path(key)).await {
+            Ok(result) => result,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(source) => {
+                return Err(StorageError::Object {
+                    operation: "read",
+                    uri: self.uri(key),
+                    source,
+                });
+            }
+        };
+        result
+            .bytes()
+            .await
+            .map(Some)
+            .map_err(|source| StorageError::Object {
+                operation: "read",
+                uri: self.uri(key),
+                source,
+            })
+    }
+
+    /// Deletes an object; `false` when it did not exist.
+    pub async fn delete(&self, key: &str) -> Result<bool, StorageError> {
+        let path = self.path(key);
+        match self.store.head(&path).await {
+            Err(object_store::Error::NotFound { .. }) => return Ok(false),
+            Err(source) => {
+                return Err(StorageError::Object {
+                    operation: "delete",
+                    uri: self.uri(key),
+                    source,
+                });
+            }
+            Ok(_) => {}
+        }
+        self.store
+            .delete(&path)
+            .await
+            .map(|()| true)
+            .map_err(|source| StorageError::Object {
+                operation: "delete",
+                uri: self.uri(key),
+                source,
+            })
+    }
+
+    /// Every object below `dir`, keys relative to `dir`.
+    pub async fn list(&self, dir: &str) -> Result<Vec<ObjectInfo>, StorageError> {
+        let base = self.path(dir);
+        let base_str = base.to_string();
+        let objects: Vec<_> = self
+            .store
+            .list(Some(&base))
+            .try_collect()
+            .await
+            .map_err(|source| StorageError::Object {
+                operation: "list",
+                uri: self.uri(dir),
+                source,
+            })?;
+        Ok(objects
+            .into_iter()
+            .map(|meta| {
+                let full = meta.location.to_string();
+                let key = full
+                    .strip_prefix(&base_str)
+                    .unwrap_or(&full)
+                    .trim_start_matches('/')
+                    .to_owned();
+                ObjectInfo {
+                    key,
+                    size: meta.size,
+                    last_modified: meta.last_modified,
+                }
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::api::v1beta1::PvcStorage;
+
+    fn pvc(root: &std::path::Path, sub_path: Option<&str>) -> (StorageSpec, StorageEnv) {
+        let spec = StorageSpec {
+            type_: StorageType::Pvc,
+            pvc: Some(PvcStorage {
+                claim_name: "backups".into(),
+                sub_path: sub_path.map(Into::into),
+            }),
+            s3: None,
+            azure: None,
+            gcs: None,
+            config_map: None,
+        };
+        let env = StorageEnv {
+            pvc_root: root.to_owned(),
+            kube: None,
+        };
+        (spec, env)
+    }
+
+    #[tokio::test]
+    async fn pvc_location_writes_create_only_and_lists() {
+        let root = tempfile::tempdir().unwrap();
+        let (spec, env) = pvc(root.path(), Some("team-a"));
+        let location = Location::open(&spec, &SecretStore::None, &env).unwrap();
+        assert_eq!(
+            location.uri("offset-snapshots/s1.json"),
+            "pvc://backups/team-a/offset-snapshots/s1.json"
+        );
+        location
+            .put_new("offset-snapshots/s1.json", Bytes::from_static(b"one"))
+            .await
+            .unwrap();
+        let again = location
+            .put_new("offset-snapshots/s1.json", Bytes::from_static(b"two"))
+            .await;
+        assert!(
+            matches!(again, Err(StorageError::AlreadyExists { .. })),
+            "{again:?}"
+        );
+        assert_eq!(
+            location.get("offset-snapshots/s1.json").await.unwrap().unwrap(),
+            "one"
+        );
+        assert!(
+            root.path()
+                .join("backups/team-a/offset-snapshots/s1.json")
+                .is_file()
+        );
+        let listed = location.list("offset-snapshots").await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].key, "s1.json");
+        assert!(location.delete("offset-snapshots/s1.json").await.unwrap());
+        assert!(!location.delete("offset-snapshots/s1.json").await.unwrap());
+        assert_eq!(location.get("offset-snapshots/s1.json").await.unwrap(), None);
+    }
+
+    #[test]
+    fn pvc_sub_path_cannot_escape_the_volume() {
+        let root = tempfile::tempdir().unwrap();
+        let (spec, env) = pvc(root.path(), Some("../other"));
+        let e = Location::open(&spec, &SecretStore::None, &env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("must stay inside the volume"), "{e}");
+    }
+}
