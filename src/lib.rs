@@ -10,13 +10,17 @@
 //! - [`secrets`]: the Secrets a resource names, from the cluster or from `--secrets-dir`.
 //! - [`kafka`]: Kafka client configuration and consumer-group operations (rdkafka).
 //! - [`storage`]: storage locations and the formats stored in them.
+//! - [`ops`]: the operations (offset reset, rollback, ...), shared by the reconciler and `run -f`.
+//! - [`run`]: `run -f`, one resource executed without Kubernetes.
 
 pub mod api;
 pub mod certs;
 pub mod kafka;
 pub mod manifests;
 pub mod metrics;
+pub mod ops;
 pub mod routes;
+pub mod run;
 pub mod secrets;
 pub mod server;
 pub mod storage;

@@ -4,7 +4,7 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use kafka_backup_operator::{certs, manifests, server};
+use kafka_backup_operator::{certs, manifests, run, server};
 
 /// Kubernetes-native backup, restore and consumer-offset management for Apache Kafka.
 #[derive(Parser, Debug)]
@@ -24,6 +24,10 @@ enum Command {
     /// Make a development CA and serving certificate for the operator's Service, and manifests
     /// with their caBundle filled in.
     Certs(certs::CertsArgs),
+    /// Execute one resource (any kind, either API version) without Kubernetes, judged by the same
+    /// rules as the admission webhook; print its resulting status as YAML. Exit code 0 when it
+    /// completed. Secrets come from --secrets-dir DIR/<secret>/<key>.
+    Run(run::RunArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -59,6 +63,14 @@ fn main() -> ExitCode {
         Command::Certs(args) => {
             server::init_logging();
             certs::run(args).map_err(|e| e.to_string())
+        }
+        Command::Run(args) => {
+            server::init_logging();
+            match run::run_blocking(args) {
+                Ok(true) => Ok(()),
+                Ok(false) => return ExitCode::FAILURE,
+                Err(e) => Err(e.to_string()),
+            }
         }
     };
     match result {

@@ -69,15 +69,6 @@ impl LogBounds {
     }
 }
 
-/// A record read at one offset.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RecordAt {
-    /// Its offset.
-    pub offset: i64,
-    /// Its headers in order, null values as `None`.
-    pub headers: Vec<(String, Option<Vec<u8>>)>,
-}
-
 /// A connection to one cluster for metadata and offsets.
 pub struct Cluster {
     config: ClientConfig,
@@ -211,35 +202,41 @@ impl Cluster {
         Ok(())
     }
 
-    /// Reads the first record at or after `offset` in a partition, `None` at the log end.
-    pub fn record_at(
+    /// Reads forward from `offset` to the first record for which `extract` gives a value: that
+    /// record's offset and the value, `None` when the log end comes first.
+    pub fn first_match_at<T>(
         &self,
         reader: &BaseConsumer,
         partition: &Partition,
         offset: i64,
-    ) -> Result<Option<RecordAt>, KafkaError> {
+        extract: impl Fn(&[(String, Option<Vec<u8>>)]) -> Option<T>,
+    ) -> Result<Option<(i64, T)>, KafkaError> {
+        let what = || format!("reading {}-{} from offset {offset}", partition.0, partition.1);
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&partition.0, partition.1, Offset::Offset(offset))
-            .map_err(KafkaError::client("positioning the record reader"))?;
-        reader
-            .assign(&tpl)
-            .map_err(KafkaError::client("positioning the record reader"))?;
-        let deadline = std::time::Instant::now() + REQUEST_TIMEOUT;
-        while std::time::Instant::now() < deadline {
+            .map_err(KafkaError::client(what()))?;
+        reader.assign(&tpl).map_err(KafkaError::client(what()))?;
+        let mut idle_since = std::time::Instant::now();
+        loop {
             match reader.poll(Duration::from_millis(200)) {
+                None if idle_since.elapsed() > REQUEST_TIMEOUT => {
+                    return Err(KafkaError::Broker(format!(
+                        "no record and no end of log within {}s {}",
+                        REQUEST_TIMEOUT.as_secs(),
+                        what()
+                    )));
+                }
                 None => continue,
                 Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => return Ok(None),
-                Some(Err(e)) => {
-                    return Err(KafkaError::Client {
-                        what: format!("reading {}-{} at offset {offset}", partition.0, partition.1),
-                        source: e,
-                    });
+                Some(Err(source)) => {
+                    return Err(KafkaError::Client { what: what(), source });
                 }
                 Some(Ok(message)) => {
+                    idle_since = std::time::Instant::now();
                     if message.topic() != partition.0 || message.partition() != partition.1 {
                         continue;
                     }
-                    let headers = message
+                    let headers: Vec<(String, Option<Vec<u8>>)> = message
                         .headers()
                         .map(|h| {
                             h.iter()
@@ -247,22 +244,15 @@ impl Cluster {
                                 .collect()
                         })
                         .unwrap_or_default();
-                    return Ok(Some(RecordAt {
-                        offset: message.offset(),
-                        headers,
-                    }));
+                    if let Some(value) = extract(&headers) {
+                        return Ok(Some((message.offset(), value)));
+                    }
                 }
             }
         }
-        Err(KafkaError::Broker(format!(
-            "no record and no end of log within {}s reading {}-{} at offset {offset}",
-            REQUEST_TIMEOUT.as_secs(),
-            partition.0,
-            partition.1
-        )))
     }
 
-    /// A consumer for [`Cluster::record_at`], fetching one small batch at a time.
+    /// A consumer for [`Cluster::first_match_at`], fetching one small batch at a time.
     pub fn record_reader(&self) -> Result<BaseConsumer, KafkaError> {
         let mut config = self.config.clone();
         config.set("group.id", "kafka-backup-operator-reader");

@@ -8,7 +8,10 @@ pub mod headers;
 use rdkafka::ClientConfig;
 
 use crate::{
-    api::v1beta1::{KafkaClusterSpec, SaslMechanism, SecurityProtocol},
+    api::{
+        v1beta1::{KafkaClusterSpec, SaslMechanism, SecurityProtocol},
+        validation::common::{UNSUPPORTED_CONNECTIONS_PER_BROKER, UNSUPPORTED_KEEPALIVE_TIMING},
+    },
     secrets::{SecretError, SecretStore},
 };
 
@@ -120,12 +123,6 @@ pub fn client_config(cluster: &KafkaClusterSpec, secrets: &SecretStore) -> Resul
     }
     Ok(config)
 }
-
-/// Why keep-alive timing is refused: said the same way by admission and by the engine.
-pub const UNSUPPORTED_KEEPALIVE_TIMING: &str = "librdkafka has no per-connection keep-alive timing (only socket.keepalive.enable, set by tcpKeepalive); the node's net.ipv4.tcp_keepalive_time/intvl apply. Remove the field";
-
-/// Why more than one connection per broker is refused.
-pub const UNSUPPORTED_CONNECTIONS_PER_BROKER: &str = "librdkafka opens one connection per broker and client; it cannot be changed. Remove the field or set it to 1";
 
 #[cfg(test)]
 mod tests {

@@ -109,6 +109,7 @@ fn spec_up(spec: alpha::KafkaOffsetRollbackSpec) -> beta::KafkaOffsetRollbackSpe
             strict: v.strict.unwrap_or(true),
         }),
         verify_after_rollback: spec.verify_after_rollback.unwrap_or(true),
+        remove_offsets_not_in_snapshot: spec.remove_offsets_not_in_snapshot.unwrap_or(false),
         dry_run: spec.dry_run.unwrap_or(false),
         execution: spec.job.map(execution_up),
     }
@@ -135,6 +136,7 @@ fn spec_down(spec: beta::KafkaOffsetRollbackSpec) -> alpha::KafkaOffsetRollbackS
         snapshot_ref,
         dry_run: spec.dry_run.then_some(true),
         verify_after_rollback: (!spec.verify_after_rollback).then_some(false),
+        remove_offsets_not_in_snapshot: spec.remove_offsets_not_in_snapshot.then_some(true),
         resources: None,
         job: spec.execution.map(job_down),
     }

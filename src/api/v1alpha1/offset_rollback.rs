@@ -88,6 +88,9 @@ pub struct KafkaOffsetRollbackSpec {
     /// Read the offsets back after the rollback and compare them with the snapshot (v1.0.0;
     /// default true).
     pub verify_after_rollback: Option<bool>,
+    /// Rollback: also delete offsets committed since the snapshot for partitions it does not
+    /// have, so the group is exactly as it was (default false).
+    pub remove_offsets_not_in_snapshot: Option<bool>,
     /// Compute resources of the Job-based releases (pre-1.0); no effect in-process, kept for
     /// compatibility.
     pub resources: Option<Resources>,

@@ -81,6 +81,8 @@ use super::{ExecutionSpec, KafkaClusterSpec, Phase, SNAPSHOT_ID_PATTERN, SameNam
         .message("kafkaCluster is required for operations Snapshot, Rollback and Verify, and not allowed for Delete"),
     validation = Rule::new("!has(self.verify) || self.operation == 'Verify'")
         .message("verify options need operation Verify"),
+    validation = Rule::new("!has(self.removeOffsetsNotInSnapshot) || !self.removeOffsetsNotInSnapshot || self.operation == 'Rollback'")
+        .message("removeOffsetsNotInSnapshot needs operation Rollback"),
 )]
 pub struct KafkaOffsetRollbackSpec {
     /// What to do with the snapshot.
@@ -112,6 +114,12 @@ pub struct KafkaOffsetRollbackSpec {
     /// snapshot, reported in `status.verification` (default true). Ignored by the other operations.
     #[serde(default = "default_true")]
     pub verify_after_rollback: bool,
+    /// Rollback: also delete the offsets the group committed since the snapshot for partitions the
+    /// snapshot does not have (for example topics consumed for the first time), so the group is
+    /// exactly as it was (default false: those offsets are left as they are). Done by deleting
+    /// the group's offsets and committing the snapshot's, with the group Empty.
+    #[serde(default)]
+    pub remove_offsets_not_in_snapshot: bool,
     /// Do nothing irreversible (default false). Snapshot: read the offsets, store nothing.
     /// Rollback: report the differences to the snapshot in `status.verification`, commit nothing.
     /// Delete: check the snapshot exists, delete nothing. Verify is read-only anyway.

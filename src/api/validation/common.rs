@@ -13,6 +13,12 @@ use crate::api::v1beta1::{
 /// Longest legal Kafka topic name.
 pub const MAX_TOPIC_NAME_LEN: usize = 249;
 
+/// Why keep-alive timing is refused: said the same way by admission and by the Kafka client.
+pub const UNSUPPORTED_KEEPALIVE_TIMING: &str = "librdkafka has no per-connection keep-alive timing (only socket.keepalive.enable, set by tcpKeepalive); the node's net.ipv4.tcp_keepalive_time/intvl apply. Remove the field";
+
+/// Why more than one connection per broker is refused.
+pub const UNSUPPORTED_CONNECTIONS_PER_BROKER: &str = "librdkafka opens one connection per broker and client; it cannot be changed. Remove the field or set it to 1";
+
 /// Checks a Kafka connection block.
 pub fn kafka_cluster(v: &mut Verdict, at: &str, cluster: &KafkaClusterSpec) {
     let servers = path(at, "bootstrapServers");
@@ -68,6 +74,26 @@ pub fn kafka_cluster(v: &mut Verdict, at: &str, cluster: &KafkaClusterSpec) {
     }
     if let Some(sasl) = &cluster.sasl_secret {
         secret_name(v, &path(at, "saslSecret.name"), &sasl.name);
+    }
+    if let Some(connection) = &cluster.connection {
+        for (field, value) in [
+            ("connection.keepaliveTimeSecs", connection.keepalive_time_secs),
+            (
+                "connection.keepaliveIntervalSecs",
+                connection.keepalive_interval_secs,
+            ),
+        ] {
+            if let Some(value) = value {
+                v.error(path(at, field), UNSUPPORTED_KEEPALIVE_TIMING, value);
+            }
+        }
+        if let Some(n) = connection.connections_per_broker.filter(|n| *n != 1) {
+            v.error(
+                path(at, "connection.connectionsPerBroker"),
+                UNSUPPORTED_CONNECTIONS_PER_BROKER,
+                n,
+            );
+        }
     }
 }
 

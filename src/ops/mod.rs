@@ -1,0 +1,130 @@
+//! The operations the five kinds stand for, one module per operation. Each takes the admitted
+//! v1beta1 resource and a [`Context`] (secrets, storage, progress, cancellation) and returns the
+//! status to report; the reconciler and `run -f` call the same functions.
+
+pub mod offset_reset;
+pub mod offset_rollback;
+
+use std::{path::PathBuf, sync::Arc};
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    api::v1beta1::{ConfigMapStorage, StorageSpec, StorageType},
+    secrets::SecretStore,
+    storage::StorageEnv,
+};
+
+/// A progress report: `done` of `total` units (groups, records, bytes) and what is happening.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Progress {
+    /// Units done.
+    pub done: u64,
+    /// Units in all, when known.
+    pub total: Option<u64>,
+    /// What the units are and what is happening, e.g. "groups reset".
+    pub message: String,
+}
+
+/// Receives progress reports (a terminal bar with `run -f`, rate-limited status writes in the
+/// reconciler).
+pub type ProgressSink = Arc<dyn Fn(Progress) + Send + Sync>;
+
+/// The resource an operation runs for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ResourceRef {
+    /// Its kind.
+    pub kind: String,
+    /// Its namespace (absent with `run -f` when the manifest has none).
+    pub namespace: Option<String>,
+    /// Its name.
+    pub name: String,
+    /// Its uid (absent with `run -f`).
+    pub uid: Option<String>,
+}
+
+/// What an operation needs besides its resource.
+#[derive(Clone)]
+pub struct Context {
+    /// The resource.
+    pub resource: ResourceRef,
+    /// The Secrets it names.
+    pub secrets: SecretStore,
+    /// How storage blocks are opened.
+    pub storage: StorageEnv,
+    /// Progress reports.
+    pub progress: ProgressSink,
+    /// Cancelled when the resource is deleted or the process stops.
+    pub cancel: CancellationToken,
+    /// Directory for scratch files that need not survive (never durable state).
+    pub scratch_dir: PathBuf,
+}
+
+impl Context {
+    /// A context with no progress sink, for tests and tools.
+    pub fn new(resource: ResourceRef, secrets: SecretStore, storage: StorageEnv) -> Self {
+        Context {
+            resource,
+            secrets,
+            storage,
+            progress: Arc::new(|_| {}),
+            cancel: CancellationToken::new(),
+            scratch_dir: std::env::temp_dir(),
+        }
+    }
+
+    /// Reports progress.
+    pub fn report(&self, done: u64, total: Option<u64>, message: impl Into<String>) {
+        (self.progress)(Progress {
+            done,
+            total,
+            message: message.into(),
+        });
+    }
+}
+
+/// A Kubernetes timestamp.
+pub fn time(at: DateTime<Utc>) -> Time {
+    Time(jiff_from(at))
+}
+
+fn jiff_from(at: DateTime<Utc>) -> k8s_openapi::jiff::Timestamp {
+    k8s_openapi::jiff::Timestamp::from_millisecond(at.timestamp_millis()).unwrap_or_default()
+}
+
+/// The default snapshot id: `<name>-<UTC YYYYMMDD-HHMMSS>`, the name shortened so the id fits
+/// the 248 characters a snapshot id may have.
+pub fn default_snapshot_id(name: &str, at: DateTime<Utc>) -> String {
+    let suffix = at.format("-%Y%m%d-%H%M%S").to_string();
+    let keep = 248 - suffix.len();
+    let name: String = name.chars().take(keep).collect();
+    format!("{name}{suffix}")
+}
+
+/// Where a snapshot goes when the resource names no storage: a ConfigMap named after the
+/// resource, in its namespace.
+pub fn default_snapshot_storage(resource_name: &str) -> StorageSpec {
+    StorageSpec {
+        type_: StorageType::ConfigMap,
+        pvc: None,
+        s3: None,
+        azure: None,
+        gcs: None,
+        config_map: Some(ConfigMapStorage {
+            name: resource_name.to_owned(),
+        }),
+    }
+}
+
+/// Runs blocking Kafka client work on the blocking pool.
+pub async fn blocking<T, F>(work: F) -> Result<T, crate::kafka::KafkaError>
+where
+    F: FnOnce() -> Result<T, crate::kafka::KafkaError> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| crate::kafka::KafkaError::Join(e.to_string()))?
+}

@@ -1,0 +1,432 @@
+//! KafkaOffsetRollback: take an offset snapshot, roll groups back to one, verify the committed
+//! offsets against one, or delete one. Snapshots use the format of [`crate::storage::snapshot`].
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
+
+use chrono::Utc;
+use futures::{StreamExt, stream};
+
+use super::{Context, blocking, default_snapshot_storage, time};
+use crate::{
+    api::v1beta1::{
+        KafkaOffsetRollback, KafkaOffsetRollbackSpec, KafkaOffsetRollbackStatus, OffsetDifference, Phase,
+        RollbackOperation, RollbackSnapshotInfo, RollbackVerification,
+    },
+    kafka::{
+        self, KafkaError,
+        groups::{Cluster, Committed, Partition},
+    },
+    storage::{
+        Location, StorageError,
+        snapshot::{GroupOffsets, OffsetSnapshot, SnapshotError, SnapshotSource, snapshot_key},
+    },
+};
+
+/// Differences listed in status.
+const MAX_DIFFERENCES: usize = 100;
+
+/// Groups read or committed at once.
+const PARALLELISM: usize = 10;
+
+/// Why an operation failed as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum RollbackError {
+    /// Talking to Kafka failed.
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The stored snapshot is unusable.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    /// The snapshot does not exist.
+    #[error("snapshot {snapshot_id} not found at {uri}")]
+    NotFound {
+        /// The id.
+        snapshot_id: String,
+        /// Where it was looked for.
+        uri: String,
+    },
+    /// The spec lacks what the operation needs here.
+    #[error("{field}: {message}")]
+    Spec {
+        /// Field path.
+        field: &'static str,
+        /// Why.
+        message: String,
+    },
+}
+
+/// The comparison of committed offsets with a snapshot. Pure. `strict`: offsets must be equal
+/// (otherwise at or ahead of the snapshot); `extra_is_difference`: an offset committed for a
+/// partition the snapshot does not have counts as a difference.
+pub fn compare(
+    snapshot: &BTreeMap<String, GroupOffsets>,
+    current: &BTreeMap<String, BTreeMap<Partition, Committed>>,
+    strict: bool,
+    extra_is_difference: bool,
+) -> RollbackVerification {
+    let mut differences = Vec::new();
+    let mut groups_matched = 0;
+    for (group, stored) in snapshot {
+        let expected = stored.committed();
+        let actual = current.get(group).cloned().unwrap_or_default();
+        let partitions: BTreeSet<&Partition> = expected.keys().chain(actual.keys()).collect();
+        let before = differences.len();
+        for tp in partitions {
+            let e = expected.get(tp).map(|c| c.offset);
+            let a = actual.get(tp).map(|c| c.offset);
+            let matches = match (e, a) {
+                (Some(e), Some(a)) => a == e || (!strict && a > e),
+                (None, None) => true,
+                (None, Some(_)) => !extra_is_difference,
+                (Some(_), None) => false,
+            };
+            if !matches {
+                differences.push(OffsetDifference {
+                    group: group.clone(),
+                    topic: tp.0.clone(),
+                    partition: tp.1,
+                    expected: e,
+                    actual: a,
+                });
+            }
+        }
+        if differences.len() == before {
+            groups_matched += 1;
+        }
+    }
+    let total = differences.len();
+    RollbackVerification {
+        matched: Some(total == 0),
+        strict: Some(strict),
+        groups_total: Some(snapshot.len() as i32),
+        groups_matched: Some(groups_matched),
+        groups_mismatched: Some(snapshot.len() as i32 - groups_matched),
+        differences_total: Some(total as i32),
+        differences: Some(differences.into_iter().take(MAX_DIFFERENCES).collect()),
+    }
+}
+
+/// Runs a KafkaOffsetRollback and returns its final status.
+pub async fn execute(rollback: &KafkaOffsetRollback, ctx: &Context) -> KafkaOffsetRollbackStatus {
+    let mut status = KafkaOffsetRollbackStatus {
+        phase: Some(Phase::Running),
+        operation: Some(rollback.spec.operation),
+        start_time: Some(time(Utc::now())),
+        observed_generation: rollback.metadata.generation,
+        ..Default::default()
+    };
+    if let Err(e) = run(&rollback.spec, ctx, &mut status).await {
+        status.phase = Some(Phase::Failed);
+        status.message = Some(e.to_string());
+    }
+    status.completion_time = Some(time(Utc::now()));
+    status
+}
+
+async fn run(
+    spec: &KafkaOffsetRollbackSpec,
+    ctx: &Context,
+    status: &mut KafkaOffsetRollbackStatus,
+) -> Result<(), RollbackError> {
+    let snapshot_id = resolve_snapshot_id(spec)?;
+    status.snapshot_id = Some(snapshot_id.clone());
+    let location = open_location(spec, ctx)?;
+    let key = snapshot_key(&snapshot_id);
+    let uri = location.uri(&key);
+    match spec.operation {
+        RollbackOperation::Snapshot => {
+            let cluster = connect(spec, ctx).await?;
+            let groups = spec.consumer_groups.clone().unwrap_or_default();
+            let current = read_groups(&cluster, &groups, None).await?;
+            let mut snapshot = OffsetSnapshot {
+                snapshot_id: snapshot_id.clone(),
+                timestamp: Utc::now(),
+                cluster: cluster_name(spec),
+                groups: BTreeMap::new(),
+                source: Some(SnapshotSource {
+                    kind: "KafkaOffsetRollback".into(),
+                    namespace: ctx.resource.namespace.clone(),
+                    name: ctx.resource.name.clone(),
+                    uid: ctx.resource.uid.clone(),
+                }),
+            };
+            let read_at = snapshot.timestamp.timestamp_millis();
+            for group in &groups {
+                snapshot.insert_group(group, &current.get(group).cloned().unwrap_or_default(), read_at);
+                snapshot.groups.entry(group.clone()).or_default();
+            }
+            status.snapshot = Some(info(&snapshot, &uri));
+            if spec.dry_run {
+                status.phase = Some(Phase::Completed);
+                status.message = Some(format!(
+                    "dry run: read {} partition offset(s) of {} group(s); nothing stored",
+                    snapshot.partition_count(),
+                    groups.len()
+                ));
+                return Ok(());
+            }
+            location.put_new(&key, snapshot.to_bytes()).await?;
+            status.phase = Some(Phase::Completed);
+            status.message = Some(format!(
+                "snapshot {snapshot_id} of {} group(s), {} partition(s) stored at {uri}",
+                groups.len(),
+                snapshot.partition_count()
+            ));
+        }
+        RollbackOperation::Delete => {
+            if location.get(&key).await?.is_none() {
+                return Err(RollbackError::NotFound { snapshot_id, uri });
+            }
+            if spec.dry_run {
+                status.phase = Some(Phase::Completed);
+                status.message = Some(format!("dry run: {uri} exists and would be deleted"));
+                return Ok(());
+            }
+            location.delete(&key).await?;
+            status.phase = Some(Phase::Completed);
+            status.message = Some(format!("snapshot {snapshot_id} deleted from {uri}"));
+        }
+        RollbackOperation::Verify | RollbackOperation::Rollback => {
+            let bytes = location.get(&key).await?.ok_or_else(|| RollbackError::NotFound {
+                snapshot_id: snapshot_id.clone(),
+                uri: uri.clone(),
+            })?;
+            let snapshot = OffsetSnapshot::parse(&bytes, &snapshot_id, &uri)?;
+            status.snapshot = Some(info(&snapshot, &uri));
+            let selected = select_groups(spec, &snapshot)?;
+            let cluster = connect(spec, ctx).await?;
+            if spec.operation == RollbackOperation::Rollback && !spec.dry_run {
+                roll_back(spec, &cluster, &selected, status).await?;
+            }
+            // A rollback commits exact offsets; partitions the snapshot lacks only count when
+            // they were to be removed.
+            let (strict, extra_is_difference) = match spec.operation {
+                RollbackOperation::Rollback => (true, spec.remove_offsets_not_in_snapshot),
+                _ => {
+                    let strict = spec.verify.as_ref().is_none_or(|v| v.strict);
+                    (strict, strict)
+                }
+            };
+            let compare_now =
+                spec.operation == RollbackOperation::Verify || spec.dry_run || spec.verify_after_rollback;
+            if compare_now && status.phase != Some(Phase::Failed) {
+                let partitions = all_partitions(&cluster).await?;
+                let current = read_groups(
+                    &cluster,
+                    &selected.keys().cloned().collect::<Vec<_>>(),
+                    Some(partitions),
+                )
+                .await?;
+                let verification = compare(&selected, &current, strict, extra_is_difference);
+                let matched = verification.matched == Some(true);
+                let differences = verification.differences_total.unwrap_or(0);
+                status.verification = Some(verification);
+                match spec.operation {
+                    RollbackOperation::Verify => {
+                        status.phase = Some(if matched { Phase::Completed } else { Phase::Failed });
+                        status.message = Some(if matched {
+                            format!("committed offsets match snapshot {snapshot_id}")
+                        } else {
+                            format!(
+                                "{differences} partition(s) differ from snapshot {snapshot_id}; see status.verification.differences"
+                            )
+                        });
+                    }
+                    _ if spec.dry_run => {
+                        status.phase = Some(Phase::Completed);
+                        status.message = Some(format!(
+                            "dry run: {differences} partition(s) would change; nothing committed"
+                        ));
+                    }
+                    _ if !matched && status.phase == Some(Phase::Completed) => {
+                        status.phase = Some(Phase::Failed);
+                        status.message = Some(format!(
+                            "rolled back, but {differences} partition(s) differ from snapshot {snapshot_id} when read back"
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn resolve_snapshot_id(spec: &KafkaOffsetRollbackSpec) -> Result<String, RollbackError> {
+    if let Some(id) = &spec.snapshot_id {
+        return Ok(id.clone());
+    }
+    Err(RollbackError::Spec {
+        field: "spec.snapshotFrom",
+        message: "reading a KafkaOffsetReset's or KafkaRestore's status needs the Kubernetes API, and there is none here: name the snapshot with snapshotId and storage".into(),
+    })
+}
+
+fn open_location(spec: &KafkaOffsetRollbackSpec, ctx: &Context) -> Result<Location, RollbackError> {
+    let storage = match (&spec.storage, spec.operation) {
+        (Some(storage), _) => storage.clone(),
+        (None, RollbackOperation::Snapshot) => default_snapshot_storage(&ctx.resource.name),
+        (None, _) => {
+            return Err(RollbackError::Spec {
+                field: "spec.storage",
+                message: "finding a snapshot by id in the namespace's catalog needs the operator; here name its storage".into(),
+            });
+        }
+    };
+    Ok(Location::open(&storage, &ctx.secrets, &ctx.storage)?)
+}
+
+fn cluster_name(spec: &KafkaOffsetRollbackSpec) -> String {
+    spec.kafka_cluster
+        .as_ref()
+        .map(|c| c.bootstrap_servers.join(","))
+        .unwrap_or_default()
+}
+
+async fn connect(spec: &KafkaOffsetRollbackSpec, ctx: &Context) -> Result<Arc<Cluster>, RollbackError> {
+    let cluster = spec.kafka_cluster.as_ref().ok_or(RollbackError::Spec {
+        field: "spec.kafkaCluster",
+        message: "is required for this operation".into(),
+    })?;
+    let config = kafka::client_config(cluster, &ctx.secrets)?;
+    Ok(Arc::new(blocking(move || Cluster::new(&config)).await?))
+}
+
+fn info(snapshot: &OffsetSnapshot, uri: &str) -> RollbackSnapshotInfo {
+    RollbackSnapshotInfo {
+        groups: Some(snapshot.groups.len() as i32),
+        total_partitions: Some(snapshot.partition_count() as i32),
+        timestamp: Some(time(snapshot.timestamp)),
+        location: Some(uri.to_owned()),
+    }
+}
+
+fn select_groups(
+    spec: &KafkaOffsetRollbackSpec,
+    snapshot: &OffsetSnapshot,
+) -> Result<BTreeMap<String, GroupOffsets>, RollbackError> {
+    match &spec.consumer_groups {
+        None => Ok(snapshot.groups.clone()),
+        Some(groups) => groups
+            .iter()
+            .map(|g| {
+                snapshot
+                    .groups
+                    .get(g)
+                    .map(|o| (g.clone(), o.clone()))
+                    .ok_or_else(|| RollbackError::Spec {
+                        field: "spec.consumerGroups",
+                        message: format!(
+                            "group {g} is not in snapshot {} (it has {})",
+                            snapshot.snapshot_id,
+                            snapshot.groups.keys().cloned().collect::<Vec<_>>().join(", ")
+                        ),
+                    })
+            })
+            .collect(),
+    }
+}
+
+async fn all_partitions(cluster: &Arc<Cluster>) -> Result<BTreeSet<Partition>, RollbackError> {
+    let cluster = cluster.clone();
+    let topics = blocking(move || cluster.topics()).await?;
+    Ok(topics
+        .iter()
+        .filter(|(t, _)| !t.starts_with("__"))
+        .flat_map(|(t, n)| (0..*n).map(move |p| (t.clone(), p)))
+        .collect())
+}
+
+/// The committed offsets of each group over `partitions` (default: every non-internal partition).
+async fn read_groups(
+    cluster: &Arc<Cluster>,
+    groups: &[String],
+    partitions: Option<BTreeSet<Partition>>,
+) -> Result<BTreeMap<String, BTreeMap<Partition, Committed>>, RollbackError> {
+    let partitions = Arc::new(match partitions {
+        Some(p) => p,
+        None => all_partitions(cluster).await?,
+    });
+    let results: Vec<Result<(String, BTreeMap<Partition, Committed>), KafkaError>> =
+        stream::iter(groups.iter().cloned())
+            .map(|group| {
+                let cluster = cluster.clone();
+                let partitions = partitions.clone();
+                async move {
+                    let name = group.clone();
+                    let committed = blocking(move || cluster.group(&name)?.committed(&partitions)).await?;
+                    Ok((group, committed))
+                }
+            })
+            .buffer_unordered(PARALLELISM)
+            .collect()
+            .await;
+    Ok(results.into_iter().collect::<Result<_, _>>()?)
+}
+
+async fn roll_back(
+    spec: &KafkaOffsetRollbackSpec,
+    cluster: &Arc<Cluster>,
+    groups: &BTreeMap<String, GroupOffsets>,
+    status: &mut KafkaOffsetRollbackStatus,
+) -> Result<(), RollbackError> {
+    let exact = spec.remove_offsets_not_in_snapshot;
+    let outcomes: Vec<(String, Result<(), String>)> = stream::iter(groups.iter())
+        .map(|(group, offsets)| {
+            let cluster = cluster.clone();
+            let group = group.clone();
+            let offsets = offsets.committed();
+            async move {
+                let name = group.clone();
+                let outcome = blocking(move || {
+                    let client = cluster.group(&name)?;
+                    let description = client.describe()?;
+                    if !description.is_inactive() {
+                        return Ok(Err(format!(
+                            "consumer group {name} is {} with {} active member(s): stop its consumers first; nothing of this group was changed",
+                            description.state, description.members
+                        )));
+                    }
+                    if exact {
+                        tokio::runtime::Handle::current().block_on(cluster.delete_group(&name))?;
+                    }
+                    client.commit(&offsets)?;
+                    Ok(Ok(()))
+                })
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r);
+                (group, outcome)
+            }
+        })
+        .buffer_unordered(PARALLELISM)
+        .collect()
+        .await;
+    let failed: Vec<String> = outcomes
+        .iter()
+        .filter_map(|(g, o)| o.as_ref().err().map(|e| format!("{g}: {e}")))
+        .collect();
+    let rolled_back = outcomes.len() - failed.len();
+    status.groups_rolled_back = Some(rolled_back as i32);
+    status.groups_failed = Some(failed.len() as i32);
+    let (phase, message) = match (rolled_back, failed.len()) {
+        (_, 0) => (Phase::Completed, format!("{rolled_back} group(s) rolled back")),
+        (0, _) => (Phase::Failed, format!("rollback failed: {}", failed.join("; "))),
+        _ => (
+            Phase::PartiallyCompleted,
+            format!(
+                "{rolled_back} group(s) rolled back; failed: {}",
+                failed.join("; ")
+            ),
+        ),
+    };
+    status.phase = Some(phase);
+    status.message = Some(message);
+    Ok(())
+}

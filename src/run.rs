@@ -1,0 +1,287 @@
+//! `run -f FILE.yaml`: executes one resource without Kubernetes.
+//!
+//! The manifest (any of the five kinds, v1alpha1 or v1beta1) is judged exactly as the admission
+//! webhook judges it (mutation with its warnings, then validation: a denial is an error listing
+//! every field), converted to v1beta1 and handed to the same operation code the reconciler runs.
+//! The resulting status is printed as YAML on stdout; the exit code is 0 only when the operation
+//! completed.
+//!
+//! Secrets named by the resource are read from `--secrets-dir DIR`: `DIR/<secret name>/<key>`,
+//! one file per key, as a Secret volume mount lays them out. PVC storage `claimName: X` is the
+//! directory `<--pvc-root>/X` (default `/data`, as in the operator's pod). ConfigMap storage and
+//! references to other resources' status need the Kubernetes API and are refused with a message
+//! saying so.
+
+use std::{
+    io::IsTerminal,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    api::{GROUP, STORAGE_VERSION, admission, conversion, v1beta1},
+    ops::{self, Context, Progress, ResourceRef},
+    secrets::SecretStore,
+    storage::StorageEnv,
+};
+
+/// Arguments of `run`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// The manifest: one KafkaOffsetReset, KafkaOffsetRollback, KafkaBackup, KafkaRestore or
+    /// KafkaBackupValidation, either API version.
+    #[arg(short = 'f', long = "filename")]
+    pub file: PathBuf,
+    /// Directory of Secrets: DIR/<secret name>/<key>, one file per key.
+    #[arg(long, env = "KBO_SECRETS_DIR")]
+    pub secrets_dir: Option<PathBuf>,
+    /// Directory holding PVC storage: `pvc.claimName: X` is DIR/X.
+    #[arg(long, env = "KBO_PVC_ROOT", default_value = "/data")]
+    pub pvc_root: PathBuf,
+    /// Namespace recorded for the resource when the manifest has none.
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    /// Run a scheduled resource once, now, instead of on its schedule.
+    #[arg(long)]
+    pub once: bool,
+}
+
+/// Why `run` could not execute the resource.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not one YAML object.
+    #[error("{path} is not a YAML manifest: {message}")]
+    Yaml {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// The object cannot be judged (kind, version, shape).
+    #[error("{path}: {source}")]
+    Admission {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: admission::AdmissionError,
+    },
+    /// The admission rules refuse the object.
+    #[error("{path} is refused: {message}")]
+    Denied {
+        /// The file.
+        path: PathBuf,
+        /// Every error, as the webhook reports them.
+        message: String,
+    },
+    /// Conversion to v1beta1 failed.
+    #[error("{path}: {message}")]
+    Convert {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// This kind cannot be run here yet.
+    #[error("{kind} cannot be executed by run -f")]
+    Unsupported {
+        /// The kind.
+        kind: String,
+    },
+    /// The status could not be printed.
+    #[error("cannot print the status: {0}")]
+    Print(String),
+}
+
+/// The outcome of a run: the status document and whether the operation completed.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// `status:` of the resource, as YAML.
+    pub status_yaml: String,
+    /// Phase Completed.
+    pub completed: bool,
+}
+
+/// Reads, admits and executes the manifest; prints warnings and progress on stderr.
+pub async fn run(args: &RunArgs) -> Result<RunOutcome, RunError> {
+    let path = &args.file;
+    let object = read_manifest(path)?;
+    let admitted = admit(path, &object)?;
+    for warning in &admitted.warnings {
+        eprintln!("warning: {warning}");
+    }
+    let hub = admitted.object;
+    let kind = hub
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let metadata = hub.get("metadata").cloned().unwrap_or(Value::Null);
+    let text = |k: &str| metadata.get(k).and_then(Value::as_str).map(str::to_owned);
+    let resource = ResourceRef {
+        kind: kind.clone(),
+        namespace: text("namespace").or_else(|| args.namespace.clone()),
+        name: text("name").unwrap_or_default(),
+        uid: text("uid"),
+    };
+    let cancel = CancellationToken::new();
+    let on_signal = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("interrupted: stopping");
+            on_signal.cancel();
+        }
+    });
+    let ctx = Context {
+        resource,
+        secrets: args.secrets_dir.clone().map(SecretStore::Dir).unwrap_or_default(),
+        storage: StorageEnv {
+            pvc_root: args.pvc_root.clone(),
+            kube: None,
+        },
+        progress: progress_sink(),
+        cancel,
+        scratch_dir: std::env::temp_dir(),
+    };
+    let status = match kind.as_str() {
+        "KafkaOffsetReset" => {
+            let reset: v1beta1::KafkaOffsetReset = decode(path, hub)?;
+            to_value(ops::offset_reset::execute(&reset, &ctx).await)?
+        }
+        "KafkaOffsetRollback" => {
+            let rollback: v1beta1::KafkaOffsetRollback = decode(path, hub)?;
+            to_value(ops::offset_rollback::execute(&rollback, &ctx).await)?
+        }
+        other => return Err(RunError::Unsupported { kind: other.into() }),
+    };
+    let completed = status.get("phase").and_then(Value::as_str) == Some("Completed");
+    let status_yaml = serde_saphyr::to_string(&serde_json::json!({ "status": status }))
+        .map_err(|e| RunError::Print(e.to_string()))?;
+    Ok(RunOutcome {
+        status_yaml,
+        completed,
+    })
+}
+
+/// Runs [`run`] on a new runtime and prints the status; the process exit code follows the phase.
+pub fn run_blocking(args: &RunArgs) -> Result<bool, RunError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| RunError::Read {
+            path: PathBuf::from("<tokio runtime>"),
+            source,
+        })?;
+    let outcome = runtime.block_on(run(args))?;
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    print!("{}", outcome.status_yaml);
+    Ok(outcome.completed)
+}
+
+fn read_manifest(path: &Path) -> Result<Value, RunError> {
+    let text = std::fs::read_to_string(path).map_err(|source| RunError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let object: Value = serde_saphyr::from_str(&text).map_err(|e| RunError::Yaml {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    if !object.is_object() {
+        return Err(RunError::Yaml {
+            path: path.to_owned(),
+            message: "expected one object with apiVersion, kind, metadata and spec".into(),
+        });
+    }
+    Ok(object)
+}
+
+/// The object after the webhook's mutation and validation, as v1beta1.
+struct Admitted {
+    object: Value,
+    warnings: Vec<String>,
+}
+
+fn admit(path: &Path, object: &Value) -> Result<Admitted, RunError> {
+    let admission_error = |source| RunError::Admission {
+        path: path.to_owned(),
+        source,
+    };
+    let mutation = admission::mutate(object).map_err(admission_error)?;
+    let verdict = admission::validate(&mutation.object, None).map_err(admission_error)?;
+    if !verdict.is_allowed() {
+        return Err(RunError::Denied {
+            path: path.to_owned(),
+            message: verdict.message(),
+        });
+    }
+    let mut warnings = mutation.warnings;
+    warnings.extend(verdict.warnings.iter().cloned());
+    let hub = conversion::convert(mutation.object, &format!("{GROUP}/{STORAGE_VERSION}")).map_err(|e| {
+        RunError::Convert {
+            path: path.to_owned(),
+            message: e.to_string(),
+        }
+    })?;
+    Ok(Admitted {
+        object: hub,
+        warnings,
+    })
+}
+
+fn decode<T: DeserializeOwned>(path: &Path, object: Value) -> Result<T, RunError> {
+    serde_json::from_value(object).map_err(|e| RunError::Convert {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+fn to_value<T: Serialize>(status: T) -> Result<Value, RunError> {
+    serde_json::to_value(status).map_err(|e| RunError::Print(e.to_string()))
+}
+
+/// A progress bar on a terminal, plain lines otherwise (at most one per second).
+fn progress_sink() -> ops::ProgressSink {
+    if std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        Arc::new(move |p: Progress| {
+            if let Some(total) = p.total {
+                bar.set_length(total);
+            }
+            bar.set_position(p.done);
+            bar.set_message(p.message);
+        })
+    } else {
+        let last = std::sync::Mutex::new(None::<std::time::Instant>);
+        Arc::new(move |p: Progress| {
+            let Ok(mut last) = last.lock() else { return };
+            let finished = p.total.is_some_and(|t| p.done >= t);
+            if finished || last.is_none_or(|at| at.elapsed().as_secs() >= 1) {
+                *last = Some(std::time::Instant::now());
+                match p.total {
+                    Some(total) => eprintln!("progress: {}/{} {}", p.done, total, p.message),
+                    None => eprintln!("progress: {} {}", p.done, p.message),
+                }
+            }
+        })
+    }
+}
