@@ -137,3 +137,22 @@ svc_timed "start seaweedfs" start_seaweedfs
 svc_timed "start azurite" start_azurite
 export KBO_TEST_REQUIRE_SERVICES=1
 svc_log "kafka=$KBO_TEST_KAFKA_BOOTSTRAP s3=$KBO_TEST_S3_ENDPOINT azure=$KBO_TEST_AZURITE_URL"
+
+# Helm v4 as a Python library (PyPI helm-python-sdk, no helm binary): tests/chart.rs lints and
+# renders charts/ with it through tests/chart/render.py.
+HELM_SDK_VERSION=0.2.2
+install_helm_sdk() {
+  local venv="$KBO_CACHE/helm-python-sdk-$HELM_SDK_VERSION"
+  if "$venv/bin/python" -c 'import helm_python' >/dev/null 2>&1; then
+    svc_log "helm-python-sdk $HELM_SDK_VERSION cached"; return
+  fi
+  rm -rf "$venv" "$venv.tmp"
+  python3 -m venv "$venv.tmp"
+  "$venv.tmp/bin/pip" install --quiet --disable-pip-version-check "helm-python-sdk==$HELM_SDK_VERSION"
+  # Only bin/python is used (a symlink; the venv is found relative to it), so moving is safe here,
+  # unlike for venvs whose console scripts are run.
+  mv "$venv.tmp" "$venv"
+  "$venv/bin/python" -c 'import helm_python'
+}
+svc_timed "install helm-python-sdk $HELM_SDK_VERSION" install_helm_sdk
+export KBO_TEST_HELM_PYTHON="$KBO_CACHE/helm-python-sdk-$HELM_SDK_VERSION/bin/python"

@@ -513,12 +513,14 @@ pub fn run(args: &CertsArgs) -> Result<(), Error> {
     let pki = generate(&names, args.days)?;
     let paths = write_pki(&args.out, &pki, true)?;
 
-    let files = manifests::render(&manifests::Options {
+    let mut files = manifests::render(&manifests::Options {
         ca_bundle: Some(pki.ca_cert_pem.clone().into_bytes()),
         service_name: args.service_name.clone(),
         namespace: args.namespace.clone(),
     })
     .map_err(Error::Render)?;
+    // The chart's copies would be applied twice by `kubectl apply -R`.
+    files.retain(|f| !f.path.starts_with(manifests::CHART_FILES_DIR));
     let manifests_dir = args.out.join(MANIFESTS_DIR);
     for file in &files {
         if file.path.as_os_str().is_empty()

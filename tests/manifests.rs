@@ -52,6 +52,38 @@ fn check_reports_drift_and_stale_files() {
 }
 
 #[test]
+fn chart_copy_is_byte_identical_and_checked() {
+    let files = manifests::render(&Options::default()).expect("render");
+    let chart = Path::new(manifests::CHART_FILES_DIR);
+    let originals: Vec<&ManifestFile> = files.iter().filter(|f| !f.path.starts_with(chart)).collect();
+    assert_eq!(files.len(), 2 * originals.len(), "one chart copy per manifest");
+    for original in &originals {
+        let copy_path = chart.join(&original.path);
+        let copy = files
+            .iter()
+            .find(|f| f.path == copy_path)
+            .unwrap_or_else(|| panic!("{} has no chart copy", original.path.display()));
+        assert_eq!(copy.contents, original.contents, "{}", copy_path.display());
+    }
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    manifests::write(dir.path(), &files).expect("write");
+    let crd_copy = chart.join("crds/kafkarestores.kafka.oso.sh.yaml");
+    std::fs::write(dir.path().join(&crd_copy), "edited").expect("edit");
+    let stale = chart.join("webhooks/old.yaml");
+    std::fs::write(dir.path().join(&stale), "kind: Stale").expect("stale");
+    let message = manifests::check(dir.path(), &files)
+        .expect_err("drift in the chart copy detected")
+        .to_string();
+    for expected in [
+        format!("{} differs", crd_copy.display()),
+        format!("{} is not generated", stale.display()),
+    ] {
+        assert!(message.contains(&expected), "{message}");
+    }
+}
+
+#[test]
 fn crds_convert_through_the_webhook() {
     let files = manifests::render(&Options::default()).expect("render");
     let crds: Vec<&ManifestFile> = files.iter().filter(|f| f.path.starts_with("crds")).collect();

@@ -233,7 +233,11 @@ impl Cluster {
                 }
                 Some(Ok(message)) => {
                     idle_since = std::time::Instant::now();
-                    if message.topic() != partition.0 || message.partition() != partition.1 {
+                    // Leftovers of an earlier position of this reader are not ours.
+                    if message.topic() != partition.0
+                        || message.partition() != partition.1
+                        || message.offset() < offset
+                    {
                         continue;
                     }
                     let headers: Vec<(String, Option<Vec<u8>>)> = message

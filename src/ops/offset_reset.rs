@@ -84,7 +84,7 @@ pub enum ResetError {
         snapshot_id: String,
         /// Why.
         #[source]
-        source: StorageError,
+        source: Box<StorageError>,
     },
     /// A time in the spec cannot be used.
     #[error("{field}: {message}")]
@@ -612,7 +612,7 @@ async fn run(
         .await
         .map_err(|source| ResetError::Snapshot {
             snapshot_id: snapshot_id.clone(),
-            source,
+            source: Box::new(source),
         })?;
         status.snapshot = Some(OffsetResetSnapshotStatus {
             snapshot_id: Some(snapshot_id),
@@ -624,7 +624,7 @@ async fn run(
     let halted = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let continue_on_error = spec.continue_on_error;
-    let committed: Vec<(String, GroupResetResult)> = stream::iter(plans.into_iter())
+    let committed: Vec<(String, GroupResetResult)> = stream::iter(plans)
         .map(|(group, (plan, read))| {
             let cluster = cluster.clone();
             let halted = halted.clone();
@@ -924,7 +924,10 @@ fn header_based_targets(
                     source_cluster: &options.source_cluster,
                     source_partition,
                 };
-                let found = search_first_at_or_after(cluster, &reader, &target, b, c.offset, &matcher)?;
+                let Some(found) = search_first_at_or_after(cluster, &reader, &target, b, c.offset, &matcher)?
+                else {
+                    continue;
+                };
                 targets
                     .entry(target)
                     .and_modify(|t| *t = (*t).min(found))
@@ -965,8 +968,9 @@ impl HeaderMatcher<'_> {
 }
 
 /// The smallest offset `x` in [start, end] such that the first matching record at or after `x`
-/// has an original offset >= `source_offset` (`end` when none has). Binary search: each probe
-/// reads forward from its offset to the next matching record.
+/// has an original offset >= `source_offset` (`end` when none has); `None` when the partition
+/// holds no matching record at all (it says nothing about this source partition). Binary search:
+/// each probe reads forward from its offset to the next matching record.
 fn search_first_at_or_after(
     cluster: &Cluster,
     reader: &rdkafka::consumer::BaseConsumer,
@@ -974,12 +978,18 @@ fn search_first_at_or_after(
     bounds: LogBounds,
     source_offset: i64,
     matcher: &HeaderMatcher<'_>,
-) -> Result<i64, KafkaError> {
+) -> Result<Option<i64>, KafkaError> {
+    let extract = |headers: &[(String, Option<Vec<u8>>)]| matcher.original_offset(headers);
+    if cluster
+        .first_match_at(reader, partition, bounds.start, extract)?
+        .is_none()
+    {
+        return Ok(None);
+    }
     let (mut lo, mut hi) = (bounds.start, bounds.end);
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
-        let original =
-            cluster.first_match_at(reader, partition, mid, |headers| matcher.original_offset(headers))?;
+        let original = cluster.first_match_at(reader, partition, mid, extract)?;
         match original {
             Some((_, original)) if original >= source_offset => hi = mid,
             // The next matching record is still before the group's position, or there is none
@@ -988,7 +998,7 @@ fn search_first_at_or_after(
             None => hi = mid,
         }
     }
-    Ok(lo)
+    Ok(Some(lo))
 }
 
 #[cfg(test)]

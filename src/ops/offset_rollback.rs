@@ -353,20 +353,20 @@ async fn read_groups(
         Some(p) => p,
         None => all_partitions(cluster).await?,
     });
-    let results: Vec<Result<(String, BTreeMap<Partition, Committed>), KafkaError>> =
-        stream::iter(groups.iter().cloned())
-            .map(|group| {
-                let cluster = cluster.clone();
-                let partitions = partitions.clone();
-                async move {
-                    let name = group.clone();
-                    let committed = blocking(move || cluster.group(&name)?.committed(&partitions)).await?;
-                    Ok((group, committed))
-                }
-            })
-            .buffer_unordered(PARALLELISM)
-            .collect()
-            .await;
+    type GroupOffsetsRead = Result<(String, BTreeMap<Partition, Committed>), KafkaError>;
+    let results: Vec<GroupOffsetsRead> = stream::iter(groups.iter().cloned())
+        .map(|group| {
+            let cluster = cluster.clone();
+            let partitions = partitions.clone();
+            async move {
+                let name = group.clone();
+                let committed = blocking(move || cluster.group(&name)?.committed(&partitions)).await?;
+                Ok((group, committed))
+            }
+        })
+        .buffer_unordered(PARALLELISM)
+        .collect()
+        .await;
     Ok(results.into_iter().collect::<Result<_, _>>()?)
 }
 
