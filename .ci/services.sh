@@ -84,6 +84,8 @@ start_nisshi() {
   KBO_PIDS+=($!)
   wait_for nisshi "bash -c '</dev/tcp/127.0.0.1/$port'"
   export KBO_TEST_KAFKA_BOOTSTRAP="127.0.0.1:$port"
+  # Tests that need a broker with TLS start their own from the same binary.
+  export KBO_TEST_NISSHI_BIN="$KBO_CACHE/nisshi-$NISSHI_VERSION/bin/nisshi"
 }
 
 start_seaweedfs() {
