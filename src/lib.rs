@@ -12,9 +12,11 @@
 //! - [`storage`]: storage locations and the formats stored in them.
 //! - [`ops`]: the operations (offset reset, rollback, ...), shared by the reconciler and `run -f`.
 //! - [`run`]: `run -f`, one resource executed without Kubernetes.
+//! - [`evidence`]: evidence reports of validations: digests, signatures, verification.
 
 pub mod api;
 pub mod certs;
+pub mod evidence;
 pub mod kafka;
 pub mod manifests;
 pub mod metrics;

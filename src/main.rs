@@ -4,7 +4,7 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use kafka_backup_operator::{certs, manifests, run, server};
+use kafka_backup_operator::{certs, evidence, manifests, run, server};
 
 /// Kubernetes-native backup, restore and consumer-offset management for Apache Kafka.
 #[derive(Parser, Debug)]
@@ -28,6 +28,56 @@ enum Command {
     /// rules as the admission webhook; print its resulting status as YAML. Exit code 0 when it
     /// completed. Secrets come from --secrets-dir DIR/<secret>/<key>.
     Run(run::RunArgs),
+    /// Check an evidence report of a KafkaBackupValidation: its SHA-256 digest and, when signed,
+    /// its signature. Exit code 0 only when both hold.
+    VerifyEvidence(VerifyEvidenceArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct VerifyEvidenceArgs {
+    /// The report file (`evidence-reports/<backupId>/<reportId>.json`).
+    report: PathBuf,
+    /// Its envelope with digest and signature (default: the report's path + `.sig`).
+    #[arg(long)]
+    envelope: Option<PathBuf>,
+    /// The signer's public key (SPKI PEM) to trust; without it the key in the envelope is used,
+    /// which proves the report is intact but not who signed it.
+    #[arg(long)]
+    public_key: Option<PathBuf>,
+    /// Fail when the report is not signed.
+    #[arg(long)]
+    require_signature: bool,
+}
+
+fn verify_evidence_command(args: &VerifyEvidenceArgs) -> Result<(), String> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    let envelope_path = args.envelope.clone().unwrap_or_else(|| {
+        let mut path = args.report.clone().into_os_string();
+        path.push(evidence::ENVELOPE_SUFFIX);
+        PathBuf::from(path)
+    });
+    let report = read(&args.report)?;
+    let envelope = read(&envelope_path)?;
+    let public_key = args.public_key.as_deref().map(read).transpose()?;
+    let verified = evidence::verify(&report, &envelope, public_key.as_deref(), args.require_signature)
+        .map_err(|e| format!("{}: {e}", args.report.display()))?;
+    let signed = match (verified.algorithm, verified.trusted_key) {
+        (None, _) => "not signed".to_owned(),
+        (Some(algorithm), true) => format!("{algorithm:?} signature valid for the trusted public key"),
+        (Some(algorithm), false) => {
+            format!(
+                "{algorithm:?} signature valid for the public key in the envelope (pass --public-key to pin the signer)"
+            )
+        }
+    };
+    println!(
+        "{}: sha256 {} matches; {signed}",
+        args.report.display(),
+        verified.sha256
+    );
+    Ok(())
 }
 
 #[derive(clap::Args, Debug)]
@@ -64,6 +114,7 @@ fn main() -> ExitCode {
             server::init_logging();
             certs::run(args).map_err(|e| e.to_string())
         }
+        Command::VerifyEvidence(args) => verify_evidence_command(args),
         Command::Run(args) => {
             server::init_logging();
             match run::run_blocking(args) {

@@ -23,6 +23,10 @@ use super::KafkaError;
 /// A topic partition.
 pub type Partition = (String, i32);
 
+/// The signal librdkafka uses to wake its threads when a client is destroyed (SIGIO; nothing
+/// else in the process uses it).
+const TERMINATION_SIGNAL: i32 = 29;
+
 /// Request timeout of single metadata and offset calls.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -36,6 +40,14 @@ pub struct GroupDescription {
 }
 
 impl GroupDescription {
+    /// A group the cluster does not know.
+    pub fn dead() -> Self {
+        GroupDescription {
+            state: "Dead".into(),
+            members: 0,
+        }
+    }
+
     /// No consumer is attached: offsets may be changed. A group that does not exist (Dead) has
     /// no members either.
     pub fn is_inactive(&self) -> bool {
@@ -73,18 +85,52 @@ impl LogBounds {
 pub struct Cluster {
     config: ClientConfig,
     consumer: BaseConsumer,
+    reaper: std::sync::Mutex<std::sync::mpsc::Sender<GroupClient>>,
+}
+
+/// Threads that destroy finished group clients. Destroying a librdkafka consumer takes ~100 ms
+/// (its threads wind down); done inline it would dominate a reset of many groups.
+const REAPER_THREADS: usize = 4;
+
+fn start_reaper() -> std::sync::mpsc::Sender<GroupClient> {
+    let (sender, receiver) = std::sync::mpsc::channel::<GroupClient>();
+    let receiver = std::sync::Arc::new(std::sync::Mutex::new(receiver));
+    for _ in 0..REAPER_THREADS {
+        let receiver = receiver.clone();
+        std::thread::spawn(move || {
+            loop {
+                let next = match receiver.lock() {
+                    Ok(receiver) => receiver.recv(),
+                    Err(_) => return,
+                };
+                match next {
+                    Ok(client) => drop(client),
+                    // The cluster is gone and everything sent was destroyed.
+                    Err(_) => return,
+                }
+            }
+        });
+    }
+    sender
 }
 
 impl Cluster {
     /// Connects (lazily: librdkafka connects on the first request).
     pub fn new(config: &ClientConfig) -> Result<Self, KafkaError> {
         let mut config = config.clone();
+        // Without it, destroying a client waits for its threads' blocking calls to time out;
+        // the offset engine makes one client per group, so that wait would dominate.
+        config.set("internal.termination.signal", TERMINATION_SIGNAL.to_string());
         config.set("enable.auto.commit", "false");
         config.set("enable.partition.eof", "true");
         let consumer = config
             .create::<BaseConsumer>()
             .map_err(KafkaError::client("creating the Kafka client"))?;
-        Ok(Cluster { config, consumer })
+        Ok(Cluster {
+            config,
+            consumer,
+            reaper: std::sync::Mutex::new(start_reaper()),
+        })
     }
 
     /// The settings clients of this cluster are made with.
@@ -269,6 +315,40 @@ impl Cluster {
             .map_err(KafkaError::client("creating the record reader"))
     }
 
+    /// A group's state and member count, asked through this cluster's client (no client for the
+    /// group is needed).
+    pub fn describe_group(&self, group: &str) -> Result<GroupDescription, KafkaError> {
+        describe_group(&self.consumer, group)
+    }
+
+    /// The state and member count of every group in the cluster, in one listing (groups that do
+    /// not exist are absent). Much cheaper than one description per group.
+    pub fn describe_all(&self) -> Result<BTreeMap<String, GroupDescription>, KafkaError> {
+        let list = self
+            .consumer
+            .fetch_group_list(None, REQUEST_TIMEOUT)
+            .map_err(KafkaError::client("listing consumer groups"))?;
+        Ok(list
+            .groups()
+            .iter()
+            .map(|g| {
+                let description = GroupDescription {
+                    state: g.state().to_owned(),
+                    members: g.members().len(),
+                };
+                (g.name().to_owned(), description)
+            })
+            .collect())
+    }
+
+    /// Hands a group client over to be destroyed in the background.
+    pub fn release(&self, client: GroupClient) {
+        if let Ok(reaper) = self.reaper.lock() {
+            // A send only fails when the reaper threads are gone; the client then drops here.
+            let _ = reaper.send(client);
+        }
+    }
+
     /// A client acting for one consumer group (reads and commits its offsets, never joins it).
     pub fn group(&self, group: &str) -> Result<GroupClient, KafkaError> {
         let mut config = self.config.clone();
@@ -284,6 +364,21 @@ impl Cluster {
     }
 }
 
+fn describe_group(consumer: &BaseConsumer, group: &str) -> Result<GroupDescription, KafkaError> {
+    let list = consumer
+        .fetch_group_list(Some(group), REQUEST_TIMEOUT)
+        .map_err(KafkaError::client(format!("describing consumer group {group}")))?;
+    Ok(list
+        .groups()
+        .iter()
+        .find(|g| g.name() == group)
+        .map(|g| GroupDescription {
+            state: g.state().to_owned(),
+            members: g.members().len(),
+        })
+        .unwrap_or_else(GroupDescription::dead))
+}
+
 /// A client acting for one consumer group.
 pub struct GroupClient {
     group: String,
@@ -293,25 +388,7 @@ pub struct GroupClient {
 impl GroupClient {
     /// The group's state and member count.
     pub fn describe(&self) -> Result<GroupDescription, KafkaError> {
-        let list = self
-            .consumer
-            .fetch_group_list(Some(&self.group), REQUEST_TIMEOUT)
-            .map_err(KafkaError::client(format!(
-                "describing consumer group {}",
-                self.group
-            )))?;
-        Ok(list
-            .groups()
-            .iter()
-            .find(|g| g.name() == self.group)
-            .map(|g| GroupDescription {
-                state: g.state().to_owned(),
-                members: g.members().len(),
-            })
-            .unwrap_or(GroupDescription {
-                state: "Dead".into(),
-                members: 0,
-            }))
+        describe_group(&self.consumer, &self.group)
     }
 
     /// The group's committed offsets for these partitions; partitions without one are absent.

@@ -424,11 +424,19 @@ async fn run(
 
     // 1. Read every group.
     ctx.report(0, Some(total), "reading groups");
+    let descriptions = {
+        let cluster = cluster.clone();
+        Arc::new(blocking(move || cluster.describe_all()).await?)
+    };
     let need_all = spec.strategy == OffsetResetStrategy::DeleteOffsets;
     let reads: BTreeMap<String, Result<GroupRead, String>> = stream::iter(groups.iter().cloned())
         .map(|group| {
             let cluster = cluster.clone();
             let scope = scope.clone();
+            let description = descriptions
+                .get(&group)
+                .cloned()
+                .unwrap_or_else(GroupDescription::dead);
             let all: Option<BTreeSet<Partition>> = need_all.then(|| {
                 topics
                     .iter()
@@ -438,7 +446,7 @@ async fn run(
             });
             async move {
                 let name = group.clone();
-                let read = blocking(move || read_group(&cluster, &name, &scope, all.as_ref()))
+                let read = blocking(move || read_group(&cluster, &name, description, &scope, all.as_ref()))
                     .await
                     .map_err(|e| e.to_string())
                     .and_then(|r| r);
@@ -620,7 +628,13 @@ async fn run(
         });
     }
 
-    // 4. Commit, up to `parallelism` groups at once.
+    // 4. Commit, up to `parallelism` groups at once. Members may have joined since the read: the
+    // groups are listed again right before (and Kafka refuses a commit from outside the group
+    // while it has members).
+    let descriptions = {
+        let cluster = cluster.clone();
+        Arc::new(blocking(move || cluster.describe_all()).await?)
+    };
     let halted = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let continue_on_error = spec.continue_on_error;
@@ -630,6 +644,10 @@ async fn run(
             let halted = halted.clone();
             let done = done.clone();
             let cancel = ctx.cancel.clone();
+            let description = descriptions
+                .get(&group)
+                .cloned()
+                .unwrap_or_else(GroupDescription::dead);
             async move {
                 if halted.load(Ordering::SeqCst) || cancel.is_cancelled() {
                     let why = if cancel.is_cancelled() {
@@ -642,7 +660,8 @@ async fn run(
                 }
                 let name = group.clone();
                 let to_commit = plan.clone();
-                let outcome = blocking(move || commit_group(&cluster, &name, &to_commit, &read)).await;
+                let outcome =
+                    blocking(move || commit_group(&cluster, &name, &description, &to_commit, &read)).await;
                 let result = match outcome {
                     Ok(CommitOutcome::Committed) => {
                         planned(&group, &plan, GroupResetOutcome::Succeeded, "offsets committed")
@@ -682,14 +701,14 @@ async fn run(
 fn read_group(
     cluster: &Cluster,
     group: &str,
+    description: GroupDescription,
     scope: &BTreeSet<Partition>,
     all: Option<&BTreeSet<Partition>>,
 ) -> Result<Result<GroupRead, String>, KafkaError> {
-    let client = cluster.group(group)?;
-    let description = client.describe()?;
     if !description.is_inactive() {
         return Ok(Err(active_message(group, &description)));
     }
+    let client = cluster.group(group)?;
     let (committed, all_committed) = match all {
         Some(all) => {
             let everything = client.committed(all)?;
@@ -702,6 +721,7 @@ fn read_group(
         }
         None => (client.committed(scope)?, BTreeMap::new()),
     };
+    cluster.release(client);
     Ok(Ok(GroupRead {
         description,
         committed,
@@ -726,6 +746,7 @@ enum CommitOutcome {
 fn commit_group(
     cluster: &Cluster,
     group: &str,
+    description: &GroupDescription,
     plan: &[PartitionPlan],
     read: &GroupRead,
 ) -> Result<CommitOutcome, KafkaError> {
@@ -735,12 +756,10 @@ fn commit_group(
     if plan.iter().all(|p| p.target == p.previous) {
         return Ok(CommitOutcome::Unchanged);
     }
-    let client = cluster.group(group)?;
-    // Members may have joined since the read: check again right before changing anything.
-    let description = client.describe()?;
     if !description.is_inactive() {
-        return Ok(CommitOutcome::Active(active_message(group, &description)));
+        return Ok(CommitOutcome::Active(active_message(group, description)));
     }
+    let client = cluster.group(group)?;
     let deletes: BTreeSet<&Partition> = plan
         .iter()
         .filter(|p| p.target.is_none())
@@ -756,6 +775,7 @@ fn commit_group(
         let rt = tokio::runtime::Handle::current();
         rt.block_on(cluster.delete_group(group))?;
         client.commit(&keep)?;
+        cluster.release(client);
         return Ok(CommitOutcome::Committed);
     }
     let offsets: BTreeMap<Partition, Committed> = plan
@@ -772,6 +792,7 @@ fn commit_group(
         })
         .collect();
     client.commit(&offsets)?;
+    cluster.release(client);
     Ok(CommitOutcome::Committed)
 }
 
