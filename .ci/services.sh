@@ -86,6 +86,10 @@ start_nisshi() {
   export KBO_TEST_KAFKA_BOOTSTRAP="127.0.0.1:$port"
   # Tests that need a broker with TLS start their own from the same binary.
   export KBO_TEST_NISSHI_BIN="$KBO_CACHE/nisshi-$NISSHI_VERSION/bin/nisshi"
+  # SASL/SCRAM tests need a nisshi with a user store (cargo features dynostore,libsql: ~15 min to
+  # build, too long for a fresh CI run); used when a cached build exists, skipped otherwise.
+  local sasl="$KBO_CACHE/nisshi-$NISSHI_VERSION-libsql/bin/nisshi"
+  if [ -x "$sasl" ]; then export KBO_TEST_NISSHI_SASL_BIN="$sasl"; fi
 }
 
 start_seaweedfs() {
