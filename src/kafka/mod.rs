@@ -4,6 +4,7 @@
 
 pub mod groups;
 pub mod headers;
+pub mod topics;
 
 use rdkafka::ClientConfig;
 

@@ -18,11 +18,14 @@
 //!
 //! - `offset-snapshots/<snapshotId>.json`: consumer offset snapshots ([`snapshot`]); in a ConfigMap
 //!   the key is `<snapshotId>.json`.
+//! - `backups/<backupId>/`: a backup set (manifest, segments, consumer-group snapshot, restore
+//!   state and offset mappings), defined in [`backup`].
 //!
 //! Objects that must never be overwritten (snapshots, manifests of finished backups, evidence) are
 //! written create-only ([`Location::put_new`]): a conditional put that fails when the key exists,
 //! so two writers cannot both believe they wrote it.
 
+pub mod backup;
 pub mod configmap;
 pub mod offset_mapping;
 pub mod snapshot;

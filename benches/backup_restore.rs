@@ -1,0 +1,416 @@
+//! Backup and restore throughput against the real broker, side by side with plain rdkafka
+//! clients on the same data.
+//!
+//! Data: `KBO_BENCH_RECORDS` records (default 1,000,000) of 1 KiB JSON-like values (zstd-3 ratio
+//! about 3.8) with 16-byte keys over 8 partitions. Needs `KBO_TEST_KAFKA_BOOTSTRAP` (and
+//! `KBO_TEST_S3_ENDPOINT` for the S3 rows). Run: `cargo bench --bench backup_restore`.
+//! `KBO_BENCH_ONLY=<text>` keeps only the backup/restore steps whose name contains `<text>`
+//! (e.g. `None -> local`; the reference rows always run); `KBO_BENCH_READ_COMMITTED=1` adds a
+//! reference consumer row with `isolation.level=read_committed` (what the backup uses).
+//!
+//! MB/s = payload bytes (keys + values) / wall time of the step; CPU s = user + system time of
+//! the whole process during the step (/proc/self/stat); peak RSS = VmHWM of the process, reset
+//! before each step (/proc/self/clear_refs).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use kafka_backup_operator::{
+    api::v1beta1::{KafkaBackup, KafkaRestore, Phase, RunPhase},
+    ops::{Context, ResourceRef, backup, restore},
+    secrets::SecretStore,
+    storage::StorageEnv,
+};
+use rdkafka::{
+    ClientConfig, Message, Offset, TopicPartitionList,
+    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    client::DefaultClientContext,
+    consumer::{BaseConsumer, Consumer},
+    producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer},
+    types::RDKafkaErrorCode,
+};
+use serde_json::{Value, json};
+
+const PARTITIONS: i32 = 8;
+const VALUE_LEN: usize = 1024;
+
+struct Row {
+    name: String,
+    mb_s: f64,
+    cpu: f64,
+    rss_mib: f64,
+    note: String,
+}
+
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 of the full line (utime, stime) are 12 and 13 after the comm field.
+    let ticks: f64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn measure(name: &str, payload: u64, note: &str, step: impl FnOnce() -> String) -> Row {
+    reset_peak_rss();
+    let cpu = cpu_seconds();
+    let started = Instant::now();
+    let extra = step();
+    let secs = started.elapsed().as_secs_f64();
+    let row = Row {
+        name: name.into(),
+        mb_s: payload as f64 / secs / 1e6,
+        cpu: cpu_seconds() - cpu,
+        rss_mib: peak_rss_mib(),
+        note: format!("{note}{extra}"),
+    };
+    eprintln!(
+        "{:<44} {:>8.1} MB/s {:>7.2} CPU s {:>7.0} MiB  {}",
+        row.name, row.mb_s, row.cpu, row.rss_mib, row.note
+    );
+    row
+}
+
+/// 1 KiB JSON-like value: fixed structure, a few varying fields and a random hex blob.
+fn value(i: u64, rng: &mut u64, buf: &mut Vec<u8>) {
+    buf.clear();
+    let mut next = || {
+        *rng ^= *rng << 13;
+        *rng ^= *rng >> 7;
+        *rng ^= *rng << 17;
+        *rng
+    };
+    let head = format!(
+        "{{\"id\":{i},\"user\":\"user-{:05}\",\"event\":\"{}\",\"amount\":{}.{:02},\"currency\":\"EUR\",\"tags\":[\"web\",\"checkout\",\"v2\"],\"blob\":\"",
+        next() % 50_000,
+        ["click", "view", "purchase", "refund"][(next() % 4) as usize],
+        next() % 10_000,
+        next() % 100
+    );
+    buf.extend_from_slice(head.as_bytes());
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    // Random hex (4 bits of entropy per byte) and a repetitive tail: about 3.8x with zstd-3.
+    let random = 360;
+    while buf.len() < head.len() + random {
+        let r = next();
+        for k in 0..16 {
+            buf.push(HEX[((r >> (k * 4)) & 0xf) as usize]);
+        }
+    }
+    buf.truncate(head.len() + random);
+    let filler = b"\",\"meta\":{\"source\":\"benchmark\",\"region\":\"eu-west-1\",\"schema\":\"orders.v2\"},\"pad\":\"";
+    buf.extend_from_slice(filler);
+    while buf.len() < VALUE_LEN - 2 {
+        buf.extend_from_slice(b"abcdefgh");
+    }
+    buf.truncate(VALUE_LEN - 2);
+    buf.extend_from_slice(b"\"}");
+}
+
+fn produce_reference(bootstrap: &str, topic: &str, records: u64) -> u64 {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("compression.type", "none")
+        .create()
+        .unwrap();
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut buf = Vec::with_capacity(VALUE_LEN);
+    let mut bytes = 0;
+    for i in 0..records {
+        value(i, &mut rng, &mut buf);
+        let key = format!("key-{:012}", i % 1_000_000);
+        bytes += (key.len() + buf.len()) as u64;
+        let mut record = BaseRecord::<[u8], [u8]>::to(topic)
+            .partition((i % PARTITIONS as u64) as i32)
+            .key(key.as_bytes())
+            .payload(&buf[..]);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((rdkafka::error::KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                Err((e, _)) => panic!("{e}"),
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(120)).unwrap();
+    bytes
+}
+
+fn consume_reference(bootstrap: &str, topic: &str, isolation: &str) -> u64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("isolation.level", isolation)
+        .set("group.id", "bench-reference")
+        .set("enable.partition.eof", "true")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut eof = 0;
+    let mut n = 0u64;
+    while eof < PARTITIONS {
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => {
+                n += 1;
+                std::hint::black_box((m.key(), m.payload()));
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => eof += 1,
+            Some(Err(e)) => panic!("{e}"),
+            None => {}
+        }
+    }
+    n
+}
+
+fn ctx(root: &Path, name: &str) -> Context {
+    let mut s3 = BTreeMap::new();
+    s3.insert("AWS_ACCESS_KEY_ID".to_owned(), b"test".to_vec());
+    s3.insert("AWS_SECRET_ACCESS_KEY".to_owned(), b"test".to_vec());
+    Context::new(
+        ResourceRef {
+            kind: String::new(),
+            namespace: None,
+            name: name.into(),
+            uid: None,
+        },
+        SecretStore::Map {
+            origin: "bench".into(),
+            secrets: HashMap::from([("s3".to_owned(), s3)]),
+        },
+        StorageEnv {
+            pvc_root: root.to_owned(),
+            kube: None,
+        },
+    )
+}
+
+fn main() {
+    let Ok(bootstrap) = std::env::var("KBO_TEST_KAFKA_BOOTSTRAP") else {
+        eprintln!("KBO_TEST_KAFKA_BOOTSTRAP is not set: nothing to measure");
+        return;
+    };
+    let records: u64 = std::env::var("KBO_BENCH_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let only = std::env::var("KBO_BENCH_ONLY").unwrap_or_default();
+    let wanted = |name: &str| only.is_empty() || name.contains(only.as_str());
+    let s3_endpoint = std::env::var("KBO_TEST_S3_ENDPOINT").ok();
+    let bucket = std::env::var("KBO_TEST_S3_BUCKET").unwrap_or_else(|_| "test-bucket".into());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let run_id = std::process::id();
+    let topic = format!("bench-src-{run_id}");
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .unwrap();
+    runtime.block_on(async {
+        for r in admin
+            .create_topics(
+                &[NewTopic::new(&topic, PARTITIONS, TopicReplication::Fixed(1))],
+                &AdminOptions::new(),
+            )
+            .await
+            .unwrap()
+        {
+            r.unwrap();
+        }
+    });
+    let root = tempfile::tempdir().unwrap();
+    let mut rows = Vec::new();
+    let payload = {
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut buf = Vec::new();
+        value(0, &mut rng, &mut buf);
+        (records * (16 + VALUE_LEN as u64)) as f64
+    } as u64;
+    eprintln!(
+        "{records} records x ({VALUE_LEN} B value + 16 B key) = {:.2} GB over {PARTITIONS} partitions",
+        payload as f64 / 1e9
+    );
+    rows.push(measure(
+        "reference producer (rdkafka, acks=all)",
+        payload,
+        "",
+        || {
+            produce_reference(&bootstrap, &topic, records);
+            String::new()
+        },
+    ));
+    rows.push(measure(
+        "reference consumer (rdkafka, drain)",
+        payload,
+        "",
+        || {
+            let n = consume_reference(&bootstrap, &topic, "read_uncommitted");
+            assert_eq!(n, records);
+            String::new()
+        },
+    ));
+    if std::env::var("KBO_BENCH_READ_COMMITTED").is_ok_and(|v| v == "1") {
+        rows.push(measure(
+            "reference consumer (read_committed)",
+            payload,
+            "",
+            || {
+                let n = consume_reference(&bootstrap, &topic, "read_committed");
+                assert_eq!(n, records);
+                String::new()
+            },
+        ));
+    }
+
+    let backup_spec = |storage: Value, compression: &str, id: &str| -> KafkaBackup {
+        serde_json::from_value(
+            json!({"apiVersion": "kafka.oso.sh/v1beta1", "kind": "KafkaBackup",
+            "metadata": {"name": id},
+            "spec": {"kafkaCluster": {"bootstrapServers": [bootstrap]}, "topics": [topic],
+                "storage": storage, "backupId": id, "compression": compression,
+                "includeOffsetHeaders": false, "segmentMaxBytes": 8_388_608,
+                "memoryBudgetBytes": 134_217_728, "rateLimiting": {"maxConcurrentPartitions": PARTITIONS}}}),
+        )
+        .unwrap()
+    };
+    let pvc = json!({"type": "PVC", "pvc": {"claimName": "bench"}});
+    let mut storages = vec![("local", pvc.clone())];
+    if let Some(endpoint) = &s3_endpoint {
+        storages.push((
+            "SeaweedFS",
+            json!({"type": "S3", "s3": {"bucket": bucket, "endpoint": endpoint, "region": "us-east-1",
+                "pathStyle": true, "allowHttp": true, "prefix": format!("bench-{run_id}"),
+                "credentialsSecret": {"name": "s3"}}}),
+        ));
+    }
+    for (where_, storage) in &storages {
+        for compression in ["None", "Zstd"] {
+            let id = format!(
+                "bench-{}-{}-{run_id}",
+                where_.to_lowercase(),
+                compression.to_lowercase()
+            );
+            let name = format!("backup {compression} -> {where_}");
+            if !wanted(&name) {
+                continue;
+            }
+            let spec = backup_spec(storage.clone(), compression, &id);
+            let context = ctx(root.path(), &id);
+            rows.push(measure(&name, payload, "", || {
+                let status = runtime.block_on(backup::execute(&spec, &context));
+                assert_eq!(status.phase, Some(RunPhase::Completed), "{status:?}");
+                assert_eq!(
+                    status.progress.as_ref().and_then(|p| p.records),
+                    Some(records as i64)
+                );
+                String::new()
+            }));
+        }
+    }
+    let dir_size = |p: &Path| -> u64 {
+        fn walk(p: &Path) -> u64 {
+            std::fs::read_dir(p)
+                .map(|d| {
+                    d.flatten()
+                        .map(|e| {
+                            let path = e.path();
+                            if path.is_dir() {
+                                walk(&path)
+                            } else {
+                                e.metadata().map_or(0, |m| m.len())
+                            }
+                        })
+                        .sum()
+                })
+                .unwrap_or(0)
+        }
+        walk(p)
+    };
+    let zstd_size = dir_size(
+        &root
+            .path()
+            .join(format!("bench/backups/bench-local-zstd-{run_id}")),
+    );
+    let none_size = dir_size(
+        &root
+            .path()
+            .join(format!("bench/backups/bench-local-none-{run_id}")),
+    );
+    eprintln!(
+        "stored: none {:.0} MB, zstd {:.0} MB (ratio {:.2})",
+        none_size as f64 / 1e6,
+        zstd_size as f64 / 1e6,
+        none_size as f64 / zstd_size.max(1) as f64
+    );
+
+    for compression in ["none", "zstd"] {
+        let name = format!("restore from local ({compression} set)");
+        if !wanted(&name) {
+            continue;
+        }
+        let id = format!("bench-local-{compression}-{run_id}");
+        let target = format!("bench-dst-{compression}-{run_id}");
+        let spec: KafkaRestore = serde_json::from_value(json!({"apiVersion": "kafka.oso.sh/v1beta1",
+            "kind": "KafkaRestore", "metadata": {"name": format!("r-{compression}")},
+            "spec": {"backupRef": {"backupId": id, "storage": pvc},
+                "kafkaCluster": {"bootstrapServers": [bootstrap]},
+                "topicMapping": {topic.clone(): target}, "createTopics": {"enabled": true},
+                "rateLimiting": {"maxConcurrentPartitions": PARTITIONS}}}))
+        .unwrap();
+        let context = ctx(root.path(), &format!("r-{compression}"));
+        rows.push(measure(&name, payload, "acks=all, idempotent", || {
+            let status = runtime.block_on(restore::execute(&spec, &context));
+            assert_eq!(status.phase, Some(Phase::Completed), "{status:?}");
+            assert_eq!(status.records_restored, Some(records as i64));
+            String::new()
+        }));
+    }
+
+    let reference_consumer = rows[1].mb_s;
+    let reference_producer = rows[0].mb_s;
+    println!();
+    println!("| step | MB/s | CPU s | peak RSS MiB | vs reference |\n|---|---|---|---|---|");
+    for row in &rows {
+        let vs = if row.name.starts_with("backup") {
+            format!("{:.0}% of consumer", 100.0 * row.mb_s / reference_consumer)
+        } else if row.name.starts_with("restore") {
+            format!("{:.0}% of producer", 100.0 * row.mb_s / reference_producer)
+        } else {
+            String::new()
+        };
+        println!(
+            "| {} | {:.1} | {:.2} | {:.0} | {} {} |",
+            row.name, row.mb_s, row.cpu, row.rss_mib, vs, row.note
+        );
+    }
+}

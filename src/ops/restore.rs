@@ -1,0 +1,1701 @@
+//! KafkaRestore: writes the records of a backup set back into a Kafka cluster.
+//!
+//! 1. **Plan** (nothing written): read the manifest, select topics (`topics`, names and globs),
+//!    name the targets (`topicMapping`), route partitions (`partitionMapping`, or
+//!    `repartitioning` with Kafka's murmur2 partitioner / round-robin), select the segments that
+//!    overlap the PITR window and check that every one of them is stored with its size. Check the
+//!    target cluster: missing topics are created (`createTopics`, with the source's partition count
+//!    and recorded configuration) or refused; a target topic that holds records is refused unless
+//!    `purgeTopics` (or it holds only what this restore wrote before it was interrupted). With
+//!    `dryRun` the plan is reported (segments are read and verified, records counted, group offsets
+//!    computed) and nothing is written.
+//! 2. **Prepare**: snapshot the target groups' offsets (`snapshotBeforeRestore`), create and purge
+//!    topics, then store the restore's state (`backups/<id>/restores/<name>/state.json`) with each
+//!    target partition's base offset (its log end before the first restored record).
+//! 3. **Produce**: per target partition the records form a fixed sequence (source order; a
+//!    repartitioned topic's source partitions one after the other), written by an idempotent
+//!    producer in order. A re-run of an interrupted restore finds in each target partition
+//!    `log end - base` records of its sequence already written and continues after them: every
+//!    record ends up exactly once. Keys, values, headers (order, duplicates, nulls), timestamps
+//!    and partitions are kept; tracking headers are added only with
+//!    `includeOriginalOffsetHeaders`.
+//! 4. **Verify and map**: each target partition must end at `base + records`; the offset mapping
+//!    (runs of consecutive source offsets, [`OffsetMapping`]) is stored as `offset-mapping.json`.
+//! 5. **Groups**: `offsetReset` and `autoConsumerGroups` commit translated offsets (clamped to the
+//!    restored log) for groups without active members.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt, stream};
+use object_store::ObjectStoreExt;
+use rdkafka::{
+    ClientConfig, ClientContext,
+    error::KafkaError as RdKafkaError,
+    message::{Header, OwnedHeaders},
+    producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer},
+    types::RDKafkaErrorCode,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::{Context, blocking, default_snapshot_id, default_snapshot_storage, time};
+use crate::{
+    api::v1beta1::{
+        KafkaRestore, KafkaRestoreSpec, KafkaRestoreStatus, Phase, ProduceAcks, RepartitionStrategy,
+        RestoreOffsetResetStatus, RestoreOffsetResetStrategy, RestoreSnapshotStatus, RestoreThroughput,
+        RestoredTopic,
+    },
+    kafka::{
+        self, KafkaError,
+        groups::{Cluster, Committed, LogBounds, Partition},
+        headers,
+        topics::{self, MissingTopic, TopicToCreate},
+    },
+    storage::{
+        Location, ObjectLocation, StorageError,
+        backup::{
+            self, BackupFormatError, GroupSnapshot, Manifest, SegmentEntry,
+            segment::{RecordRef, Segment},
+        },
+        offset_mapping::{OffsetMapping, OffsetRange, TopicMapping},
+        snapshot::{OffsetSnapshot, SnapshotSource, snapshot_key},
+    },
+};
+
+/// Why a restore failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// Talking to Kafka failed.
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The backup set cannot be read.
+    #[error(transparent)]
+    Format(#[from] BackupFormatError),
+    /// A selected topic is not in the backup set.
+    #[error(transparent)]
+    Topic(#[from] MissingTopic),
+    /// The spec or the target refuses the restore; nothing was written.
+    #[error("{field}: {message}")]
+    Refused {
+        /// Field path.
+        field: String,
+        /// Why.
+        message: String,
+    },
+    /// A segment is missing or corrupt.
+    #[error("segment {uri}: {message}")]
+    Segment {
+        /// Its URI.
+        uri: String,
+        /// Why.
+        message: String,
+    },
+    /// Producing failed.
+    #[error("producing to the target cluster failed: {0}")]
+    Produce(String),
+    /// The target does not hold what the restore wrote.
+    #[error("{0}")]
+    Verify(String),
+    /// The pre-restore snapshot could not be stored; nothing was written.
+    #[error(
+        "snapshotBeforeRestore: snapshot {snapshot_id} could not be stored, so nothing was restored: {source}"
+    )]
+    Snapshot {
+        /// Its id.
+        snapshot_id: String,
+        /// Why.
+        #[source]
+        source: Box<StorageError>,
+    },
+    /// A worker failed.
+    #[error("{0}")]
+    Worker(String),
+}
+
+fn refused(field: impl Into<String>, message: impl Into<String>) -> RestoreError {
+    RestoreError::Refused {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// Progress of a restore, stored in `state.json` next to its backup set.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreState {
+    /// Running or Completed.
+    pub state: String,
+    /// When the restore first started.
+    pub started_at: DateTime<Utc>,
+    /// The target cluster (bootstrap servers).
+    pub target: String,
+    /// Log end of each target partition before the first restored record.
+    pub bases: BTreeMap<String, BTreeMap<i32, i64>>,
+    /// Topics the restore created.
+    #[serde(default)]
+    pub created_topics: Vec<String>,
+    /// Topics the restore purged.
+    #[serde(default)]
+    pub purged_topics: Vec<String>,
+    /// The pre-restore snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<RestoreSnapshotStatus>,
+    /// The final status, once completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_status: Option<KafkaRestoreStatus>,
+}
+
+/// How records of a topic reach target partitions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Routing {
+    /// Source partition -> target partition.
+    Direct(BTreeMap<i32, i32>),
+    /// Redistributed over `partitions`.
+    Repartition {
+        /// Target partition count.
+        partitions: i32,
+        /// Strategy.
+        strategy: RepartitionStrategy,
+    },
+}
+
+/// The restore of one topic.
+#[derive(Clone, Debug)]
+pub struct TopicPlan {
+    /// Name in the backup.
+    pub source: String,
+    /// Name in the target.
+    pub target: String,
+    /// Segments per source partition, in offset order (those overlapping the PITR window).
+    pub segments: BTreeMap<i32, Vec<SegmentEntry>>,
+    /// Routing.
+    pub routing: Routing,
+    /// Partitions the target needs.
+    pub target_partitions: i32,
+    /// Configuration recorded with the source topic.
+    pub configs: BTreeMap<String, String>,
+}
+
+/// The PITR window in epoch milliseconds, both ends inclusive.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Window {
+    /// Start.
+    pub start: Option<i64>,
+    /// End.
+    pub end: Option<i64>,
+}
+
+impl Window {
+    /// Whether a timestamp is inside.
+    pub fn contains(&self, ts: i64) -> bool {
+        self.start.is_none_or(|s| ts >= s) && self.end.is_none_or(|e| ts <= e)
+    }
+
+    /// Whether a segment's time range overlaps.
+    pub fn overlaps(&self, min: i64, max: i64) -> bool {
+        self.start.is_none_or(|s| max >= s) && self.end.is_none_or(|e| min <= e)
+    }
+}
+
+/// Parses the PITR window.
+pub fn window(spec: &KafkaRestoreSpec) -> Result<Window, RestoreError> {
+    let parse = |field: &str, text: &Option<String>| -> Result<Option<i64>, RestoreError> {
+        text.as_deref()
+            .map(|t| {
+                DateTime::parse_from_rfc3339(t)
+                    .map(|d| d.timestamp_millis())
+                    .map_err(|e| refused(field, format!("{t:?} is not an RFC 3339 time: {e}")))
+            })
+            .transpose()
+    };
+    match &spec.pitr {
+        None => Ok(Window::default()),
+        Some(p) => Ok(Window {
+            start: parse("spec.pitr.startTime", &p.start_time)?,
+            end: parse("spec.pitr.endTime", &p.end_time)?,
+        }),
+    }
+}
+
+/// Plans the topics of a restore from the manifest and the spec. Pure.
+pub fn plan_topics(
+    spec: &KafkaRestoreSpec,
+    manifest: &Manifest,
+    window: Window,
+) -> Result<Vec<TopicPlan>, RestoreError> {
+    let names: Vec<String> = manifest.topics.keys().cloned().collect();
+    let selected: BTreeSet<String> = match spec.topics.as_deref() {
+        None | Some([]) => names.iter().cloned().collect(),
+        Some(patterns) => topics::select_topics(
+            patterns,
+            &[],
+            &names,
+            "spec.topics",
+            &format!(" in backup set {}", manifest.backup_id),
+        )?,
+    };
+    for (i, source) in spec.topic_mapping.iter().flat_map(|m| m.keys()).enumerate() {
+        if !manifest.topics.contains_key(source) {
+            return Err(refused(
+                format!("spec.topicMapping[{source}]"),
+                format!(
+                    "topic {source} is not in backup set {} (entry {i})",
+                    manifest.backup_id
+                ),
+            ));
+        }
+    }
+    let mut partition_map: BTreeMap<i32, i32> = BTreeMap::new();
+    for (k, v) in spec.partition_mapping.iter().flatten() {
+        let from: i32 = k.parse().map_err(|_| {
+            refused(
+                format!("spec.partitionMapping[{k}]"),
+                "keys are partition numbers",
+            )
+        })?;
+        partition_map.insert(from, *v);
+    }
+    let mut plans = Vec::new();
+    for source in selected {
+        let Some(entry) = manifest.topics.get(&source) else {
+            continue;
+        };
+        let target = spec
+            .topic_mapping
+            .as_ref()
+            .and_then(|m| m.get(&source))
+            .cloned()
+            .unwrap_or_else(|| source.clone());
+        let source_partitions: BTreeSet<i32> = entry
+            .partitions
+            .keys()
+            .copied()
+            .chain(0..entry.partition_count)
+            .collect();
+        let (routing, target_partitions) = match spec.repartitioning.as_ref().and_then(|r| r.get(&target)) {
+            Some(r) => (
+                Routing::Repartition {
+                    partitions: r.target_partitions.max(1),
+                    strategy: r.strategy,
+                },
+                r.target_partitions.max(1),
+            ),
+            None => {
+                let map: BTreeMap<i32, i32> = source_partitions
+                    .iter()
+                    .map(|p| (*p, partition_map.get(p).copied().unwrap_or(*p)))
+                    .collect();
+                let mut seen: BTreeMap<i32, i32> = BTreeMap::new();
+                for (src, dst) in &map {
+                    if *dst < 0 {
+                        return Err(refused(
+                            format!("spec.partitionMapping[{src}]"),
+                            format!("partition {dst} does not exist"),
+                        ));
+                    }
+                    if let Some(other) = seen.insert(*dst, *src) {
+                        return Err(refused(
+                            "spec.partitionMapping",
+                            format!(
+                                "source partitions {other} and {src} of topic {source} would both be restored into partition {dst}: map them to different partitions or repartition the topic"
+                            ),
+                        ));
+                    }
+                }
+                let needed = map.values().copied().max().map_or(0, |m| m + 1);
+                (Routing::Direct(map), needed.max(entry.partition_count))
+            }
+        };
+        let segments = entry
+            .partitions
+            .iter()
+            .map(|(p, pe)| {
+                let segs: Vec<SegmentEntry> = pe
+                    .segments
+                    .iter()
+                    .filter(|s| window.overlaps(s.min_timestamp, s.max_timestamp))
+                    .cloned()
+                    .collect();
+                (*p, segs)
+            })
+            .collect();
+        plans.push(TopicPlan {
+            source,
+            target,
+            segments,
+            routing,
+            target_partitions,
+            configs: entry.configs.clone(),
+        });
+    }
+    Ok(plans)
+}
+
+/// Accumulates the sequence written to one target partition and its offset runs.
+#[derive(Clone, Debug, Default)]
+pub struct PartitionTally {
+    /// Records routed to the partition (written now or before an interruption).
+    pub records: u64,
+    /// Records produced by this attempt.
+    pub produced: u64,
+    /// Bytes of record data routed.
+    pub bytes: u64,
+    /// Runs of consecutive source offsets.
+    pub ranges: Vec<OffsetRange>,
+    /// Smallest timestamp.
+    pub min_ts: Option<i64>,
+    /// Largest timestamp.
+    pub max_ts: Option<i64>,
+}
+
+impl PartitionTally {
+    fn add(
+        &mut self,
+        source_partition: i32,
+        source_offset: i64,
+        target_partition: i32,
+        base: i64,
+        record: &RecordRef<'_>,
+    ) {
+        let target_offset = base + self.records as i64;
+        match self.ranges.last_mut() {
+            Some(r)
+                if r.source_partition == source_partition
+                    && r.source_start + r.count == source_offset
+                    && r.target_start + r.count == target_offset =>
+            {
+                r.count += 1;
+            }
+            _ => self.ranges.push(OffsetRange {
+                source_partition,
+                source_start: source_offset,
+                target_partition,
+                target_start: target_offset,
+                count: 1,
+            }),
+        }
+        self.records += 1;
+        self.bytes += record.data_len() as u64;
+        self.min_ts = Some(self.min_ts.map_or(record.timestamp, |m| m.min(record.timestamp)));
+        self.max_ts = Some(self.max_ts.map_or(record.timestamp, |m| m.max(record.timestamp)));
+    }
+}
+
+/// Counts deliveries and keeps the first failure.
+struct Delivery {
+    failed: Mutex<Option<String>>,
+    acked: AtomicU64,
+}
+
+impl ClientContext for Delivery {}
+
+impl ProducerContext for Delivery {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => {
+                self.acked.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((e, m)) => {
+                use rdkafka::Message;
+                if let Ok(mut f) = self.failed.lock() {
+                    f.get_or_insert_with(|| format!("{}-{}: {e}", m.topic(), m.partition()));
+                }
+            }
+        }
+    }
+}
+
+/// One unit of work: source partitions of one topic restored in order.
+struct Unit {
+    topic: usize,
+    source_partitions: Vec<i32>,
+}
+
+/// Rate limit state: start, records, bytes, records/s, bytes/s.
+type Limiter = (Instant, f64, f64, Option<f64>, Option<f64>);
+
+/// Everything a unit needs.
+struct UnitEnv {
+    plans: Arc<Vec<TopicPlan>>,
+    window: Window,
+    bases: BTreeMap<String, BTreeMap<i32, i64>>,
+    written: BTreeMap<String, BTreeMap<i32, u64>>,
+    producer: Option<Arc<ThreadedProducer<Delivery>>>,
+    include_headers: bool,
+    source_cluster: Option<String>,
+    records: AtomicU64,
+    bytes: AtomicU64,
+    segments: AtomicU64,
+    limiter: Option<Mutex<Limiter>>,
+    cancel: tokio_util::sync::CancellationToken,
+}
+
+/// Runs a KafkaRestore and returns its final status.
+pub async fn execute(restore: &KafkaRestore, ctx: &Context) -> KafkaRestoreStatus {
+    let started = Utc::now();
+    let mut status = KafkaRestoreStatus {
+        phase: Some(Phase::Running),
+        start_time: Some(time(started)),
+        observed_generation: restore.metadata.generation,
+        backup_id: restore.spec.backup_ref.backup_id.clone(),
+        ..Default::default()
+    };
+    let retries = restore
+        .spec
+        .execution
+        .as_ref()
+        .and_then(|e| e.retries)
+        .unwrap_or(0)
+        .max(0) as u32;
+    let deadline = restore
+        .spec
+        .execution
+        .as_ref()
+        .and_then(|e| e.deadline_seconds)
+        .map(|s| Duration::from_secs(s.max(1) as u64));
+    let mut attempt = 0;
+    loop {
+        let attempt_status = &mut status;
+        let run = run(restore, ctx, started, attempt_status);
+        let result = match deadline {
+            None => run.await,
+            Some(limit) => match tokio::time::timeout(limit, run).await {
+                Ok(r) => r,
+                Err(_) => Err(RestoreError::Worker(format!(
+                    "execution.deadlineSeconds: the restore did not finish within {}s; run it again to continue",
+                    limit.as_secs()
+                ))),
+            },
+        };
+        match result {
+            Ok(()) => break,
+            Err(e)
+                if attempt < retries
+                    && !ctx.cancel.is_cancelled()
+                    && !matches!(e, RestoreError::Refused { .. }) =>
+            {
+                attempt += 1;
+                tracing::warn!("restore: attempt {attempt} failed, retrying: {e}");
+                tokio::time::sleep(Duration::from_secs(1 << attempt.min(5))).await;
+            }
+            Err(e) => {
+                status.phase = Some(Phase::Failed);
+                status.message = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    if status.completion_time.is_none() {
+        status.completion_time = Some(time(Utc::now()));
+    }
+    status
+}
+
+async fn run(
+    restore: &KafkaRestore,
+    ctx: &Context,
+    started: DateTime<Utc>,
+    status: &mut KafkaRestoreStatus,
+) -> Result<(), RestoreError> {
+    let spec = &restore.spec;
+    let clock = Instant::now();
+    let (storage, backup_id) = match (&spec.backup_ref.storage, &spec.backup_ref.kafka_backup_ref) {
+        (Some(storage), _) => (
+            storage,
+            spec.backup_ref
+                .backup_id
+                .clone()
+                .ok_or_else(|| refused("spec.backupRef.backupId", "required with backupRef.storage"))?,
+        ),
+        (None, Some(r)) => {
+            return Err(refused(
+                "spec.backupRef.kafkaBackupRef",
+                format!(
+                    "reading KafkaBackup {} needs the Kubernetes API, which this process does not use for restores yet: name the backup's storage and backupId in backupRef instead",
+                    r.name
+                ),
+            ));
+        }
+        (None, None) => return Err(refused("spec.backupRef", "needs storage and backupId")),
+    };
+    status.backup_id = Some(backup_id.clone());
+    let location = match Location::open(storage, &ctx.secrets, &ctx.storage)? {
+        Location::Object(o) => o,
+        Location::ConfigMap(_) => {
+            return Err(refused(
+                "spec.backupRef.storage.type",
+                "backups live in PVC, S3, Azure or GCS storage",
+            ));
+        }
+    };
+    let manifest = backup::read_manifest(&location, &backup_id).await?.ok_or_else(|| {
+        refused(
+            "spec.backupRef.backupId",
+            format!(
+                "backup set {backup_id} not found: {} does not exist (no backup run reached its first checkpoint)",
+                location.uri(&backup::manifest_key(&backup_id))
+            ),
+        )
+    })?;
+    let name = if ctx.resource.name.is_empty() {
+        "restore".to_owned()
+    } else {
+        ctx.resource.name.clone()
+    };
+    let state_key = format!("{}/state.json", backup::restore_dir(&backup_id, &name));
+    let mapping_key = format!("{}/offset-mapping.json", backup::restore_dir(&backup_id, &name));
+    let previous: Option<RestoreState> = match location.get(&state_key).await? {
+        None => None,
+        Some(bytes) => Some(serde_json::from_slice(&bytes).map_err(|e| {
+            refused(
+                "status",
+                format!("{} is not a restore state: {e}", location.uri(&state_key)),
+            )
+        })?),
+    };
+    if !spec.dry_run
+        && let Some(done) = previous.as_ref().and_then(|p| p.final_status.clone())
+    {
+        *status = done;
+        status.message = Some(format!(
+            "already completed; nothing restored again ({} holds the result; delete it or use another name to restore again): {}",
+            location.uri(&state_key),
+            status.message.clone().unwrap_or_default()
+        ));
+        return Ok(());
+    }
+
+    let window = window(spec)?;
+    let plans = plan_topics(spec, &manifest, window)?;
+    if plans.is_empty() {
+        return Err(refused(
+            "spec.topics",
+            format!("selects no topic of backup set {backup_id}"),
+        ));
+    }
+    // Every selected segment must be there with its size, before anything is written.
+    check_segments(&location, &plans).await?;
+
+    // The target.
+    let config = kafka::client_config(&spec.kafka_cluster, &ctx.secrets)?;
+    let cluster = {
+        let config = config.clone();
+        Arc::new(blocking(move || Cluster::new(&config)).await?)
+    };
+    let existing = {
+        let cluster = cluster.clone();
+        blocking(move || cluster.topics()).await?
+    };
+    let resumed: BTreeSet<String> = previous
+        .as_ref()
+        .map(|p| p.bases.keys().cloned().collect())
+        .unwrap_or_default();
+    let existing_partitions: BTreeSet<Partition> = plans
+        .iter()
+        .filter_map(|p| existing.get(&p.target).map(|n| (p.target.clone(), *n)))
+        .flat_map(|(t, n)| (0..n).map(move |p| (t.clone(), p)))
+        .collect();
+    let bounds = {
+        let cluster = cluster.clone();
+        let partitions = existing_partitions.clone();
+        blocking(move || cluster.log_bounds(&partitions)).await?
+    };
+    let mut to_create = Vec::new();
+    let mut to_purge: BTreeMap<Partition, i64> = BTreeMap::new();
+    let mut non_empty = Vec::new();
+    for plan in &plans {
+        match existing.get(&plan.target) {
+            None => {
+                if !spec.create_topics.as_ref().is_some_and(|c| c.enabled) {
+                    return Err(refused(
+                        "spec.createTopics",
+                        format!(
+                            "target topic {} does not exist in the target cluster; set createTopics.enabled to create it",
+                            plan.target
+                        ),
+                    ));
+                }
+                to_create.push(TopicToCreate {
+                    name: plan.target.clone(),
+                    partitions: plan.target_partitions.max(1),
+                    replication_factor: spec.create_topics.as_ref().and_then(|c| c.replication_factor),
+                    configs: plan.configs.clone(),
+                });
+            }
+            Some(count) => {
+                match &plan.routing {
+                    Routing::Repartition { partitions, .. } if partitions != count => {
+                        return Err(refused(
+                            format!("spec.repartitioning[{}].targetPartitions", plan.target),
+                            format!(
+                                "is {partitions}, but topic {} has {count} partitions",
+                                plan.target
+                            ),
+                        ));
+                    }
+                    Routing::Direct(map) => {
+                        if let Some((src, dst)) = map.iter().find(|(_, dst)| **dst >= *count) {
+                            return Err(refused(
+                                format!("spec.topicMapping[{}]", plan.source),
+                                format!(
+                                    "target topic {} has {count} partitions, but source partition {src} is restored into partition {dst}: create the topic with at least {} partitions, map partitions (partitionMapping) or repartition it",
+                                    plan.target, plan.target_partitions
+                                ),
+                            ));
+                        }
+                    }
+                    Routing::Repartition { .. } => {}
+                }
+                if resumed.contains(&plan.target) {
+                    continue;
+                }
+                let held: i64 = (0..*count)
+                    .filter_map(|p| bounds.get(&(plan.target.clone(), p)))
+                    .map(|b| b.end - b.start)
+                    .sum();
+                if held > 0 {
+                    if spec.purge_topics {
+                        for p in 0..*count {
+                            if let Some(b) = bounds.get(&(plan.target.clone(), p)) {
+                                to_purge.insert((plan.target.clone(), p), b.end);
+                            }
+                        }
+                    } else {
+                        non_empty.push(format!("{} ({held} records)", plan.target));
+                    }
+                }
+            }
+        }
+    }
+    if !non_empty.is_empty() {
+        return Err(refused(
+            "spec.purgeTopics",
+            format!(
+                "target topics already hold records: {}; the restore does not append to existing data: set purgeTopics to delete their records first, or restore into other topics (topicMapping). Nothing was written",
+                non_empty.join(", ")
+            ),
+        ));
+    }
+
+    // Groups to move afterwards.
+    let group_snapshot = backup::read_group_snapshot(&location, &manifest).await?;
+    let reset_groups: Vec<String> = spec
+        .offset_reset
+        .as_ref()
+        .map(|r| r.consumer_groups.clone())
+        .unwrap_or_default();
+    let auto_groups: Vec<String> = if spec.auto_consumer_groups {
+        let snapshot = group_snapshot.as_ref().ok_or_else(|| {
+            refused(
+                "spec.autoConsumerGroups",
+                format!("backup set {backup_id} has no consumer-group snapshot (KafkaBackup consumerGroupSnapshot: true)"),
+            )
+        })?;
+        snapshot
+            .groups
+            .keys()
+            .filter(|g| !reset_groups.contains(g))
+            .cloned()
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if let Some(r) = &spec.offset_reset
+        && r.strategy == RestoreOffsetResetStrategy::HeaderBased
+    {
+        if group_snapshot.is_none() {
+            return Err(refused(
+                "spec.offsetReset.strategy",
+                format!(
+                    "HeaderBased needs the committed offsets of the source, and backup set {backup_id} has no consumer-group snapshot (KafkaBackup consumerGroupSnapshot: true)"
+                ),
+            ));
+        }
+        if let Some(wanted) = &r.source_cluster
+            && manifest.source_cluster_id.as_ref() != Some(wanted)
+        {
+            return Err(refused(
+                "spec.offsetReset.sourceCluster",
+                format!(
+                    "is {wanted:?}, but backup set {backup_id} was taken from {}: its offsets are not applied",
+                    manifest
+                        .source_cluster_id
+                        .as_deref()
+                        .map_or("an unnamed cluster (no sourceClusterId)".to_owned(), |c| format!(
+                            "{c:?}"
+                        ))
+                ),
+            ));
+        }
+    }
+
+    // Bases: where each target partition's restored records begin.
+    let mut bases: BTreeMap<String, BTreeMap<i32, i64>> =
+        previous.as_ref().map(|p| p.bases.clone()).unwrap_or_default();
+    for plan in &plans {
+        if bases.contains_key(&plan.target) {
+            continue;
+        }
+        let count = existing
+            .get(&plan.target)
+            .copied()
+            .unwrap_or(plan.target_partitions);
+        let m = bases.entry(plan.target.clone()).or_default();
+        for p in 0..count {
+            m.insert(p, bounds.get(&(plan.target.clone(), p)).map_or(0, |b| b.end));
+        }
+    }
+
+    let plans = Arc::new(plans);
+    let total_records: u64 = plans
+        .iter()
+        .flat_map(|p| p.segments.values().flatten())
+        .map(|s| s.records)
+        .sum();
+
+    // Snapshot, create, purge, state: nothing of this in a dry run.
+    let mut written: BTreeMap<String, BTreeMap<i32, u64>> = BTreeMap::new();
+    let mut state = previous.clone().unwrap_or_else(|| RestoreState {
+        state: "Running".into(),
+        started_at: started,
+        target: spec.kafka_cluster.bootstrap_servers.join(","),
+        bases: BTreeMap::new(),
+        created_topics: Vec::new(),
+        purged_topics: Vec::new(),
+        snapshot: None,
+        final_status: None,
+    });
+    if !spec.dry_run {
+        let snapshot_groups: Vec<String> = reset_groups.iter().chain(auto_groups.iter()).cloned().collect();
+        if let Some(sb) = &spec.snapshot_before_restore
+            && sb.enabled
+            && !snapshot_groups.is_empty()
+            && state.snapshot.is_none()
+        {
+            let partitions: BTreeSet<Partition> = existing_partitions.clone();
+            let snapshot_id = sb
+                .snapshot_id
+                .clone()
+                .unwrap_or_else(|| default_snapshot_id(&name, started));
+            let storage = sb
+                .storage
+                .clone()
+                .unwrap_or_else(|| default_snapshot_storage(&name));
+            let offsets = {
+                let cluster = cluster.clone();
+                let groups = snapshot_groups.clone();
+                blocking(move || {
+                    let mut out = BTreeMap::new();
+                    for g in groups {
+                        out.insert(g.clone(), cluster.group(&g)?.committed(&partitions)?);
+                    }
+                    Ok(out)
+                })
+                .await?
+            };
+            let mut snapshot = OffsetSnapshot {
+                snapshot_id: snapshot_id.clone(),
+                timestamp: Utc::now(),
+                cluster: spec.kafka_cluster.bootstrap_servers.join(","),
+                groups: BTreeMap::new(),
+                source: Some(SnapshotSource {
+                    kind: "KafkaRestore".into(),
+                    namespace: ctx.resource.namespace.clone(),
+                    name: name.clone(),
+                    uid: ctx.resource.uid.clone(),
+                }),
+            };
+            let at = snapshot.timestamp.timestamp_millis();
+            for (g, committed) in &offsets {
+                snapshot.insert_group(g, committed, at);
+                snapshot.groups.entry(g.clone()).or_default();
+            }
+            let key = snapshot_key(&snapshot_id);
+            let uri = async {
+                let l = Location::open(&storage, &ctx.secrets, &ctx.storage)?;
+                l.put_new(&key, snapshot.to_bytes()).await?;
+                Ok::<_, StorageError>(l.uri(&key))
+            }
+            .await
+            .map_err(|source| RestoreError::Snapshot {
+                snapshot_id: snapshot_id.clone(),
+                source: Box::new(source),
+            })?;
+            state.snapshot = Some(RestoreSnapshotStatus {
+                snapshot_id: Some(snapshot_id),
+                location: Some(uri),
+                snapshot_time: Some(time(snapshot.timestamp)),
+                expiration_time: sb
+                    .retention_hours
+                    .map(|h| time(snapshot.timestamp + chrono::Duration::hours(i64::from(h)))),
+            });
+            location.put(&state_key, state_bytes(&state)).await?;
+        }
+        status.snapshot = state.snapshot.clone();
+        if !to_create.is_empty() {
+            topics::create_topics(&config, &to_create).await?;
+            state
+                .created_topics
+                .extend(to_create.iter().map(|t| t.name.clone()));
+        }
+        if !to_purge.is_empty() {
+            topics::delete_records(&config, &to_purge).await?;
+            state
+                .purged_topics
+                .extend(to_purge.keys().map(|(t, _)| t.clone()).collect::<BTreeSet<_>>());
+        }
+        state.bases = bases.clone();
+        location.put(&state_key, state_bytes(&state)).await?;
+        // What an interrupted attempt already wrote.
+        let targets: BTreeSet<Partition> = bases
+            .iter()
+            .flat_map(|(t, m)| m.keys().map(move |p| (t.clone(), *p)))
+            .collect();
+        let now_bounds = {
+            let cluster = cluster.clone();
+            blocking(move || wait_for_bounds(&cluster, &targets)).await?
+        };
+        for (t, m) in &bases {
+            for (p, base) in m {
+                let end = now_bounds.get(&(t.clone(), *p)).map_or(*base, |b| b.end);
+                if end < *base {
+                    return Err(RestoreError::Verify(format!(
+                        "target partition {t}-{p} ends at {end}, before the restore's base offset {base}: the topic was recreated since the interrupted attempt; delete {} to start over",
+                        location.uri(&state_key)
+                    )));
+                }
+                written
+                    .entry(t.clone())
+                    .or_default()
+                    .insert(*p, (end - base) as u64);
+            }
+        }
+    }
+
+    // Produce (or, in a dry run, only walk the records).
+    let producer = if spec.dry_run {
+        None
+    } else {
+        Some(Arc::new(producer(&config, spec)?))
+    };
+    let env = Arc::new(UnitEnv {
+        plans: plans.clone(),
+        window,
+        bases: bases.clone(),
+        written,
+        producer: producer.clone(),
+        include_headers: spec.include_original_offset_headers,
+        source_cluster: manifest.source_cluster_id.clone(),
+        records: AtomicU64::new(0),
+        bytes: AtomicU64::new(0),
+        segments: AtomicU64::new(0),
+        limiter: (spec.rate_limiting.records_per_sec.is_some() || spec.rate_limiting.bytes_per_sec.is_some())
+            .then(|| {
+                Mutex::new((
+                    Instant::now(),
+                    0.0,
+                    0.0,
+                    spec.rate_limiting.records_per_sec.map(|r| r as f64),
+                    spec.rate_limiting.bytes_per_sec.map(|b| b as f64),
+                ))
+            }),
+        cancel: ctx.cancel.clone(),
+    });
+    let mut units = Vec::new();
+    for (i, plan) in plans.iter().enumerate() {
+        match plan.routing {
+            Routing::Direct(_) => {
+                for p in plan.segments.keys() {
+                    units.push(Unit {
+                        topic: i,
+                        source_partitions: vec![*p],
+                    });
+                }
+            }
+            Routing::Repartition { .. } => units.push(Unit {
+                topic: i,
+                source_partitions: plan.segments.keys().copied().collect(),
+            }),
+        }
+    }
+    let concurrency = spec.rate_limiting.max_concurrent_partitions.max(1) as usize;
+    let tallies_stream = stream::iter(units)
+        .map(|unit| {
+            let env = env.clone();
+            let location = location.clone();
+            async move { run_unit(unit, env, location).await }
+        })
+        .buffer_unordered(concurrency)
+        .try_collect::<Vec<_>>();
+    tokio::pin!(tallies_stream);
+    let mut progress_tick = tokio::time::interval(Duration::from_secs(1));
+    let unit_results = loop {
+        tokio::select! {
+            r = &mut tallies_stream => break r,
+            _ = progress_tick.tick() => {
+                let done = env.records.load(Ordering::Relaxed);
+                ctx.report(done, Some(total_records), if spec.dry_run { "records checked" } else { "records restored" });
+            }
+        }
+    };
+    if let Some(p) = &producer {
+        let flusher = p.clone();
+        let timeout = Duration::from_millis(spec.produce.timeout_ms.max(1) as u64 * 4 + 60_000);
+        blocking(move || {
+            flusher
+                .flush(timeout)
+                .map_err(KafkaError::client("flushing the restored records"))
+        })
+        .await?;
+        if let Some(e) = p.context().failed.lock().ok().and_then(|f| f.clone()) {
+            return Err(RestoreError::Produce(format!(
+                "{e}; run the restore again: it continues without duplicating records"
+            )));
+        }
+    }
+    let unit_tallies = unit_results?;
+    if ctx.cancel.is_cancelled() {
+        return Err(RestoreError::Worker(
+            "cancelled; run the restore again to continue where it stopped".into(),
+        ));
+    }
+    let mut tallies: BTreeMap<Partition, PartitionTally> = BTreeMap::new();
+    for unit in unit_tallies {
+        for (tp, t) in unit {
+            let entry = tallies.entry(tp).or_default();
+            entry.records += t.records;
+            entry.produced += t.produced;
+            entry.bytes += t.bytes;
+            entry.ranges.extend(t.ranges);
+            entry.min_ts = entry.min_ts.min(t.min_ts).or(entry.min_ts).or(t.min_ts);
+            entry.max_ts = entry.max_ts.max(t.max_ts);
+        }
+    }
+    let records: u64 = tallies.values().map(|t| t.records).sum();
+    let bytes: u64 = tallies.values().map(|t| t.bytes).sum();
+
+    // Verify the targets hold exactly the restored sequence.
+    let target_partitions: BTreeSet<Partition> = bases
+        .iter()
+        .flat_map(|(t, m)| m.keys().map(move |p| (t.clone(), *p)))
+        .collect();
+    let final_bounds: BTreeMap<Partition, LogBounds> = if spec.dry_run {
+        bases
+            .iter()
+            .flat_map(|(t, m)| {
+                let tallies = &tallies;
+                m.iter().map(move |(p, base)| {
+                    let n = tallies.get(&(t.clone(), *p)).map_or(0, |x| x.records) as i64;
+                    (
+                        (t.clone(), *p),
+                        LogBounds {
+                            start: *base,
+                            end: base + n,
+                        },
+                    )
+                })
+            })
+            .collect()
+    } else {
+        let cluster = cluster.clone();
+        let partitions = target_partitions.clone();
+        blocking(move || cluster.log_bounds(&partitions)).await?
+    };
+    if !spec.dry_run {
+        for (t, m) in &bases {
+            for (p, base) in m {
+                let expected = base + tallies.get(&(t.clone(), *p)).map_or(0, |x| x.records) as i64;
+                let end = final_bounds.get(&(t.clone(), *p)).map_or(-1, |b| b.end);
+                if end != expected {
+                    return Err(RestoreError::Verify(format!(
+                        "target partition {t}-{p} ends at offset {end} after the restore, expected {expected} (base {base} + {} restored records): another producer wrote into it during the restore",
+                        expected - base
+                    )));
+                }
+            }
+        }
+    }
+
+    // The offset mapping.
+    let mut mapping = OffsetMapping::default();
+    for plan in plans.iter() {
+        let mut ranges: Vec<OffsetRange> = tallies
+            .iter()
+            .filter(|((t, _), _)| *t == plan.target)
+            .flat_map(|(_, tally)| tally.ranges.iter().copied())
+            .collect();
+        ranges.sort_by_key(|r| (r.target_partition, r.target_start));
+        mapping.topics.insert(
+            plan.target.clone(),
+            TopicMapping {
+                source_topic: plan.source.clone(),
+                ranges,
+            },
+        );
+    }
+
+    // Group offsets.
+    let mut group_plans: BTreeMap<String, Result<BTreeMap<Partition, i64>, String>> = BTreeMap::new();
+    let mut notes: Vec<String> = Vec::new();
+    let repartitioned: Vec<&str> = plans
+        .iter()
+        .filter(|p| matches!(p.routing, Routing::Repartition { .. }))
+        .map(|p| p.target.as_str())
+        .collect();
+    let header_based = |group: &str, snapshot: &GroupSnapshot| -> Result<BTreeMap<Partition, i64>, String> {
+        let committed = snapshot
+            .groups
+            .get(group)
+            .ok_or_else(|| format!("group {group} is not in the backup's consumer-group snapshot"))?;
+        let mut out = BTreeMap::new();
+        for plan in plans.iter() {
+            let Routing::Direct(map) = &plan.routing else {
+                continue;
+            };
+            for (sp, offset) in committed.get(&plan.source).into_iter().flatten() {
+                let translated = mapping.translate(&plan.target, *sp, *offset);
+                let targets: BTreeMap<i32, i64> = if translated.is_empty() {
+                    // Nothing of this partition was restored: the end of the target partition.
+                    map.get(sp)
+                        .and_then(|tp| {
+                            final_bounds
+                                .get(&(plan.target.clone(), *tp))
+                                .map(|b| (*tp, b.end))
+                        })
+                        .into_iter()
+                        .collect()
+                } else {
+                    translated
+                };
+                for (tp, o) in targets {
+                    let tp = (plan.target.clone(), tp);
+                    let clamped = final_bounds.get(&tp).map_or(o, |b| b.clamp(o).0);
+                    out.insert(tp, clamped);
+                }
+            }
+        }
+        Ok(out)
+    };
+    if let Some(reset) = &spec.offset_reset {
+        let restored: BTreeSet<Partition> = plans
+            .iter()
+            .flat_map(|p| (0..p.target_partitions).map(move |tp| (p.target.clone(), tp)))
+            .filter(|tp| final_bounds.contains_key(tp))
+            .collect();
+        let by_time = match (&reset.strategy, &reset.timestamp) {
+            (RestoreOffsetResetStrategy::Timestamp, Some(ts)) if !spec.dry_run => {
+                let millis = DateTime::parse_from_rfc3339(ts)
+                    .map_err(|e| {
+                        refused(
+                            "spec.offsetReset.timestamp",
+                            format!("{ts:?} is not an RFC 3339 time: {e}"),
+                        )
+                    })?
+                    .timestamp_millis();
+                let cluster = cluster.clone();
+                let partitions = restored.clone();
+                blocking(move || cluster.offsets_for_time(&partitions, millis)).await?
+            }
+            _ => BTreeMap::new(),
+        };
+        if reset.strategy == RestoreOffsetResetStrategy::HeaderBased && !repartitioned.is_empty() {
+            notes.push(format!(
+                "offsets of repartitioned topics ({}) cannot be translated: their groups were not moved there",
+                repartitioned.join(", ")
+            ));
+        }
+        for group in &reset.consumer_groups {
+            let plan = match reset.strategy {
+                RestoreOffsetResetStrategy::HeaderBased => match &group_snapshot {
+                    Some(s) => header_based(group, s),
+                    None => Err("no consumer-group snapshot".into()),
+                },
+                RestoreOffsetResetStrategy::Earliest => Ok(restored
+                    .iter()
+                    .filter_map(|tp| final_bounds.get(tp).map(|b| (tp.clone(), b.start)))
+                    .collect()),
+                RestoreOffsetResetStrategy::Latest => Ok(restored
+                    .iter()
+                    .filter_map(|tp| final_bounds.get(tp).map(|b| (tp.clone(), b.end)))
+                    .collect()),
+                RestoreOffsetResetStrategy::Timestamp => Ok(restored
+                    .iter()
+                    .filter_map(|tp| {
+                        let b = final_bounds.get(tp)?;
+                        Some((tp.clone(), by_time.get(tp).copied().flatten().unwrap_or(b.end)))
+                    })
+                    .collect()),
+            };
+            group_plans.insert(group.clone(), plan);
+        }
+    }
+    if let Some(snapshot) = &group_snapshot {
+        for group in &auto_groups {
+            group_plans.insert(group.clone(), header_based(group, snapshot));
+        }
+    }
+    for (group, plan) in &group_plans {
+        if let Ok(offsets) = plan {
+            let entry = mapping.groups.entry(group.clone()).or_default();
+            for ((t, p), o) in offsets {
+                entry.entry(t.clone()).or_default().insert(*p, *o);
+            }
+        }
+    }
+
+    // Status.
+    status.records_restored = Some(if spec.dry_run { 0 } else { records as i64 });
+    status.bytes_restored = Some(if spec.dry_run { 0 } else { bytes as i64 });
+    status.segments_processed = Some(env.segments.load(Ordering::Relaxed) as i64);
+    status.restored_topics = Some(
+        plans
+            .iter()
+            .map(|p| RestoredTopic {
+                name: p.source.clone(),
+                target_name: (p.target != p.source).then(|| p.target.clone()),
+                records: Some(
+                    tallies
+                        .iter()
+                        .filter(|((t, _), _)| *t == p.target)
+                        .map(|(_, x)| x.records as i64)
+                        .sum(),
+                ),
+            })
+            .collect(),
+    );
+    let secs = clock.elapsed().as_secs_f64().max(1e-3);
+    status.throughput = Some(RestoreThroughput {
+        records_per_second: Some(records as f64 / secs),
+        bytes_per_second: Some(bytes as f64 / secs),
+    });
+    status.eta_seconds = Some(0);
+    let (min_ts, max_ts) = tallies.values().fold((None::<i64>, None::<i64>), |(lo, hi), t| {
+        (
+            match (lo, t.min_ts) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+            hi.max(t.max_ts),
+        )
+    });
+    let range = match (min_ts, max_ts) {
+        (Some(a), Some(b)) => format!(
+            ", record times {} .. {}",
+            DateTime::<Utc>::from_timestamp_millis(a).map_or(a.to_string(), |d| d.to_rfc3339()),
+            DateTime::<Utc>::from_timestamp_millis(b).map_or(b.to_string(), |d| d.to_rfc3339())
+        ),
+        _ => String::new(),
+    };
+    let topics_text: Vec<String> = plans
+        .iter()
+        .map(|p| {
+            if p.source == p.target {
+                p.source.clone()
+            } else {
+                format!("{} -> {}", p.source, p.target)
+            }
+        })
+        .collect();
+
+    if spec.dry_run {
+        let group_text: Vec<String> = group_plans
+            .iter()
+            .map(|(g, r)| match r {
+                Ok(o) => format!(
+                    "{g}: {}",
+                    o.iter()
+                        .map(|((t, p), off)| format!("{t}-{p}@{off}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ),
+                Err(e) => format!("{g}: fails: {e}"),
+            })
+            .collect();
+        status.phase = Some(Phase::Completed);
+        status.progress_percent = Some(100.0);
+        status.message = Some(format!(
+            "dry run, nothing written: would restore {records} records ({bytes} bytes) from {} segments of backup set {backup_id}{range}; topics {}; create [{}]; purge [{}]; group offsets [{}]{}",
+            env.segments.load(Ordering::Relaxed),
+            topics_text.join(", "),
+            to_create
+                .iter()
+                .map(|t| format!("{} ({} partitions)", t.name, t.partitions))
+                .collect::<Vec<_>>()
+                .join(", "),
+            to_purge
+                .keys()
+                .map(|(t, _)| t.clone())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect::<Vec<_>>()
+                .join(", "),
+            group_text.join("; "),
+            if notes.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", notes.join("; "))
+            }
+        ));
+        return Ok(());
+    }
+
+    location
+        .put(
+            &mapping_key,
+            Bytes::from(serde_json::to_vec_pretty(&mapping).unwrap_or_default()),
+        )
+        .await?;
+    status.offset_mapping_path = Some(location.uri(&mapping_key));
+
+    // Commit group offsets.
+    let mut groups_reset = Vec::new();
+    let mut groups_failed = Vec::new();
+    for (group, plan) in group_plans {
+        let outcome = match plan {
+            Err(e) => Err(e),
+            Ok(offsets) => {
+                let cluster = cluster.clone();
+                let g = group.clone();
+                blocking(move || {
+                    let client = cluster.group(&g)?;
+                    let d = client.describe()?;
+                    if !d.is_inactive() {
+                        return Ok(Err(format!(
+                            "group {g} is {} with {} active member(s): stop its consumers first",
+                            d.state, d.members
+                        )));
+                    }
+                    let commit: BTreeMap<Partition, Committed> = offsets
+                        .into_iter()
+                        .map(|(tp, offset)| {
+                            (
+                                tp,
+                                Committed {
+                                    offset,
+                                    metadata: String::new(),
+                                },
+                            )
+                        })
+                        .collect();
+                    client.commit(&commit)?;
+                    Ok(Ok(()))
+                })
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r)
+            }
+        };
+        match outcome {
+            Ok(()) => groups_reset.push(group),
+            Err(e) => {
+                notes.push(e);
+                groups_failed.push(group);
+            }
+        }
+    }
+    if !groups_reset.is_empty() || !groups_failed.is_empty() {
+        status.offset_reset = Some(RestoreOffsetResetStatus {
+            phase: Some(if groups_failed.is_empty() {
+                Phase::Completed
+            } else if groups_reset.is_empty() {
+                Phase::Failed
+            } else {
+                Phase::PartiallyCompleted
+            }),
+            groups_reset: Some(groups_reset.clone()),
+            groups_failed: Some(groups_failed.clone()),
+            message: (!notes.is_empty()).then(|| notes.join("; ")),
+        });
+    }
+    status.phase = Some(if groups_failed.is_empty() {
+        Phase::Completed
+    } else {
+        Phase::PartiallyCompleted
+    });
+    status.progress_percent = Some(100.0);
+    let produced: u64 = tallies.values().map(|t| t.produced).sum();
+    status.message = Some(format!(
+        "restored {records} records ({bytes} bytes) of backup set {backup_id} into {}{range}{}{}",
+        topics_text.join(", "),
+        if produced < records {
+            format!(
+                "; {} were already written by an interrupted attempt",
+                records - produced
+            )
+        } else {
+            String::new()
+        },
+        if notes.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", notes.join("; "))
+        }
+    ));
+    status.completion_time = Some(time(Utc::now()));
+    state.state = "Completed".into();
+    state.final_status = Some(status.clone());
+    location.put(&state_key, state_bytes(&state)).await?;
+    ctx.report(records, Some(records), "records restored");
+    Ok(())
+}
+
+fn state_bytes(state: &RestoreState) -> Bytes {
+    Bytes::from(serde_json::to_vec_pretty(state).unwrap_or_default())
+}
+
+/// Log bounds, retried briefly: freshly created topics may not have leaders yet.
+fn wait_for_bounds(
+    cluster: &Cluster,
+    partitions: &BTreeSet<Partition>,
+) -> Result<BTreeMap<Partition, LogBounds>, KafkaError> {
+    let mut attempt = 0;
+    loop {
+        match cluster.log_bounds(partitions) {
+            Ok(b) => return Ok(b),
+            Err(e) if attempt < 20 => {
+                attempt += 1;
+                tracing::debug!("waiting for new topics: {e}");
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn producer(
+    config: &ClientConfig,
+    spec: &KafkaRestoreSpec,
+) -> Result<ThreadedProducer<Delivery>, KafkaError> {
+    let mut c = config.clone();
+    let produce = &spec.produce;
+    match produce.acks {
+        ProduceAcks::All => {
+            c.set("acks", "all");
+            c.set("enable.idempotence", "true");
+        }
+        ProduceAcks::Leader | ProduceAcks::None => {
+            // Without acks=all there is no idempotent producer: no retries, one request at a
+            // time, so a failure stops the restore instead of reordering or duplicating.
+            c.set(
+                "acks",
+                if produce.acks == ProduceAcks::Leader {
+                    "1"
+                } else {
+                    "0"
+                },
+            );
+            c.set("enable.idempotence", "false");
+            c.set("retries", "0");
+            c.set("max.in.flight.requests.per.connection", "1");
+        }
+    }
+    c.set(
+        "batch.num.messages",
+        produce.batch_size.clamp(1, 1_000_000).to_string(),
+    );
+    c.set("request.timeout.ms", produce.timeout_ms.max(1).to_string());
+    c.set(
+        "message.timeout.ms",
+        (i64::from(produce.timeout_ms.max(1)) * 2)
+            .max(300_000)
+            .to_string(),
+    );
+    c.set("compression.type", "none");
+    c.set("linger.ms", "5");
+    c.set("queue.buffering.max.kbytes", "65536");
+    c.create_with_context(Delivery {
+        failed: Mutex::new(None),
+        acked: AtomicU64::new(0),
+    })
+    .map_err(KafkaError::client("creating the producer"))
+}
+
+/// Checks every selected segment is stored with the size the manifest lists.
+async fn check_segments(location: &ObjectLocation, plans: &[TopicPlan]) -> Result<(), RestoreError> {
+    let all: Vec<SegmentEntry> = plans
+        .iter()
+        .flat_map(|p| p.segments.values().flatten().cloned())
+        .collect();
+    stream::iter(all)
+        .map(|s| async move {
+            match location.store().head(&location.path(&s.key)).await {
+                Ok(meta) if meta.size == s.stored_bytes => Ok(()),
+                Ok(meta) => Err(RestoreError::Segment {
+                    uri: location.uri(&s.key),
+                    message: format!(
+                        "is {} bytes, the manifest lists {}: it was changed or truncated",
+                        meta.size, s.stored_bytes
+                    ),
+                }),
+                Err(object_store::Error::NotFound { .. }) => Err(RestoreError::Segment {
+                    uri: location.uri(&s.key),
+                    message: "is listed in the manifest but missing from storage; nothing was restored"
+                        .into(),
+                }),
+                Err(source) => Err(StorageError::Object {
+                    operation: "read",
+                    uri: location.uri(&s.key),
+                    source,
+                }
+                .into()),
+            }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<()>>()
+        .await
+        .map(|_| ())
+}
+
+/// Restores one unit: fetches and verifies its segments (one ahead) and produces their records.
+async fn run_unit(
+    unit: Unit,
+    env: Arc<UnitEnv>,
+    location: ObjectLocation,
+) -> Result<BTreeMap<Partition, PartitionTally>, RestoreError> {
+    let plan = &env.plans[unit.topic];
+    let segments: Vec<(i32, SegmentEntry)> = unit
+        .source_partitions
+        .iter()
+        .flat_map(|p| {
+            plan.segments
+                .get(p)
+                .into_iter()
+                .flatten()
+                .map(move |s| (*p, s.clone()))
+        })
+        .collect();
+    let (tx, mut rx) = mpsc::channel::<Result<(i32, Segment), RestoreError>>(1);
+    let fetcher = tokio::spawn({
+        let location = location.clone();
+        async move {
+            for (p, entry) in segments {
+                let uri = location.uri(&entry.key);
+                let fetched = match location.get(&entry.key).await {
+                    Ok(Some(bytes)) => tokio::task::spawn_blocking(move || Segment::decode(bytes))
+                        .await
+                        .map_err(|e| RestoreError::Worker(e.to_string()))
+                        .and_then(|r| {
+                            r.map_err(|e| RestoreError::Segment {
+                                uri: uri.clone(),
+                                message: e.to_string(),
+                            })
+                        })
+                        .and_then(|seg| {
+                            if seg.header.records != entry.records
+                                || seg.header.first_offset != entry.first_offset
+                            {
+                                Err(RestoreError::Segment {
+                                    uri: uri.clone(),
+                                    message: format!(
+                                        "holds {} records from offset {}, the manifest lists {} from {}",
+                                        seg.header.records,
+                                        seg.header.first_offset,
+                                        entry.records,
+                                        entry.first_offset
+                                    ),
+                                })
+                            } else {
+                                Ok((p, seg))
+                            }
+                        }),
+                    Ok(None) => Err(RestoreError::Segment {
+                        uri,
+                        message: "is listed in the manifest but missing from storage".into(),
+                    }),
+                    Err(e) => Err(e.into()),
+                };
+                let stop = fetched.is_err();
+                if tx.send(fetched).await.is_err() || stop {
+                    break;
+                }
+            }
+        }
+    });
+    let env2 = env.clone();
+    let topic_index = unit.topic;
+    let result =
+        tokio::task::spawn_blocking(move || -> Result<BTreeMap<i32, PartitionTally>, RestoreError> {
+            let plan = &env2.plans[topic_index];
+            let mut tallies: BTreeMap<i32, PartitionTally> = BTreeMap::new();
+            let mut round_robin: i64 = 0;
+            while let Some(next) = rx.blocking_recv() {
+                let (sp, segment) = next?;
+                env2.segments.fetch_add(1, Ordering::Relaxed);
+                for record in segment.records() {
+                    if env2.cancel.is_cancelled() {
+                        return Ok(tallies);
+                    }
+                    let record = record.map_err(|e| RestoreError::Segment {
+                        uri: format!("{}/{}-{sp}", plan.source, segment.header.first_offset),
+                        message: e.to_string(),
+                    })?;
+                    if !env2.window.contains(record.timestamp) {
+                        continue;
+                    }
+                    let tp = match &plan.routing {
+                        Routing::Direct(map) => map.get(&sp).copied().unwrap_or(sp),
+                        Routing::Repartition { partitions, strategy } => match (strategy, record.key) {
+                            (RepartitionStrategy::Murmur2, Some(key)) => {
+                                topics::murmur2_partition(key, *partitions)
+                            }
+                            _ => {
+                                round_robin += 1;
+                                ((round_robin - 1) % i64::from(*partitions)) as i32
+                            }
+                        },
+                    };
+                    let base = env2
+                        .bases
+                        .get(&plan.target)
+                        .and_then(|m| m.get(&tp))
+                        .copied()
+                        .unwrap_or(0);
+                    let done = env2
+                        .written
+                        .get(&plan.target)
+                        .and_then(|m| m.get(&tp))
+                        .copied()
+                        .unwrap_or(0);
+                    let tally = tallies.entry(tp).or_default();
+                    let index = tally.records;
+                    tally.add(sp, record.offset, tp, base, &record);
+                    if index < done {
+                        continue;
+                    }
+                    env2.records.fetch_add(1, Ordering::Relaxed);
+                    env2.bytes.fetch_add(record.data_len() as u64, Ordering::Relaxed);
+                    if let Some(producer) = &env2.producer {
+                        tally.produced += 1;
+                        produce(producer, &env2, &plan.target, tp, sp, &record)?;
+                    }
+                    if let Some(limiter) = &env2.limiter {
+                        let wait = limiter.lock().ok().and_then(|mut l| {
+                            l.1 += 1.0;
+                            l.2 += record.data_len() as f64;
+                            let need = l.3.map_or(0.0, |r| l.1 / r).max(l.4.map_or(0.0, |b| l.2 / b));
+                            let elapsed = l.0.elapsed().as_secs_f64();
+                            (need > elapsed).then(|| Duration::from_secs_f64(need - elapsed))
+                        });
+                        if let Some(wait) = wait {
+                            std::thread::sleep(wait);
+                        }
+                    }
+                }
+            }
+            Ok(tallies)
+        })
+        .await
+        .map_err(|e| RestoreError::Worker(format!("restore worker failed: {e}")))?;
+    fetcher.abort();
+    let tallies = result?;
+    Ok(tallies
+        .into_iter()
+        .map(|(p, t)| ((plan.target.clone(), p), t))
+        .collect())
+}
+
+fn produce(
+    producer: &ThreadedProducer<Delivery>,
+    env: &UnitEnv,
+    topic: &str,
+    partition: i32,
+    source_partition: i32,
+    record: &RecordRef<'_>,
+) -> Result<(), RestoreError> {
+    let own = record.header_count();
+    let extra = if env.include_headers { 4 } else { 0 };
+    let offset_bytes = headers::encode_i64(record.offset);
+    let ts_bytes = headers::encode_i64(record.timestamp);
+    let partition_bytes = headers::encode_i32(source_partition);
+    let hdrs = if own + extra > 0 {
+        let mut h = OwnedHeaders::new_with_capacity(own + extra);
+        for (key, value) in record.headers() {
+            h = h.insert(Header { key, value });
+        }
+        if env.include_headers {
+            h = h
+                .insert(Header {
+                    key: headers::ORIGINAL_OFFSET,
+                    value: Some(&offset_bytes[..]),
+                })
+                .insert(Header {
+                    key: headers::ORIGINAL_TIMESTAMP,
+                    value: Some(&ts_bytes[..]),
+                })
+                .insert(Header {
+                    key: headers::SOURCE_PARTITION,
+                    value: Some(&partition_bytes[..]),
+                });
+            if let Some(c) = &env.source_cluster {
+                h = h.insert(Header {
+                    key: headers::SOURCE_CLUSTER,
+                    value: Some(c.as_bytes()),
+                });
+            }
+        }
+        Some(h)
+    } else {
+        None
+    };
+    let mut base: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).partition(partition);
+    if let Some(k) = record.key {
+        base = base.key(k);
+    }
+    if let Some(v) = record.value {
+        base = base.payload(v);
+    }
+    if record.timestamp >= 0 {
+        base = base.timestamp(record.timestamp);
+    }
+    if let Some(h) = hdrs {
+        base = base.headers(h);
+    }
+    loop {
+        match producer.send(base) {
+            Ok(()) => return Ok(()),
+            Err((RdKafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                if let Some(e) = producer.context().failed.lock().ok().and_then(|f| f.clone()) {
+                    return Err(RestoreError::Produce(e));
+                }
+                base = back;
+                std::thread::sleep(Duration::from_micros(500));
+            }
+            Err((e, _)) => {
+                return Err(RestoreError::Produce(format!(
+                    "{topic}-{partition} (source offset {}): {e}",
+                    record.offset
+                )));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn windows_are_inclusive() {
+        let w = Window {
+            start: Some(10),
+            end: Some(20),
+        };
+        assert!(w.contains(10) && w.contains(20) && !w.contains(9) && !w.contains(21));
+        assert!(w.overlaps(0, 10) && w.overlaps(20, 30) && !w.overlaps(21, 30));
+        assert!(Window::default().contains(-1));
+    }
+}

@@ -1,0 +1,894 @@
+//! The backup and restore engine against the real broker (nisshi) and real storage (local disk
+//! through PVC storage, SeaweedFS through S3). Records are produced and read back with plain
+//! rdkafka, not with the code under test; crash tests SIGKILL the real binary (`run -f`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::Path,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use kafka_backup_operator::{
+    api::v1beta1::{KafkaBackup, KafkaBackupStatus, KafkaRestore, KafkaRestoreStatus, Phase, RunPhase},
+    ops::{Context, ResourceRef, backup, restore},
+    secrets::SecretStore,
+    storage::{
+        Location, StorageEnv,
+        backup::{SetState, list_backup_sets, read_manifest},
+    },
+};
+use rdkafka::{
+    ClientConfig, Message, Offset, TopicPartitionList,
+    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    client::DefaultClientContext,
+    consumer::{BaseConsumer, CommitMode, Consumer},
+    message::{Header, Headers, OwnedHeaders},
+    producer::{FutureProducer, FutureRecord, Producer},
+};
+use serde_json::{Value, json};
+use support::{service, unique};
+
+/// A record as read back from Kafka.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Rec {
+    partition: i32,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    headers: Vec<(String, Option<Vec<u8>>)>,
+    timestamp: i64,
+}
+
+fn broker() -> Option<String> {
+    service("KBO_TEST_KAFKA_BOOTSTRAP")
+}
+
+async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    for r in admin
+        .create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap()
+    {
+        r.unwrap();
+    }
+}
+
+/// The `i`th test record of partition `p`: keyed and null-key records, tombstones, duplicate
+/// and null headers, explicit timestamps `base + i * 1000`.
+fn record(p: i32, i: i64, base: i64) -> Rec {
+    let key = match i % 5 {
+        0 => None,
+        _ => Some(format!("key-{p}-{}", i % 7).into_bytes()),
+    };
+    let value = match i % 11 {
+        3 => None,
+        4 => Some(Vec::new()),
+        _ => Some(
+            format!(
+                "{{\"p\":{p},\"i\":{i},\"pad\":\"{}\"}}",
+                "x".repeat((i % 50) as usize)
+            )
+            .into_bytes(),
+        ),
+    };
+    let headers = match i % 4 {
+        0 => vec![],
+        1 => vec![
+            ("h".to_owned(), Some(b"1".to_vec())),
+            ("h".to_owned(), Some(b"2".to_vec())),
+        ],
+        2 => vec![
+            ("n".to_owned(), None),
+            ("e".to_owned(), Some(Vec::new())),
+            ("n".to_owned(), None),
+        ],
+        _ => vec![
+            ("bin".to_owned(), Some(vec![0, 255, 1])),
+            ("x-original-offset".to_owned(), Some(b"user".to_vec())),
+        ],
+    };
+    Rec {
+        partition: p,
+        key,
+        value,
+        headers,
+        timestamp: base + i * 1000,
+    }
+}
+
+async fn produce(bootstrap: &str, topic: &str, records: &[Rec]) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    let mut pending = Vec::new();
+    for r in records {
+        let mut h = OwnedHeaders::new();
+        for (k, v) in &r.headers {
+            h = h.insert(Header {
+                key: k,
+                value: v.as_deref(),
+            });
+        }
+        let mut fr: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic)
+            .partition(r.partition)
+            .timestamp(r.timestamp)
+            .headers(h);
+        if let Some(k) = &r.key {
+            fr = fr.key(k.as_slice());
+        }
+        if let Some(v) = &r.value {
+            fr = fr.payload(v.as_slice());
+        }
+        pending.push(producer.send_result(fr).map_err(|(e, _)| e).unwrap());
+        if pending.len() >= 2000 {
+            for f in pending.drain(..) {
+                f.await.unwrap().unwrap();
+            }
+        }
+    }
+    for f in pending {
+        f.await.unwrap().unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+}
+
+fn records_for(partitions: i32, count: i64, base: i64) -> Vec<Rec> {
+    let mut out = Vec::new();
+    for i in 0..count {
+        for p in 0..partitions {
+            out.push(record(p, i, base));
+        }
+    }
+    out
+}
+
+/// Every record of a topic, per partition in offset order.
+fn consume_all(bootstrap: &str, topic: &str, partitions: i32) -> BTreeMap<i32, Vec<Rec>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", unique("reader"))
+        .set("enable.partition.eof", "true")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut out: BTreeMap<i32, Vec<Rec>> = (0..partitions).map(|p| (p, Vec::new())).collect();
+    let mut eof = std::collections::BTreeSet::new();
+    let started = Instant::now();
+    while eof.len() < partitions as usize {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "reading {topic} timed out"
+        );
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                eof.insert(p);
+            }
+            Some(Err(e)) => panic!("{e}"),
+            Some(Ok(m)) => {
+                eof.remove(&m.partition());
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.get_mut(&m.partition()).unwrap().push(Rec {
+                    partition: m.partition(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    value: m.payload().map(<[u8]>::to_vec),
+                    headers,
+                    timestamp: m.timestamp().to_millis().unwrap(),
+                });
+            }
+        }
+    }
+    out
+}
+
+fn by_partition(records: &[Rec]) -> BTreeMap<i32, Vec<Rec>> {
+    let mut out: BTreeMap<i32, Vec<Rec>> = BTreeMap::new();
+    for r in records {
+        out.entry(r.partition).or_default().push(r.clone());
+    }
+    out
+}
+
+fn assert_same(actual: &BTreeMap<i32, Vec<Rec>>, expected: &BTreeMap<i32, Vec<Rec>>) {
+    for (p, want) in expected {
+        let got = actual.get(p).cloned().unwrap_or_default();
+        assert_eq!(got.len(), want.len(), "partition {p}: record count");
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert_eq!(g, w, "partition {p}, record {i}");
+        }
+    }
+    let extra: usize = actual
+        .iter()
+        .filter(|(p, _)| !expected.contains_key(p))
+        .map(|(_, v)| v.len())
+        .sum();
+    assert_eq!(extra, 0, "records in unexpected partitions");
+}
+
+fn pvc_storage() -> Value {
+    json!({"type": "PVC", "pvc": {"claimName": "backups", "subPath": "team"}})
+}
+
+fn s3_storage(prefix: &str) -> Option<Value> {
+    let endpoint = service("KBO_TEST_S3_ENDPOINT")?;
+    Some(json!({"type": "S3", "s3": {
+        "bucket": std::env::var("KBO_TEST_S3_BUCKET").unwrap_or_else(|_| "test-bucket".into()),
+        "endpoint": endpoint, "region": "us-east-1", "pathStyle": true, "allowHttp": true,
+        "prefix": prefix, "credentialsSecret": {"name": "s3"}}}))
+}
+
+fn secrets() -> SecretStore {
+    let mut s3 = BTreeMap::new();
+    s3.insert("AWS_ACCESS_KEY_ID".to_owned(), b"test".to_vec());
+    s3.insert("AWS_SECRET_ACCESS_KEY".to_owned(), b"test".to_vec());
+    SecretStore::Map {
+        origin: "test".into(),
+        secrets: HashMap::from([("s3".to_owned(), s3)]),
+    }
+}
+
+fn ctx(root: &Path, name: &str) -> Context {
+    Context::new(
+        ResourceRef {
+            kind: String::new(),
+            namespace: None,
+            name: name.into(),
+            uid: None,
+        },
+        secrets(),
+        StorageEnv {
+            pvc_root: root.to_owned(),
+            kube: None,
+        },
+    )
+}
+
+fn backup_resource(name: &str, spec: Value) -> KafkaBackup {
+    serde_json::from_value(
+        json!({"apiVersion": "kafka.oso.sh/v1beta1", "kind": "KafkaBackup",
+        "metadata": {"name": name}, "spec": spec}),
+    )
+    .unwrap()
+}
+
+fn restore_resource(name: &str, spec: Value) -> KafkaRestore {
+    serde_json::from_value(
+        json!({"apiVersion": "kafka.oso.sh/v1beta1", "kind": "KafkaRestore",
+        "metadata": {"name": name}, "spec": spec}),
+    )
+    .unwrap()
+}
+
+async fn run_backup(root: &Path, name: &str, spec: Value) -> KafkaBackupStatus {
+    backup::execute(&backup_resource(name, spec), &ctx(root, name)).await
+}
+
+async fn run_restore(root: &Path, name: &str, spec: Value) -> KafkaRestoreStatus {
+    restore::execute(&restore_resource(name, spec), &ctx(root, name)).await
+}
+
+fn high_watermarks(bootstrap: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    (0..partitions)
+        .map(|p| {
+            consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .unwrap()
+                .1
+        })
+        .collect()
+}
+
+fn topic_exists(bootstrap: &str, topic: &str) -> bool {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let md = consumer.fetch_metadata(None, Duration::from_secs(10)).unwrap();
+    md.topics()
+        .iter()
+        .any(|t| t.name() == topic && t.error().is_none())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn round_trip_is_exact_and_incremental_on_local_disk_and_s3() {
+    let Some(bootstrap) = broker() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let source = unique("rt-src");
+    create_topic(&bootstrap, &source, 4).await;
+    let first = records_for(4, 150, 1_700_000_000_000);
+    produce(&bootstrap, &source, &first).await;
+
+    let mut storages = vec![("Zstd", pvc_storage())];
+    if let Some(s3) = s3_storage(&unique("rt")) {
+        storages.push(("Lz4", s3));
+    }
+    let mut produced = first;
+    for (round, (compression, storage)) in storages.into_iter().enumerate() {
+        let id = unique("set");
+        let spec = json!({"kafkaCluster": {"bootstrapServers": [bootstrap]}, "topics": [source],
+            "storage": storage, "backupId": id, "compression": compression,
+            "segmentMaxBytes": 1_048_576, "consumerGroupSnapshot": false});
+        let status = run_backup(root.path(), "rt", spec.clone()).await;
+        assert_eq!(status.phase, Some(RunPhase::Completed), "{status:?}");
+        assert_eq!(
+            status.progress.as_ref().unwrap().records,
+            Some(produced.len() as i64)
+        );
+
+        // Incremental: a second run stores only the new records.
+        let second = records_for(4, 30, 1_700_001_000_000 + round as i64 * 100_000_000);
+        produce(&bootstrap, &source, &second).await;
+        produced.extend(second.iter().cloned());
+        let status = run_backup(root.path(), "rt", spec.clone()).await;
+        assert_eq!(status.progress.as_ref().unwrap().records, Some(120), "{status:?}");
+
+        // Read the set back through the catalog functions.
+        let location = match Location::open(
+            &serde_json::from_value(storage.clone()).unwrap(),
+            &secrets(),
+            &StorageEnv {
+                pvc_root: root.path().to_owned(),
+                kube: None,
+            },
+        )
+        .unwrap()
+        {
+            Location::Object(o) => o,
+            Location::ConfigMap(_) => unreachable!(),
+        };
+        let manifest = read_manifest(&location, &id).await.unwrap().unwrap();
+        assert_eq!(manifest.state, SetState::Complete);
+        assert_eq!(manifest.topics[&source].partition_count, 4);
+        assert_eq!(manifest.runs.len(), 2);
+        let (sets, errors) = list_backup_sets(&location).await.unwrap();
+        assert!(errors.is_empty(), "{errors:?}");
+        let summary = sets.iter().find(|s| s.backup_id == id).unwrap();
+        assert_eq!(
+            (summary.records, summary.partitions, summary.complete),
+            (produced.len() as u64, 4, true)
+        );
+        assert_eq!(
+            summary.first_record_time.unwrap().timestamp_millis(),
+            1_700_000_000_000
+        );
+
+        // Restore into a new topic: identical record by record.
+        let target = unique("rt-dst");
+        let status = run_restore(
+            root.path(),
+            &unique("r"),
+            json!({"backupRef": {"backupId": id, "storage": storage},
+                "kafkaCluster": {"bootstrapServers": [bootstrap]},
+                "topicMapping": {source.clone(): target}, "createTopics": {"enabled": true}}),
+        )
+        .await;
+        assert_eq!(status.phase, Some(Phase::Completed), "{status:?}");
+        assert_eq!(status.records_restored, Some(produced.len() as i64));
+        assert!(
+            status
+                .offset_mapping_path
+                .as_deref()
+                .unwrap()
+                .ends_with("offset-mapping.json")
+        );
+        assert_same(&consume_all(&bootstrap, &target, 4), &by_partition(&produced));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pitr_keeps_exactly_the_window_and_headers_only_when_asked() {
+    let Some(bootstrap) = broker() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let source = unique("pitr-src");
+    create_topic(&bootstrap, &source, 2).await;
+    let base = 1_700_000_000_000;
+    let records = records_for(2, 100, base);
+    produce(&bootstrap, &source, &records).await;
+    let id = unique("pitr");
+    let status = run_backup(
+        root.path(),
+        "pitr",
+        json!({"kafkaCluster": {"bootstrapServers": [bootstrap]}, "topics": [source],
+            "storage": pvc_storage(), "backupId": id, "segmentMaxBytes": 1_048_576}),
+    )
+    .await;
+    assert_eq!(status.phase, Some(RunPhase::Completed), "{status:?}");
+    let to_time = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).unwrap().to_rfc3339();
+    let (start, end) = (base + 20_000, base + 49_000);
+    let target = unique("pitr-dst");
+    let status = run_restore(
+        root.path(),
+        &unique("r"),
+        json!({"backupRef": {"backupId": id, "storage": pvc_storage()},
+            "kafkaCluster": {"bootstrapServers": [bootstrap]},
+            "topicMapping": {source.clone(): target}, "createTopics": {"enabled": true},
+            "pitr": {"startTime": to_time(start), "endTime": to_time(end)},
+            "includeOriginalOffsetHeaders": true}),
+    )
+    .await;
+    assert_eq!(status.phase, Some(Phase::Completed), "{status:?}");
+    let expected: Vec<Rec> = records
+        .iter()
+        .filter(|r| r.timestamp >= start && r.timestamp <= end)
+        .cloned()
+        .collect();
+    assert_eq!(expected.len(), 60);
+    let got = consume_all(&bootstrap, &target, 2);
+    for (p, recs) in &got {
+        let want = by_partition(&expected)[p].clone();
+        assert_eq!(recs.len(), want.len());
+        for (i, (g, w)) in recs.iter().zip(&want).enumerate() {
+            // The record's own headers first, then the tracking headers asked for.
+            let own = g.headers.len() - 3;
+            assert_eq!(&g.headers[..own], &w.headers[..], "partition {p} record {i}");
+            assert_eq!((&g.key, &g.value, g.timestamp), (&w.key, &w.value, w.timestamp));
+            assert_eq!(g.headers[own].0, "x-original-offset");
+            let offset = i64::from_le_bytes(g.headers[own].1.clone().unwrap().try_into().unwrap());
+            assert_eq!(offset, 20 + i as i64, "source offset of partition {p} record {i}");
+            assert_eq!(g.headers[own + 2].0, "x-source-partition");
+        }
+    }
+}
+
+fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_kafka-backup-operator")
+}
+
+fn write_manifest(dir: &Path, kind: &str, name: &str, spec: Value) -> std::path::PathBuf {
+    let path = dir.join(format!("{name}.yaml"));
+    let doc =
+        json!({"apiVersion": "kafka.oso.sh/v1beta1", "kind": kind, "metadata": {"name": name}, "spec": spec});
+    std::fs::write(&path, serde_json::to_string(&doc).unwrap()).unwrap();
+    path
+}
+
+/// Runs `run -f` and SIGKILLs it after `after`; returns whether it was still running.
+fn run_and_kill(file: &Path, root: &Path, after: Duration) -> bool {
+    let mut child = Command::new(binary())
+        .args(["run", "-f"])
+        .arg(file)
+        .arg("--pvc-root")
+        .arg(root)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(after);
+    let running = child.try_wait().unwrap().is_none();
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    running
+}
+
+/// Runs `run -f` to its end; the printed status.
+fn run_to_end(file: &Path, root: &Path) -> Value {
+    let out = Command::new(binary())
+        .args(["run", "-f"])
+        .arg(file)
+        .arg("--pvc-root")
+        .arg(root)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "run -f failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_saphyr::from_str(&stdout).unwrap();
+    doc["status"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_backup_resumes_without_gap_or_duplicate_and_keeps_its_stop_offsets() {
+    let Some(bootstrap) = broker() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let source = unique("kill-src");
+    create_topic(&bootstrap, &source, 4).await;
+    let first = records_for(4, 2500, 1_700_000_000_000);
+    produce(&bootstrap, &source, &first).await;
+    let id = unique("kill");
+    let spec = |limit: Option<i64>| {
+        let mut s = json!({"kafkaCluster": {"bootstrapServers": [bootstrap]}, "topics": [source],
+            "storage": pvc_storage(), "backupId": id, "segmentMaxBytes": 1_048_576,
+            "segmentMaxIntervalMs": 1000, "checkpoint": {"intervalSeconds": 1},
+            "stopAtCurrentOffsets": true, "compression": "None"});
+        if let Some(l) = limit {
+            s["rateLimiting"] = json!({"recordsPerSec": l});
+        }
+        s
+    };
+    let slow = write_manifest(root.path(), "KafkaBackup", "kill-slow", spec(Some(1500)));
+    assert!(
+        run_and_kill(&slow, root.path(), Duration::from_millis(3500)),
+        "the backup finished before it was killed"
+    );
+    // Records produced after the killed run started are beyond its stop offsets.
+    let later = records_for(4, 10, 1_700_100_000_000);
+    produce(&bootstrap, &source, &later).await;
+    let fast = write_manifest(root.path(), "KafkaBackup", "kill-fast", spec(None));
+    let out = run_to_end(&fast, root.path());
+    assert_eq!(out["phase"], "Completed", "{out}");
+
+    let location = match Location::open(
+        &serde_json::from_value(pvc_storage()).unwrap(),
+        &SecretStore::None,
+        &StorageEnv {
+            pvc_root: root.path().to_owned(),
+            kube: None,
+        },
+    )
+    .unwrap()
+    {
+        Location::Object(o) => o,
+        Location::ConfigMap(_) => unreachable!(),
+    };
+    let manifest = read_manifest(&location, &id).await.unwrap().unwrap();
+    for (p, entry) in &manifest.topics[&source].partitions {
+        let mut next = 0;
+        for seg in &entry.segments {
+            assert_eq!(
+                seg.position_start, next,
+                "partition {p}: chain broken at {}",
+                seg.key
+            );
+            next = seg.position_end;
+        }
+        let records: u64 = entry.segments.iter().map(|s| s.records).sum();
+        assert_eq!(
+            records, 2500,
+            "partition {p}: the resumed run stops at the captured end"
+        );
+        assert_eq!(entry.next_offset, 2500);
+    }
+    // A new run continues with the later records.
+    let out = run_to_end(&fast, root.path());
+    assert_eq!(out["progress"]["records"], 40, "{out}");
+
+    let target = unique("kill-dst");
+    let status = run_restore(
+        root.path(),
+        &unique("r"),
+        json!({"backupRef": {"backupId": id, "storage": pvc_storage()},
+            "kafkaCluster": {"bootstrapServers": [bootstrap]},
+            "topicMapping": {source.clone(): target}, "createTopics": {"enabled": true}}),
+    )
+    .await;
+    assert_eq!(status.phase, Some(Phase::Completed), "{status:?}");
+    let mut all = first;
+    all.extend(later);
+    assert_same(&consume_all(&bootstrap, &target, 4), &by_partition(&all));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_restore_run_again_leaves_each_record_once() {
+    let Some(bootstrap) = broker() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let source = unique("rk-src");
+    create_topic(&bootstrap, &source, 3).await;
+    let records = records_for(3, 3000, 1_700_000_000_000);
+    produce(&bootstrap, &source, &records).await;
+    let id = unique("rk");
+    let status = run_backup(
+        root.path(),
+        "rk",
+        json!({"kafkaCluster": {"bootstrapServers": [bootstrap]}, "topics": [source],
+            "storage": pvc_storage(), "backupId": id, "segmentMaxBytes": 1_048_576}),
+    )
+    .await;
+    assert_eq!(status.phase, Some(RunPhase::Completed), "{status:?}");
+    let target = unique("rk-dst");
+    let spec = |limit: Option<i64>| {
+        let mut s = json!({"backupRef": {"backupId": id, "storage": pvc_storage()},
+            "kafkaCluster": {"bootstrapServers": [bootstrap]},
+            "topicMapping": {source.clone(): target}, "createTopics": {"enabled": true},
+            "produce": {"batchSize": 100}});
+        if let Some(l) = limit {
+            s["rateLimiting"] = json!({"recordsPerSec": l});
+        }
+        s
+    };
+    let slow = write_manifest(root.path(), "KafkaRestore", "rk-restore", spec(Some(2000)));
+    assert!(run_and_kill(&slow, root.path(), Duration::from_millis(2500)));
+    let written: i64 = high_watermarks(&bootstrap, &target, 3).iter().sum();
+    assert!(
+        written > 0 && written < 9000,
+        "killed mid-way: {written} records written"
+    );
+    // Same name, no rate limit: continues after what was written.
+    let fast = write_manifest(root.path(), "KafkaRestore", "rk-restore", spec(None));
+    let out = run_to_end(&fast, root.path());
+    let message = out["message"].as_str().unwrap();
+    assert!(
+        message.contains("already written by an interrupted attempt"),
+        "{out}"
+    );
+    assert_same(&consume_all(&bootstrap, &target, 3), &by_partition(&records));
+    // Once more: completed restores do nothing.
+    let out = run_to_end(&fast, root.path());
+    assert!(
+        out["message"].as_str().unwrap().contains("already completed"),
+        "{out}"
+    );
+    assert_eq!(high_watermarks(&bootstrap, &target, 3).iter().sum::<i64>(), 9000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn non_empty_targets_are_refused_before_anything_is_written_and_purged_on_request() {
+    let Some(bootstrap) = broker() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let source = unique("ne-src");
+    create_topic(&bootstrap, &source, 2).await;
+    let records = records_for(2, 50, 1_700_000_000_000);
+    produce(&bootstrap, &source, &records).await;
+    let id = unique("ne");
+    let status = run_backup(
+        root.path(),
+        "ne",
+        json!({"kafkaCluster": {"bootstrapServers": [bootstrap]}, "topics": [source],
+            "storage": pvc_storage(), "backupId": id, "segmentMaxBytes": 1_048_576}),
+    )
+    .await;
+    assert_eq!(status.phase, Some(RunPhase::Completed), "{status:?}");
+    let target = unique("ne-dst");
+    create_topic(&bootstrap, &target, 2).await;
+    let existing = records_for(2, 3, 1_600_000_000_000);
+    produce(&bootstrap, &target, &existing).await;
+    let spec = json!({"backupRef": {"backupId": id, "storage": pvc_storage()},
+        "kafkaCluster": {"bootstrapServers": [bootstrap]}, "topicMapping": {source.clone(): target.clone()}});
+    let status = run_restore(root.path(), "ne-r", spec.clone()).await;
+    assert_eq!(status.phase, Some(Phase::Failed));
+    let message = status.message.unwrap();
+    assert!(
+        message.contains("spec.purgeTopics") && message.contains(&format!("{target} (6 records)")),
+        "{message}"
+    );
+    assert_eq!(high_watermarks(&bootstrap, &target, 2), vec![3, 3]);
+    assert!(
+        !root
+            .path()
+            .join("backups/team/backups")
+            .join(&id)
+            .join("restores/ne-r")
+            .exists()
+    );
+
+    let mut purge = spec;
+    purge["purgeTopics"] = json!(true);
+    let status = run_restore(root.path(), "ne-r", purge).await;
+    assert_eq!(status.phase, Some(Phase::Completed), "{status:?}");
+    assert_same(&consume_all(&bootstrap, &target, 2), &by_partition(&records));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restored_group_resumes_right_after_its_last_consumed_record() {
+    let Some(bootstrap) = broker() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let source = unique("grp-src");
+    create_topic(&bootstrap, &source, 2).await;
+    let records = records_for(2, 40, 1_700_000_000_000);
+    produce(&bootstrap, &source, &records).await;
+    let group = unique("grp");
+    // The group consumed 17 records of partition 0 and 25 of partition 1.
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", &group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&source, 0, Offset::Offset(17)).unwrap();
+    tpl.add_partition_offset(&source, 1, Offset::Offset(25)).unwrap();
+    consumer.commit(&tpl, CommitMode::Sync).unwrap();
+    drop(consumer);
+
+    let id = unique("grp");
+    let status = run_backup(
+        root.path(),
+        "grp",
+        json!({"kafkaCluster": {"bootstrapServers": [bootstrap]}, "topics": [source],
+            "storage": pvc_storage(), "backupId": id, "consumerGroupSnapshot": true,
+            "sourceClusterId": "prod", "segmentMaxBytes": 1_048_576}),
+    )
+    .await;
+    assert_eq!(status.phase, Some(RunPhase::Completed), "{status:?}");
+    // Restore only from the 10th second on: the target offsets differ from the source ones.
+    let target = unique("grp-dst");
+    let start = chrono::DateTime::from_timestamp_millis(1_700_000_010_000)
+        .unwrap()
+        .to_rfc3339();
+    let status = run_restore(
+        root.path(),
+        &unique("r"),
+        json!({"backupRef": {"backupId": id, "storage": pvc_storage()},
+            "kafkaCluster": {"bootstrapServers": [bootstrap]},
+            "topicMapping": {source.clone(): target}, "createTopics": {"enabled": true},
+            "pitr": {"startTime": start},
+            "offsetReset": {"consumerGroups": [group], "strategy": "HeaderBased", "sourceCluster": "prod"},
+            "snapshotBeforeRestore": {"storage": pvc_storage()}}),
+    )
+    .await;
+    assert_eq!(status.phase, Some(Phase::Completed), "{status:?}");
+    assert_eq!(
+        status.offset_reset.as_ref().unwrap().groups_reset,
+        Some(vec![group.clone()])
+    );
+    assert!(status.snapshot.as_ref().unwrap().location.is_some());
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", &group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(&target, 0);
+    tpl.add_partition(&target, 1);
+    let committed = consumer.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    let offsets: Vec<i64> = committed
+        .elements()
+        .iter()
+        .map(|e| e.offset().to_raw().unwrap())
+        .collect();
+    // 10 records per partition were cut by the PITR start.
+    assert_eq!(offsets, vec![7, 15]);
+    let restored = consume_all(&bootstrap, &target, 2);
+    assert_eq!(restored[&0][7], record(0, 17, 1_700_000_000_000));
+    assert_eq!(restored[&1][15], record(1, 25, 1_700_000_000_000));
+
+    // A sourceCluster that does not match is refused.
+    let status = run_restore(
+        root.path(),
+        &unique("r"),
+        json!({"backupRef": {"backupId": id, "storage": pvc_storage()},
+            "kafkaCluster": {"bootstrapServers": [bootstrap]},
+            "topicMapping": {source.clone(): unique("grp-x")}, "createTopics": {"enabled": true},
+            "offsetReset": {"consumerGroups": [group], "strategy": "HeaderBased", "sourceCluster": "staging"}}),
+    )
+    .await;
+    assert!(status.message.unwrap().contains("spec.offsetReset.sourceCluster"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn corrupt_or_missing_segments_are_named_and_dry_run_writes_nothing() {
+    let Some(bootstrap) = broker() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let source = unique("bad-src");
+    create_topic(&bootstrap, &source, 2).await;
+    let records = records_for(2, 60, 1_700_000_000_000);
+    produce(&bootstrap, &source, &records).await;
+    let id = unique("bad");
+    let status = run_backup(
+        root.path(),
+        "bad",
+        json!({"kafkaCluster": {"bootstrapServers": [bootstrap]}, "topics": [source],
+            "storage": pvc_storage(), "backupId": id, "segmentMaxBytes": 1_048_576}),
+    )
+    .await;
+    assert_eq!(status.phase, Some(RunPhase::Completed), "{status:?}");
+    let set = root.path().join("backups/team/backups").join(&id);
+    let spec = |target: &str, dry: bool| {
+        json!({"backupRef": {"backupId": id, "storage": pvc_storage()},
+            "kafkaCluster": {"bootstrapServers": [bootstrap]},
+            "topicMapping": {source.clone(): target}, "createTopics": {"enabled": true}, "dryRun": dry})
+    };
+
+    // Dry run: the plan, nothing written.
+    let target = unique("bad-dst");
+    let status = run_restore(root.path(), "dry", spec(&target, true)).await;
+    assert_eq!(status.phase, Some(Phase::Completed), "{status:?}");
+    let message = status.message.unwrap();
+    assert!(
+        message.contains("dry run, nothing written: would restore 120 records")
+            && message.contains(&format!("create [{target} (2 partitions)]")),
+        "{message}"
+    );
+    assert!(!topic_exists(&bootstrap, &target));
+    assert!(!set.join("restores").exists());
+
+    // A flipped byte: the restore fails naming the segment.
+    let seg = std::fs::read_dir(set.join(format!("topics/{source}/1")))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let good = std::fs::read(&seg).unwrap();
+    let mut bad = good.clone();
+    let last = bad.len() - 10;
+    bad[last] ^= 0x55;
+    std::fs::write(&seg, &bad).unwrap();
+    let status = run_restore(root.path(), "corrupt", spec(&unique("bad-dst"), false)).await;
+    assert_eq!(status.phase, Some(Phase::Failed));
+    let message = status.message.unwrap();
+    let name = seg.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        message.contains(&name) && message.contains("checksum mismatch"),
+        "{message}"
+    );
+
+    // A missing segment: refused before anything is written.
+    std::fs::remove_file(&seg).unwrap();
+    let target = unique("bad-dst");
+    let status = run_restore(root.path(), "missing", spec(&target, false)).await;
+    let message = status.message.unwrap();
+    assert!(
+        message.contains(&name) && message.contains("missing"),
+        "{message}"
+    );
+    assert!(!topic_exists(&bootstrap, &target));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn repartitioning_places_keys_like_kafka_and_missing_topics_are_refused_without_create_topics() {
+    let Some(bootstrap) = broker() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let source = unique("rp-src");
+    create_topic(&bootstrap, &source, 4).await;
+    let records = records_for(4, 20, 1_700_000_000_000);
+    produce(&bootstrap, &source, &records).await;
+    let id = unique("rp");
+    let status = run_backup(
+        root.path(),
+        "rp",
+        json!({"kafkaCluster": {"bootstrapServers": [bootstrap]}, "topics": ["rp-src-*"],
+            "excludeTopics": ["nothing"], "storage": pvc_storage(), "backupId": id,
+            "segmentMaxBytes": 1_048_576}),
+    )
+    .await;
+    assert_eq!(status.phase, Some(RunPhase::Completed), "{status:?}");
+    let target = unique("rp-dst");
+    let status = run_restore(
+        root.path(),
+        &unique("r"),
+        json!({"backupRef": {"backupId": id, "storage": pvc_storage()},
+            "kafkaCluster": {"bootstrapServers": [bootstrap]}, "topics": [source],
+            "topicMapping": {source.clone(): target}}),
+    )
+    .await;
+    assert!(status.message.unwrap().contains("spec.createTopics"));
+    let status = run_restore(
+        root.path(),
+        &unique("r"),
+        json!({"backupRef": {"backupId": id, "storage": pvc_storage()},
+            "kafkaCluster": {"bootstrapServers": [bootstrap]}, "topics": [source],
+            "topicMapping": {source.clone(): target}, "createTopics": {"enabled": true},
+            "repartitioning": {target.clone(): {"targetPartitions": 3}}}),
+    )
+    .await;
+    assert_eq!(status.phase, Some(Phase::Completed), "{status:?}");
+    let got = consume_all(&bootstrap, &target, 3);
+    assert_eq!(got.values().map(Vec::len).sum::<usize>(), 80);
+    for (p, recs) in &got {
+        for r in recs.iter().filter(|r| r.key.is_some()) {
+            let want = kafka_backup_operator::kafka::topics::murmur2_partition(r.key.as_deref().unwrap(), 3);
+            assert_eq!(*p, want, "key {:?}", r.key);
+        }
+    }
+}
