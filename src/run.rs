@@ -165,15 +165,129 @@ pub async fn run(args: &RunArgs) -> Result<RunOutcome, RunError> {
             let rollback: v1beta1::KafkaOffsetRollback = decode(path, hub)?;
             to_value(ops::offset_rollback::execute(&rollback, &ctx).await)?
         }
+        "KafkaBackup" => {
+            let backup: v1beta1::KafkaBackup = decode(path, hub)?;
+            match (&backup.spec.schedule, args.once) {
+                (Some(schedule), false) => to_value(scheduled_backup(&backup, schedule, &ctx).await)?,
+                _ => to_value(ops::backup::execute(&backup, &ctx).await)?,
+            }
+        }
+        "KafkaRestore" => {
+            let restore: v1beta1::KafkaRestore = decode(path, hub)?;
+            to_value(ops::restore::execute(&restore, &ctx).await)?
+        }
+        "KafkaBackupValidation" => {
+            let validation: v1beta1::KafkaBackupValidation = decode(path, hub)?;
+            match (&validation.spec.schedule, args.once || validation.spec.suspend) {
+                (Some(schedule), false) => {
+                    let initial = v1beta1::KafkaBackupValidationStatus {
+                        phase: Some(v1beta1::RunPhase::Pending),
+                        backup_id: validation.spec.backup_ref.backup_id.clone(),
+                        ..Default::default()
+                    };
+                    let run = || ops::validation::execute(&validation, &ctx);
+                    to_value(on_schedule(schedule, &ctx, initial, run).await)?
+                }
+                _ => to_value(ops::validation::execute(&validation, &ctx).await)?,
+            }
+        }
         other => return Err(RunError::Unsupported { kind: other.into() }),
     };
-    let completed = status.get("phase").and_then(Value::as_str) == Some("Completed");
+    // A validation that ran but found the backup wanting is not a success either.
+    let completed = status.get("phase").and_then(Value::as_str) == Some("Completed")
+        && status.get("result").and_then(Value::as_str) != Some("Failed");
     let status_yaml = serde_saphyr::to_string(&serde_json::json!({ "status": status }))
         .map_err(|e| RunError::Print(e.to_string()))?;
     Ok(RunOutcome {
         status_yaml,
         completed,
     })
+}
+
+/// Runs a scheduled KafkaBackup on its schedule until interrupted (see [`on_schedule`]).
+async fn scheduled_backup(
+    backup: &v1beta1::KafkaBackup,
+    schedule: &str,
+    ctx: &Context,
+) -> v1beta1::KafkaBackupStatus {
+    let initial = v1beta1::KafkaBackupStatus {
+        phase: Some(v1beta1::RunPhase::Pending),
+        backup_id: Some(ops::backup::backup_id(backup)),
+        ..Default::default()
+    };
+    on_schedule(schedule, ctx, initial, || ops::backup::execute(backup, ctx)).await
+}
+
+/// The status of a resource that runs on a schedule (KafkaBackup, KafkaBackupValidation).
+trait ScheduledStatus: Serialize {
+    /// Records why the schedule stops: a message, and with `failed` the phase Failed.
+    fn stop(&mut self, failed: bool, message: String);
+    /// Records the next tick.
+    fn set_next(&mut self, next: chrono::DateTime<chrono::Utc>);
+    /// Records the tick a run was started for.
+    fn set_tick(&mut self, tick: chrono::DateTime<chrono::Utc>);
+}
+
+macro_rules! scheduled_status {
+    ($status:ty) => {
+        impl ScheduledStatus for $status {
+            fn stop(&mut self, failed: bool, message: String) {
+                if failed {
+                    self.phase = Some(v1beta1::RunPhase::Failed);
+                }
+                self.message = Some(message);
+            }
+            fn set_next(&mut self, next: chrono::DateTime<chrono::Utc>) {
+                self.next_schedule_time = Some(ops::time(next));
+            }
+            fn set_tick(&mut self, tick: chrono::DateTime<chrono::Utc>) {
+                self.last_schedule_time = Some(ops::time(tick));
+            }
+        }
+    };
+}
+
+scheduled_status!(v1beta1::KafkaBackupStatus);
+scheduled_status!(v1beta1::KafkaBackupValidationStatus);
+
+/// Runs a scheduled resource on its schedule until interrupted: each tick starts a run (runs
+/// never overlap: a tick missed while a run was going is skipped). The status of every run is
+/// printed as a YAML document; the last one is returned.
+async fn on_schedule<S, F, Fut>(schedule: &str, ctx: &Context, mut last: S, run: F) -> S
+where
+    S: ScheduledStatus,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = S>,
+{
+    loop {
+        let next = match ops::backup::next_tick(schedule, chrono::Utc::now()) {
+            Ok(Some(next)) => next,
+            Ok(None) => {
+                last.stop(false, format!("spec.schedule {schedule:?} has no future tick"));
+                return last;
+            }
+            Err(message) => {
+                last.stop(true, message);
+                return last;
+            }
+        };
+        last.set_next(next);
+        eprintln!("next run at {}", next.to_rfc3339());
+        let wait = (next - chrono::Utc::now()).to_std().unwrap_or_default();
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = ctx.cancel.cancelled() => return last,
+        }
+        let mut status = run().await;
+        status.set_tick(next);
+        if ctx.cancel.is_cancelled() {
+            return status;
+        }
+        if let Ok(yaml) = serde_saphyr::to_string(&serde_json::json!({ "status": &status })) {
+            println!("{yaml}---");
+        }
+        last = status;
+    }
 }
 
 /// Runs [`run`] on a new runtime and prints the status; the process exit code follows the phase.

@@ -2,8 +2,11 @@
 //! v1beta1 resource and a [`Context`] (secrets, storage, progress, cancellation) and returns the
 //! status to report; the reconciler and `run -f` call the same functions.
 
+pub mod backup;
 pub mod offset_reset;
 pub mod offset_rollback;
+pub mod restore;
+pub mod validation;
 
 use std::{path::PathBuf, sync::Arc};
 

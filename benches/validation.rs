@@ -1,0 +1,306 @@
+//! Integrity check throughput and memory: the backup set of the backup benchmark (1 KiB JSON-like
+//! values, zstd-3 ratio about 3.8, 16-byte keys, 8 partitions, 8 MiB segments), written by the
+//! backup engine to local disk with compression None and Zstd, then validated (integrity only:
+//! every segment read, CRC-checked, decompressed, every record walked and compared with the
+//! manifest).
+//!
+//! `KBO_BENCH_RECORDS` records (default 1,000,000 = 1 GiB of values). Needs
+//! `KBO_TEST_KAFKA_BOOTSTRAP` to make the set. Run: `cargo bench --bench validation`.
+//!
+//! The check runs in a fresh child process (this binary, re-executed), so its memory is its own.
+//! MB/s = uncompressed record bytes (the set's `bytes`) / wall time; stored MB/s = bytes read
+//! from storage / wall time; CPU s = user + system time of the child during the check; peak RSS
+//! = the child's VmHWM, reset just before the check (/proc/self/clear_refs), with its RSS before
+//! the check in parentheses. The segments were just written, so they are read from the page
+//! cache: this measures the CPU side of the check.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use kafka_backup_operator::{
+    api::v1beta1::{CheckOutcome, KafkaBackup, KafkaBackupValidation, RunPhase},
+    ops::{Context, ResourceRef, backup, validation},
+    secrets::SecretStore,
+    storage::StorageEnv,
+};
+use rdkafka::{
+    ClientConfig,
+    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    client::DefaultClientContext,
+    producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer},
+    types::RDKafkaErrorCode,
+};
+use serde_json::json;
+
+const PARTITIONS: i32 = 8;
+const VALUE_LEN: usize = 1024;
+
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn status_kib(field: &str) -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .unwrap_or(0.0)
+}
+
+/// 1 KiB JSON-like value: fixed structure, a few varying fields and a random hex blob (the
+/// generator of benches/backup_restore.rs).
+fn value(i: u64, rng: &mut u64, buf: &mut Vec<u8>) {
+    buf.clear();
+    let mut next = || {
+        *rng ^= *rng << 13;
+        *rng ^= *rng >> 7;
+        *rng ^= *rng << 17;
+        *rng
+    };
+    let head = format!(
+        "{{\"id\":{i},\"user\":\"user-{:05}\",\"event\":\"{}\",\"amount\":{}.{:02},\"currency\":\"EUR\",\"tags\":[\"web\",\"checkout\",\"v2\"],\"blob\":\"",
+        next() % 50_000,
+        ["click", "view", "purchase", "refund"][(next() % 4) as usize],
+        next() % 10_000,
+        next() % 100
+    );
+    buf.extend_from_slice(head.as_bytes());
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let random = 360;
+    while buf.len() < head.len() + random {
+        let r = next();
+        for k in 0..16 {
+            buf.push(HEX[((r >> (k * 4)) & 0xf) as usize]);
+        }
+    }
+    buf.truncate(head.len() + random);
+    let filler = b"\",\"meta\":{\"source\":\"benchmark\",\"region\":\"eu-west-1\",\"schema\":\"orders.v2\"},\"pad\":\"";
+    buf.extend_from_slice(filler);
+    while buf.len() < VALUE_LEN - 2 {
+        buf.extend_from_slice(b"abcdefgh");
+    }
+    buf.truncate(VALUE_LEN - 2);
+    buf.extend_from_slice(b"\"}");
+}
+
+fn produce(bootstrap: &str, topic: &str, records: u64) {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "5")
+        .set("compression.type", "none")
+        .create()
+        .unwrap();
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut buf = Vec::with_capacity(VALUE_LEN);
+    for i in 0..records {
+        value(i, &mut rng, &mut buf);
+        let key = format!("key-{:012}", i % 1_000_000);
+        let mut record = BaseRecord::<[u8], [u8]>::to(topic)
+            .partition((i % PARTITIONS as u64) as i32)
+            .key(key.as_bytes())
+            .payload(&buf[..]);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((rdkafka::error::KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                Err((e, _)) => panic!("{e}"),
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(120)).unwrap();
+}
+
+fn ctx(root: &Path, name: &str) -> Context {
+    Context::new(
+        ResourceRef {
+            kind: String::new(),
+            namespace: None,
+            name: name.into(),
+            uid: None,
+        },
+        SecretStore::None,
+        StorageEnv {
+            pvc_root: root.to_owned(),
+            kube: None,
+        },
+    )
+}
+
+/// The measured step, in a child process: validates set `id` under `root` (integrity only) and
+/// prints time, CPU, RSS and the check's message as JSON.
+fn child(root: &Path, id: &str) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let check: KafkaBackupValidation = serde_json::from_value(json!({"apiVersion": "kafka.oso.sh/v1beta1",
+        "kind": "KafkaBackupValidation", "metadata": {"name": format!("v-{id}")},
+        "spec": {"backupRef": {"backupId": id, "storage": {"type": "PVC", "pvc": {"claimName": "bench"}}}}}))
+    .unwrap();
+    let context = ctx(root, &format!("v-{id}"));
+    let before = status_kib("VmRSS:") / 1024.0;
+    reset_peak_rss();
+    let cpu = cpu_seconds();
+    let started = Instant::now();
+    let status = runtime.block_on(validation::execute(&check, &context));
+    let secs = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu;
+    let peak = status_kib("VmHWM:") / 1024.0;
+    assert_eq!(status.result, Some(CheckOutcome::Passed), "{status:#?}");
+    let message = status.checks.as_ref().unwrap()[0]
+        .message
+        .clone()
+        .unwrap_or_default();
+    println!(
+        "{}",
+        json!({"secs": secs, "cpu": cpu, "peak": peak, "before": before, "message": message})
+    );
+}
+
+fn main() {
+    if let (Ok(root), Ok(id)) = (
+        std::env::var("KBO_BENCH_CHILD_ROOT"),
+        std::env::var("KBO_BENCH_CHILD_ID"),
+    ) {
+        return child(Path::new(&root), &id);
+    }
+    let Ok(bootstrap) = std::env::var("KBO_TEST_KAFKA_BOOTSTRAP") else {
+        eprintln!("KBO_TEST_KAFKA_BOOTSTRAP is not set: nothing to measure");
+        return;
+    };
+    let records: u64 = std::env::var("KBO_BENCH_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let run_id = std::process::id();
+    let topic = format!("bench-kbv-{run_id}");
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .unwrap();
+    runtime.block_on(async {
+        for r in admin
+            .create_topics(
+                &[NewTopic::new(&topic, PARTITIONS, TopicReplication::Fixed(1))],
+                &AdminOptions::new(),
+            )
+            .await
+            .unwrap()
+        {
+            r.unwrap();
+        }
+    });
+    let root = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    produce(&bootstrap, &topic, records);
+    eprintln!(
+        "produced {records} records in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    let pvc = json!({"type": "PVC", "pvc": {"claimName": "bench"}});
+    let mut rows = Vec::new();
+    for compression in ["None", "Zstd"] {
+        let id = format!("kbv-{}-{run_id}", compression.to_lowercase());
+        let spec: KafkaBackup = serde_json::from_value(json!({"apiVersion": "kafka.oso.sh/v1beta1",
+            "kind": "KafkaBackup", "metadata": {"name": id},
+            "spec": {"kafkaCluster": {"bootstrapServers": [bootstrap]}, "topics": [topic],
+                "storage": pvc, "backupId": id, "compression": compression,
+                "includeOffsetHeaders": false, "segmentMaxBytes": 8_388_608,
+                "memoryBudgetBytes": 134_217_728, "rateLimiting": {"maxConcurrentPartitions": PARTITIONS}}}))
+        .unwrap();
+        let started = Instant::now();
+        let status = runtime.block_on(backup::execute(&spec, &ctx(root.path(), &id)));
+        assert_eq!(status.phase, Some(RunPhase::Completed), "{status:?}");
+        eprintln!("backup {compression}: {:.1}s", started.elapsed().as_secs_f64());
+
+        // Measured in a fresh process, so the peak RSS is the check's own.
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .env("KBO_BENCH_CHILD_ROOT", root.path())
+            .env("KBO_BENCH_CHILD_ID", &id)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let (secs, cpu, peak, rss_before) = (
+            m["secs"].as_f64().unwrap(),
+            m["cpu"].as_f64().unwrap(),
+            m["peak"].as_f64().unwrap(),
+            m["before"].as_f64().unwrap(),
+        );
+        let message = m["message"].as_str().unwrap().to_owned();
+        // "<n> segments verified (<records> records, <bytes> bytes uncompressed, ..."
+        let number = |after: &str| -> u64 {
+            let at = message.find(after).unwrap();
+            message[..at]
+                .rsplit(|c: char| !c.is_ascii_digit())
+                .find(|s| !s.is_empty())
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        let (segments, verified, bytes) = (
+            number(" segments verified"),
+            number(" records,"),
+            number(" bytes uncompressed"),
+        );
+        assert_eq!(verified, records);
+        let stored: u64 = walk(&root.path().join(format!("bench/backups/{id}/topics")));
+        rows.push((compression, segments, bytes, stored, secs, cpu, peak, rss_before));
+    }
+    runtime.block_on(async {
+        let _ = admin.delete_topics(&[&topic], &AdminOptions::new()).await;
+    });
+    println!();
+    println!(
+        "| set | segments | uncompressed MB | stored MB | time s | MB/s (uncompressed) | MB/s (stored) | CPU s | peak RSS MiB (before) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (compression, segments, bytes, stored, secs, cpu, peak, before) in rows {
+        println!(
+            "| {compression} | {segments} | {:.0} | {:.0} | {secs:.2} | {:.0} | {:.0} | {cpu:.2} | {peak:.0} ({before:.0}) |",
+            bytes as f64 / 1e6,
+            stored as f64 / 1e6,
+            bytes as f64 / secs / 1e6,
+            stored as f64 / secs / 1e6,
+        );
+    }
+}
+
+fn walk(p: &Path) -> u64 {
+    std::fs::read_dir(p)
+        .map(|d| {
+            d.flatten()
+                .map(|e| {
+                    let path = e.path();
+                    if path.is_dir() {
+                        walk(&path)
+                    } else {
+                        e.metadata().map_or(0, |m| m.len())
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
