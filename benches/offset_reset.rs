@@ -41,7 +41,8 @@ fn commit_all(bootstrap: &str, topic: &str, groups: &[String]) {
                         .unwrap();
                     let mut tpl = TopicPartitionList::new();
                     for p in 0..PARTITIONS {
-                        tpl.add_partition_offset(topic, p, Offset::Offset(COMMITTED)).unwrap();
+                        tpl.add_partition_offset(topic, p, Offset::Offset(COMMITTED))
+                            .unwrap();
                     }
                     consumer.commit(&tpl, CommitMode::Sync).unwrap();
                 }
@@ -101,7 +102,10 @@ fn main() {
     println!(
         "offset reset to Earliest: {groups_count} groups x {PARTITIONS} partitions, broker {bootstrap}, 2 cores shared with the broker"
     );
-    println!("{:>11} | {:>9} | {:>13} | {:>10}", "parallelism", "wall (s)", "offsets/s", "speed-up");
+    println!(
+        "{:>11} | {:>9} | {:>13} | {:>10}",
+        "parallelism", "wall (s)", "offsets/s", "speed-up"
+    );
     let mut baseline = None;
     for parallelism in [1, 10, 50] {
         let groups: Vec<String> = (0..groups_count)

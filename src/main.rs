@@ -20,7 +20,7 @@ enum Command {
     Manifests(ManifestsArgs),
     /// Serve the webhooks and the aggregated API over HTTPS, and /livez, /readyz, /metrics on the
     /// admin port, until SIGTERM or SIGINT.
-    Serve(server::ServeArgs),
+    Serve(Box<server::ServeArgs>),
     /// Make a development CA and serving certificate for the operator's Service, and manifests
     /// with their caBundle filled in.
     Certs(certs::CertsArgs),
@@ -108,7 +108,7 @@ fn main() -> ExitCode {
         Command::Manifests(args) => manifests_command(args).map_err(|e| e.to_string()),
         Command::Serve(args) => {
             server::init_logging();
-            server::serve_blocking(args.clone()).map_err(|e| e.to_string())
+            server::serve_blocking(args.as_ref().clone()).map_err(|e| e.to_string())
         }
         Command::Certs(args) => {
             server::init_logging();

@@ -154,6 +154,10 @@ pub fn render(options: &Options) -> Result<Vec<ManifestFile>, Error> {
         "apiservice/rbac-catalog-reader.yaml".into(),
         &catalog_reader(options),
     )?);
+    files.push(yaml_file(
+        "apiservice/rbac-catalog-editor.yaml".into(),
+        &catalog_editor(options),
+    )?);
     let chart_copies: Vec<ManifestFile> = files
         .iter()
         .map(|file| ManifestFile {
@@ -433,11 +437,41 @@ fn auth_reader(options: &Options) -> RoleBinding {
     }
 }
 
-/// Read access to the catalog, aggregated into the built-in view, edit and admin roles.
+/// Read access to the catalog (and the snapshots' `diff`), aggregated into the built-in view,
+/// edit and admin roles.
 fn catalog_reader(options: &Options) -> ClusterRole {
-    let mut meta = metadata(format!("{}:catalog-reader", options.service_name), None);
+    let mut resources: Vec<String> = CATALOG_RESOURCES.iter().map(|r| (*r).to_owned()).collect();
+    resources.push("offsetsnapshots/diff".into());
+    aggregated_role(
+        options,
+        "catalog-reader",
+        &["view", "edit", "admin"],
+        resources,
+        &["get", "list"],
+    )
+}
+
+/// Deleting stored offset snapshots, aggregated into the built-in edit and admin roles.
+fn catalog_editor(options: &Options) -> ClusterRole {
+    aggregated_role(
+        options,
+        "catalog-editor",
+        &["edit", "admin"],
+        vec!["offsetsnapshots".into()],
+        &["delete"],
+    )
+}
+
+fn aggregated_role(
+    options: &Options,
+    suffix: &str,
+    aggregate_to: &[&str],
+    resources: Vec<String>,
+    verbs: &[&str],
+) -> ClusterRole {
+    let mut meta = metadata(format!("{}:{suffix}", options.service_name), None);
     let labels = meta.labels.get_or_insert_with(BTreeMap::new);
-    for role in ["view", "edit", "admin"] {
+    for role in aggregate_to {
         labels.insert(
             format!("rbac.authorization.k8s.io/aggregate-to-{role}"),
             "true".into(),
@@ -448,8 +482,8 @@ fn catalog_reader(options: &Options) -> ClusterRole {
         aggregation_rule: None::<AggregationRule>,
         rules: Some(vec![PolicyRule {
             api_groups: Some(vec![CATALOG_GROUP.into()]),
-            resources: Some(CATALOG_RESOURCES.iter().map(|r| (*r).to_owned()).collect()),
-            verbs: vec!["get".into(), "list".into()],
+            resources: Some(resources),
+            verbs: verbs.iter().map(|v| (*v).to_owned()).collect(),
             ..PolicyRule::default()
         }]),
     }

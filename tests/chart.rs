@@ -759,6 +759,7 @@ fn default_install_renders_exactly_these_objects() {
         ),
         own("RoleBinding", "kube-system", "kafka-backup-operator:auth-reader"),
         own("ClusterRole", "", "kafka-backup-operator:catalog-reader"),
+        own("ClusterRole", "", "kafka-backup-operator:catalog-editor"),
     ]
     .into();
     for kind in [
@@ -906,7 +907,11 @@ fn rbac_grants_only_what_the_operator_uses() {
         expected.insert(grant("kafka.oso.sh", &format!("{kind}/finalizers"), "update"));
     }
     expected.insert(grant("", "secrets", "get,list,watch"));
-    expected.insert(grant("", "configmaps", "get,list,watch,create,update,patch"));
+    expected.insert(grant(
+        "",
+        "configmaps",
+        "get,list,watch,create,update,patch,delete",
+    ));
     expected.insert(grant("events.k8s.io", "events", "create,patch"));
     expected.insert(grant("", "events", "create,patch"));
     expected.insert(grant("authorization.k8s.io", "subjectaccessreviews", "create"));

@@ -73,7 +73,6 @@ async fn serves_https_with_the_given_certificate_and_admin_endpoints() {
     assert_eq!(served_leaf(&stream), leaf_der(&pki));
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
     assert_not_found_status(&tls_get(&mut stream, "/no/such/path").await);
-    assert_not_found_status(&tls_get(&mut stream, "/apis").await);
 
     // h2 by ALPN; TLS 1.2 and 1.3 both accepted.
     let h2 = connect(

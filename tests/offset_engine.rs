@@ -196,7 +196,9 @@ async fn every_strategy_lands_on_the_expected_offsets() {
     let cluster = json!({"bootstrapServers": [bootstrap]});
     let mapping_dir = dir.path().join("offsets/mappings");
     std::fs::create_dir_all(&mapping_dir).unwrap();
-    let cases: Vec<(&str, Box<dyn Fn(&str, &str) -> Value>, BTreeMap<i32, i64>)> = vec![
+    // (case, spec from topic and group, expected committed offsets per partition)
+    type Case = (&'static str, Box<dyn Fn(&str, &str) -> Value>, BTreeMap<i32, i64>);
+    let cases: Vec<Case> = vec![
         (
             "earliest",
             Box::new(|_, _| json!({"strategy": "Earliest"})),

@@ -38,8 +38,12 @@ fn status(code: u16, reason: &str) -> (u16, Value) {
 
 fn handle(api: &mut FakeApi, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
     let prefix = "/api/v1/namespaces/team-a/configmaps";
-    let name = path.strip_prefix(prefix).map(|rest| rest.trim_start_matches('/').to_owned());
-    let Some(name) = name else { return status(404, "NotFound") };
+    let name = path
+        .strip_prefix(prefix)
+        .map(|rest| rest.trim_start_matches('/').to_owned());
+    let Some(name) = name else {
+        return status(404, "NotFound");
+    };
     match method {
         "GET" => match api.objects.get(&name) {
             Some(cm) => (200, cm.clone()),
@@ -60,7 +64,9 @@ fn handle(api: &mut FakeApi, method: &str, path: &str, body: Option<Value>) -> (
         }
         "PUT" => {
             let mut cm = body.unwrap();
-            let Some(current) = api.objects.get(&name) else { return status(404, "NotFound") };
+            let Some(current) = api.objects.get(&name) else {
+                return status(404, "NotFound");
+            };
             if api.interfere || cm["metadata"]["resourceVersion"] != current["metadata"]["resourceVersion"] {
                 api.interfere = false;
                 api.conflicts += 1;
@@ -115,23 +121,52 @@ fn location(api: &Arc<Mutex<FakeApi>>) -> Location {
 async fn snapshots_are_keys_created_once_and_never_overwritten() {
     let api = Arc::new(Mutex::new(FakeApi::default()));
     let store = location(&api);
-    assert_eq!(store.uri("offset-snapshots/s1.json"), "configmap://offset-snapshots/s1.json");
-    store.put_new("offset-snapshots/s1.json", Bytes::from_static(b"{\"a\":1}")).await.unwrap();
-    store.put_new("offset-snapshots/s2.json", Bytes::from_static(b"{\"b\":2}")).await.unwrap();
-    let again = store.put_new("offset-snapshots/s1.json", Bytes::from_static(b"{}")).await;
-    assert!(matches!(again, Err(StorageError::AlreadyExists { .. })), "{again:?}");
-    assert_eq!(store.get("offset-snapshots/s1.json").await.unwrap().unwrap(), "{\"a\":1}");
-    let keys: Vec<String> = store.list("offset-snapshots").await.unwrap().into_iter().map(|o| o.key).collect();
+    assert_eq!(
+        store.uri("offset-snapshots/s1.json"),
+        "configmap://offset-snapshots/s1.json"
+    );
+    store
+        .put_new("offset-snapshots/s1.json", Bytes::from_static(b"{\"a\":1}"))
+        .await
+        .unwrap();
+    store
+        .put_new("offset-snapshots/s2.json", Bytes::from_static(b"{\"b\":2}"))
+        .await
+        .unwrap();
+    let again = store
+        .put_new("offset-snapshots/s1.json", Bytes::from_static(b"{}"))
+        .await;
+    assert!(
+        matches!(again, Err(StorageError::AlreadyExists { .. })),
+        "{again:?}"
+    );
+    assert_eq!(
+        store.get("offset-snapshots/s1.json").await.unwrap().unwrap(),
+        "{\"a\":1}"
+    );
+    let keys: Vec<String> = store
+        .list("offset-snapshots")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
     assert_eq!(keys, ["s1.json", "s2.json"]);
     {
         let api = api.lock().unwrap();
         let cm = &api.objects["offset-snapshots"];
-        assert_eq!(cm["metadata"]["labels"]["app.kubernetes.io/managed-by"], "kafka-backup-operator");
+        assert_eq!(
+            cm["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+            "kafka-backup-operator"
+        );
     }
     assert!(store.delete("offset-snapshots/s1.json").await.unwrap());
     assert!(!store.delete("offset-snapshots/s1.json").await.unwrap());
     assert!(store.delete("offset-snapshots/s2.json").await.unwrap());
-    assert!(api.lock().unwrap().objects.is_empty(), "the ConfigMap goes with its last key");
+    assert!(
+        api.lock().unwrap().objects.is_empty(),
+        "the ConfigMap goes with its last key"
+    );
 }
 
 #[tokio::test]
