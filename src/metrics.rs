@@ -49,6 +49,9 @@ pub struct Metrics {
     pub https: HttpsMetrics,
     /// Reviews answered by the admission and conversion webhooks (`kafka_backup_operator_webhook_*`).
     pub webhook: WebhookMetrics,
+    /// The reconciler and its operations (`kafka_backup_operator_operations_*`,
+    /// `kafka_backup_operator_reconcile_*`, `kafka_backup_operator_leader`).
+    pub operator: OperatorMetrics,
 }
 
 impl Metrics {
@@ -71,11 +74,13 @@ impl Metrics {
         let tls = TlsMetrics::register(registry.sub_registry_with_prefix("tls"));
         let https = HttpsMetrics::register(registry.sub_registry_with_prefix("https"));
         let webhook = WebhookMetrics::register(registry.sub_registry_with_prefix("webhook"));
+        let operator = OperatorMetrics::register(&mut registry);
         Self {
             registry,
             tls,
             https,
             webhook,
+            operator,
         }
     }
 
@@ -359,6 +364,206 @@ impl WebhookMetrics {
     }
 }
 
+/// Label set `{kind}` of the operator families.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// The custom resource kind, e.g. `KafkaBackup`.
+    pub kind: String,
+}
+
+/// Label set `{kind, outcome}` of `operations_total` and `operation_duration_seconds`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabels {
+    /// The custom resource kind.
+    pub kind: String,
+    /// `completed`, `partially_completed`, `failed` or `cancelled`.
+    pub outcome: String,
+}
+
+/// Label set `{kind, reason}` of `reconcile_errors_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileErrorLabels {
+    /// The custom resource kind.
+    pub kind: String,
+    /// Short cause, e.g. `kube`, `invalid_object`.
+    pub reason: String,
+}
+
+/// Upper bounds (seconds) of the operation duration buckets: 1 s to 1 day.
+pub const OPERATION_DURATION_BUCKETS: [f64; 12] = [
+    1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 10800.0, 21600.0, 86400.0,
+];
+
+fn operation_histogram() -> Histogram {
+    Histogram::new(OPERATION_DURATION_BUCKETS)
+}
+
+/// Metrics of the reconciler and its operations.
+#[derive(Debug, Clone)]
+pub struct OperatorMetrics {
+    operations: Family<OperationLabels, Counter>,
+    duration: Family<OperationLabels, Histogram, fn() -> Histogram>,
+    records: Family<KindLabels, Counter>,
+    bytes: Family<KindLabels, Counter>,
+    running: Family<KindLabels, Gauge>,
+    reconciliations: Family<KindLabels, Counter>,
+    reconcile_errors: Family<ReconcileErrorLabels, Counter>,
+    missed_runs: Family<KindLabels, Counter>,
+    leader: Gauge,
+}
+
+/// The kinds, for series that exist from the start.
+const KINDS: [&str; 5] = [
+    "KafkaBackup",
+    "KafkaRestore",
+    "KafkaOffsetReset",
+    "KafkaOffsetRollback",
+    "KafkaBackupValidation",
+];
+
+impl OperatorMetrics {
+    /// Registers the families in `registry` (the root registry: names are
+    /// `kafka_backup_operator_operations_total`, ...).
+    pub fn register(registry: &mut Registry) -> Self {
+        let operations = Family::<OperationLabels, Counter>::default();
+        let duration =
+            Family::<OperationLabels, Histogram, fn() -> Histogram>::new_with_constructor(operation_histogram);
+        let records = Family::<KindLabels, Counter>::default();
+        let bytes = Family::<KindLabels, Counter>::default();
+        let running = Family::<KindLabels, Gauge>::default();
+        let reconciliations = Family::<KindLabels, Counter>::default();
+        let reconcile_errors = Family::<ReconcileErrorLabels, Counter>::default();
+        let missed_runs = Family::<KindLabels, Counter>::default();
+        let leader = Gauge::default();
+        for kind in KINDS {
+            for outcome in ["completed", "failed"] {
+                drop(operations.get_or_create(&OperationLabels {
+                    kind: kind.into(),
+                    outcome: outcome.into(),
+                }));
+            }
+            drop(running.get_or_create(&KindLabels { kind: kind.into() }));
+            drop(reconciliations.get_or_create(&KindLabels { kind: kind.into() }));
+        }
+        registry.register(
+            "operations",
+            "Finished operations (backup runs, restores, offset resets, ...), by kind and outcome",
+            operations.clone(),
+        );
+        registry.register(
+            "operation_duration_seconds",
+            "Duration of finished operations, by kind and outcome",
+            duration.clone(),
+        );
+        registry.register(
+            "operation_records",
+            "Records processed by finished operations (backed up, restored), by kind",
+            records.clone(),
+        );
+        registry.register(
+            "operation_bytes",
+            "Bytes of record data processed by finished operations, by kind",
+            bytes.clone(),
+        );
+        registry.register(
+            "operations_running",
+            "Operations running or queued now, by kind",
+            running.clone(),
+        );
+        registry.register(
+            "reconciliations",
+            "Reconciliations of a resource, by kind",
+            reconciliations.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Reconciliations that failed and are retried, by kind and reason",
+            reconcile_errors.clone(),
+        );
+        registry.register(
+            "schedule_missed_runs",
+            "Scheduled runs not started (operator down, previous run still running), by kind",
+            missed_runs.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader-election Lease and runs the reconciler",
+            leader.clone(),
+        );
+        Self {
+            operations,
+            duration,
+            records,
+            bytes,
+            running,
+            reconciliations,
+            reconcile_errors,
+            missed_runs,
+            leader,
+        }
+    }
+
+    /// Counts one finished operation with its duration, records and bytes.
+    pub fn operation_finished(
+        &self,
+        kind: &str,
+        outcome: &str,
+        elapsed: Duration,
+        records: Option<u64>,
+        bytes: Option<u64>,
+    ) {
+        let labels = OperationLabels {
+            kind: kind.into(),
+            outcome: outcome.into(),
+        };
+        self.operations.get_or_create(&labels).inc();
+        self.duration.get_or_create(&labels).observe(elapsed.as_secs_f64());
+        let kind = KindLabels { kind: kind.into() };
+        if let Some(records) = records {
+            self.records.get_or_create(&kind).inc_by(records);
+        }
+        if let Some(bytes) = bytes {
+            self.bytes.get_or_create(&kind).inc_by(bytes);
+        }
+    }
+
+    /// One more (`+1`) or one less (`-1`) operation of `kind` running.
+    pub fn running(&self, kind: &str, delta: i64) {
+        self.running
+            .get_or_create(&KindLabels { kind: kind.into() })
+            .inc_by(delta);
+    }
+
+    /// Counts one reconciliation.
+    pub fn reconciled(&self, kind: &str) {
+        self.reconciliations
+            .get_or_create(&KindLabels { kind: kind.into() })
+            .inc();
+    }
+
+    /// Counts one failed reconciliation.
+    pub fn reconcile_error(&self, kind: &str, reason: &str) {
+        self.reconcile_errors
+            .get_or_create(&ReconcileErrorLabels {
+                kind: kind.into(),
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    /// Counts scheduled runs that were not started.
+    pub fn missed_runs(&self, kind: &str, count: u64) {
+        self.missed_runs
+            .get_or_create(&KindLabels { kind: kind.into() })
+            .inc_by(count);
+    }
+
+    /// Whether this replica leads.
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -391,6 +596,31 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn operator_families_have_the_prefix() {
+        let metrics = Metrics::new();
+        metrics.operator.operation_finished(
+            "KafkaBackup",
+            "completed",
+            Duration::from_secs(2),
+            Some(10),
+            Some(100),
+        );
+        metrics.operator.reconcile_error("KafkaRestore", "kube");
+        metrics.operator.set_leader(true);
+        let text = metrics.encode().unwrap();
+        for line in [
+            "kafka_backup_operator_operations_total{kind=\"KafkaBackup\",outcome=\"completed\"} 1\n",
+            "kafka_backup_operator_operations_total{kind=\"KafkaOffsetReset\",outcome=\"failed\"} 0\n",
+            "kafka_backup_operator_operation_records_total{kind=\"KafkaBackup\"} 10\n",
+            "kafka_backup_operator_operation_bytes_total{kind=\"KafkaBackup\"} 100\n",
+            "kafka_backup_operator_reconcile_errors_total{kind=\"KafkaRestore\",reason=\"kube\"} 1\n",
+            "kafka_backup_operator_leader 1\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 
     #[test]

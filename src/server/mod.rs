@@ -103,6 +103,9 @@ pub enum Error {
     /// Signal handlers could not be installed.
     #[error("failed to install signal handlers: {0}")]
     Signal(#[source] std::io::Error),
+    /// The aggregated API could not be started.
+    #[error(transparent)]
+    ApiServer(#[from] crate::apiserver::Error),
 }
 
 /// Flags of the `serve` subcommand that concern the servers.
@@ -144,6 +147,12 @@ pub struct ServeArgs {
         value_parser = parse_interval,
     )]
     pub tls_reload_interval: Duration,
+    /// Flags of the aggregated catalog API (boxed: they are many).
+    #[command(flatten)]
+    pub apiserver: Box<crate::apiserver::config::ApiServerArgs>,
+    /// Flags of the reconciler (started when a Kubernetes API is reachable).
+    #[command(flatten)]
+    pub reconciler: crate::reconciler::ReconcilerArgs,
 }
 
 fn parse_interval(value: &str) -> Result<Duration, String> {
@@ -212,6 +221,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The readiness checks behind `/readyz`.
     pub readiness: Readiness,
+    /// The aggregated API, when it is served.
+    pub apiserver: Option<Arc<crate::apiserver::ApiServer>>,
 }
 
 impl AppState {
@@ -220,6 +231,7 @@ impl AppState {
         Self {
             metrics,
             readiness: Readiness::new(),
+            apiserver: None,
         }
     }
 }
@@ -230,6 +242,7 @@ impl AppState {
 pub fn https_router(state: AppState) -> Router {
     Router::new()
         .merge(crate::webhook::router())
+        .merge(crate::apiserver::router(state.apiserver.clone()))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             Arc::clone(&state.metrics),
@@ -299,8 +312,12 @@ pub fn serve_blocking(args: ServeArgs) -> Result<(), Error> {
 pub async fn run(args: ServeArgs) -> Result<(), Error> {
     tls::install_crypto_provider();
     let shutdown = shutdown::Shutdown::on_signals().map_err(Error::Signal)?;
-    let metrics = Arc::new(Metrics::new());
-    let state = AppState::new(Arc::clone(&metrics));
+    let mut metrics = Metrics::new();
+    let api_metrics = crate::apiserver::metrics::ApiServerMetrics::register(
+        metrics.registry_mut().sub_registry_with_prefix("apiserver"),
+    );
+    let metrics = Arc::new(metrics);
+    let mut state = AppState::new(Arc::clone(&metrics));
     state.readiness.not_ready(READY_TLS, "TLS certificate not loaded");
     state.readiness.not_ready(READY_HTTPS, "HTTPS listener not bound");
 
@@ -309,6 +326,24 @@ pub async fn run(args: ServeArgs) -> Result<(), Error> {
     tls::record_loaded(&files, &material, &metrics);
     let rustls_config = RustlsConfig::from_config(Arc::clone(&material.config));
     state.readiness.ready(READY_TLS);
+
+    let state_dir = args.state_dir().ok();
+    let serving_ca = match (&args.tls_cert, &state_dir) {
+        (None, Some(dir)) => Some(dir.join("tls").join(certs::CA_CERT_FILE)),
+        _ => None,
+    };
+    let api = crate::apiserver::start(
+        &args.apiserver,
+        crate::apiserver::StartOptions {
+            state_dir,
+            listen: args.listen,
+            serving_ca,
+            readiness: state.readiness.clone(),
+            metrics: Some(api_metrics),
+        },
+    )
+    .await?;
+    state.apiserver = Some(Arc::clone(&api.api));
 
     let https_listener = bind_std(args.listen).map_err(|source| Error::Bind {
         what: "HTTPS",
@@ -325,15 +360,18 @@ pub async fn run(args: ServeArgs) -> Result<(), Error> {
     let https_addr = https_listener.local_addr().unwrap_or(args.listen);
     let admin_addr = admin_listener.local_addr().unwrap_or(args.admin_listen);
     let handle = axum_server::Handle::new();
-    let https_server = axum_server::from_tcp_rustls(https_listener, rustls_config.clone())
+    let https_server = axum_server::from_tcp(https_listener)
         .map_err(|source| Error::Bind {
             what: "HTTPS",
             addr: args.listen,
             source,
         })?
+        .acceptor(crate::apiserver::tls::ClientCertAcceptor::new(
+            rustls_config.clone(),
+        ))
         .handle(handle.clone());
     state.readiness.ready(READY_HTTPS);
-    info!(%https_addr, %admin_addr, "serving HTTPS (/validate, /mutate, /convert) and admin (/livez, /readyz, /metrics)");
+    info!(%https_addr, %admin_addr, "serving HTTPS (/validate, /mutate, /convert, /apis/catalog.kafka.oso.sh, /openapi) and admin (/livez, /readyz, /metrics)");
 
     let drain = shutdown.drain_token();
     let force = shutdown.force_token();
@@ -386,7 +424,27 @@ pub async fn run(args: ServeArgs) -> Result<(), Error> {
     )
     .run(drain.clone());
 
-    let (https_result, admin_result, (), ()) = tokio::join!(https, admin, https_drain, reloader);
+    let catalog = api.run(drain.clone());
+    // The reconciler runs when a Kubernetes API is reachable; without one `serve` still serves.
+    let reconciler = async {
+        if args.reconciler.no_reconciler {
+            info!("the reconciler is off (--no-reconciler)");
+            return;
+        }
+        let Some(client) = crate::reconciler::connect().await else {
+            return;
+        };
+        let hooks = crate::reconciler::Hooks { catalog: None };
+        let mut reconciler_args = args.reconciler.clone();
+        reconciler_args.pvc_root = args.apiserver.pvc_root.clone();
+        if let Err(e) =
+            crate::reconciler::run(client, reconciler_args, Arc::clone(&metrics), hooks, drain.clone()).await
+        {
+            warn!(error = %e, "the reconciler stopped");
+        }
+    };
+    let (https_result, admin_result, (), (), (), ()) =
+        tokio::join!(https, admin, https_drain, reloader, catalog, reconciler);
     https_result?;
     admin_result?;
     info!("servers stopped");

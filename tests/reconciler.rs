@@ -1,0 +1,913 @@
+//! The reconciler against a mock Kubernetes API (kube-rs controller-rs style: a `tower_test` mock
+//! service whose handle expects the requests in order and answers them) plus, where an operation
+//! really runs, the real Kafka broker (`KBO_TEST_KAFKA_BOOTSTRAP`) and real storage (a local
+//! directory as PVC, ConfigMaps through the mock API).
+//!
+//! The end-to-end test against a real cluster is ignored by default; see [`e2e_offset_reset_in_a_cluster`].
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::{DateTime, TimeZone, Utc};
+use http::{Method, Request, Response};
+use kafka_backup_operator::{
+    api::v1beta1::{KafkaBackup, KafkaBackupValidation, KafkaOffsetReset},
+    metrics::Metrics,
+    reconciler::{
+        FINALIZER, Hooks,
+        controller::{Config, Ctx, reconcile},
+        leader::LeaderElector,
+        lifecycle::CancelReason,
+    },
+    storage::StorageEnv,
+};
+use kube::{Client, client::Body, core::DeserializeGuard, runtime::controller::Action};
+use rdkafka::{
+    ClientConfig, Offset, TopicPartitionList,
+    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    client::DefaultClientContext,
+    consumer::{BaseConsumer, CommitMode, Consumer},
+    producer::{FutureProducer, FutureRecord},
+};
+use serde_json::{Value, json};
+use support::{service, unique};
+use tower_test::mock::{self, SendResponse};
+
+const NS: &str = "team-a";
+
+// ---------------------------------------------------------------------------------------------
+// The mock API server.
+
+type Handle = mock::Handle<Request<Body>, Response<Body>>;
+
+/// One request the code under test made.
+struct Req {
+    method: Method,
+    path: String,
+    query: String,
+    body: Value,
+    send: SendResponse<Response<Body>>,
+}
+
+impl Req {
+    fn reply(self, code: u16, body: &Value) {
+        let response = Response::builder()
+            .status(code)
+            .header("content-type", "application/json")
+            .body(Body::from(serde_json::to_vec(body).unwrap()))
+            .unwrap();
+        self.send.send_response(response);
+    }
+
+    fn reply_status(self, code: u16, reason: &str) {
+        let status = json!({"apiVersion": "v1", "kind": "Status", "status": "Failure",
+            "message": reason, "reason": reason, "code": code});
+        self.reply(code, &status);
+    }
+
+    fn describe(&self) -> String {
+        format!("{} {}?{} {}", self.method, self.path, self.query, self.body)
+    }
+}
+
+/// Expects requests in order and answers them.
+struct ApiServerVerifier(Handle);
+
+impl ApiServerVerifier {
+    async fn next(&mut self, within: Duration) -> Req {
+        let (request, send) = tokio::time::timeout(within, self.0.next_request())
+            .await
+            .unwrap_or_else(|_| panic!("no request to the API within {within:?}"))
+            .expect("the client is gone");
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        let query = request.uri().query().unwrap_or_default().to_owned();
+        let bytes = request.into_body().collect_bytes().await.unwrap();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+        };
+        Req {
+            method,
+            path,
+            query,
+            body,
+            send,
+        }
+    }
+
+    /// The next request, which must be `method path`.
+    async fn expect(&mut self, method: &str, path: &str, within: Duration) -> Req {
+        let req = self.next(within).await;
+        assert_eq!(
+            (req.method.as_str(), req.path.as_str()),
+            (method, path),
+            "unexpected request: {}",
+            req.describe()
+        );
+        req
+    }
+
+    /// Answers an Event creation (`events.k8s.io/v1`) and returns its body.
+    async fn expect_event(&mut self, within: Duration) -> Value {
+        let req = self
+            .expect(
+                "POST",
+                &format!("/apis/events.k8s.io/v1/namespaces/{NS}/events"),
+                within,
+            )
+            .await;
+        let body = req.body.clone();
+        req.reply(201, &body);
+        body
+    }
+
+    /// Asserts no request arrives for `d`.
+    async fn none_within(&mut self, d: Duration) {
+        if let Ok(Some((request, _))) = tokio::time::timeout(d, self.0.next_request()).await {
+            panic!("unexpected request {} {}", request.method(), request.uri());
+        }
+    }
+}
+
+fn mock_client() -> (Client, ApiServerVerifier) {
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    (Client::new(service, NS), ApiServerVerifier(handle))
+}
+
+fn ctx(client: Client, pvc_root: &std::path::Path, progress_interval: Duration) -> Arc<Ctx> {
+    ctx_with_clock(client, pvc_root, progress_interval, Arc::new(Utc::now))
+}
+
+fn ctx_with_clock(
+    client: Client,
+    pvc_root: &std::path::Path,
+    progress_interval: Duration,
+    clock: kafka_backup_operator::reconciler::controller::Clock,
+) -> Arc<Ctx> {
+    let config = Config {
+        namespaces: vec![NS.into()],
+        max_concurrent_operations: 4,
+        progress_interval,
+        storage: StorageEnv {
+            pvc_root: pvc_root.to_owned(),
+            kube: None,
+        },
+        reporter_instance: Some("test-pod".into()),
+    };
+    Ctx::with_clock(
+        client,
+        config,
+        Arc::new(Metrics::new()),
+        Hooks { catalog: None },
+        clock,
+    )
+}
+
+/// The server's copy of one object: merge patches and JSON patches are applied to it, so replies
+/// are what an API server would answer.
+struct Stored(Value);
+
+impl Stored {
+    fn typed<K: serde::de::DeserializeOwned + kube::Resource>(&self) -> Arc<DeserializeGuard<K>> {
+        Arc::new(DeserializeGuard(Ok(
+            serde_json::from_value(self.0.clone()).unwrap()
+        )))
+    }
+
+    fn bump(&mut self) {
+        let rv: u64 = self.0["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or("1")
+            .parse()
+            .unwrap();
+        self.0["metadata"]["resourceVersion"] = json!((rv + 1).to_string());
+    }
+
+    /// Applies a merge patch of the status subresource and answers with the object.
+    fn merge_status(&mut self, req: Req) -> Value {
+        let patch = req.body.clone();
+        assert!(
+            req.query.contains("fieldManager=kafka-backup-operator"),
+            "{}",
+            req.query
+        );
+        let mut status_only = json!({"status": patch["status"].clone()});
+        if self.0.get("status").is_none() {
+            self.0["status"] = json!({});
+        }
+        json_patch::merge(&mut self.0, &status_only.take());
+        self.bump();
+        req.reply(200, &self.0);
+        patch["status"].clone()
+    }
+
+    /// Applies a JSON patch of the object and answers with it.
+    fn json_patch(&mut self, req: Req) -> Value {
+        let ops: json_patch::Patch = serde_json::from_value(req.body.clone()).unwrap();
+        json_patch::patch(&mut self.0, &ops).unwrap();
+        self.bump();
+        let body = req.body.clone();
+        req.reply(200, &self.0);
+        body
+    }
+}
+
+fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == type_))
+        .unwrap_or_else(|| panic!("no condition {type_} in {status}"))
+}
+
+const SECOND: Duration = Duration::from_secs(1);
+
+// ---------------------------------------------------------------------------------------------
+// The broker.
+
+fn broker() -> Option<String> {
+    service("KBO_TEST_KAFKA_BOOTSTRAP")
+}
+
+async fn topic_with_records(bootstrap: &str, topic: &str, records: i64) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    for r in admin
+        .create_topics(
+            &[NewTopic::new(topic, 1, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap()
+    {
+        r.unwrap();
+    }
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    for i in 0..records {
+        let value = format!("v{i}");
+        producer
+            .send(
+                FutureRecord::<(), _>::to(topic).partition(0).payload(&value),
+                SECOND * 10,
+            )
+            .await
+            .unwrap();
+    }
+}
+
+fn consumer(bootstrap: &str, group: &str) -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap()
+}
+
+fn commit(bootstrap: &str, group: &str, topic: &str, offset: i64) {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Offset(offset))
+        .unwrap();
+    consumer(bootstrap, group).commit(&tpl, CommitMode::Sync).unwrap();
+}
+
+fn committed(bootstrap: &str, group: &str, topic: &str) -> Option<i64> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, 0);
+    let answer = consumer(bootstrap, group)
+        .committed_offsets(tpl, SECOND * 10)
+        .unwrap();
+    match answer.elements()[0].offset() {
+        Offset::Offset(o) => Some(o),
+        _ => None,
+    }
+}
+
+fn metadata(kind_plural: &str, name: &str) -> (String, Value) {
+    let uid = format!("uid-{}", unique(name));
+    (
+        format!("/apis/kafka.oso.sh/v1beta1/namespaces/{NS}/{kind_plural}/{name}"),
+        json!({"name": name, "namespace": NS, "uid": uid, "generation": 1, "resourceVersion": "1",
+            "creationTimestamp": "2025-03-01T11:30:00Z"}),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests.
+
+/// A KafkaOffsetReset goes Pending -> Running -> Completed with per-group results: the finalizer
+/// first, then Pending, then the supervised task writes Running, stores the pre-change snapshot in
+/// a ConfigMap of the resource's namespace, commits on the real broker and writes Completed;
+/// every phase change is an Event. The reconcile that starts it returns at once.
+#[tokio::test]
+async fn offset_reset_goes_pending_running_completed() {
+    let Some(bootstrap) = broker() else { return };
+    let topic = unique("kor-topic");
+    let groups = [unique("kor-g1"), unique("kor-g2")];
+    topic_with_records(&bootstrap, &topic, 10).await;
+    for g in &groups {
+        commit(&bootstrap, g, &topic, 8);
+    }
+    let (client, mut api) = mock_client();
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = ctx(client, dir.path(), Duration::from_secs(3600));
+    let (path, meta) = metadata("kafkaoffsetresets", "reset-to-start");
+    let uid = meta["uid"].as_str().unwrap().to_owned();
+    let mut stored = Stored(json!({
+        "apiVersion": "kafka.oso.sh/v1beta1", "kind": "KafkaOffsetReset", "metadata": meta,
+        "spec": {"kafkaCluster": {"bootstrapServers": [bootstrap]}, "consumerGroups": groups,
+            "strategy": "Earliest", "topics": [{"name": topic}]},
+    }));
+
+    // 1. The finalizer.
+    let object = stored.typed::<KafkaOffsetReset>();
+    let run = tokio::spawn(reconcile(object, Arc::clone(&ctx)));
+    let req = api.expect("PATCH", &path, SECOND * 5).await;
+    let patch = stored.json_patch(req);
+    assert_eq!(
+        patch[1],
+        json!({"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]})
+    );
+    assert_eq!(run.await.unwrap().unwrap(), Action::await_change());
+
+    // 2. Pending.
+    let run = tokio::spawn(reconcile(stored.typed::<KafkaOffsetReset>(), Arc::clone(&ctx)));
+    let req = api.expect("PATCH", &format!("{path}/status"), SECOND * 5).await;
+    let status = stored.merge_status(req);
+    assert_eq!(status["phase"], "Pending");
+    assert_eq!(status["observedGeneration"], 1);
+    assert_eq!(condition(&status, "Ready")["status"], "False");
+    run.await.unwrap().unwrap();
+
+    // 3. Start: the reconcile returns before the operation has done anything.
+    let action = tokio::time::timeout(
+        SECOND * 5,
+        reconcile(stored.typed::<KafkaOffsetReset>(), Arc::clone(&ctx)),
+    )
+    .await
+    .expect("reconcile must not wait for the operation")
+    .unwrap();
+    assert_eq!(action, Action::await_change());
+    assert!(
+        ctx.supervisor.task(&uid).is_some(),
+        "the operation runs as a supervised task"
+    );
+    // A second reconcile meanwhile starts nothing and asks nothing.
+    reconcile(stored.typed::<KafkaOffsetReset>(), Arc::clone(&ctx))
+        .await
+        .unwrap();
+
+    let req = api.expect("PATCH", &format!("{path}/status"), SECOND * 10).await;
+    let status = stored.merge_status(req);
+    assert_eq!(status["phase"], "Running");
+    assert!(status["startTime"].is_string());
+    assert_eq!(condition(&status, "Progressing")["status"], "True");
+    let event = api.expect_event(SECOND * 5).await;
+    assert_eq!(event["reason"], "Started");
+    assert_eq!(event["regarding"]["uid"], uid.as_str());
+    assert_eq!(event["reportingController"], "kafka-backup-operator");
+
+    // The pre-change snapshot goes to a ConfigMap named after the resource, in its namespace.
+    let cm_path = format!("/api/v1/namespaces/{NS}/configmaps/reset-to-start");
+    api.expect("GET", &cm_path, SECOND * 30)
+        .await
+        .reply_status(404, "NotFound");
+    let req = api
+        .expect(
+            "POST",
+            &format!("/api/v1/namespaces/{NS}/configmaps"),
+            SECOND * 30,
+        )
+        .await;
+    let cm = req.body.clone();
+    assert_eq!(cm["metadata"]["name"], "reset-to-start");
+    let key = cm["data"].as_object().unwrap().keys().next().unwrap().clone();
+    assert!(key.starts_with("reset-to-start-"), "{key}");
+    req.reply(201, &cm);
+
+    let req = api.expect("PATCH", &format!("{path}/status"), SECOND * 60).await;
+    let status = stored.merge_status(req);
+    assert_eq!(status["phase"], "Completed", "{status}");
+    assert_eq!(status["groupsReset"], 2);
+    let results = status["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    for r in results {
+        assert_eq!(r["outcome"], "Succeeded", "{r}");
+        assert_eq!(r["partitions"][0]["previousOffset"], 8);
+        assert_eq!(r["partitions"][0]["newOffset"], 0);
+    }
+    assert!(
+        status["snapshot"]["location"]
+            .as_str()
+            .unwrap()
+            .starts_with("configmap://reset-to-start/")
+    );
+    assert!(status["completionTime"].is_string());
+    assert_eq!(status["observedGeneration"], 1);
+    assert_eq!(condition(&status, "Ready")["status"], "True");
+    assert_eq!(condition(&status, "Ready")["reason"], "Completed");
+    assert_eq!(condition(&status, "Progressing")["status"], "False");
+    let event = api.expect_event(SECOND * 5).await;
+    assert_eq!(event["reason"], "Completed");
+    assert_eq!(event["type"], "Normal");
+    ctx.supervisor.wait(&uid).await;
+    for g in &groups {
+        assert_eq!(committed(&bootstrap, g, &topic), Some(0));
+    }
+
+    // Finished: nothing more is done (no TTL set).
+    let action = reconcile(stored.typed::<KafkaOffsetReset>(), Arc::clone(&ctx))
+        .await
+        .unwrap();
+    assert_eq!(action, Action::await_change());
+    api.none_within(Duration::from_millis(300)).await;
+    let metrics = ctx.metrics.encode().unwrap();
+    assert!(
+        metrics.contains(
+            "kafka_backup_operator_operations_total{kind=\"KafkaOffsetReset\",outcome=\"completed\"} 1"
+        ),
+        "{metrics}"
+    );
+}
+
+/// A continuous backup (a real operation that never ends on its own) is stopped for an operator
+/// shutdown without its status being touched; a new operator process finds it Running and resumes
+/// it (it continues from its checkpoint in storage); deleting the resource then cancels the
+/// running backup, and the finalizer is removed only once the task has stopped.
+#[tokio::test]
+async fn continuous_backup_resumes_after_a_restart_and_deletion_cancels_it() {
+    let Some(bootstrap) = broker() else { return };
+    let topic = unique("kb-topic");
+    topic_with_records(&bootstrap, &topic, 20).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (client, mut api) = mock_client();
+    let first = ctx(client.clone(), dir.path(), Duration::from_secs(3600));
+    let (path, meta) = metadata("kafkabackups", "stream");
+    let uid = meta["uid"].as_str().unwrap().to_owned();
+    let mut stored = Stored(json!({
+        "apiVersion": "kafka.oso.sh/v1beta1", "kind": "KafkaBackup", "metadata": meta,
+        "spec": {"kafkaCluster": {"bootstrapServers": [bootstrap]}, "topics": [topic],
+            "storage": {"type": "PVC", "pvc": {"claimName": "backups"}},
+            "continuous": true, "segmentMaxIntervalMs": 1000,
+            "checkpoint": {"enabled": true, "intervalSeconds": 1}},
+    }));
+    stored.0["metadata"]["finalizers"] = json!([FINALIZER]);
+    stored.0["status"] = json!({"phase": "Pending", "observedGeneration": 1});
+
+    // Start.
+    reconcile(stored.typed::<KafkaBackup>(), Arc::clone(&first))
+        .await
+        .unwrap();
+    let status = stored.merge_status(api.expect("PATCH", &format!("{path}/status"), SECOND * 10).await);
+    assert_eq!(status["phase"], "Running");
+    // A continuous backup is Ready while it runs.
+    assert_eq!(condition(&status, "Ready")["status"], "True");
+    assert_eq!(api.expect_event(SECOND * 5).await["reason"], "Started");
+    tokio::time::sleep(SECOND * 3).await;
+
+    // The operator shuts down: the task stops, the status stays Running for the next leader.
+    first.supervisor.cancel_all(CancelReason::Shutdown);
+    tokio::time::timeout(SECOND * 40, first.supervisor.wait(&uid))
+        .await
+        .expect("the backup stops when cancelled");
+    api.none_within(Duration::from_millis(300)).await;
+    assert_eq!(stored.0["status"]["phase"], "Running");
+    let set = dir.path().join("backups").join("backups").join("stream");
+    assert!(
+        set.is_dir(),
+        "the backup set exists in storage: {}",
+        set.display()
+    );
+
+    // A new process (fresh supervisor) resumes it.
+    let second = ctx(client, dir.path(), Duration::from_secs(3600));
+    reconcile(stored.typed::<KafkaBackup>(), Arc::clone(&second))
+        .await
+        .unwrap();
+    let status = stored.merge_status(api.expect("PATCH", &format!("{path}/status"), SECOND * 10).await);
+    assert_eq!(status["phase"], "Running");
+    assert_eq!(condition(&status, "Progressing")["reason"], "Resumed");
+    assert_eq!(api.expect_event(SECOND * 5).await["reason"], "Resumed");
+    assert!(second.supervisor.task(&uid).is_some());
+
+    // Deletion cancels the running backup; the finalizer stays until the task has stopped.
+    stored.0["metadata"]["deletionTimestamp"] = json!("2025-03-01T12:00:00Z");
+    let action = reconcile(stored.typed::<KafkaBackup>(), Arc::clone(&second))
+        .await
+        .unwrap();
+    assert_eq!(action, Action::requeue(SECOND));
+    let event = api.expect_event(SECOND * 5).await;
+    assert_eq!(event["reason"], "Cancelled");
+    tokio::time::timeout(SECOND * 40, second.supervisor.wait(&uid))
+        .await
+        .expect("deletion stops the backup");
+    api.none_within(Duration::from_millis(300)).await;
+    reconcile(stored.typed::<KafkaBackup>(), Arc::clone(&second))
+        .await
+        .unwrap();
+    let patch = stored.json_patch(api.expect("PATCH", &path, SECOND * 5).await);
+    assert_eq!(
+        patch,
+        json!([
+            {"op": "test", "path": "/metadata/finalizers/0", "value": FINALIZER},
+            {"op": "remove", "path": "/metadata/finalizers/0"},
+        ])
+    );
+    let metrics = second.metrics.encode().unwrap();
+    assert!(
+        metrics
+            .contains("kafka_backup_operator_operations_total{kind=\"KafkaBackup\",outcome=\"cancelled\"} 1"),
+        "{metrics}"
+    );
+}
+
+/// After an operator restart, an offset reset found Running is not re-run (a second run would
+/// snapshot the partly reset offsets): it is marked Failed, reason Interrupted, with a message
+/// saying where the pre-change snapshot is, and a Warning Event. No broker needed.
+#[tokio::test]
+async fn a_reset_interrupted_by_a_restart_is_failed_with_guidance() {
+    let (client, mut api) = mock_client();
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = ctx(client, dir.path(), SECOND * 5);
+    let (path, meta) = metadata("kafkaoffsetresets", "halfway");
+    let mut stored = Stored(json!({
+        "apiVersion": "kafka.oso.sh/v1beta1", "kind": "KafkaOffsetReset", "metadata": meta,
+        "spec": {"kafkaCluster": {"bootstrapServers": ["kafka:9092"]}, "consumerGroups": ["g"],
+            "strategy": "ShiftBy", "shiftBy": -10},
+        "status": {"phase": "Running", "observedGeneration": 1, "startTime": "2025-03-01T11:59:00Z"},
+    }));
+    stored.0["metadata"]["finalizers"] = json!([FINALIZER]);
+    let run = tokio::spawn(reconcile(stored.typed::<KafkaOffsetReset>(), Arc::clone(&ctx)));
+    let status = stored.merge_status(api.expect("PATCH", &format!("{path}/status"), SECOND * 5).await);
+    assert_eq!(status["phase"], "Failed");
+    assert_eq!(condition(&status, "Ready")["reason"], "Interrupted");
+    let message = status["message"].as_str().unwrap();
+    assert!(message.contains("operator restarted"), "{message}");
+    assert!(message.contains("KafkaOffsetRollback"), "{message}");
+    assert!(status["completionTime"].is_string());
+    let event = api.expect_event(SECOND * 5).await;
+    assert_eq!(
+        (event["type"].as_str(), event["reason"].as_str()),
+        (Some("Warning"), Some("Interrupted"))
+    );
+    run.await.unwrap().unwrap();
+    assert!(
+        ctx.supervisor
+            .task(stored.0["metadata"]["uid"].as_str().unwrap())
+            .is_none()
+    );
+    // Failed is final.
+    reconcile(stored.typed::<KafkaOffsetReset>(), Arc::clone(&ctx))
+        .await
+        .unwrap();
+    api.none_within(Duration::from_millis(300)).await;
+}
+
+/// A scheduled KafkaBackupValidation: at tick + 2 s the tick is persisted as lastScheduleTime
+/// (with the resourceVersion as precondition) before the run starts; looking again at the same
+/// time fires nothing; a conflicting write (another replica fired it) starts nothing.
+#[tokio::test]
+async fn a_schedule_tick_is_persisted_before_the_run_and_fires_once() {
+    let tick = Utc.with_ymd_and_hms(2025, 3, 1, 12, 0, 0).unwrap();
+    let now: DateTime<Utc> = tick + chrono::Duration::seconds(2);
+    let (client, mut api) = mock_client();
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = ctx_with_clock(client, dir.path(), SECOND * 5, Arc::new(move || now));
+    let (path, meta) = metadata("kafkabackupvalidations", "nightly");
+    let mut stored = Stored(json!({
+        "apiVersion": "kafka.oso.sh/v1beta1", "kind": "KafkaBackupValidation", "metadata": meta,
+        "spec": {"backupRef": {"backupId": "orders", "storage": {"type": "PVC", "pvc": {"claimName": "b"}}},
+            "schedule": "0 0 * * * *"},
+        "status": {"phase": "Pending", "observedGeneration": 1, "nextScheduleTime": "2025-03-01T12:00:00Z"},
+    }));
+    stored.0["metadata"]["finalizers"] = json!([FINALIZER]);
+    stored.0["metadata"]["resourceVersion"] = json!("5");
+
+    // Another replica wrote first: 409, nothing starts.
+    let run = tokio::spawn(reconcile(
+        stored.typed::<KafkaBackupValidation>(),
+        Arc::clone(&ctx),
+    ));
+    let req = api.expect("PATCH", &format!("{path}/status"), SECOND * 5).await;
+    assert_eq!(req.body["metadata"]["resourceVersion"], "5");
+    req.reply_status(409, "Conflict");
+    assert_eq!(
+        run.await.unwrap().unwrap(),
+        Action::requeue(Duration::from_millis(500))
+    );
+    api.none_within(Duration::from_millis(300)).await;
+
+    // Fired: lastScheduleTime first, then the run.
+    let run = tokio::spawn(reconcile(
+        stored.typed::<KafkaBackupValidation>(),
+        Arc::clone(&ctx),
+    ));
+    let req = api.expect("PATCH", &format!("{path}/status"), SECOND * 5).await;
+    assert_eq!(req.body["metadata"]["resourceVersion"], "5");
+    let status = stored.merge_status(req);
+    assert_eq!(status["lastScheduleTime"], "2025-03-01T12:00:00Z");
+    assert_eq!(status["nextScheduleTime"], "2025-03-01T13:00:00Z");
+    assert_eq!(api.expect_event(SECOND * 5).await["reason"], "Scheduled");
+    let action = run.await.unwrap().unwrap();
+    assert_eq!(
+        action,
+        Action::requeue(Duration::from_secs(3598) + Duration::from_millis(200))
+    );
+    let status = stored.merge_status(api.expect("PATCH", &format!("{path}/status"), SECOND * 5).await);
+    assert_eq!(status["phase"], "Running");
+    assert_eq!(api.expect_event(SECOND * 5).await["reason"], "Started");
+    // The backup set does not exist: the validation finishes (failing its checks) and is
+    // reported like any finished run.
+    let status = stored.merge_status(api.expect("PATCH", &format!("{path}/status"), SECOND * 30).await);
+    assert!(matches!(status["phase"].as_str(), Some("Failed" | "Completed")), "{status}");
+    let event = api.expect_event(SECOND * 5).await;
+    assert!(matches!(event["reason"].as_str(), Some("OperationFailed" | "Completed")), "{event}");
+    ctx.supervisor
+        .wait(stored.0["metadata"]["uid"].as_str().unwrap())
+        .await;
+
+    // The same tick does not fire again, from this process or a fresh one.
+    for ctx in [
+        Arc::clone(&ctx),
+        ctx_with_clock(mock_client().0, dir.path(), SECOND, Arc::new(move || now)),
+    ] {
+        let action = reconcile(stored.typed::<KafkaBackupValidation>(), ctx)
+            .await
+            .unwrap();
+        assert_eq!(
+            action,
+            Action::requeue(Duration::from_secs(3598) + Duration::from_millis(200))
+        );
+    }
+    api.none_within(Duration::from_millis(300)).await;
+}
+
+/// A Secret the spec names but the namespace lacks: the operation does not start, phase stays
+/// Pending, Ready=False reason SecretMissing naming the field, Secret and key, and a Warning Event.
+#[tokio::test]
+async fn a_missing_secret_blocks_with_a_condition_and_an_event() {
+    let (client, mut api) = mock_client();
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = ctx(client, dir.path(), SECOND * 5);
+    let (path, meta) = metadata("kafkaoffsetresets", "needs-sasl");
+    let mut stored = Stored(json!({
+        "apiVersion": "kafka.oso.sh/v1beta1", "kind": "KafkaOffsetReset", "metadata": meta,
+        "spec": {"kafkaCluster": {"bootstrapServers": ["kafka:9092"], "securityProtocol": "SASL_PLAINTEXT",
+                "saslSecret": {"name": "kafka-user", "mechanism": "SCRAM-SHA-512"}},
+            "consumerGroups": ["g"], "strategy": "Latest"},
+        "status": {"phase": "Pending", "observedGeneration": 1},
+    }));
+    stored.0["metadata"]["finalizers"] = json!([FINALIZER]);
+    let run = tokio::spawn(reconcile(stored.typed::<KafkaOffsetReset>(), Arc::clone(&ctx)));
+    api.expect(
+        "GET",
+        &format!("/api/v1/namespaces/{NS}/secrets/kafka-user"),
+        SECOND * 5,
+    )
+    .await
+    .reply_status(404, "NotFound");
+    let status = stored.merge_status(api.expect("PATCH", &format!("{path}/status"), SECOND * 5).await);
+    assert_eq!(status["phase"], "Pending");
+    let ready = condition(&status, "Ready");
+    assert_eq!(ready["reason"], "SecretMissing");
+    let message = ready["message"].as_str().unwrap();
+    assert!(
+        message.contains("spec.kafkaCluster.saslSecret: Secret kafka-user not found in namespace team-a"),
+        "{message}"
+    );
+    let event = api.expect_event(SECOND * 5).await;
+    assert_eq!(event["reason"], "SecretMissing");
+    assert_eq!(run.await.unwrap().unwrap(), Action::requeue(SECOND * 30));
+    assert!(
+        ctx.supervisor
+            .task(stored.0["metadata"]["uid"].as_str().unwrap())
+            .is_none()
+    );
+
+    // The Secret exists now but lacks the password key.
+    let run = tokio::spawn(reconcile(stored.typed::<KafkaOffsetReset>(), Arc::clone(&ctx)));
+    api.expect(
+        "GET",
+        &format!("/api/v1/namespaces/{NS}/secrets/kafka-user"),
+        SECOND * 5,
+    )
+    .await
+    .reply(
+        200,
+        &json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "kafka-user", "namespace": NS},
+                "data": {"username": "dXNlcg=="}}),
+    );
+    let status = stored.merge_status(api.expect("PATCH", &format!("{path}/status"), SECOND * 5).await);
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("Secret kafka-user in namespace team-a has no key password")
+    );
+    assert_eq!(api.expect_event(SECOND * 5).await["reason"], "SecretMissing");
+    run.await.unwrap().unwrap();
+}
+
+/// One object that does not deserialize is reported (Failed, InvalidSpec, an Event) once per
+/// version, and the reconciler keeps going.
+#[tokio::test]
+async fn a_malformed_object_is_reported_not_fatal() {
+    let (client, mut api) = mock_client();
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = ctx(client, dir.path(), SECOND * 5);
+    let (path, meta) = metadata("kafkaoffsetresets", "broken");
+    let mut stored = Stored(json!({
+        "apiVersion": "kafka.oso.sh/v1beta1", "kind": "KafkaOffsetReset", "metadata": meta,
+        "spec": {"kafkaCluster": "not an object", "consumerGroups": ["g"], "strategy": "Latest"},
+    }));
+    let guard: Arc<DeserializeGuard<KafkaOffsetReset>> =
+        Arc::new(serde_json::from_value(stored.0.clone()).unwrap());
+    assert!(guard.0.is_err());
+    let run = tokio::spawn(reconcile(Arc::clone(&guard), Arc::clone(&ctx)));
+    let status = stored.merge_status(api.expect("PATCH", &format!("{path}/status"), SECOND * 5).await);
+    assert_eq!(status["phase"], "Failed");
+    assert_eq!(condition(&status, "Ready")["reason"], "InvalidSpec");
+    assert_eq!(api.expect_event(SECOND * 5).await["reason"], "InvalidSpec");
+    run.await.unwrap().unwrap();
+    // Our own status write comes back through the watch: not reported again.
+    let again: Arc<DeserializeGuard<KafkaOffsetReset>> =
+        Arc::new(serde_json::from_value(stored.0.clone()).unwrap());
+    reconcile(again, Arc::clone(&ctx)).await.unwrap();
+    api.none_within(Duration::from_millis(300)).await;
+}
+
+fn lease(holder: &str, renewed: &str, rv: &str) -> Value {
+    json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "kbo", "namespace": NS, "resourceVersion": rv},
+        "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15, "renewTime": renewed,
+            "acquireTime": renewed, "leaseTransitions": 2}})
+}
+
+/// Leader election: a held, unexpired Lease is left alone; an expired one is taken over with
+/// the resourceVersion read as precondition (a 409 means another replica won); a missing one is
+/// created (a 409 there too means someone else was faster).
+#[tokio::test]
+async fn leader_election_respects_held_leases_and_takes_over_expired_ones() {
+    let (client, mut api) = mock_client();
+    let elector = LeaderElector::new(client, NS, "kbo", "replica-a", Duration::from_secs(15));
+    let lease_path = format!("/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/kbo");
+    let fresh = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let old =
+        (Utc::now() - chrono::Duration::seconds(60)).to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+
+    // Held by b, renewed just now: no write.
+    let attempt = tokio::spawn(async move {
+        let r = elector.try_acquire_or_renew().await.unwrap();
+        (elector, r)
+    });
+    api.expect("GET", &lease_path, SECOND * 5)
+        .await
+        .reply(200, &lease("replica-b", &fresh, "7"));
+    let (elector, held) = attempt.await.unwrap();
+    assert!(!held);
+    api.none_within(Duration::from_millis(200)).await;
+
+    // Expired: taken over with resourceVersion 7 -- but another replica was faster (409).
+    let attempt = tokio::spawn(async move {
+        let r = elector.try_acquire_or_renew().await.unwrap();
+        (elector, r)
+    });
+    api.expect("GET", &lease_path, SECOND * 5)
+        .await
+        .reply(200, &lease("replica-b", &old, "7"));
+    let req = api.expect("PUT", &lease_path, SECOND * 5).await;
+    assert_eq!(req.body["metadata"]["resourceVersion"], "7");
+    assert_eq!(req.body["spec"]["holderIdentity"], "replica-a");
+    req.reply_status(409, "Conflict");
+    let (elector, won) = attempt.await.unwrap();
+    assert!(!won);
+
+    // Expired again: taken over.
+    let attempt = tokio::spawn(async move {
+        let r = elector.try_acquire_or_renew().await.unwrap();
+        (elector, r)
+    });
+    api.expect("GET", &lease_path, SECOND * 5)
+        .await
+        .reply(200, &lease("replica-c", &old, "9"));
+    let req = api.expect("PUT", &lease_path, SECOND * 5).await;
+    assert_eq!(req.body["metadata"]["resourceVersion"], "9");
+    assert_eq!(req.body["spec"]["holderIdentity"], "replica-a");
+    assert_eq!(req.body["spec"]["leaseTransitions"], 3);
+    let body = req.body.clone();
+    req.reply(200, &body);
+    let (elector, won) = attempt.await.unwrap();
+    assert!(won);
+
+    // Missing: created; a concurrent creation wins with 409.
+    let attempt = tokio::spawn(async move { elector.try_acquire_or_renew().await.unwrap() });
+    api.expect("GET", &lease_path, SECOND * 5)
+        .await
+        .reply_status(404, "NotFound");
+    let req = api
+        .expect(
+            "POST",
+            &format!("/apis/coordination.k8s.io/v1/namespaces/{NS}/leases"),
+            SECOND * 5,
+        )
+        .await;
+    assert_eq!(req.body["spec"]["holderIdentity"], "replica-a");
+    req.reply_status(409, "AlreadyExists");
+    assert!(!attempt.await.unwrap());
+}
+
+/// End to end against a real cluster: the reconciler runs in this test process (as the leader of
+/// nothing: no election) against the cluster of `KUBECONFIG`, and a KafkaOffsetReset created in
+/// namespace `$KBO_E2E_NAMESPACE` (default `default`) goes Pending -> Running -> Completed against
+/// the broker at `$KBO_TEST_KAFKA_BOOTSTRAP` (reachable from this process); deleting it removes
+/// the finalizer.
+///
+/// Run with the CRDs installed (`kubectl apply -f crds/`) and the broker up:
+///
+/// ```text
+/// source /tmp/kbo-env.sh   # or export KBO_TEST_KAFKA_BOOTSTRAP=host:port
+/// KUBECONFIG=~/.kube/config cargo test --test reconciler -- --ignored e2e
+/// ```
+#[tokio::test]
+#[ignore = "needs a cluster"]
+async fn e2e_offset_reset_in_a_cluster() {
+    use kube::api::{Api, DeleteParams, PostParams};
+    let bootstrap = std::env::var("KBO_TEST_KAFKA_BOOTSTRAP").expect("KBO_TEST_KAFKA_BOOTSTRAP");
+    let namespace = std::env::var("KBO_E2E_NAMESPACE").unwrap_or_else(|_| "default".into());
+    let client = Client::try_default().await.expect("a cluster from KUBECONFIG");
+    let topic = unique("e2e-topic");
+    let group = unique("e2e-group");
+    topic_with_records(&bootstrap, &topic, 5).await;
+    commit(&bootstrap, &group, &topic, 5);
+
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let config = Config {
+        namespaces: vec![namespace.clone()],
+        progress_interval: SECOND * 2,
+        ..Config::default()
+    };
+    let ctx = Ctx::new(
+        client.clone(),
+        config,
+        Arc::new(Metrics::new()),
+        Hooks { catalog: None },
+    );
+    let reconciler = tokio::spawn(kafka_backup_operator::reconciler::controller::run_with(
+        ctx,
+        shutdown.clone(),
+        shutdown.clone(),
+    ));
+
+    let api: Api<KafkaOffsetReset> = Api::namespaced(client, &namespace);
+    let name = unique("e2e").replace('_', "-");
+    let reset: KafkaOffsetReset = serde_json::from_value(json!({
+        "apiVersion": "kafka.oso.sh/v1beta1", "kind": "KafkaOffsetReset",
+        "metadata": {"name": name},
+        "spec": {"kafkaCluster": {"bootstrapServers": [bootstrap]}, "consumerGroups": [group],
+            "strategy": "Earliest", "topics": [{"name": topic}]},
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &reset).await.unwrap();
+    let mut phases = Vec::new();
+    for _ in 0..120 {
+        let current = api.get(&name).await.unwrap();
+        let phase = current
+            .status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .map(|p| format!("{p:?}"));
+        if let Some(p) = phase
+            && phases.last() != Some(&p)
+        {
+            phases.push(p);
+        }
+        if phases.last().map(String::as_str) == Some("Completed") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(phases.last().map(String::as_str), Some("Completed"), "{phases:?}");
+    assert_eq!(committed(&bootstrap, &group, &topic), Some(0));
+    api.delete(&name, &DeleteParams::default()).await.unwrap();
+    for _ in 0..60 {
+        if api.get_opt(&name).await.unwrap().is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        api.get_opt(&name).await.unwrap().is_none(),
+        "the finalizer was removed"
+    );
+    shutdown.cancel();
+    reconciler.await.unwrap();
+}
