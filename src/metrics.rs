@@ -426,8 +426,9 @@ impl OperatorMetrics {
     /// `kafka_backup_operator_operations_total`, ...).
     pub fn register(registry: &mut Registry) -> Self {
         let operations = Family::<OperationLabels, Counter>::default();
-        let duration =
-            Family::<OperationLabels, Histogram, fn() -> Histogram>::new_with_constructor(operation_histogram);
+        let duration = Family::<OperationLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            operation_histogram,
+        );
         let records = Family::<KindLabels, Counter>::default();
         let bytes = Family::<KindLabels, Counter>::default();
         let running = Family::<KindLabels, Gauge>::default();
@@ -517,7 +518,9 @@ impl OperatorMetrics {
             outcome: outcome.into(),
         };
         self.operations.get_or_create(&labels).inc();
-        self.duration.get_or_create(&labels).observe(elapsed.as_secs_f64());
+        self.duration
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
         let kind = KindLabels { kind: kind.into() };
         if let Some(records) = records {
             self.records.get_or_create(&kind).inc_by(records);

@@ -364,14 +364,21 @@ pub fn merged(mut patch: Value, extra: Value) -> Value {
     patch
 }
 
-/// Removes the lifecycle fields from an operation's status, so the reconciler's own values for
-/// them are not overwritten by it.
+/// Removes the lifecycle and schedule fields from an operation's status, so the reconciler's own
+/// values for them (and its clock) are not overwritten by it.
 pub fn without_lifecycle(status: Value) -> Map<String, Value> {
     let mut map = match status {
         Value::Object(m) => m,
         _ => Map::new(),
     };
-    for key in ["phase", "message", "conditions", "observedGeneration"] {
+    for key in [
+        "phase",
+        "message",
+        "conditions",
+        "observedGeneration",
+        "lastScheduleTime",
+        "nextScheduleTime",
+    ] {
         map.remove(key);
     }
     map

@@ -437,8 +437,14 @@ pub async fn run(args: ServeArgs) -> Result<(), Error> {
         let hooks = crate::reconciler::Hooks { catalog: None };
         let mut reconciler_args = args.reconciler.clone();
         reconciler_args.pvc_root = args.apiserver.pvc_root.clone();
-        if let Err(e) =
-            crate::reconciler::run(client, reconciler_args, Arc::clone(&metrics), hooks, drain.clone()).await
+        if let Err(e) = crate::reconciler::run(
+            client,
+            reconciler_args,
+            Arc::clone(&metrics),
+            hooks,
+            drain.clone(),
+        )
+        .await
         {
             warn!(error = %e, "the reconciler stopped");
         }
