@@ -4,8 +4,10 @@
 //! # Locations and namespaces
 //!
 //! The catalog reads a set of storage locations. Each has one or more [`Scope`]s:
-//! - [`Scope::Namespace`]: a location known to that namespace (named by a storage block there, or
-//!   by the catalog configuration); everything in it is listed in that namespace;
+//! - [`Scope::Namespace`]: a location the catalog configuration gives that namespace; everything in
+//!   it is listed in that namespace;
+//! - [`Scope::Resources`]: the same, for a location named by the `storage` block of a resource in
+//!   that namespace ([`super::feed`] keeps these in sync with the resources);
 //! - [`Scope::Default`]: the configured default location; an object in it is listed in the
 //!   namespace of the resource that wrote it (`source.namespace`), or in the scope's namespace when
 //!   it names none (the embedded default uses `default`).
@@ -26,7 +28,7 @@
 //! previous contents and its error is reported (log, metric, and a `Warning` header on lists).
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     sync::{
         Arc, Mutex, PoisonError, RwLock,
         atomic::{AtomicU64, Ordering},
@@ -54,8 +56,11 @@ const READ_CONCURRENCY: usize = 16;
 /// Which namespaces a location's objects are listed in.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Scope {
-    /// Everything in the location belongs to this namespace.
+    /// Everything in the location belongs to this namespace (configured).
     Namespace(String),
+    /// Everything in the location belongs to this namespace, whose resources name the location in
+    /// their `storage` blocks (kept in sync with them by [`Catalog::set_namespace_locations`]).
+    Resources(String),
     /// The default location: objects belong to their source's namespace, else to this one.
     Default {
         /// Namespace of objects whose source names none.
@@ -67,7 +72,7 @@ impl Scope {
     /// The namespace an object with source namespace `source_ns` is listed in under this scope.
     fn namespace_of<'a>(&'a self, source_ns: Option<&'a str>) -> &'a str {
         match self {
-            Scope::Namespace(ns) => ns,
+            Scope::Namespace(ns) | Scope::Resources(ns) => ns,
             Scope::Default { namespace } => source_ns.filter(|ns| !ns.is_empty()).unwrap_or(namespace),
         }
     }
@@ -75,7 +80,7 @@ impl Scope {
     /// Whether objects of this scope may be listed in `namespace`.
     fn may_cover(&self, namespace: &str) -> bool {
         match self {
-            Scope::Namespace(ns) => ns == namespace,
+            Scope::Namespace(ns) | Scope::Resources(ns) => ns == namespace,
             Scope::Default { .. } => true,
         }
     }
@@ -286,11 +291,11 @@ impl Catalog {
         location
     }
 
-    /// Makes `locations` the ones known to `namespace` (for the reconciler: the storage blocks of
-    /// the resources in that namespace). Locations no longer named by any namespace are dropped;
-    /// new ones are read by the next refresh.
+    /// Makes `locations` the ones the resources of `namespace` name ([`Scope::Resources`]; see
+    /// [`super::feed`]). Locations no longer known to any namespace are dropped; new ones are read by
+    /// the next refresh.
     pub fn set_namespace_locations(&self, namespace: &str, locations: Vec<Location>) {
-        let scope = Scope::Namespace(namespace.to_owned());
+        let scope = Scope::Resources(namespace.to_owned());
         let wanted: Vec<String> = locations.iter().map(location_uri).collect();
         {
             let mut all = self.locations.write().unwrap_or_else(PoisonError::into_inner);
@@ -309,6 +314,18 @@ impl Catalog {
             self.add_storage(scope.clone(), location);
         }
         self.rebuild_index();
+    }
+
+    /// Namespaces with locations named by their resources ([`Scope::Resources`]).
+    pub fn namespaces_with_locations(&self) -> BTreeSet<String> {
+        self.locations()
+            .iter()
+            .flat_map(|l| l.scopes())
+            .filter_map(|s| match s {
+                Scope::Resources(ns) => Some(ns),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Records a snapshot the operator just wrote into `location` for a resource in `namespace`,
@@ -358,12 +375,12 @@ impl Catalog {
                     .scopes
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .push(Scope::Namespace(namespace.to_owned()));
+                    .push(Scope::Resources(namespace.to_owned()));
             }
             return found;
         }
         let (snapshots, backups) = sources::shared(location.clone());
-        let added = self.add_location(Scope::Namespace(namespace.to_owned()), snapshots, backups);
+        let added = self.add_location(Scope::Resources(namespace.to_owned()), snapshots, backups);
         // Written by the operator, so it exists: listed by the next refresh like the others.
         added.state().loaded = true;
         added
@@ -623,7 +640,7 @@ async fn refresh_location(location: &CatalogLocation) -> Result<(usize, usize), 
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::storage::{
@@ -631,7 +648,7 @@ mod tests {
         snapshot::{GroupOffsets, PartitionOffset, SnapshotSource, snapshot_key},
     };
 
-    fn snapshot(id: &str, source_ns: Option<&str>) -> OffsetSnapshot {
+    pub(in crate::apiserver) fn snapshot(id: &str, source_ns: Option<&str>) -> OffsetSnapshot {
         let mut groups = BTreeMap::new();
         let mut topics = BTreeMap::new();
         topics.insert(
@@ -768,6 +785,27 @@ mod tests {
         assert_eq!(catalog.index().snapshots.len(), 1);
         catalog.set_namespace_locations("b", vec![]);
         assert!(catalog.locations().is_empty());
+    }
+
+    #[tokio::test]
+    async fn resources_of_a_namespace_do_not_drop_its_configured_locations() {
+        let configured_dir = tempfile::tempdir().unwrap();
+        let named_dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::default();
+        catalog.add_storage(Scope::Namespace("a".into()), dir_location(configured_dir.path()));
+        catalog.set_namespace_locations("a", vec![dir_location(named_dir.path())]);
+        assert_eq!(catalog.locations().len(), 2);
+        assert_eq!(
+            catalog.namespaces_with_locations(),
+            BTreeSet::from(["a".to_owned()])
+        );
+        catalog.set_namespace_locations("a", vec![]);
+        assert_eq!(catalog.locations().len(), 1);
+        assert_eq!(
+            catalog.locations()[0].scopes(),
+            vec![Scope::Namespace("a".into())]
+        );
+        assert!(catalog.namespaces_with_locations().is_empty());
     }
 
     #[tokio::test]

@@ -49,6 +49,7 @@ pub mod config;
 pub mod devaccess;
 pub mod diff;
 pub mod discovery;
+pub mod feed;
 pub mod metrics;
 pub mod openapi;
 pub mod resources;
@@ -178,6 +179,8 @@ pub struct StartOptions {
     pub readiness: Readiness,
     /// Metrics to record into.
     pub metrics: Option<ApiServerMetrics>,
+    /// Namespaces whose resources' storage blocks the catalog reads (the reconciler's); empty: all.
+    pub resource_namespaces: Vec<String>,
 }
 
 /// A started API: serve [`ApiServer`] with [`router`] and run [`Started::run`] until shutdown.
@@ -187,13 +190,32 @@ pub struct Started {
     pub api: Arc<ApiServer>,
     refresh_interval: Duration,
     reload_authn: bool,
+    /// With a Kubernetes API: the locations named by the resources, synced before each refresh.
+    discovery: Option<feed::NamespaceDiscovery>,
 }
 
 impl Started {
-    /// Refreshes the catalog (now, then every interval) and reloads authentication settings until
-    /// `cancel` fires.
+    /// Refreshes the catalog (now, then every interval; with a Kubernetes API, first syncing the
+    /// locations the resources name) and reloads authentication settings until `cancel` fires.
     pub async fn run(self, cancel: CancellationToken) {
-        let catalog = Arc::clone(&self.api.catalog).run(self.refresh_interval, cancel.clone());
+        let catalog = async {
+            match self.discovery.clone() {
+                Some(discovery) => {
+                    discovery
+                        .run(
+                            Arc::clone(&self.api.catalog),
+                            self.refresh_interval,
+                            cancel.clone(),
+                        )
+                        .await
+                }
+                None => {
+                    Arc::clone(&self.api.catalog)
+                        .run(self.refresh_interval, cancel.clone())
+                        .await
+                }
+            }
+        };
         let authn = async {
             if self.reload_authn {
                 Arc::clone(&self.api.authenticator)
@@ -376,6 +398,9 @@ pub async fn start(args: &ApiServerArgs, options: StartOptions) -> Result<Starte
         }),
         refresh_interval: args.catalog_refresh_interval,
         reload_authn,
+        discovery: kube.map(|client| {
+            feed::NamespaceDiscovery::new(client, options.resource_namespaces, args.pvc_root.clone())
+        }),
     })
 }
 

@@ -340,10 +340,12 @@ pub async fn run(args: ServeArgs) -> Result<(), Error> {
             serving_ca,
             readiness: state.readiness.clone(),
             metrics: Some(api_metrics),
+            resource_namespaces: args.reconciler.namespaces.clone(),
         },
     )
     .await?;
     state.apiserver = Some(Arc::clone(&api.api));
+    let catalog_hook = crate::apiserver::feed::reconciler_hook(Arc::clone(&api.api.catalog));
 
     let https_listener = bind_std(args.listen).map_err(|source| Error::Bind {
         what: "HTTPS",
@@ -434,7 +436,9 @@ pub async fn run(args: ServeArgs) -> Result<(), Error> {
         let Some(client) = crate::reconciler::connect().await else {
             return;
         };
-        let hooks = crate::reconciler::Hooks { catalog: None };
+        let hooks = crate::reconciler::Hooks {
+            catalog: Some(catalog_hook),
+        };
         let mut reconciler_args = args.reconciler.clone();
         reconciler_args.pvc_root = args.apiserver.pvc_root.clone();
         if let Err(e) = crate::reconciler::run(
