@@ -14,14 +14,16 @@ use std::{sync::Arc, time::Duration};
 use chrono::{DateTime, TimeZone, Utc};
 use http::{Method, Request, Response};
 use kafka_backup_operator::{
-    api::v1beta1::{KafkaBackup, KafkaBackupValidation, KafkaOffsetReset},
+    api::v1beta1::{KafkaBackup, KafkaBackupValidation, KafkaOffsetReset, KafkaRestore, RunPhase},
     metrics::Metrics,
+    ops::{self, Context, ResourceRef},
     reconciler::{
         FINALIZER, Hooks,
         controller::{Config, Ctx, reconcile},
         leader::LeaderElector,
         lifecycle::CancelReason,
     },
+    secrets::SecretStore,
     storage::StorageEnv,
 };
 use kube::{Client, client::Body, core::DeserializeGuard, runtime::controller::Action};
@@ -264,16 +266,23 @@ async fn topic_with_records(bootstrap: &str, topic: &str, records: i64) {
         .set("bootstrap.servers", bootstrap)
         .create()
         .unwrap();
-    for i in 0..records {
-        let value = format!("v{i}");
-        producer
-            .send(
-                FutureRecord::<(), _>::to(topic).partition(0).payload(&value),
-                SECOND * 10,
-            )
-            .await
-            .unwrap();
+    let values: Vec<String> = (0..records).map(|i| format!("v{i}")).collect();
+    let sends = values.iter().map(|value| {
+        producer.send(
+            FutureRecord::<(), _>::to(topic).partition(0).payload(value),
+            SECOND * 30,
+        )
+    });
+    for sent in futures::future::join_all(sends).await {
+        sent.unwrap();
     }
+}
+
+/// The high watermark of partition 0; 0 while the topic does not exist yet.
+fn high_watermark(bootstrap: &str, topic: &str) -> i64 {
+    consumer(bootstrap, &unique("hw"))
+        .fetch_watermarks(topic, 0, SECOND * 10)
+        .map_or(0, |(_, high)| high)
 }
 
 fn consumer(bootstrap: &str, group: &str) -> BaseConsumer {
@@ -537,6 +546,103 @@ async fn continuous_backup_resumes_after_a_restart_and_deletion_cancels_it() {
         metrics
             .contains("kafka_backup_operator_operations_total{kind=\"KafkaBackup\",outcome=\"cancelled\"} 1"),
         "{metrics}"
+    );
+}
+
+/// A restore interrupted by an operator shutdown (status left Running, as a crash would leave it)
+/// is resumed by the next process from its checkpoints in storage: it completes, and every record
+/// of the backup is in the target topic exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restore_interrupted_by_a_restart_resumes_without_duplicates() {
+    let Some(bootstrap) = broker() else { return };
+    const RECORDS: i64 = 20_000;
+    let source = unique("kr-src");
+    let target = unique("kr-dst");
+    topic_with_records(&bootstrap, &source, RECORDS).await;
+    let dir = tempfile::tempdir().unwrap();
+    let storage = json!({"type": "PVC", "pvc": {"claimName": "backups"}});
+    let backup_id = unique("set");
+    let backup: KafkaBackup = serde_json::from_value(json!({
+        "apiVersion": "kafka.oso.sh/v1beta1", "kind": "KafkaBackup",
+        "metadata": {"name": "nightly", "namespace": NS},
+        "spec": {"kafkaCluster": {"bootstrapServers": [bootstrap]}, "topics": [source],
+            "storage": storage, "backupId": backup_id},
+    }))
+    .unwrap();
+    let engine = Context::new(
+        ResourceRef {
+            kind: "KafkaBackup".into(),
+            namespace: Some(NS.into()),
+            name: "nightly".into(),
+            uid: None,
+        },
+        SecretStore::None,
+        StorageEnv {
+            pvc_root: dir.path().to_owned(),
+            kube: None,
+        },
+    );
+    let backed_up = ops::backup::execute(&backup, &engine).await;
+    assert_eq!(backed_up.phase, Some(RunPhase::Completed), "{backed_up:?}");
+
+    let (client, mut api) = mock_client();
+    let first = ctx(client.clone(), dir.path(), Duration::from_secs(3600));
+    let (path, meta) = metadata("kafkarestores", "put-back");
+    let uid = meta["uid"].as_str().unwrap().to_owned();
+    let mut stored = Stored(json!({
+        "apiVersion": "kafka.oso.sh/v1beta1", "kind": "KafkaRestore", "metadata": meta,
+        "spec": {"kafkaCluster": {"bootstrapServers": [bootstrap]},
+            "backupRef": {"backupId": backup_id, "storage": storage},
+            "topicMapping": {source.clone(): target.clone()}, "createTopics": {"enabled": true},
+            "produce": {"batchSize": 100}, "rateLimiting": {"recordsPerSec": 5000}},
+    }));
+    stored.0["metadata"]["finalizers"] = json!([FINALIZER]);
+    stored.0["status"] = json!({"phase": "Pending", "observedGeneration": 1});
+
+    // The first process starts it and is shut down at once, mid-restore.
+    reconcile(stored.typed::<KafkaRestore>(), Arc::clone(&first))
+        .await
+        .unwrap();
+    let status = stored.merge_status(api.expect("PATCH", &format!("{path}/status"), SECOND * 10).await);
+    assert_eq!(status["phase"], "Running");
+    assert_eq!(api.expect_event(SECOND * 5).await["reason"], "Started");
+    let deadline = tokio::time::Instant::now() + SECOND * 30;
+    while high_watermark(&bootstrap, &target) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the restore wrote nothing in 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    first.supervisor.cancel_all(CancelReason::Shutdown);
+    tokio::time::timeout(SECOND * 40, first.supervisor.wait(&uid))
+        .await
+        .expect("the restore stops when cancelled");
+    api.none_within(Duration::from_millis(300)).await;
+    assert_eq!(stored.0["status"]["phase"], "Running");
+    let after_first = high_watermark(&bootstrap, &target);
+    assert!(
+        after_first < RECORDS,
+        "the first run was stopped before the end ({after_first})"
+    );
+
+    // The next process finds it Running and resumes it to completion.
+    let second = ctx(client, dir.path(), Duration::from_secs(3600));
+    reconcile(stored.typed::<KafkaRestore>(), Arc::clone(&second))
+        .await
+        .unwrap();
+    let status = stored.merge_status(api.expect("PATCH", &format!("{path}/status"), SECOND * 10).await);
+    assert_eq!(status["phase"], "Running");
+    assert_eq!(condition(&status, "Progressing")["reason"], "Resumed");
+    assert_eq!(api.expect_event(SECOND * 5).await["reason"], "Resumed");
+    let status = stored.merge_status(api.expect("PATCH", &format!("{path}/status"), SECOND * 120).await);
+    assert_eq!(status["phase"], "Completed", "{status}");
+    assert_eq!(api.expect_event(SECOND * 5).await["reason"], "Completed");
+    second.supervisor.wait(&uid).await;
+    assert_eq!(
+        high_watermark(&bootstrap, &target),
+        RECORDS,
+        "every record exactly once in the target (first run had written {after_first})"
     );
 }
 
