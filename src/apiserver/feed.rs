@@ -25,7 +25,8 @@ use super::{
 };
 use crate::{
     api::v1beta1::{KafkaBackup, KafkaBackupValidation, KafkaOffsetReset, KafkaOffsetRollback, KafkaRestore},
-    reconciler::{CatalogHook, CatalogNotice, Written, kinds::Operation, secret_refs},
+    reconciler::{CatalogHook, CatalogNotice, Written, kinds::Operation},
+    secrets::refs as secret_refs,
     storage::{Location, StorageEnv, configmap::KubeTarget},
 };
 

@@ -1495,7 +1495,7 @@ fn secret_values(spec: &KafkaBackupValidationSpec, ctx: &Context) -> Vec<String>
         .as_ref()
         .and_then(|e| e.signing.as_ref())
         .map(|s| (s.key_secret.name.clone(), s.key_secret.public_key_key.clone()));
-    crate::reconciler::secret_refs::backup_validation(spec)
+    crate::secrets::refs::backup_validation(spec)
         .into_iter()
         .filter(|r| public.as_ref() != Some(&(r.secret.clone(), r.key.clone())))
         .filter_map(|r| ctx.secrets.get(&r.secret, &r.key).ok())

@@ -34,7 +34,6 @@ use super::{
     lifecycle::{self, CancelReason, Decision, Observed, StartReason, State, reason},
     runner::{self, EventSink, RunEnv, StatusWriter},
     schedule::{self, Schedule},
-    secret_refs::{self, SecretRefError},
     supervisor::Supervisor,
 };
 use crate::{
@@ -44,6 +43,7 @@ use crate::{
     },
     metrics::Metrics,
     ops::ResourceRef,
+    secrets::refs::{self as secret_refs, SecretRefError},
     storage::{StorageEnv, configmap::KubeTarget},
 };
 

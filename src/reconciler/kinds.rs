@@ -12,7 +12,8 @@ use kube::{Client, Resource, core::NamespaceResourceScope};
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 
-use super::{resolve, secret_refs::SecretRef};
+use super::resolve;
+use crate::secrets::refs::SecretRef;
 use crate::{
     api::v1beta1::{
         ExecutionSpec, KafkaBackup, KafkaBackupValidation, KafkaOffsetReset, KafkaOffsetRollback,
@@ -261,7 +262,7 @@ impl Operation for KafkaOffsetReset {
     }
 
     fn secret_refs(&self) -> Vec<SecretRef> {
-        super::secret_refs::offset_reset(&self.spec)
+        crate::secrets::refs::offset_reset(&self.spec)
     }
 
     fn storage_specs(&self) -> Vec<StorageSpec> {
@@ -331,7 +332,7 @@ impl Operation for KafkaOffsetRollback {
     }
 
     fn secret_refs(&self) -> Vec<SecretRef> {
-        super::secret_refs::offset_rollback(&self.spec)
+        crate::secrets::refs::offset_rollback(&self.spec)
     }
 
     fn storage_specs(&self) -> Vec<StorageSpec> {
@@ -396,7 +397,7 @@ impl Operation for KafkaBackup {
     }
 
     fn secret_refs(&self) -> Vec<SecretRef> {
-        super::secret_refs::backup(&self.spec)
+        crate::secrets::refs::backup(&self.spec)
     }
 
     fn storage_specs(&self) -> Vec<StorageSpec> {
@@ -448,7 +449,7 @@ impl Operation for KafkaRestore {
     }
 
     fn secret_refs(&self) -> Vec<SecretRef> {
-        super::secret_refs::restore(&self.spec)
+        crate::secrets::refs::restore(&self.spec)
     }
 
     fn storage_specs(&self) -> Vec<StorageSpec> {
@@ -536,7 +537,7 @@ impl Operation for KafkaBackupValidation {
     }
 
     fn secret_refs(&self) -> Vec<SecretRef> {
-        super::secret_refs::backup_validation(&self.spec)
+        crate::secrets::refs::backup_validation(&self.spec)
     }
 
     fn storage_specs(&self) -> Vec<StorageSpec> {

@@ -10,7 +10,7 @@
 //! - [`lifecycle`]: pure decisions: the next step for an object ([`lifecycle::decide`]), conditions,
 //!   status patches, TTL.
 //! - [`schedule`]: pure cron arithmetic: which tick fires now, how many were missed, the next one.
-//! - [`secret_refs`]: the Secrets (and keys) a spec names, and reading them from the resource's
+//! - [`crate::secrets::refs`]: the Secrets (and keys) a spec names, and reading them from the resource's
 //!   namespace.
 //! - [`supervisor`]: operations as tokio tasks keyed by UID: at most one per object, a global
 //!   concurrency limit, cancellation.
@@ -69,7 +69,7 @@ pub mod lifecycle;
 pub mod resolve;
 pub mod runner;
 pub mod schedule;
-pub mod secret_refs;
+
 pub mod supervisor;
 
 use std::{sync::Arc, time::Duration};

@@ -5,6 +5,8 @@
 //! Secret name, one file per key (`--secrets-dir DIR` -> `DIR/<secret>/<key>`), which is what
 //! `kubectl get secret X -o json | jq` or a Secret volume mount produces.
 
+pub mod refs;
+
 use std::{
     collections::{BTreeMap, HashMap},
     path::{Path, PathBuf},
