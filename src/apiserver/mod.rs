@@ -50,6 +50,7 @@ pub mod devaccess;
 pub mod diff;
 pub mod discovery;
 pub mod feed;
+pub mod list_cache;
 pub mod metrics;
 pub mod openapi;
 pub mod resources;
@@ -164,6 +165,8 @@ pub struct ApiServer {
     pub metrics: Option<ApiServerMetrics>,
     /// Readiness behind `/readyz`.
     pub readiness: Readiness,
+    /// The last list answers ([`list_cache`]).
+    pub list_cache: list_cache::ListCache,
 }
 
 /// What [`start`] needs besides the flags.
@@ -395,6 +398,7 @@ pub async fn start(args: &ApiServerArgs, options: StartOptions) -> Result<Starte
             clusters,
             metrics: options.metrics,
             readiness: options.readiness,
+            list_cache: list_cache::ListCache::default(),
         }),
         refresh_interval: args.catalog_refresh_interval,
         reload_authn,
@@ -840,6 +844,7 @@ fn list(
         Ok(r) => r,
         Err(response) => return *response,
     };
+    let raw_query = query;
     let query = query_map(query);
     if query.get("watch").is_some_and(|w| w == "true" || w == "1") {
         return status(
@@ -864,7 +869,18 @@ fn list(
         .map(|t| (t.namespace.as_str(), t.name.as_str()));
     let index = api.catalog.index();
     let now = chrono::Utc::now();
-    let body = match resource {
+    let key = list_cache::ListKey {
+        namespace: namespace.map(str::to_owned),
+        resource,
+        query: raw_query.unwrap_or_default().to_owned(),
+        format,
+        generation: index.generation,
+    };
+    let problems = api.catalog.problems(namespace);
+    if let Some(body) = api.list_cache.get(&key, now) {
+        return with_warnings(raw_json(body), &problems);
+    }
+    let (body, valid_until) = match resource {
         Resource::OffsetSnapshots => {
             let (entries, next) = page(
                 index.snapshots_in(namespace, after),
@@ -900,10 +916,19 @@ fn list(
             )
         }
     };
-    with_warnings(raw_json(body), &api.catalog.problems(namespace))
+    let body = bytes::Bytes::from(body);
+    // Only lists worth keeping: a page is cheap to render again.
+    if body.len() >= LIST_CACHE_MIN_BYTES {
+        api.list_cache.put(key, body.clone(), valid_until);
+    }
+    with_warnings(raw_json(body), &problems)
 }
 
-/// The body of a list in the negotiated format, from the entries' rendered JSON.
+/// Smallest list answer kept in the [`list_cache`].
+const LIST_CACHE_MIN_BYTES: usize = 256 * 1024;
+
+/// The body of a list in the negotiated format, from the entries' rendered JSON, and until when it
+/// stays the same ([`table::stable_until`]; `None`: as long as the index).
 fn rendered_list<T>(
     resource: Resource,
     format: ObjectFormat,
@@ -912,17 +937,18 @@ fn rendered_list<T>(
     params: &ListParams,
     generation: u64,
     next: Option<&str>,
-) -> Vec<u8> {
+) -> (Vec<u8>, Option<chrono::DateTime<chrono::Utc>>) {
     match format {
-        ObjectFormat::Json => resources::list_body(resource, entries, generation, next),
-        ObjectFormat::Table(v) => {
-            table::table_body(resource, v, entries, now, params.include, Some(generation), next)
-        }
+        ObjectFormat::Json => (resources::list_body(resource, entries, generation, next), None),
+        ObjectFormat::Table(v) => (
+            table::table_body(resource, v, entries, now, params.include, Some(generation), next),
+            table::stable_until(entries, now),
+        ),
     }
 }
 
-fn raw_json(body: Vec<u8>) -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+fn raw_json(body: impl Into<axum::body::Body>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body.into()).into_response()
 }
 
 fn storage_unavailable(what: &str, error: &dyn std::fmt::Display) -> Response {

@@ -201,6 +201,33 @@ pub fn age(time: &DateTime<Utc>, now: &DateTime<Utc>) -> String {
     human_duration((*now - *time).num_seconds())
 }
 
+/// The first instant after `now` at which the [`age`] of `time` may read differently: the next
+/// multiple of the smallest unit [`human_duration`] shows at that age (seconds below 10 minutes,
+/// minutes below 8 hours, hours below 8 days, days beyond).
+pub fn age_changes_at(time: &DateTime<Utc>, now: &DateTime<Utc>) -> DateTime<Utc> {
+    let age = (*now - *time).num_seconds();
+    if age < 0 {
+        return *now + chrono::Duration::seconds(1);
+    }
+    let unit = match age {
+        ..600 => 1,
+        ..28_800 => 60,
+        ..691_200 => 3_600,
+        _ => 86_400,
+    };
+    *time + chrono::Duration::seconds((age / unit + 1) * unit)
+}
+
+/// Until when a Table of `entries` rendered at `now` stays the same (the first Age to change);
+/// `None` when no row has an Age.
+pub fn stable_until<T>(entries: &[&Entry<T>], now: &DateTime<Utc>) -> Option<DateTime<Utc>> {
+    entries
+        .iter()
+        .filter_map(|e| e.rendered.age_from.as_ref())
+        .map(|t| age_changes_at(t, now))
+        .min()
+}
+
 /// Bytes in binary units: `512B`, `1.5KiB`, `2.0GiB`.
 pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -329,6 +356,45 @@ mod tests {
         assert_eq!(IncludeObject::parse(None), Ok(IncludeObject::Metadata));
         assert_eq!(IncludeObject::parse(Some("Object")), Ok(IncludeObject::Object));
         assert!(IncludeObject::parse(Some("All")).is_err());
+    }
+
+    #[test]
+    fn the_age_reads_the_same_until_it_changes() {
+        let created = DateTime::parse_from_rfc3339("2026-01-01T00:00:00.250Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let ms = chrono::Duration::milliseconds;
+        for age_s in [
+            0_i64,
+            1,
+            59,
+            119,
+            120,
+            599,
+            600,
+            601,
+            3_599,
+            10_799,
+            28_799,
+            28_800,
+            86_400 * 3 + 17,
+            691_199,
+            691_200,
+            86_400 * 400 + 5,
+        ] {
+            let now = created + chrono::Duration::seconds(age_s) + ms(400);
+            let until = age_changes_at(&created, &now);
+            assert!(until > now, "age {age_s}");
+            assert_eq!(
+                age(&created, &now),
+                age(&created, &(until - ms(1))),
+                "age {age_s}"
+            );
+            assert_ne!(age(&created, &now), age(&created, &until), "age {age_s}");
+        }
+        // A time in the future: re-rendered within a second.
+        let now = created - chrono::Duration::seconds(5);
+        assert_eq!(age_changes_at(&created, &now), now + chrono::Duration::seconds(1));
     }
 
     #[test]
