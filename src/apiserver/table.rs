@@ -210,9 +210,9 @@ pub fn age_changes_at(time: &DateTime<Utc>, now: &DateTime<Utc>) -> DateTime<Utc
         return *now + chrono::Duration::seconds(1);
     }
     let unit = match age {
-        ..600 => 1,
-        ..28_800 => 60,
-        ..691_200 => 3_600,
+        0..600 => 1,
+        600..28_800 => 60,
+        28_800..691_200 => 3_600,
         _ => 86_400,
     };
     *time + chrono::Duration::seconds((age / unit + 1) * unit)
