@@ -278,6 +278,12 @@ mod tests {
         assert!(glob_match("o?ders", "orders"));
         assert!(!glob_match("orders", "orders-eu"));
         assert!(glob_match("*", "x"));
+        assert!(glob_match("orders-*", "orders-"));
+        assert!(glob_match("o?ders*eu", "orders-x-eu"));
+        assert!(glob_match("a*b*c", "a-b-b-c"));
+        assert!(!glob_match("orders-*", "orders"));
+        assert!(!glob_match("o?ders", "oders"));
+        assert!(!glob_match("a*c", "abcd"));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    api::v1beta1::{ConfigMapStorage, StorageSpec, StorageType},
+    api::v1beta1::{BackupRef, ConfigMapStorage, StorageSpec, StorageType},
     secrets::SecretStore,
     storage::StorageEnv,
 };
@@ -130,4 +130,27 @@ where
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| crate::kafka::KafkaError::Join(e.to_string()))?
+}
+
+/// The storage block and backup id `backup_ref` names, as an engine reads them: the reconciler
+/// has already turned a `kafkaBackupRef` into both; without the Kubernetes API (`run -f`) one is
+/// refused. `Err((field, message))` names what is missing.
+pub fn stored_backup_ref(backup_ref: &BackupRef) -> Result<(&StorageSpec, String), (&'static str, String)> {
+    match (&backup_ref.storage, &backup_ref.kafka_backup_ref) {
+        (Some(storage), _) => match &backup_ref.backup_id {
+            Some(id) => Ok((storage, id.clone())),
+            None => Err((
+                "spec.backupRef.backupId",
+                "required with backupRef.storage".into(),
+            )),
+        },
+        (None, Some(r)) => Err((
+            "spec.backupRef.kafkaBackupRef",
+            format!(
+                "reading KafkaBackup {} needs the Kubernetes API (the reconciler resolves it); without one, name the backup's storage and backupId in backupRef",
+                r.name
+            ),
+        )),
+        (None, None) => Err(("spec.backupRef", "needs storage and backupId".into())),
+    }
 }

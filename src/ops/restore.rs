@@ -512,25 +512,8 @@ async fn run(
 ) -> Result<(), RestoreError> {
     let spec = &restore.spec;
     let clock = Instant::now();
-    let (storage, backup_id) = match (&spec.backup_ref.storage, &spec.backup_ref.kafka_backup_ref) {
-        (Some(storage), _) => (
-            storage,
-            spec.backup_ref
-                .backup_id
-                .clone()
-                .ok_or_else(|| refused("spec.backupRef.backupId", "required with backupRef.storage"))?,
-        ),
-        (None, Some(r)) => {
-            return Err(refused(
-                "spec.backupRef.kafkaBackupRef",
-                format!(
-                    "reading KafkaBackup {} needs the Kubernetes API, which this process does not use for restores yet: name the backup's storage and backupId in backupRef instead",
-                    r.name
-                ),
-            ));
-        }
-        (None, None) => return Err(refused("spec.backupRef", "needs storage and backupId")),
-    };
+    let (storage, backup_id) =
+        super::stored_backup_ref(&spec.backup_ref).map_err(|(field, message)| refused(field, message))?;
     status.backup_id = Some(backup_id.clone());
     let location = match Location::open(storage, &ctx.secrets, &ctx.storage)? {
         Location::Object(o) => o,

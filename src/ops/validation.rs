@@ -1570,25 +1570,8 @@ async fn run_once(
 ) -> Result<Outcome, ValidationError> {
     let spec = &validation.spec;
     let clock = Instant::now();
-    let (storage, backup_id) = match (&spec.backup_ref.storage, &spec.backup_ref.kafka_backup_ref) {
-        (Some(storage), _) => (
-            storage,
-            spec.backup_ref
-                .backup_id
-                .clone()
-                .ok_or_else(|| refused("spec.backupRef.backupId", "required with backupRef.storage"))?,
-        ),
-        (None, Some(r)) => {
-            return Err(refused(
-                "spec.backupRef.kafkaBackupRef",
-                format!(
-                    "reading KafkaBackup {} needs the Kubernetes API (the reconciler resolves it); without one, name the backup's storage and backupId in backupRef",
-                    r.name
-                ),
-            ));
-        }
-        (None, None) => return Err(refused("spec.backupRef", "needs storage and backupId")),
-    };
+    let (storage, backup_id) =
+        super::stored_backup_ref(&spec.backup_ref).map_err(|(field, message)| refused(field, message))?;
     let location = object_location(storage, ctx, "spec.backupRef.storage.type")?;
     // Everything that can make the evidence impossible is checked before any work.
     let evidence_spec = spec.evidence.as_ref().filter(|e| e.enabled);
