@@ -16,132 +16,26 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::{
-    path::Path,
-    time::{Duration, Instant},
-};
+use std::{path::Path, time::Instant};
 
 use kafka_backup_operator::{
     api::v1beta1::{CheckOutcome, KafkaBackup, KafkaBackupValidation, RunPhase},
-    ops::{Context, ResourceRef, backup, validation},
+    ops::{Context, backup, validation},
     secrets::SecretStore,
-    storage::StorageEnv,
 };
 use rdkafka::{
     ClientConfig,
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
     client::DefaultClientContext,
-    producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer},
-    types::RDKafkaErrorCode,
 };
 use serde_json::json;
 
-const PARTITIONS: i32 = 8;
-const VALUE_LEN: usize = 1024;
+mod support;
 
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0.0)
-        + fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0.0);
-    ticks / 100.0
-}
-
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
-fn status_kib(field: &str) -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .unwrap_or(0.0)
-}
-
-/// 1 KiB JSON-like value: fixed structure, a few varying fields and a random hex blob (the
-/// generator of benches/backup_restore.rs).
-fn value(i: u64, rng: &mut u64, buf: &mut Vec<u8>) {
-    buf.clear();
-    let mut next = || {
-        *rng ^= *rng << 13;
-        *rng ^= *rng >> 7;
-        *rng ^= *rng << 17;
-        *rng
-    };
-    let head = format!(
-        "{{\"id\":{i},\"user\":\"user-{:05}\",\"event\":\"{}\",\"amount\":{}.{:02},\"currency\":\"EUR\",\"tags\":[\"web\",\"checkout\",\"v2\"],\"blob\":\"",
-        next() % 50_000,
-        ["click", "view", "purchase", "refund"][(next() % 4) as usize],
-        next() % 10_000,
-        next() % 100
-    );
-    buf.extend_from_slice(head.as_bytes());
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let random = 360;
-    while buf.len() < head.len() + random {
-        let r = next();
-        for k in 0..16 {
-            buf.push(HEX[((r >> (k * 4)) & 0xf) as usize]);
-        }
-    }
-    buf.truncate(head.len() + random);
-    let filler = b"\",\"meta\":{\"source\":\"benchmark\",\"region\":\"eu-west-1\",\"schema\":\"orders.v2\"},\"pad\":\"";
-    buf.extend_from_slice(filler);
-    while buf.len() < VALUE_LEN - 2 {
-        buf.extend_from_slice(b"abcdefgh");
-    }
-    buf.truncate(VALUE_LEN - 2);
-    buf.extend_from_slice(b"\"}");
-}
-
-fn produce(bootstrap: &str, topic: &str, records: u64) {
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("linger.ms", "5")
-        .set("compression.type", "none")
-        .create()
-        .unwrap();
-    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-    let mut buf = Vec::with_capacity(VALUE_LEN);
-    for i in 0..records {
-        value(i, &mut rng, &mut buf);
-        let key = format!("key-{:012}", i % 1_000_000);
-        let mut record = BaseRecord::<[u8], [u8]>::to(topic)
-            .partition((i % PARTITIONS as u64) as i32)
-            .key(key.as_bytes())
-            .payload(&buf[..]);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((rdkafka::error::KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    record = r;
-                    std::thread::sleep(Duration::from_micros(200));
-                }
-                Err((e, _)) => panic!("{e}"),
-            }
-        }
-    }
-    producer.flush(Duration::from_secs(120)).unwrap();
-}
+use support::{PARTITIONS, cpu_seconds, produce, reset_peak_rss, status_kib};
 
 fn ctx(root: &Path, name: &str) -> Context {
-    Context::new(
-        ResourceRef {
-            kind: String::new(),
-            namespace: None,
-            name: name.into(),
-            uid: None,
-        },
-        SecretStore::None,
-        StorageEnv {
-            pvc_root: root.to_owned(),
-            kube: None,
-        },
-    )
+    support::ctx(root, name, SecretStore::None)
 }
 
 /// The measured step, in a child process: validates set `id` under `root` (integrity only) and
