@@ -19,8 +19,8 @@ use kube::{Api, Client, api::ObjectMeta};
 
 use crate::{
     api::v1beta1::{
-        KafkaBackup, KafkaBackupValidation, KafkaOffsetReset, KafkaOffsetRollback, KafkaRestore, StorageSpec,
-        StorageType,
+        BackupRef, KafkaBackup, KafkaBackupValidation, KafkaOffsetReset, KafkaOffsetRollback, KafkaRestore,
+        StorageSpec, StorageType,
     },
     ops::default_snapshot_storage,
 };
@@ -127,6 +127,24 @@ async fn backup_of(
     Ok((backup.spec.storage, id))
 }
 
+/// Turns `backup_ref.kafkaBackupRef` (if set) into the KafkaBackup's storage and backup id.
+async fn backup_ref(backup_ref: &mut BackupRef, client: &Client, namespace: &str) -> Result<(), String> {
+    if let Some(r) = backup_ref.kafka_backup_ref.take() {
+        let (storage, id) = backup_of(
+            client,
+            namespace,
+            &r.name,
+            r.namespace.as_deref(),
+            backup_ref.backup_id.as_deref(),
+            "spec.backupRef.kafkaBackupRef",
+        )
+        .await?;
+        backup_ref.storage = Some(storage);
+        backup_ref.backup_id = Some(id);
+    }
+    Ok(())
+}
+
 /// Resolves `backupRef.kafkaBackupRef` of a KafkaRestore.
 pub async fn restore(
     restore: &KafkaRestore,
@@ -134,20 +152,7 @@ pub async fn restore(
     namespace: &str,
 ) -> Result<KafkaRestore, String> {
     let mut out = restore.clone();
-    if let Some(r) = &restore.spec.backup_ref.kafka_backup_ref {
-        let (storage, id) = backup_of(
-            client,
-            namespace,
-            &r.name,
-            r.namespace.as_deref(),
-            restore.spec.backup_ref.backup_id.as_deref(),
-            "spec.backupRef.kafkaBackupRef",
-        )
-        .await?;
-        out.spec.backup_ref.storage = Some(storage);
-        out.spec.backup_ref.backup_id = Some(id);
-        out.spec.backup_ref.kafka_backup_ref = None;
-    }
+    backup_ref(&mut out.spec.backup_ref, client, namespace).await?;
     Ok(out)
 }
 
@@ -158,20 +163,7 @@ pub async fn backup_validation(
     namespace: &str,
 ) -> Result<KafkaBackupValidation, String> {
     let mut out = validation.clone();
-    if let Some(r) = &validation.spec.backup_ref.kafka_backup_ref {
-        let (storage, id) = backup_of(
-            client,
-            namespace,
-            &r.name,
-            r.namespace.as_deref(),
-            validation.spec.backup_ref.backup_id.as_deref(),
-            "spec.backupRef.kafkaBackupRef",
-        )
-        .await?;
-        out.spec.backup_ref.storage = Some(storage);
-        out.spec.backup_ref.backup_id = Some(id);
-        out.spec.backup_ref.kafka_backup_ref = None;
-    }
+    backup_ref(&mut out.spec.backup_ref, client, namespace).await?;
     Ok(out)
 }
 
