@@ -256,6 +256,91 @@ mod tests {
 
     use super::*;
 
+    /// A mock API answering GETs of KafkaBackups in namespace `ns` from `backups` (404 otherwise).
+    fn api_with_backups(backups: Vec<serde_json::Value>) -> Client {
+        use http::{Request, Response};
+        use kube::client::Body;
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        tokio::spawn(async move {
+            while let Some((request, send)) = handle.next_request().await {
+                let path = request.uri().path().to_owned();
+                let found = backups.iter().find(|b| {
+                    path == format!(
+                        "/apis/kafka.oso.sh/v1beta1/namespaces/{}/kafkabackups/{}",
+                        b["metadata"]["namespace"].as_str().unwrap(),
+                        b["metadata"]["name"].as_str().unwrap()
+                    )
+                });
+                let (code, body) = match found {
+                    Some(b) => (200, b.clone()),
+                    None => (
+                        404,
+                        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
+                    ),
+                };
+                send.send_response(
+                    Response::builder()
+                        .status(code)
+                        .header("content-type", "application/json")
+                        .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                        .unwrap(),
+                );
+            }
+        });
+        Client::new(service, "default")
+    }
+
+    #[tokio::test]
+    async fn a_kafka_backup_ref_becomes_its_storage_and_current_set() {
+        let storage = json!({"type": "PVC", "pvc": {"claimName": "backups"}});
+        let client = api_with_backups(vec![json!({
+            "apiVersion": "kafka.oso.sh/v1beta1", "kind": "KafkaBackup",
+            "metadata": {"name": "nightly", "namespace": "team-a"},
+            "spec": {"kafkaCluster": {"bootstrapServers": ["k:9092"]}, "topics": ["t"], "storage": storage},
+            "status": {"backupId": "nightly-20260101"},
+        })]);
+        let object = |backup_ref: serde_json::Value| -> KafkaRestore {
+            serde_json::from_value(json!({
+                "apiVersion": "kafka.oso.sh/v1beta1", "kind": "KafkaRestore",
+                "metadata": {"name": "r", "namespace": "team-a"},
+                "spec": {"kafkaCluster": {"bootstrapServers": ["k:9092"]}, "backupRef": backup_ref},
+            }))
+            .unwrap()
+        };
+        let resolved = restore(
+            &object(json!({"kafkaBackupRef": {"name": "nightly"}})),
+            &client,
+            "team-a",
+        )
+        .await
+        .unwrap();
+        let r = &resolved.spec.backup_ref;
+        assert_eq!(r.backup_id.as_deref(), Some("nightly-20260101"));
+        assert_eq!(serde_json::to_value(&r.storage).unwrap(), storage);
+        assert!(r.kafka_backup_ref.is_none());
+        // An explicit backupId wins over the KafkaBackup's current set.
+        let resolved = restore(
+            &object(json!({"kafkaBackupRef": {"name": "nightly"}, "backupId": "older"})),
+            &client,
+            "team-a",
+        )
+        .await
+        .unwrap();
+        assert_eq!(resolved.spec.backup_ref.backup_id.as_deref(), Some("older"));
+        // A missing KafkaBackup is named.
+        let error = restore(
+            &object(json!({"kafkaBackupRef": {"name": "gone"}})),
+            &client,
+            "team-a",
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            error.contains("spec.backupRef.kafkaBackupRef") && error.contains("gone"),
+            "{error}"
+        );
+    }
+
     #[test]
     fn uri_base_matches_the_storage_module() {
         let s3: StorageSpec =
