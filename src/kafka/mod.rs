@@ -186,6 +186,11 @@ impl ClusterAccess {
     }
 }
 
+/// The group-offset client of a cluster, connected to a bootstrap server.
+pub async fn group_admin(access: &ClusterAccess) -> Result<protocol::GroupAdmin, KafkaError> {
+    Ok(protocol::GroupAdmin::connect(protocol::Settings::new(access)?).await?)
+}
+
 /// librdkafka settings for a `kafkaCluster` block (see [`ClusterAccess::rdkafka_config`]).
 pub fn client_config(cluster: &KafkaClusterSpec, secrets: &SecretStore) -> Result<ClientConfig, KafkaError> {
     Ok(ClusterAccess::read(cluster, secrets)?.rdkafka_config())

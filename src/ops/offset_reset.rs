@@ -8,9 +8,13 @@
 //! 3. **Snapshot** (unless dry run): the current offsets of every group that will change, stored
 //!    create-only before anything is committed.
 //! 4. **Commit** (up to `parallelism` groups at once): the group is checked Empty again, then all
-//!    its partitions go in one OffsetCommit. DeleteOffsets deletes the group and commits back the
-//!    offsets outside the scope (librdkafka has no OffsetDelete); the snapshot taken before makes
-//!    this recoverable even if the process dies in between.
+//!    its partitions go in one OffsetCommit. DeleteOffsets deletes the scoped partitions' offsets
+//!    with OffsetDelete (on a broker without it: deletes the group and commits back the offsets
+//!    outside the scope; the snapshot taken before makes this recoverable even if the process
+//!    dies in between).
+//!
+//! Group state and offsets go through [`crate::kafka::protocol`] (one connection per coordinator
+//! for all groups); log bounds, time lookups and record reads through librdkafka.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -31,9 +35,10 @@ use crate::{
         PartitionResetResult, Phase,
     },
     kafka::{
-        self, KafkaError,
+        self, ClusterAccess, KafkaError,
         groups::{Cluster, Committed, GroupDescription, LogBounds, Partition},
         headers,
+        protocol::GroupAdmin,
     },
     storage::{
         Location, StorageError,
@@ -406,7 +411,9 @@ async fn run(
     status: &mut KafkaOffsetResetStatus,
 ) -> Result<(), ResetError> {
     let spec = &reset.spec;
-    let config = kafka::client_config(&spec.kafka_cluster, &ctx.secrets)?;
+    let access = ClusterAccess::read(&spec.kafka_cluster, &ctx.secrets)?;
+    let admin = Arc::new(kafka::group_admin(&access).await?);
+    let config = access.rdkafka_config();
     let cluster = Arc::new(blocking(move || Cluster::new(&config)).await?);
     let topics = {
         let cluster = cluster.clone();
@@ -424,32 +431,33 @@ async fn run(
 
     // 1. Read every group.
     ctx.report(0, Some(total), "reading groups");
-    let descriptions = {
-        let cluster = cluster.clone();
-        Arc::new(blocking(move || cluster.describe_all()).await?)
-    };
-    let need_all = spec.strategy == OffsetResetStrategy::DeleteOffsets;
-    let reads: BTreeMap<String, Result<GroupRead, String>> = stream::iter(groups.iter().cloned())
-        .map(|group| {
-            let cluster = cluster.clone();
-            let scope = scope.clone();
-            let description = descriptions
-                .get(&group)
-                .cloned()
-                .unwrap_or_else(GroupDescription::dead);
-            let all: Option<BTreeSet<Partition>> = need_all.then(|| {
+    let descriptions = admin.describe(groups).await.map_err(KafkaError::from)?;
+    // DeleteOffsets reads every partition the group may have committed: its snapshot holds
+    // them all, and a broker without OffsetDelete needs them to commit back what stays.
+    let all: Option<Arc<BTreeSet<Partition>>> =
+        (spec.strategy == OffsetResetStrategy::DeleteOffsets).then(|| {
+            Arc::new(
                 topics
                     .iter()
                     .filter(|(t, _)| !t.starts_with("__"))
                     .flat_map(|(t, n)| (0..*n).map(move |p| (t.clone(), p)))
-                    .collect()
-            });
+                    .collect(),
+            )
+        });
+    let need_all = all.is_some();
+    let reads: BTreeMap<String, Result<GroupRead, String>> = stream::iter(groups.iter().cloned())
+        .map(|group| {
+            let admin = admin.clone();
+            let scope = scope.clone();
+            let all = all.clone();
+            let description = descriptions
+                .get(&group)
+                .cloned()
+                .unwrap_or_else(GroupDescription::dead);
             async move {
-                let name = group.clone();
-                let read = blocking(move || read_group(&cluster, &name, description, &scope, all.as_ref()))
+                let read = read_group(&admin, &group, description, &scope, all.as_deref())
                     .await
-                    .map_err(|e| e.to_string())
-                    .and_then(|r| r);
+                    .map_err(|e| e.to_string());
                 (group, read)
             }
         })
@@ -631,16 +639,17 @@ async fn run(
     // 4. Commit, up to `parallelism` groups at once. Members may have joined since the read: the
     // groups are listed again right before (and Kafka refuses a commit from outside the group
     // while it has members).
-    let descriptions = {
-        let cluster = cluster.clone();
-        Arc::new(blocking(move || cluster.describe_all()).await?)
-    };
+    let descriptions = admin
+        .describe(&plans.keys().cloned().collect::<Vec<_>>())
+        .await
+        .map_err(KafkaError::from)?;
     let halted = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let continue_on_error = spec.continue_on_error;
     let committed: Vec<(String, GroupResetResult)> = stream::iter(plans)
         .map(|(group, (plan, read))| {
-            let cluster = cluster.clone();
+            let admin = admin.clone();
+            let all = all.clone();
             let halted = halted.clone();
             let done = done.clone();
             let cancel = ctx.cancel.clone();
@@ -658,10 +667,7 @@ async fn run(
                     let result = planned(&group, &plan, GroupResetOutcome::Skipped, why);
                     return (group, result);
                 }
-                let name = group.clone();
-                let to_commit = plan.clone();
-                let outcome =
-                    blocking(move || commit_group(&cluster, &name, &description, &to_commit, &read)).await;
+                let outcome = commit_group(&admin, &group, &description, &plan, &read, all.as_deref()).await;
                 let result = match outcome {
                     Ok(CommitOutcome::Committed) => {
                         planned(&group, &plan, GroupResetOutcome::Succeeded, "offsets committed")
@@ -698,35 +704,36 @@ async fn run(
     Ok(())
 }
 
-fn read_group(
-    cluster: &Cluster,
+/// A group's committed offsets in scope (and on `all` partitions, when given); `Ok(Err)` for a
+/// group with active members, which is not read.
+async fn read_group(
+    admin: &GroupAdmin,
     group: &str,
     description: GroupDescription,
     scope: &BTreeSet<Partition>,
     all: Option<&BTreeSet<Partition>>,
-) -> Result<Result<GroupRead, String>, KafkaError> {
+) -> Result<GroupRead, String> {
     if !description.is_inactive() {
-        return Ok(Err(active_message(group, &description)));
+        return Err(active_message(group, &description));
     }
-    let client = cluster.group(group)?;
-    let (committed, all_committed) = match all {
-        Some(all) => {
-            let everything = client.committed(all)?;
-            let in_scope = everything
-                .iter()
-                .filter(|(tp, _)| scope.contains(*tp))
-                .map(|(tp, c)| (tp.clone(), c.clone()))
-                .collect();
-            (in_scope, everything)
-        }
-        None => (client.committed(scope)?, BTreeMap::new()),
-    };
-    cluster.release(client);
-    Ok(Ok(GroupRead {
+    let everything = admin
+        .committed(group, all.unwrap_or(scope))
+        .await
+        .map_err(|e| e.to_string())?;
+    let committed = everything
+        .iter()
+        .filter(|(tp, _)| scope.contains(*tp))
+        .map(|(tp, c)| (tp.clone(), c.clone()))
+        .collect();
+    Ok(GroupRead {
         description,
         committed,
-        all_committed,
-    }))
+        all_committed: if all.is_some() {
+            everything
+        } else {
+            BTreeMap::new()
+        },
+    })
 }
 
 fn active_message(group: &str, description: &GroupDescription) -> String {
@@ -743,12 +750,13 @@ enum CommitOutcome {
     Active(String),
 }
 
-fn commit_group(
-    cluster: &Cluster,
+async fn commit_group(
+    admin: &GroupAdmin,
     group: &str,
     description: &GroupDescription,
     plan: &[PartitionPlan],
     read: &GroupRead,
+    all: Option<&BTreeSet<Partition>>,
 ) -> Result<CommitOutcome, KafkaError> {
     if plan.is_empty() {
         return Ok(CommitOutcome::NothingInScope);
@@ -759,25 +767,13 @@ fn commit_group(
     if !description.is_inactive() {
         return Ok(CommitOutcome::Active(active_message(group, description)));
     }
-    let client = cluster.group(group)?;
-    let deletes: BTreeSet<&Partition> = plan
+    let deletes: BTreeSet<Partition> = plan
         .iter()
         .filter(|p| p.target.is_none())
-        .map(|p| &p.partition)
+        .map(|p| p.partition.clone())
         .collect();
-    if !deletes.is_empty() {
-        let keep: BTreeMap<Partition, Committed> = read
-            .all_committed
-            .iter()
-            .filter(|(tp, _)| !deletes.contains(tp))
-            .map(|(tp, c)| (tp.clone(), c.clone()))
-            .collect();
-        let rt = tokio::runtime::Handle::current();
-        rt.block_on(cluster.delete_group(group))?;
-        client.commit(&keep)?;
-        cluster.release(client);
-        return Ok(CommitOutcome::Committed);
-    }
+    let known = all.unwrap_or(&deletes);
+    admin.delete_offsets(group, &deletes, known).await?;
     let offsets: BTreeMap<Partition, Committed> = plan
         .iter()
         .filter_map(|p| {
@@ -791,8 +787,7 @@ fn commit_group(
             })
         })
         .collect();
-    client.commit(&offsets)?;
-    cluster.release(client);
+    admin.commit(group, &offsets).await?;
     Ok(CommitOutcome::Committed)
 }
 
