@@ -23,7 +23,7 @@ use kafka_protocol::{
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf},
     net::TcpStream,
-    sync::oneshot,
+    sync::{mpsc, oneshot},
 };
 
 use super::{
@@ -91,7 +91,9 @@ struct Pending {
 /// An open, authenticated connection to one broker.
 pub struct Connection {
     broker: String,
-    writer: tokio::sync::Mutex<WriteHalf<Box<dyn Io>>>,
+    /// Frames to the writer task. Whole frames are queued, so a caller that gives up half way
+    /// cannot leave half a request on the wire.
+    writer: mpsc::UnboundedSender<Bytes>,
     pending: Arc<Mutex<Pending>>,
     next_correlation: AtomicI32,
     /// The broker's (min, max) version per API key, from ApiVersions.
@@ -139,9 +141,11 @@ impl Connection {
             closed: None,
         }));
         let reader = tokio::spawn(read_responses(read, pending.clone()));
+        let (writer, frames) = mpsc::unbounded_channel();
+        tokio::spawn(write_requests(write, frames, pending.clone()));
         Connection {
             broker: broker.to_owned(),
-            writer: tokio::sync::Mutex::new(write),
+            writer,
             pending,
             next_correlation: AtomicI32::new(1),
             versions: OnceLock::new(),
@@ -219,14 +223,9 @@ impl Connection {
             }
             pending.waiters.insert(correlation, sender);
         }
-        let written = async {
-            let mut writer = self.writer.lock().await;
-            writer.write_all(&frame).await?;
-            writer.flush().await
-        };
-        if let Err(e) = written.await {
+        if self.writer.send(frame.freeze()).is_err() {
             self.forget(correlation);
-            return Err(self.transport(api, format!("write failed: {e}")));
+            return Err(self.transport(api, "connection closed".into()));
         }
         match tokio::time::timeout(REQUEST_TIMEOUT, receiver).await {
             Ok(Ok(response)) => Ok(response),
@@ -412,9 +411,31 @@ async fn read_responses(mut read: ReadHalf<Box<dyn Io>>, pending: Arc<Mutex<Pend
             let _ = waiter.send(frame);
         }
     };
+    close(&pending, why);
+}
+
+/// Writes queued request frames in order until the connection is dropped or a write fails.
+async fn write_requests(
+    mut write: WriteHalf<Box<dyn Io>>,
+    mut frames: mpsc::UnboundedReceiver<Bytes>,
+    pending: Arc<Mutex<Pending>>,
+) {
+    while let Some(frame) = frames.recv().await {
+        let written = async {
+            write.write_all(&frame).await?;
+            write.flush().await
+        };
+        if let Err(e) = written.await {
+            close(&pending, format!("write failed: {e}"));
+            return;
+        }
+    }
+}
+
+/// Records why the connection is unusable and wakes every waiter (dropping their senders).
+fn close(pending: &Mutex<Pending>, why: String) {
     if let Ok(mut p) = pending.lock() {
-        p.closed = Some(why);
-        // Dropping the senders wakes every waiter with "closed".
+        p.closed.get_or_insert(why);
         p.waiters.clear();
     }
 }

@@ -323,14 +323,11 @@ impl GroupAdmin {
 
     /// The coordinators of these groups, looked up in batches where the broker allows.
     async fn find_coordinators(&self, groups: &[String]) -> Result<(), ProtocolError> {
-        let missing: Vec<String> = {
-            let known = self.known_coordinators();
-            groups
-                .iter()
-                .filter(|g| !known.contains_key(*g))
-                .cloned()
-                .collect()
-        };
+        let missing: Vec<String> = groups
+            .iter()
+            .filter(|g| self.known_coordinator(g).is_none())
+            .cloned()
+            .collect();
         if missing.is_empty() {
             return Ok(());
         }
@@ -384,8 +381,8 @@ impl GroupAdmin {
         Ok(())
     }
 
-    fn known_coordinators(&self) -> HashMap<String, String> {
-        self.coordinators.lock().map(|k| k.clone()).unwrap_or_default()
+    fn known_coordinator(&self, group: &str) -> Option<String> {
+        self.coordinators.lock().ok()?.get(group).cloned()
     }
 
     fn forget_coordinator(&self, group: &str) {
@@ -396,16 +393,18 @@ impl GroupAdmin {
 
     /// The connection to `group`'s coordinator.
     async fn coordinator(&self, group: &str) -> Result<Arc<Connection>, ProtocolError> {
-        let group = group.to_owned();
-        self.find_coordinators(std::slice::from_ref(&group)).await?;
-        let address = self
-            .known_coordinators()
-            .remove(&group)
-            .ok_or_else(|| ProtocolError::Transport {
-                broker: self.settings.bootstrap.join(","),
-                api: api_name(FindCoordinatorRequest::KEY),
-                message: format!("no coordinator returned for group {group}"),
-            })?;
+        let address = match self.known_coordinator(group) {
+            Some(address) => address,
+            None => {
+                self.find_coordinators(&[group.to_owned()]).await?;
+                self.known_coordinator(group)
+                    .ok_or_else(|| ProtocolError::Transport {
+                        broker: self.settings.bootstrap.join(","),
+                        api: api_name(FindCoordinatorRequest::KEY),
+                        message: format!("no coordinator returned for group {group}"),
+                    })?
+            }
+        };
         self.connection(&address).await
     }
 
@@ -449,17 +448,16 @@ impl GroupAdmin {
             .collect();
         while !remaining.is_empty() {
             self.find_coordinators(&remaining).await?;
-            let known = self.known_coordinators();
-            let mut by_coordinator: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+            let mut by_coordinator: BTreeMap<String, Vec<String>> = BTreeMap::new();
             for group in &remaining {
-                if let Some(address) = known.get(group) {
+                if let Some(address) = self.known_coordinator(group) {
                     by_coordinator.entry(address).or_default().push(group.clone());
                 }
             }
             let batches = by_coordinator.into_iter().flat_map(|(address, groups)| {
                 groups
                     .chunks(DESCRIBE_BATCH)
-                    .map(|chunk| (address.to_owned(), chunk.to_vec()))
+                    .map(|chunk| (address.clone(), chunk.to_vec()))
                     .collect::<Vec<_>>()
             });
             let answers = futures::future::try_join_all(batches.map(|(address, chunk)| async move {
