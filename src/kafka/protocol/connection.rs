@@ -167,9 +167,9 @@ impl Connection {
     pub fn version<R: Request>(&self, max: i16) -> Result<i16, ProtocolError> {
         let ours = (R::VERSIONS.min, R::VERSIONS.max.min(max));
         let theirs = self.versions.get().and_then(|v| v.get(&R::KEY)).copied();
-        match theirs {
-            Some((min, their_max)) if their_max.min(ours.1) >= min.max(ours.0) => Ok(their_max.min(ours.1)),
-            _ => Err(ProtocolError::Unsupported {
+        match theirs.and_then(|theirs| common_version(ours, theirs)) {
+            Some(version) => Ok(version),
+            None => Err(ProtocolError::Unsupported {
                 broker: self.broker.clone(),
                 api: api_name(R::KEY),
                 message: format!(
@@ -382,6 +382,12 @@ impl Connection {
     }
 }
 
+/// The highest version in both (min, max) ranges, if they overlap.
+fn common_version(ours: (i16, i16), theirs: (i16, i16)) -> Option<i16> {
+    let version = ours.1.min(theirs.1);
+    (version >= ours.0.max(theirs.0)).then_some(version)
+}
+
 /// Reads response frames and hands each to the caller waiting for its correlation id; on the
 /// first failure, records why and lets every waiter know.
 async fn read_responses(mut read: ReadHalf<Box<dyn Io>>, pending: Arc<Mutex<Pending>>) {
@@ -491,4 +497,25 @@ async fn dial(broker: &str, settings: &Settings) -> Result<Box<dyn Io>, Protocol
             message: e.to_string(),
         })?;
     Ok(Box::new(stream))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_highest_common_version_is_used_and_disjoint_ranges_have_none() {
+        assert_eq!(common_version((0, 7), (0, 9)), Some(7));
+        assert_eq!(common_version((2, 9), (0, 4)), Some(4));
+        assert_eq!(common_version((0, 0), (0, 0)), Some(0));
+        assert_eq!(common_version((2, 9), (0, 1)), None);
+        assert_eq!(common_version((0, 1), (3, 5)), None);
+    }
+
+    #[test]
+    fn api_names_come_from_the_key() {
+        assert_eq!(api_name(8), "OffsetCommit");
+        assert_eq!(api_name(47), "OffsetDelete");
+        assert_eq!(api_name(-5), "API -5");
+    }
 }
