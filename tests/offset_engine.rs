@@ -829,6 +829,15 @@ async fn the_group_protocol_client_reads_commits_and_deletes_offsets() {
         offsets_of(admin.committed(&group, &all).await.unwrap()),
         BTreeMap::from([(0, 10), (1, 11), (2, 12)])
     );
+    // Many groups at once (batched where the broker speaks OffsetFetch v8).
+    let mut both = admin
+        .committed_groups(&[group.clone(), unknown.clone()], &all, 2)
+        .await;
+    assert!(both.remove(&unknown).unwrap().unwrap().is_empty());
+    assert_eq!(
+        offsets_of(both.remove(&group).unwrap().unwrap()),
+        BTreeMap::from([(0, 10), (1, 11), (2, 12)])
+    );
     let one = [(topic.clone(), 1)].into_iter().collect();
     let read = admin.committed(&group, &one).await.unwrap();
     assert_eq!(offsets_of(read), BTreeMap::from([(1, 11)]));

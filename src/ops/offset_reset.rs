@@ -445,25 +445,30 @@ async fn run(
             )
         });
     let need_all = all.is_some();
-    let reads: BTreeMap<String, Result<GroupRead, String>> = stream::iter(groups.iter().cloned())
+    let inactive: Vec<String> = groups
+        .iter()
+        .filter(|g| descriptions.get(*g).is_none_or(GroupDescription::is_inactive))
+        .cloned()
+        .collect();
+    let mut fetched = admin
+        .committed_groups(&inactive, all.as_deref().unwrap_or(&scope), parallelism)
+        .await;
+    let reads: BTreeMap<String, Result<GroupRead, String>> = groups
+        .iter()
         .map(|group| {
-            let admin = admin.clone();
-            let scope = scope.clone();
-            let all = all.clone();
             let description = descriptions
-                .get(&group)
+                .get(group)
                 .cloned()
                 .unwrap_or_else(GroupDescription::dead);
-            async move {
-                let read = read_group(&admin, &group, description, &scope, all.as_deref())
-                    .await
-                    .map_err(|e| e.to_string());
-                (group, read)
-            }
+            let read = match fetched.remove(group) {
+                None if !description.is_inactive() => Err(active_message(group, &description)),
+                None => Err(format!("consumer group {group} was not read")),
+                Some(Err(e)) => Err(e.to_string()),
+                Some(Ok(everything)) => Ok(group_read(description, &scope, everything, need_all)),
+            };
+            (group.clone(), read)
         })
-        .buffer_unordered(parallelism)
-        .collect()
-        .await;
+        .collect();
 
     // 2. Lookups shared by all groups, then one plan per group.
     let involved: BTreeSet<Partition> = reads
@@ -704,36 +709,23 @@ async fn run(
     Ok(())
 }
 
-/// A group's committed offsets in scope (and on `all` partitions, when given); `Ok(Err)` for a
-/// group with active members, which is not read.
-async fn read_group(
-    admin: &GroupAdmin,
-    group: &str,
+/// What was read of a group: its committed offsets in scope, and all of them when kept.
+fn group_read(
     description: GroupDescription,
     scope: &BTreeSet<Partition>,
-    all: Option<&BTreeSet<Partition>>,
-) -> Result<GroupRead, String> {
-    if !description.is_inactive() {
-        return Err(active_message(group, &description));
-    }
-    let everything = admin
-        .committed(group, all.unwrap_or(scope))
-        .await
-        .map_err(|e| e.to_string())?;
+    everything: BTreeMap<Partition, Committed>,
+    keep_all: bool,
+) -> GroupRead {
     let committed = everything
         .iter()
         .filter(|(tp, _)| scope.contains(*tp))
         .map(|(tp, c)| (tp.clone(), c.clone()))
         .collect();
-    Ok(GroupRead {
+    GroupRead {
         description,
         committed,
-        all_committed: if all.is_some() {
-            everything
-        } else {
-            BTreeMap::new()
-        },
-    })
+        all_committed: if keep_all { everything } else { BTreeMap::new() },
+    }
 }
 
 fn active_message(group: &str, description: &GroupDescription) -> String {

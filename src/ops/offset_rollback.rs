@@ -392,17 +392,13 @@ async fn read_groups(
         Some(p) => p,
         None => all_partitions(kafka).await?,
     };
-    let partitions = &partitions;
-    type GroupOffsetsRead = Result<(String, BTreeMap<Partition, Committed>), KafkaError>;
-    let results: Vec<GroupOffsetsRead> = stream::iter(groups.iter().cloned())
-        .map(|group| async move {
-            let committed = kafka.admin.committed(&group, partitions).await?;
-            Ok((group, committed))
-        })
-        .buffer_unordered(PARALLELISM)
+    kafka
+        .admin
+        .committed_groups(groups, &partitions, PARALLELISM)
+        .await
+        .into_iter()
+        .map(|(group, committed)| Ok((group, committed.map_err(KafkaError::from)?)))
         .collect()
-        .await;
-    Ok(results.into_iter().collect::<Result<_, _>>()?)
 }
 
 async fn roll_back(

@@ -17,13 +17,14 @@ use std::{
     time::Duration,
 };
 
+use futures::{StreamExt, stream};
 use kafka_protocol::{
     messages::{
         DeleteGroupsRequest, DescribeGroupsRequest, FindCoordinatorRequest, GroupId, OffsetCommitRequest,
         OffsetDeleteRequest, OffsetFetchRequest, TopicName,
         offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic},
         offset_delete_request::{OffsetDeleteRequestPartition, OffsetDeleteRequestTopic},
-        offset_fetch_request::OffsetFetchRequestTopic,
+        offset_fetch_request::{OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics},
     },
     protocol::StrBytes,
 };
@@ -37,7 +38,7 @@ use super::{
 use crate::api::v1beta1::{SaslMechanism, SecurityProtocol};
 
 /// Why a group-offset request failed. Every message names the broker and the API.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum ProtocolError {
     /// `kafkaCluster.bootstrapServers` is empty.
     #[error("kafkaCluster.bootstrapServers: no broker to connect to")]
@@ -130,16 +131,18 @@ const GROUP_ID_NOT_FOUND: i16 = 69;
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 /// Attempts of a request whose coordinator moved or whose connection broke.
 const ATTEMPTS: u32 = 5;
-/// Groups per DescribeGroups request.
+/// Groups per DescribeGroups or FindCoordinator request.
 const DESCRIBE_BATCH: usize = 100;
+/// Groups per batched OffsetFetch request.
+const FETCH_BATCH: usize = 50;
 
 // Highest versions used: FindCoordinator v4 batches keys and nothing after it is needed;
-// OffsetFetch v8 changes to a form with many groups per request, which the per-group calls here
-// do not need (they are pipelined on one connection instead); OffsetCommit v10 names topics by
-// id.
+// OffsetFetch v8 changes to the form with many groups per request (the single-group form ends at
+// v7) and v10 names topics by id, as OffsetCommit v10 does.
 const FIND_COORDINATOR_MAX: i16 = 4;
 const DESCRIBE_GROUPS_MAX: i16 = 5;
-const OFFSET_FETCH_MAX: i16 = 7;
+const OFFSET_FETCH_SINGLE_MAX: i16 = 7;
+const OFFSET_FETCH_MAX: i16 = 9;
 const OFFSET_COMMIT_MAX: i16 = 9;
 const DELETE_GROUPS_MAX: i16 = 2;
 
@@ -531,61 +534,151 @@ impl GroupAdmin {
                     .with_partition_indexes(indexes)
             })
             .collect();
-        let api = api_name(OffsetFetchRequest::KEY);
         self.on_coordinator(group, |connection| {
             let topics = topics.clone();
-            let api = api.clone();
             async move {
-                let version = connection.version::<OffsetFetchRequest>(OFFSET_FETCH_MAX)?;
+                let version = connection.version::<OffsetFetchRequest>(OFFSET_FETCH_SINGLE_MAX)?;
                 let request = OffsetFetchRequest::default()
                     .with_group_id(GroupId(StrBytes::from_string(group.to_owned())))
                     .with_topics(Some(topics));
                 let answer = connection.send(&request, version).await?;
-                let subject = format!("group {group}");
-                if answer.error_code != 0 {
-                    return Err(ProtocolError::kafka(
-                        connection.broker(),
-                        api,
-                        &subject,
-                        answer.error_code,
-                        None,
-                    ));
-                }
-                let mut out = BTreeMap::new();
-                for topic in answer.topics {
-                    for p in topic.partitions {
-                        let partition = (topic.name.0.to_string(), p.partition_index);
-                        match p.error_code {
-                            0 => {}
-                            // A partition that no longer exists has no offset to report.
-                            UNKNOWN_TOPIC_OR_PARTITION => continue,
-                            code => {
-                                return Err(ProtocolError::kafka(
-                                    connection.broker(),
-                                    api,
-                                    &format!("{subject}, {}-{}", partition.0, partition.1),
-                                    code,
-                                    None,
-                                ));
-                            }
-                        }
-                        // -1: nothing committed.
-                        if p.committed_offset >= 0 {
-                            let metadata = p.metadata.map(|m| m.to_string()).unwrap_or_default();
-                            out.insert(
-                                partition,
-                                Committed {
-                                    offset: p.committed_offset,
-                                    metadata,
-                                },
-                            );
-                        }
-                    }
-                }
-                Ok(out)
+                let fetched = answer.topics.iter().flat_map(|t| {
+                    t.partitions.iter().map(|p| Fetched {
+                        topic: t.name.0.as_str(),
+                        partition: p.partition_index,
+                        offset: p.committed_offset,
+                        metadata: p.metadata.as_ref().map(StrBytes::as_str),
+                        error_code: p.error_code,
+                    })
+                });
+                fetched_offsets(connection.broker(), group, answer.error_code, fetched)
             }
         })
         .await
+    }
+
+    /// The committed offsets of many groups for the same partitions. Where the broker speaks
+    /// OffsetFetch v8, many groups go in one request per coordinator; otherwise one request per
+    /// group, pipelined. At most `parallelism` requests are in flight.
+    pub async fn committed_groups(
+        &self,
+        groups: &[String],
+        partitions: &BTreeSet<Partition>,
+        parallelism: usize,
+    ) -> BTreeMap<String, GroupOffsets> {
+        let mut out = BTreeMap::new();
+        if let Err(e) = self.find_coordinators(groups).await {
+            return groups.iter().map(|g| (g.clone(), Err(e.clone()))).collect();
+        }
+        // Groups asked again one by one: the broker has no batched form, or their coordinator
+        // moved (the per-group call looks it up again).
+        let mut again = Vec::new();
+        let mut by_coordinator: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for group in groups {
+            match self.known_coordinator(group) {
+                Some(address) => by_coordinator.entry(address).or_default().push(group.clone()),
+                None => again.push(group.clone()),
+            }
+        }
+        let batches: Vec<(String, Vec<String>)> = by_coordinator
+            .into_iter()
+            .flat_map(|(address, groups)| {
+                groups
+                    .chunks(FETCH_BATCH)
+                    .map(|chunk| (address.clone(), chunk.to_vec()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let answers: Vec<_> = stream::iter(batches)
+            .map(|(address, chunk)| async move {
+                let answer = self.fetch_batch(&address, &chunk, partitions).await;
+                (chunk, answer)
+            })
+            .buffer_unordered(parallelism.max(1))
+            .collect()
+            .await;
+        for (chunk, answer) in answers {
+            match answer {
+                Ok(Some(mut fetched)) => {
+                    for group in chunk {
+                        match fetched.remove(&group) {
+                            Some(Err(e)) if e.is_retriable() => again.push(group),
+                            Some(result) => {
+                                out.insert(group, result);
+                            }
+                            None => again.push(group),
+                        }
+                    }
+                }
+                Ok(None) => again.extend(chunk),
+                Err(e) if e.is_retriable() => again.extend(chunk),
+                Err(e) => out.extend(chunk.into_iter().map(|g| (g, Err(e.clone())))),
+            }
+        }
+        let singles: Vec<_> = stream::iter(again)
+            .map(|group| async move {
+                let committed = self.committed(&group, partitions).await;
+                (group, committed)
+            })
+            .buffer_unordered(parallelism.max(1))
+            .collect()
+            .await;
+        out.extend(singles);
+        out
+    }
+
+    /// One OffsetFetch v8+ for many groups of one coordinator; `None` when the broker has no
+    /// batched form.
+    async fn fetch_batch(
+        &self,
+        address: &str,
+        groups: &[String],
+        partitions: &BTreeSet<Partition>,
+    ) -> Result<Option<FetchedGroups>, ProtocolError> {
+        let connection = self.connection(address).await?;
+        let version = connection.version::<OffsetFetchRequest>(OFFSET_FETCH_MAX)?;
+        if version < 8 {
+            return Ok(None);
+        }
+        let topics: Vec<OffsetFetchRequestTopics> = by_topic(partitions)
+            .into_iter()
+            .map(|(topic, indexes)| {
+                OffsetFetchRequestTopics::default()
+                    .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
+                    .with_partition_indexes(indexes)
+            })
+            .collect();
+        let request = OffsetFetchRequest::default().with_groups(
+            groups
+                .iter()
+                .map(|g| {
+                    OffsetFetchRequestGroup::default()
+                        .with_group_id(GroupId(StrBytes::from_string(g.clone())))
+                        .with_topics(Some(topics.clone()))
+                })
+                .collect(),
+        );
+        let answer = connection.send(&request, version).await?;
+        Ok(Some(
+            answer
+                .groups
+                .iter()
+                .map(|g| {
+                    let group = g.group_id.0.as_str();
+                    let fetched = g.topics.iter().flat_map(|t| {
+                        t.partitions.iter().map(|p| Fetched {
+                            topic: t.name.0.as_str(),
+                            partition: p.partition_index,
+                            offset: p.committed_offset,
+                            metadata: p.metadata.as_ref().map(StrBytes::as_str),
+                            error_code: p.error_code,
+                        })
+                    });
+                    let offsets = fetched_offsets(connection.broker(), group, g.error_code, fetched);
+                    (group.to_owned(), offsets)
+                })
+                .collect(),
+        ))
     }
 
     /// Commits all these offsets in one OffsetCommit from outside the group (generation -1, no
@@ -760,6 +853,64 @@ impl GroupAdmin {
         })
         .await
     }
+}
+
+/// A group's committed offsets, or why they could not be read.
+pub type GroupOffsets = Result<BTreeMap<Partition, Committed>, ProtocolError>;
+
+/// Each group's committed offsets from a batched OffsetFetch.
+type FetchedGroups = BTreeMap<String, GroupOffsets>;
+
+/// One partition of an OffsetFetch answer, in either of its forms.
+struct Fetched<'a> {
+    topic: &'a str,
+    partition: i32,
+    offset: i64,
+    metadata: Option<&'a str>,
+    error_code: i16,
+}
+
+/// A group's committed offsets from its part of an OffsetFetch answer: partitions with nothing
+/// committed (-1) or that no longer exist are absent; any other error fails the group.
+fn fetched_offsets<'a>(
+    broker: &str,
+    group: &str,
+    group_error: i16,
+    partitions: impl Iterator<Item = Fetched<'a>>,
+) -> Result<BTreeMap<Partition, Committed>, ProtocolError> {
+    let api = || api_name(OffsetFetchRequest::KEY);
+    if group_error != 0 {
+        return Err(ProtocolError::kafka(
+            broker,
+            api(),
+            &format!("group {group}"),
+            group_error,
+            None,
+        ));
+    }
+    let mut out = BTreeMap::new();
+    for p in partitions {
+        match p.error_code {
+            0 if p.offset >= 0 => {
+                let committed = Committed {
+                    offset: p.offset,
+                    metadata: p.metadata.unwrap_or_default().to_owned(),
+                };
+                out.insert((p.topic.to_owned(), p.partition), committed);
+            }
+            0 | UNKNOWN_TOPIC_OR_PARTITION => {}
+            code => {
+                return Err(ProtocolError::kafka(
+                    broker,
+                    api(),
+                    &format!("group {group}, {}-{}", p.topic, p.partition),
+                    code,
+                    None,
+                ));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Partition numbers grouped by topic, in order.
