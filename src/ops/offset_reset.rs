@@ -419,7 +419,7 @@ async fn run(
         let cluster = cluster.clone();
         blocking(move || cluster.topics()).await?
     };
-    let scope = Arc::new(scope_partitions(spec, &topics)?);
+    let scope = scope_partitions(spec, &topics)?;
     let at_time = strategy_time(spec, started)?;
     let mapping = match (&spec.strategy, &spec.from_mapping) {
         (OffsetResetStrategy::FromMapping, Some(source)) => Some(load_mapping(source, ctx).await?),

@@ -219,13 +219,13 @@ impl Connection {
                 .lock()
                 .map_err(|_| self.transport(api.clone(), "connection state poisoned".into()))?;
             if let Some(why) = &pending.closed {
-                return Err(self.transport(api, format!("connection closed: {why}")));
+                return Err(self.closed(api, why.clone()));
             }
             pending.waiters.insert(correlation, sender);
         }
         if self.writer.send(frame.freeze()).is_err() {
             self.forget(correlation);
-            return Err(self.transport(api, "connection closed".into()));
+            return Err(self.closed(api, "the writer stopped".into()));
         }
         match tokio::time::timeout(REQUEST_TIMEOUT, receiver).await {
             Ok(Ok(response)) => Ok(response),
@@ -235,8 +235,8 @@ impl Connection {
                     .lock()
                     .ok()
                     .and_then(|p| p.closed.clone())
-                    .unwrap_or_else(|| "connection closed".into());
-                Err(self.transport(api, format!("connection closed: {why}")))
+                    .unwrap_or_else(|| "the reader stopped".into());
+                Err(self.closed(api, why))
             }
             Err(_) => {
                 self.forget(correlation);
@@ -252,6 +252,14 @@ impl Connection {
     fn forget(&self, correlation: i32) {
         if let Ok(mut pending) = self.pending.lock() {
             pending.waiters.remove(&correlation);
+        }
+    }
+
+    fn closed(&self, api: String, reason: String) -> ProtocolError {
+        ProtocolError::Closed {
+            broker: self.broker.clone(),
+            api,
+            reason,
         }
     }
 

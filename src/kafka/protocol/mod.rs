@@ -82,8 +82,17 @@ pub enum ProtocolError {
         /// Versions on both sides.
         message: String,
     },
-    /// The request or its response could not be carried (write, read, closed connection,
-    /// undecodable bytes).
+    /// The connection closed before the response came (it is opened again on the next request).
+    #[error("{api} to Kafka broker {broker}: connection closed ({reason})")]
+    Closed {
+        /// host:port.
+        broker: String,
+        /// API name.
+        api: String,
+        /// Why the connection is gone.
+        reason: String,
+    },
+    /// The request or its response could not be carried (encoding, undecodable bytes).
     #[error("{api} to Kafka broker {broker}: {message}")]
     Transport {
         /// host:port.
@@ -164,7 +173,7 @@ impl ProtocolError {
     fn is_retriable(&self) -> bool {
         match self {
             ProtocolError::Kafka { code, .. } => COORDINATOR_MOVED.contains(code),
-            ProtocolError::Transport { message, .. } => message.starts_with("connection closed"),
+            ProtocolError::Closed { .. } => true,
             _ => false,
         }
     }
