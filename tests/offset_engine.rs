@@ -781,3 +781,75 @@ fn run_f_executes_a_v1alpha1_manifest_and_prints_the_status() {
         "{stderr}"
     );
 }
+
+/// The group-offset protocol client on its own: describe, commit from outside the group, read
+/// (some partitions and all), delete offsets; cross-checked with plain rdkafka.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_group_protocol_client_reads_commits_and_deletes_offsets() {
+    use kafka_backup_operator::kafka::{
+        ClusterAccess,
+        groups::Committed,
+        protocol::{GroupAdmin, Settings},
+    };
+    let Some(bootstrap) = broker() else { return };
+    let topic = unique("proto");
+    let group = unique("proto-group");
+    let unknown = unique("proto-unknown");
+    create_topic(&bootstrap, &topic, 3).await;
+    let spec = serde_json::from_value(json!({"bootstrapServers": [bootstrap]})).unwrap();
+    let access = ClusterAccess::read(&spec, &SecretStore::None).unwrap();
+    let admin = GroupAdmin::connect(Settings::new(&access).unwrap())
+        .await
+        .unwrap();
+
+    let all: std::collections::BTreeSet<(String, i32)> = (0..3).map(|p| (topic.clone(), p)).collect();
+    let described = admin.describe(&[group.clone(), unknown.clone()]).await.unwrap();
+    assert!(described[&unknown].is_inactive(), "{described:?}");
+    assert!(admin.committed(&group, &all).await.unwrap().is_empty());
+
+    let offsets: BTreeMap<(String, i32), Committed> = (0..3)
+        .map(|p| {
+            let c = Committed {
+                offset: 10 + i64::from(p),
+                metadata: format!("m{p}"),
+            };
+            ((topic.clone(), p), c)
+        })
+        .collect();
+    admin.commit(&group, &offsets).await.unwrap();
+    assert_eq!(
+        committed(&bootstrap, &group, &topic, 3),
+        BTreeMap::from([(0, 10), (1, 11), (2, 12)])
+    );
+    // (nisshi keeps no commit metadata, so only offsets are compared.)
+    let offsets_of = |m: BTreeMap<(String, i32), Committed>| -> BTreeMap<i32, i64> {
+        m.into_iter().map(|((_, p), c)| (p, c.offset)).collect()
+    };
+    assert_eq!(
+        offsets_of(admin.committed(&group, &all).await.unwrap()),
+        BTreeMap::from([(0, 10), (1, 11), (2, 12)])
+    );
+    // Many groups at once (batched where the broker speaks OffsetFetch v8).
+    let mut both = admin
+        .committed_groups(&[group.clone(), unknown.clone()], &all, 2)
+        .await;
+    assert!(both.remove(&unknown).unwrap().unwrap().is_empty());
+    assert_eq!(
+        offsets_of(both.remove(&group).unwrap().unwrap()),
+        BTreeMap::from([(0, 10), (1, 11), (2, 12)])
+    );
+    let one = [(topic.clone(), 1)].into_iter().collect();
+    let read = admin.committed(&group, &one).await.unwrap();
+    assert_eq!(offsets_of(read), BTreeMap::from([(1, 11)]));
+    let described = admin.describe(std::slice::from_ref(&group)).await.unwrap();
+    assert_eq!(described[&group].state, "Empty", "{described:?}");
+
+    // OffsetDelete, or on a broker without it deleting the group and committing back the rest.
+    admin.delete_offsets(&group, &one, &all).await.unwrap();
+    assert_eq!(
+        committed(&bootstrap, &group, &topic, 3),
+        BTreeMap::from([(0, 10), (2, 12)])
+    );
+    // A group that does not exist has nothing to delete.
+    admin.delete_offsets(&unknown, &one, &all).await.unwrap();
+}

@@ -1,6 +1,7 @@
-//! Consumer-group and log-offset operations on one cluster: group state, committed offsets,
-//! commits without joining the group, group deletion, log bounds, offsets by time, and reading
-//! single records (for the HeaderBased search).
+//! Consumer-group and log-offset operations on one cluster through librdkafka: topic metadata,
+//! log bounds, offsets by time, reading single records (for the HeaderBased search), and a
+//! client per group for the operations that still read or commit group offsets this way (backup,
+//! restore, validation; the offset engine uses [`super::protocol`]).
 //!
 //! librdkafka's calls are blocking; callers run them on the blocking pool. One consumer client per
 //! group, because librdkafka commits for the group its client was configured with.
@@ -12,8 +13,6 @@ use std::{
 
 use rdkafka::{
     ClientConfig, Message, Offset, TopicPartitionList,
-    admin::{AdminClient, AdminOptions},
-    client::DefaultClientContext,
     consumer::{BaseConsumer, CommitMode, Consumer},
     message::Headers,
 };
@@ -85,33 +84,6 @@ impl LogBounds {
 pub struct Cluster {
     config: ClientConfig,
     consumer: BaseConsumer,
-    reaper: std::sync::Mutex<std::sync::mpsc::Sender<GroupClient>>,
-}
-
-/// Threads that destroy finished group clients. Destroying a librdkafka consumer takes ~100 ms
-/// (its threads wind down); done inline it would dominate a reset of many groups.
-const REAPER_THREADS: usize = 4;
-
-fn start_reaper() -> std::sync::mpsc::Sender<GroupClient> {
-    let (sender, receiver) = std::sync::mpsc::channel::<GroupClient>();
-    let receiver = std::sync::Arc::new(std::sync::Mutex::new(receiver));
-    for _ in 0..REAPER_THREADS {
-        let receiver = receiver.clone();
-        std::thread::spawn(move || {
-            loop {
-                let next = match receiver.lock() {
-                    Ok(receiver) => receiver.recv(),
-                    Err(_) => return,
-                };
-                match next {
-                    Ok(client) => drop(client),
-                    // The cluster is gone and everything sent was destroyed.
-                    Err(_) => return,
-                }
-            }
-        });
-    }
-    sender
 }
 
 impl Cluster {
@@ -119,18 +91,14 @@ impl Cluster {
     pub fn new(config: &ClientConfig) -> Result<Self, KafkaError> {
         let mut config = config.clone();
         // Without it, destroying a client waits for its threads' blocking calls to time out;
-        // the offset engine makes one client per group, so that wait would dominate.
+        // backup, restore and validation make one client per group, so that wait would dominate.
         config.set("internal.termination.signal", TERMINATION_SIGNAL.to_string());
         config.set("enable.auto.commit", "false");
         config.set("enable.partition.eof", "true");
         let consumer = config
             .create::<BaseConsumer>()
             .map_err(KafkaError::client("creating the Kafka client"))?;
-        Ok(Cluster {
-            config,
-            consumer,
-            reaper: std::sync::Mutex::new(start_reaper()),
-        })
+        Ok(Cluster { config, consumer })
     }
 
     /// The settings clients of this cluster are made with.
@@ -223,31 +191,6 @@ impl Cluster {
         Ok(out)
     }
 
-    /// Deletes a consumer group with all its committed offsets (Kafka refuses it while the group
-    /// has members).
-    pub async fn delete_group(&self, group: &str) -> Result<(), KafkaError> {
-        let admin: AdminClient<DefaultClientContext> = self
-            .config
-            .create()
-            .map_err(KafkaError::client("creating the Kafka admin client"))?;
-        let options = AdminOptions::new().request_timeout(Some(REQUEST_TIMEOUT));
-        let results = admin
-            .delete_groups(&[group], &options)
-            .await
-            .map_err(KafkaError::client(format!("deleting consumer group {group}")))?;
-        for result in results {
-            if let Err((name, code)) = result {
-                // A group without offsets may not exist at all: nothing to delete.
-                if code != rdkafka::types::RDKafkaErrorCode::GroupIdNotFound {
-                    return Err(KafkaError::Broker(format!(
-                        "deleting consumer group {name}: {code}"
-                    )));
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// Reads forward from `offset` to the first record for which `extract` gives a value: that
     /// record's offset and the value, `None` when the log end comes first.
     pub fn first_match_at<T>(
@@ -313,40 +256,6 @@ impl Cluster {
         config
             .create()
             .map_err(KafkaError::client("creating the record reader"))
-    }
-
-    /// A group's state and member count, asked through this cluster's client (no client for the
-    /// group is needed).
-    pub fn describe_group(&self, group: &str) -> Result<GroupDescription, KafkaError> {
-        describe_group(&self.consumer, group)
-    }
-
-    /// The state and member count of every group in the cluster, in one listing (groups that do
-    /// not exist are absent). Much cheaper than one description per group.
-    pub fn describe_all(&self) -> Result<BTreeMap<String, GroupDescription>, KafkaError> {
-        let list = self
-            .consumer
-            .fetch_group_list(None, REQUEST_TIMEOUT)
-            .map_err(KafkaError::client("listing consumer groups"))?;
-        Ok(list
-            .groups()
-            .iter()
-            .map(|g| {
-                let description = GroupDescription {
-                    state: g.state().to_owned(),
-                    members: g.members().len(),
-                };
-                (g.name().to_owned(), description)
-            })
-            .collect())
-    }
-
-    /// Hands a group client over to be destroyed in the background.
-    pub fn release(&self, client: GroupClient) {
-        if let Ok(reaper) = self.reaper.lock() {
-            // A send only fails when the reaper threads are gone; the client then drops here.
-            let _ = reaper.send(client);
-        }
     }
 
     /// A client acting for one consumer group (reads and commits its offsets, never joins it).

@@ -4,6 +4,7 @@
 
 pub mod groups;
 pub mod headers;
+pub mod protocol;
 pub mod topics;
 
 use rdkafka::ClientConfig;
@@ -39,12 +40,21 @@ pub enum KafkaError {
         #[source]
         source: rdkafka::error::KafkaError,
     },
+    /// A group-offset request over the Kafka protocol failed.
+    #[error(transparent)]
+    Protocol(Box<protocol::ProtocolError>),
     /// The cluster answered, but not what the operation needs.
     #[error("{0}")]
     Broker(String),
     /// A blocking librdkafka call could not be run.
     #[error("Kafka worker task failed: {0}")]
     Join(String),
+}
+
+impl From<protocol::ProtocolError> for KafkaError {
+    fn from(e: protocol::ProtocolError) -> Self {
+        KafkaError::Protocol(Box::new(e))
+    }
 }
 
 impl KafkaError {
@@ -55,43 +65,54 @@ impl KafkaError {
     }
 }
 
-/// librdkafka settings for a `kafkaCluster` block: brokers, security protocol, TLS material
-/// (passed as PEM strings, never written to disk), SASL credentials and TCP tuning.
-pub fn client_config(cluster: &KafkaClusterSpec, secrets: &SecretStore) -> Result<ClientConfig, KafkaError> {
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", cluster.bootstrap_servers.join(","));
-    let protocol = match cluster.security_protocol {
-        SecurityProtocol::Plaintext => "plaintext",
-        SecurityProtocol::Ssl => "ssl",
-        SecurityProtocol::SaslPlaintext => "sasl_plaintext",
-        SecurityProtocol::SaslSsl => "sasl_ssl",
-    };
-    config.set("security.protocol", protocol);
-    let ca = match (&cluster.ca_secret, &cluster.tls_secret) {
-        (Some(ca), _) => Some(secrets.get_text(&ca.name, &ca.ca_key)?),
-        (None, Some(tls)) => Some(secrets.get_text(&tls.name, &tls.ca_key)?),
-        (None, None) => None,
-    };
-    if let Some(ca) = ca {
-        config.set("ssl.ca.pem", ca);
-    }
-    if let Some(tls) = &cluster.tls_secret
-        && let (Some(cert_key), Some(key_key)) = (&tls.cert_key, &tls.key_key)
-    {
-        config.set("ssl.certificate.pem", secrets.get_text(&tls.name, cert_key)?);
-        config.set("ssl.key.pem", secrets.get_text(&tls.name, key_key)?);
-    }
-    if let Some(sasl) = &cluster.sasl_secret {
-        let mechanism = match sasl.mechanism {
-            SaslMechanism::Plain => "PLAIN",
-            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
-            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+/// Everything needed to reach a cluster: the `kafkaCluster` block with its Secrets read, and its
+/// settings checked. Both clients (librdkafka and [`protocol`]) are configured from it.
+#[derive(Clone)]
+pub struct ClusterAccess {
+    /// host:port of the bootstrap servers.
+    pub bootstrap_servers: Vec<String>,
+    /// PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.
+    pub security_protocol: SecurityProtocol,
+    /// CA certificates (PEM) to verify the brokers with; the system's when absent.
+    pub ca_pem: Option<String>,
+    /// Client certificate chain and key (PEM) for mutual TLS.
+    pub client_cert: Option<(String, String)>,
+    /// SASL mechanism and credentials.
+    pub sasl: Option<protocol::Sasl>,
+    /// `connection.tcpKeepalive`.
+    pub tcp_keepalive: Option<bool>,
+    /// `connection.tcpNodelay`.
+    pub tcp_nodelay: Option<bool>,
+}
+
+impl ClusterAccess {
+    /// Reads the Secrets a `kafkaCluster` block names and refuses the settings neither client
+    /// can honour.
+    pub fn read(cluster: &KafkaClusterSpec, secrets: &SecretStore) -> Result<Self, KafkaError> {
+        let ca_pem = match (&cluster.ca_secret, &cluster.tls_secret) {
+            (Some(ca), _) => Some(secrets.get_text(&ca.name, &ca.ca_key)?),
+            (None, Some(tls)) => Some(secrets.get_text(&tls.name, &tls.ca_key)?),
+            (None, None) => None,
         };
-        config.set("sasl.mechanism", mechanism);
-        config.set("sasl.username", secrets.get_text(&sasl.name, &sasl.username_key)?);
-        config.set("sasl.password", secrets.get_text(&sasl.name, &sasl.password_key)?);
-    }
-    if let Some(connection) = &cluster.connection {
+        let client_cert = match &cluster.tls_secret {
+            Some(tls) => match (&tls.cert_key, &tls.key_key) {
+                (Some(cert_key), Some(key_key)) => Some((
+                    secrets.get_text(&tls.name, cert_key)?,
+                    secrets.get_text(&tls.name, key_key)?,
+                )),
+                _ => None,
+            },
+            None => None,
+        };
+        let sasl = match &cluster.sasl_secret {
+            Some(sasl) => Some(protocol::Sasl {
+                mechanism: sasl.mechanism,
+                username: secrets.get_text(&sasl.name, &sasl.username_key)?,
+                password: secrets.get_text(&sasl.name, &sasl.password_key)?,
+            }),
+            None => None,
+        };
+        let connection = cluster.connection.clone().unwrap_or_default();
         for (field, set) in [
             (
                 "connection.keepaliveTimeSecs",
@@ -115,14 +136,64 @@ pub fn client_config(cluster: &KafkaClusterSpec, secrets: &SecretStore) -> Resul
                 message: UNSUPPORTED_CONNECTIONS_PER_BROKER.into(),
             });
         }
-        if let Some(keepalive) = connection.tcp_keepalive {
+        Ok(ClusterAccess {
+            bootstrap_servers: cluster.bootstrap_servers.clone(),
+            security_protocol: cluster.security_protocol,
+            ca_pem,
+            client_cert,
+            sasl,
+            tcp_keepalive: connection.tcp_keepalive,
+            tcp_nodelay: connection.tcp_nodelay,
+        })
+    }
+
+    /// librdkafka settings: brokers, security protocol, TLS material (passed as PEM strings,
+    /// never written to disk), SASL credentials and TCP tuning.
+    pub fn rdkafka_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", self.bootstrap_servers.join(","));
+        let protocol = match self.security_protocol {
+            SecurityProtocol::Plaintext => "plaintext",
+            SecurityProtocol::Ssl => "ssl",
+            SecurityProtocol::SaslPlaintext => "sasl_plaintext",
+            SecurityProtocol::SaslSsl => "sasl_ssl",
+        };
+        config.set("security.protocol", protocol);
+        if let Some(ca) = &self.ca_pem {
+            config.set("ssl.ca.pem", ca);
+        }
+        if let Some((cert, key)) = &self.client_cert {
+            config.set("ssl.certificate.pem", cert);
+            config.set("ssl.key.pem", key);
+        }
+        if let Some(sasl) = &self.sasl {
+            let mechanism = match sasl.mechanism {
+                SaslMechanism::Plain => "PLAIN",
+                SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+                SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+            };
+            config.set("sasl.mechanism", mechanism);
+            config.set("sasl.username", &sasl.username);
+            config.set("sasl.password", &sasl.password);
+        }
+        if let Some(keepalive) = self.tcp_keepalive {
             config.set("socket.keepalive.enable", keepalive.to_string());
         }
-        if let Some(nodelay) = connection.tcp_nodelay {
+        if let Some(nodelay) = self.tcp_nodelay {
             config.set("socket.nagle.disable", nodelay.to_string());
         }
+        config
     }
-    Ok(config)
+}
+
+/// The group-offset client of a cluster, connected to a bootstrap server.
+pub async fn group_admin(access: &ClusterAccess) -> Result<protocol::GroupAdmin, KafkaError> {
+    Ok(protocol::GroupAdmin::connect(protocol::Settings::new(access)?).await?)
+}
+
+/// librdkafka settings for a `kafkaCluster` block (see [`ClusterAccess::rdkafka_config`]).
+pub fn client_config(cluster: &KafkaClusterSpec, secrets: &SecretStore) -> Result<ClientConfig, KafkaError> {
+    Ok(ClusterAccess::read(cluster, secrets)?.rdkafka_config())
 }
 
 #[cfg(test)]

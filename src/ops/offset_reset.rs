@@ -8,9 +8,13 @@
 //! 3. **Snapshot** (unless dry run): the current offsets of every group that will change, stored
 //!    create-only before anything is committed.
 //! 4. **Commit** (up to `parallelism` groups at once): the group is checked Empty again, then all
-//!    its partitions go in one OffsetCommit. DeleteOffsets deletes the group and commits back the
-//!    offsets outside the scope (librdkafka has no OffsetDelete); the snapshot taken before makes
-//!    this recoverable even if the process dies in between.
+//!    its partitions go in one OffsetCommit. DeleteOffsets deletes the scoped partitions' offsets
+//!    with OffsetDelete (on a broker without it: deletes the group and commits back the offsets
+//!    outside the scope; the snapshot taken before makes this recoverable even if the process
+//!    dies in between).
+//!
+//! Group state and offsets go through [`crate::kafka::protocol`] (one connection per coordinator
+//! for all groups); log bounds, time lookups and record reads through librdkafka.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -31,9 +35,10 @@ use crate::{
         PartitionResetResult, Phase,
     },
     kafka::{
-        self, KafkaError,
+        self, ClusterAccess, KafkaError,
         groups::{Cluster, Committed, GroupDescription, LogBounds, Partition},
         headers,
+        protocol::GroupAdmin,
     },
     storage::{
         Location, StorageError,
@@ -406,13 +411,15 @@ async fn run(
     status: &mut KafkaOffsetResetStatus,
 ) -> Result<(), ResetError> {
     let spec = &reset.spec;
-    let config = kafka::client_config(&spec.kafka_cluster, &ctx.secrets)?;
+    let access = ClusterAccess::read(&spec.kafka_cluster, &ctx.secrets)?;
+    let admin = Arc::new(kafka::group_admin(&access).await?);
+    let config = access.rdkafka_config();
     let cluster = Arc::new(blocking(move || Cluster::new(&config)).await?);
     let topics = {
         let cluster = cluster.clone();
         blocking(move || cluster.topics()).await?
     };
-    let scope = Arc::new(scope_partitions(spec, &topics)?);
+    let scope = scope_partitions(spec, &topics)?;
     let at_time = strategy_time(spec, started)?;
     let mapping = match (&spec.strategy, &spec.from_mapping) {
         (OffsetResetStrategy::FromMapping, Some(source)) => Some(load_mapping(source, ctx).await?),
@@ -424,38 +431,44 @@ async fn run(
 
     // 1. Read every group.
     ctx.report(0, Some(total), "reading groups");
-    let descriptions = {
-        let cluster = cluster.clone();
-        Arc::new(blocking(move || cluster.describe_all()).await?)
-    };
-    let need_all = spec.strategy == OffsetResetStrategy::DeleteOffsets;
-    let reads: BTreeMap<String, Result<GroupRead, String>> = stream::iter(groups.iter().cloned())
-        .map(|group| {
-            let cluster = cluster.clone();
-            let scope = scope.clone();
-            let description = descriptions
-                .get(&group)
-                .cloned()
-                .unwrap_or_else(GroupDescription::dead);
-            let all: Option<BTreeSet<Partition>> = need_all.then(|| {
+    let descriptions = admin.describe(groups).await.map_err(KafkaError::from)?;
+    // DeleteOffsets reads every partition the group may have committed: its snapshot holds
+    // them all, and a broker without OffsetDelete needs them to commit back what stays.
+    let all: Option<Arc<BTreeSet<Partition>>> =
+        (spec.strategy == OffsetResetStrategy::DeleteOffsets).then(|| {
+            Arc::new(
                 topics
                     .iter()
                     .filter(|(t, _)| !t.starts_with("__"))
                     .flat_map(|(t, n)| (0..*n).map(move |p| (t.clone(), p)))
-                    .collect()
-            });
-            async move {
-                let name = group.clone();
-                let read = blocking(move || read_group(&cluster, &name, description, &scope, all.as_ref()))
-                    .await
-                    .map_err(|e| e.to_string())
-                    .and_then(|r| r);
-                (group, read)
-            }
-        })
-        .buffer_unordered(parallelism)
-        .collect()
+                    .collect(),
+            )
+        });
+    let need_all = all.is_some();
+    let inactive: Vec<String> = groups
+        .iter()
+        .filter(|g| descriptions.get(*g).is_none_or(GroupDescription::is_inactive))
+        .cloned()
+        .collect();
+    let mut fetched = admin
+        .committed_groups(&inactive, all.as_deref().unwrap_or(&scope), parallelism)
         .await;
+    let reads: BTreeMap<String, Result<GroupRead, String>> = groups
+        .iter()
+        .map(|group| {
+            let description = descriptions
+                .get(group)
+                .cloned()
+                .unwrap_or_else(GroupDescription::dead);
+            let read = match fetched.remove(group) {
+                None if !description.is_inactive() => Err(active_message(group, &description)),
+                None => Err(format!("consumer group {group} was not read")),
+                Some(Err(e)) => Err(e.to_string()),
+                Some(Ok(everything)) => Ok(group_read(description, &scope, everything, need_all)),
+            };
+            (group.clone(), read)
+        })
+        .collect();
 
     // 2. Lookups shared by all groups, then one plan per group.
     let involved: BTreeSet<Partition> = reads
@@ -631,16 +644,17 @@ async fn run(
     // 4. Commit, up to `parallelism` groups at once. Members may have joined since the read: the
     // groups are listed again right before (and Kafka refuses a commit from outside the group
     // while it has members).
-    let descriptions = {
-        let cluster = cluster.clone();
-        Arc::new(blocking(move || cluster.describe_all()).await?)
-    };
+    let descriptions = admin
+        .describe(&plans.keys().cloned().collect::<Vec<_>>())
+        .await
+        .map_err(KafkaError::from)?;
     let halted = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let continue_on_error = spec.continue_on_error;
     let committed: Vec<(String, GroupResetResult)> = stream::iter(plans)
         .map(|(group, (plan, read))| {
-            let cluster = cluster.clone();
+            let admin = admin.clone();
+            let all = all.clone();
             let halted = halted.clone();
             let done = done.clone();
             let cancel = ctx.cancel.clone();
@@ -658,10 +672,7 @@ async fn run(
                     let result = planned(&group, &plan, GroupResetOutcome::Skipped, why);
                     return (group, result);
                 }
-                let name = group.clone();
-                let to_commit = plan.clone();
-                let outcome =
-                    blocking(move || commit_group(&cluster, &name, &description, &to_commit, &read)).await;
+                let outcome = commit_group(&admin, &group, &description, &plan, &read, all.as_deref()).await;
                 let result = match outcome {
                     Ok(CommitOutcome::Committed) => {
                         planned(&group, &plan, GroupResetOutcome::Succeeded, "offsets committed")
@@ -698,35 +709,23 @@ async fn run(
     Ok(())
 }
 
-fn read_group(
-    cluster: &Cluster,
-    group: &str,
+/// What was read of a group: its committed offsets in scope, and all of them when kept.
+fn group_read(
     description: GroupDescription,
     scope: &BTreeSet<Partition>,
-    all: Option<&BTreeSet<Partition>>,
-) -> Result<Result<GroupRead, String>, KafkaError> {
-    if !description.is_inactive() {
-        return Ok(Err(active_message(group, &description)));
-    }
-    let client = cluster.group(group)?;
-    let (committed, all_committed) = match all {
-        Some(all) => {
-            let everything = client.committed(all)?;
-            let in_scope = everything
-                .iter()
-                .filter(|(tp, _)| scope.contains(*tp))
-                .map(|(tp, c)| (tp.clone(), c.clone()))
-                .collect();
-            (in_scope, everything)
-        }
-        None => (client.committed(scope)?, BTreeMap::new()),
-    };
-    cluster.release(client);
-    Ok(Ok(GroupRead {
+    everything: BTreeMap<Partition, Committed>,
+    keep_all: bool,
+) -> GroupRead {
+    let committed = everything
+        .iter()
+        .filter(|(tp, _)| scope.contains(*tp))
+        .map(|(tp, c)| (tp.clone(), c.clone()))
+        .collect();
+    GroupRead {
         description,
         committed,
-        all_committed,
-    }))
+        all_committed: if keep_all { everything } else { BTreeMap::new() },
+    }
 }
 
 fn active_message(group: &str, description: &GroupDescription) -> String {
@@ -743,12 +742,13 @@ enum CommitOutcome {
     Active(String),
 }
 
-fn commit_group(
-    cluster: &Cluster,
+async fn commit_group(
+    admin: &GroupAdmin,
     group: &str,
     description: &GroupDescription,
     plan: &[PartitionPlan],
     read: &GroupRead,
+    all: Option<&BTreeSet<Partition>>,
 ) -> Result<CommitOutcome, KafkaError> {
     if plan.is_empty() {
         return Ok(CommitOutcome::NothingInScope);
@@ -759,25 +759,13 @@ fn commit_group(
     if !description.is_inactive() {
         return Ok(CommitOutcome::Active(active_message(group, description)));
     }
-    let client = cluster.group(group)?;
-    let deletes: BTreeSet<&Partition> = plan
+    let deletes: BTreeSet<Partition> = plan
         .iter()
         .filter(|p| p.target.is_none())
-        .map(|p| &p.partition)
+        .map(|p| p.partition.clone())
         .collect();
-    if !deletes.is_empty() {
-        let keep: BTreeMap<Partition, Committed> = read
-            .all_committed
-            .iter()
-            .filter(|(tp, _)| !deletes.contains(tp))
-            .map(|(tp, c)| (tp.clone(), c.clone()))
-            .collect();
-        let rt = tokio::runtime::Handle::current();
-        rt.block_on(cluster.delete_group(group))?;
-        client.commit(&keep)?;
-        cluster.release(client);
-        return Ok(CommitOutcome::Committed);
-    }
+    let known = all.unwrap_or(&deletes);
+    admin.delete_offsets(group, &deletes, known).await?;
     let offsets: BTreeMap<Partition, Committed> = plan
         .iter()
         .filter_map(|p| {
@@ -791,8 +779,7 @@ fn commit_group(
             })
         })
         .collect();
-    client.commit(&offsets)?;
-    cluster.release(client);
+    admin.commit(group, &offsets).await?;
     Ok(CommitOutcome::Committed)
 }
 

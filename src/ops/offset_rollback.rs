@@ -16,8 +16,9 @@ use crate::{
         RollbackOperation, RollbackSnapshotInfo, RollbackVerification,
     },
     kafka::{
-        self, KafkaError,
-        groups::{Cluster, Committed, Partition},
+        self, ClusterAccess, KafkaError,
+        groups::{Cluster, Committed, GroupDescription, Partition},
+        protocol::GroupAdmin,
     },
     storage::{
         Location, StorageError,
@@ -141,9 +142,9 @@ async fn run(
     let uri = location.uri(&key);
     match spec.operation {
         RollbackOperation::Snapshot => {
-            let cluster = connect(spec, ctx).await?;
+            let kafka = connect(spec, ctx).await?;
             let groups = spec.consumer_groups.clone().unwrap_or_default();
-            let current = read_groups(&cluster, &groups, None).await?;
+            let current = read_groups(&kafka, &groups, None).await?;
             let mut snapshot = OffsetSnapshot {
                 snapshot_id: snapshot_id.clone(),
                 timestamp: Utc::now(),
@@ -200,9 +201,9 @@ async fn run(
             let snapshot = OffsetSnapshot::parse(&bytes, &snapshot_id, &uri)?;
             status.snapshot = Some(info(&snapshot, &uri));
             let selected = select_groups(spec, &snapshot)?;
-            let cluster = connect(spec, ctx).await?;
+            let kafka = connect(spec, ctx).await?;
             if spec.operation == RollbackOperation::Rollback && !spec.dry_run {
-                roll_back(spec, &cluster, &selected, status).await?;
+                roll_back(spec, &kafka, &selected, status).await?;
             }
             // A rollback commits exact offsets; partitions the snapshot lacks only count when
             // they were to be removed.
@@ -216,9 +217,9 @@ async fn run(
             let compare_now =
                 spec.operation == RollbackOperation::Verify || spec.dry_run || spec.verify_after_rollback;
             if compare_now && status.phase != Some(Phase::Failed) {
-                let partitions = all_partitions(&cluster).await?;
+                let partitions = all_partitions(&kafka).await?;
                 let current = read_groups(
-                    &cluster,
+                    &kafka,
                     &selected.keys().cloned().collect::<Vec<_>>(),
                     Some(partitions),
                 )
@@ -289,13 +290,51 @@ fn cluster_name(spec: &KafkaOffsetRollbackSpec) -> String {
         .unwrap_or_default()
 }
 
-async fn connect(spec: &KafkaOffsetRollbackSpec, ctx: &Context) -> Result<Arc<Cluster>, RollbackError> {
+/// A cluster as this operation uses it: group offsets over the Kafka protocol, topic metadata
+/// through librdkafka.
+struct Connected {
+    admin: Arc<GroupAdmin>,
+    cluster: Arc<Cluster>,
+}
+
+async fn connect(spec: &KafkaOffsetRollbackSpec, ctx: &Context) -> Result<Connected, RollbackError> {
     let cluster = spec.kafka_cluster.as_ref().ok_or(RollbackError::Spec {
         field: "spec.kafkaCluster",
         message: "is required for this operation".into(),
     })?;
-    let config = kafka::client_config(cluster, &ctx.secrets)?;
-    Ok(Arc::new(blocking(move || Cluster::new(&config)).await?))
+    let access = ClusterAccess::read(cluster, &ctx.secrets)?;
+    let admin = Arc::new(kafka::group_admin(&access).await?);
+    let config = access.rdkafka_config();
+    let cluster = Arc::new(blocking(move || Cluster::new(&config)).await?);
+    Ok(Connected { admin, cluster })
+}
+
+/// Commits a group's snapshot offsets, after deleting those on `known` partitions the snapshot
+/// lacks when given; `Ok(Err)` for a group with active members, which is not touched.
+async fn roll_back_group(
+    admin: &GroupAdmin,
+    group: &str,
+    description: &GroupDescription,
+    offsets: &BTreeMap<Partition, Committed>,
+    known: Option<&BTreeSet<Partition>>,
+) -> Result<Result<(), String>, KafkaError> {
+    if !description.is_inactive() {
+        return Ok(Err(format!(
+            "consumer group {group} is {} with {} active member(s): stop its consumers first; nothing of this group was changed",
+            description.state, description.members
+        )));
+    }
+    if let Some(known) = known {
+        let extra: BTreeSet<Partition> = admin
+            .committed(group, known)
+            .await?
+            .into_keys()
+            .filter(|tp| !offsets.contains_key(tp))
+            .collect();
+        admin.delete_offsets(group, &extra, known).await?;
+    }
+    admin.commit(group, offsets).await?;
+    Ok(Ok(()))
 }
 
 fn info(snapshot: &OffsetSnapshot, uri: &str) -> RollbackSnapshotInfo {
@@ -333,8 +372,8 @@ fn select_groups(
     }
 }
 
-async fn all_partitions(cluster: &Arc<Cluster>) -> Result<BTreeSet<Partition>, RollbackError> {
-    let cluster = cluster.clone();
+async fn all_partitions(kafka: &Connected) -> Result<BTreeSet<Partition>, RollbackError> {
+    let cluster = kafka.cluster.clone();
     let topics = blocking(move || cluster.topics()).await?;
     Ok(topics
         .iter()
@@ -345,64 +384,49 @@ async fn all_partitions(cluster: &Arc<Cluster>) -> Result<BTreeSet<Partition>, R
 
 /// The committed offsets of each group over `partitions` (default: every non-internal partition).
 async fn read_groups(
-    cluster: &Arc<Cluster>,
+    kafka: &Connected,
     groups: &[String],
     partitions: Option<BTreeSet<Partition>>,
 ) -> Result<BTreeMap<String, BTreeMap<Partition, Committed>>, RollbackError> {
-    let partitions = Arc::new(match partitions {
+    let partitions = match partitions {
         Some(p) => p,
-        None => all_partitions(cluster).await?,
-    });
-    type GroupOffsetsRead = Result<(String, BTreeMap<Partition, Committed>), KafkaError>;
-    let results: Vec<GroupOffsetsRead> = stream::iter(groups.iter().cloned())
-        .map(|group| {
-            let cluster = cluster.clone();
-            let partitions = partitions.clone();
-            async move {
-                let name = group.clone();
-                let committed = blocking(move || cluster.group(&name)?.committed(&partitions)).await?;
-                Ok((group, committed))
-            }
-        })
-        .buffer_unordered(PARALLELISM)
+        None => all_partitions(kafka).await?,
+    };
+    kafka
+        .admin
+        .committed_groups(groups, &partitions, PARALLELISM)
+        .await
+        .into_iter()
+        .map(|(group, committed)| Ok((group, committed.map_err(KafkaError::from)?)))
         .collect()
-        .await;
-    Ok(results.into_iter().collect::<Result<_, _>>()?)
 }
 
 async fn roll_back(
     spec: &KafkaOffsetRollbackSpec,
-    cluster: &Arc<Cluster>,
+    kafka: &Connected,
     groups: &BTreeMap<String, GroupOffsets>,
     status: &mut KafkaOffsetRollbackStatus,
 ) -> Result<(), RollbackError> {
-    let exact = spec.remove_offsets_not_in_snapshot;
+    // With removeOffsetsNotInSnapshot, every partition a group may have committed since.
+    let known = match spec.remove_offsets_not_in_snapshot {
+        true => Some(all_partitions(kafka).await?),
+        false => None,
+    };
+    let known = known.as_ref();
+    let names: Vec<String> = groups.keys().cloned().collect();
+    let descriptions = kafka.admin.describe(&names).await.map_err(KafkaError::from)?;
     let outcomes: Vec<(String, Result<(), String>)> = stream::iter(groups.iter())
         .map(|(group, offsets)| {
-            let cluster = cluster.clone();
-            let group = group.clone();
-            let offsets = offsets.committed();
+            let description = descriptions
+                .get(group)
+                .cloned()
+                .unwrap_or_else(GroupDescription::dead);
             async move {
-                let name = group.clone();
-                let outcome = blocking(move || {
-                    let client = cluster.group(&name)?;
-                    let description = client.describe()?;
-                    if !description.is_inactive() {
-                        return Ok(Err(format!(
-                            "consumer group {name} is {} with {} active member(s): stop its consumers first; nothing of this group was changed",
-                            description.state, description.members
-                        )));
-                    }
-                    if exact {
-                        tokio::runtime::Handle::current().block_on(cluster.delete_group(&name))?;
-                    }
-                    client.commit(&offsets)?;
-                    Ok(Ok(()))
-                })
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r);
-                (group, outcome)
+                let outcome = roll_back_group(&kafka.admin, group, &description, &offsets.committed(), known)
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r);
+                (group.clone(), outcome)
             }
         })
         .buffer_unordered(PARALLELISM)

@@ -116,8 +116,8 @@ pub struct KafkaOffsetRollbackSpec {
     pub verify_after_rollback: bool,
     /// Rollback: also delete the offsets the group committed since the snapshot for partitions the
     /// snapshot does not have (for example topics consumed for the first time), so the group is
-    /// exactly as it was (default false: those offsets are left as they are). Done by deleting
-    /// the group's offsets and committing the snapshot's, with the group Empty.
+    /// exactly as it was (default false: those offsets are left as they are). Done with
+    /// OffsetDelete for those partitions, then committing the snapshot's, with the group Empty.
     #[serde(default)]
     pub remove_offsets_not_in_snapshot: bool,
     /// Do nothing irreversible (default false). Snapshot: read the offsets, store nothing.
