@@ -44,8 +44,8 @@ use tokio_util::sync::CancellationToken;
 use super::{Context, blocking, time};
 use crate::{
     api::v1beta1::{
-        BackupProgress, BackupRetentionStatus, BackupRunSummary, Compression, KafkaBackup, KafkaBackupSpec,
-        KafkaBackupStatus, RunOutcome, RunPhase,
+        BackupProgress, BackupRunSummary, Compression, KafkaBackup, KafkaBackupSpec, KafkaBackupStatus,
+        RunOutcome, RunPhase,
     },
     kafka::{
         self, KafkaError,
@@ -63,6 +63,8 @@ use crate::{
         snapshot::SnapshotSource,
     },
 };
+
+pub mod retention;
 
 /// Segments compressed and uploaded at the same time.
 const PARALLEL_UPLOADS: usize = 4;
@@ -144,6 +146,16 @@ pub fn backup_id(backup: &KafkaBackup) -> String {
         .clone()
         .or_else(|| backup.metadata.name.clone())
         .unwrap_or_else(|| "backup".into())
+}
+
+/// How a backup set names the KafkaBackup writing it (`owner` in the manifest and its runs).
+pub fn owner(ctx: &Context) -> SnapshotSource {
+    SnapshotSource {
+        kind: "KafkaBackup".into(),
+        namespace: ctx.resource.namespace.clone(),
+        name: ctx.resource.name.clone(),
+        uid: ctx.resource.uid.clone(),
+    }
 }
 
 /// The next tick of a 6/7-field cron schedule (UTC) after `after`.
@@ -277,17 +289,12 @@ pub async fn execute(backup: &KafkaBackup, ctx: &Context) -> KafkaBackupStatus {
         }
     }
     status.last_run = Some(last_run);
-    if let Some(retention) = &spec.retention {
-        status.retention = Some(BackupRetentionStatus {
-            last_run_time: Some(time(finished)),
-            dry_run: Some(retention.dry_run),
-            deleted: Some(0),
-            error: Some(
-                "spec.retention: retention passes are not implemented by this build yet; nothing was deleted"
-                    .into(),
-            ),
-            ..Default::default()
-        });
+    // Retention follows a successful run only: after a failure the set may be incomplete and
+    // the sets it would replace are the last good ones.
+    if let Some(policy) = &spec.retention
+        && status.phase == Some(RunPhase::Completed)
+    {
+        status.retention = Some(retention::apply(&spec.storage, &id, policy, ctx, Utc::now()).await);
     }
     if let Some(schedule) = &spec.schedule
         && let Ok(Some(next)) = next_tick(schedule, finished)
@@ -374,7 +381,9 @@ pub fn plan_partition(
 }
 
 /// Orders the segments a crashed run left behind after the manifest's chain: those continuing
-/// the chain (each starting where the previous ended) are adopted, the rest rejected. Pure.
+/// the chain (each starting where the previous ended) are adopted, the rest rejected. Segments
+/// ending before the chain ends (left by a retention pass interrupted after it rewrote the
+/// manifest) are rejected without breaking the chain. Pure.
 pub fn chain_orphans(
     chain_end: Option<i64>,
     mut orphans: Vec<SegmentHeader>,
@@ -382,16 +391,22 @@ pub fn chain_orphans(
     orphans.sort_by_key(|h| h.first_offset);
     let mut adopted = Vec::new();
     let mut rejected = Vec::new();
+    let mut broken = false;
     let mut end = chain_end;
     for h in orphans {
+        if chain_end.is_some_and(|e| h.position_end <= e) {
+            rejected.push(h);
+            continue;
+        }
         let continues = match end {
             Some(e) => h.position_start == e,
             None => true,
         };
-        if continues && rejected.is_empty() {
+        if continues && !broken {
             end = Some(h.position_end);
             adopted.push(h);
         } else {
+            broken = true;
             rejected.push(h);
         }
     }
@@ -489,12 +504,7 @@ async fn run(
     manifest.source_cluster_id = spec.source_cluster_id.clone().or(manifest.source_cluster_id);
     manifest.kafka_cluster_id = kafka_cluster_id.or(manifest.kafka_cluster_id);
     manifest.bootstrap_servers = spec.kafka_cluster.bootstrap_servers.clone();
-    manifest.owner = Some(SnapshotSource {
-        kind: "KafkaBackup".into(),
-        namespace: ctx.resource.namespace.clone(),
-        name: ctx.resource.name.clone(),
-        uid: ctx.resource.uid.clone(),
-    });
+    manifest.owner = Some(owner(ctx));
     manifest.compression = codec(spec).name().into();
     manifest.include_offset_headers = spec.include_offset_headers;
     manifest.state = SetState::InProgress;
@@ -721,6 +731,7 @@ async fn run(
             } else {
                 "Succeeded".into()
             },
+            owner: result_manifest.owner.clone(),
         });
     }
     write_manifest(&location, &result_manifest).await?;
@@ -1563,6 +1574,17 @@ mod tests {
         assert_eq!(rejected.len(), 1);
         let (adopted, _) = chain_orphans(None, vec![header(3, 4)]);
         assert_eq!(adopted.len(), 1);
+        // Segments retention removed from the manifest but did not delete yet are stale, and
+        // do not stop the adoption of a crashed run's segments.
+        let (adopted, rejected) = chain_orphans(Some(10), vec![header(0, 5), header(10, 20)]);
+        assert_eq!(
+            adopted.iter().map(|h| h.first_offset).collect::<Vec<_>>(),
+            vec![10]
+        );
+        assert_eq!(
+            rejected.iter().map(|h| h.first_offset).collect::<Vec<_>>(),
+            vec![0]
+        );
     }
 
     #[test]
