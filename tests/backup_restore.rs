@@ -309,6 +309,39 @@ fn open_location(root: &Path, storage: &Value) -> ObjectLocation {
     }
 }
 
+/// Commits a group's offsets on partitions of a topic.
+fn commit_offsets(bootstrap: &str, group: &str, topic: &str, offsets: &[(i32, i64)]) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for (partition, offset) in offsets {
+        tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))
+            .unwrap();
+    }
+    consumer.commit(&tpl, CommitMode::Sync).unwrap();
+}
+
+/// Every object below a directory with its size.
+fn files_below(dir: &Path) -> BTreeMap<std::path::PathBuf, u64> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let entry = entry.unwrap();
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else {
+                out.insert(entry.path(), meta.len());
+            }
+        }
+    }
+    out
+}
+
 fn high_watermarks(bootstrap: &str, topic: &str, partitions: i32) -> Vec<i64> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -704,16 +737,7 @@ async fn a_restored_group_resumes_right_after_its_last_consumed_record() {
     produce(&bootstrap, &source, &records).await;
     let group = unique("grp");
     // The group consumed 17 records of partition 0 and 25 of partition 1.
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .set("group.id", &group)
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&source, 0, Offset::Offset(17)).unwrap();
-    tpl.add_partition_offset(&source, 1, Offset::Offset(25)).unwrap();
-    consumer.commit(&tpl, CommitMode::Sync).unwrap();
-    drop(consumer);
+    commit_offsets(&bootstrap, &group, &source, &[(0, 17), (1, 25)]);
 
     let id = unique("grp");
     let status = run_backup(
@@ -788,24 +812,29 @@ async fn corrupt_or_missing_segments_are_named_and_dry_run_writes_nothing() {
     create_topic(&bootstrap, &source, 2).await;
     let records = records_for(2, 60, 1_700_000_000_000);
     produce(&bootstrap, &source, &records).await;
+    let group = unique("bad-grp");
+    commit_offsets(&bootstrap, &group, &source, &[(0, 17), (1, 25)]);
     let id = unique("bad");
-    let status = run_backup(
+    let backup = run_backup(
         root.path(),
         "bad",
         json!({"kafkaCluster": {"bootstrapServers": [bootstrap]}, "topics": [source],
-            "storage": pvc_storage(), "backupId": id, "segmentMaxBytes": 1_048_576}),
+            "storage": pvc_storage(), "backupId": id, "segmentMaxBytes": 1_048_576,
+            "consumerGroupSnapshot": true}),
     )
     .await;
-    assert_eq!(status.phase, Some(RunPhase::Completed), "{status:?}");
+    assert_eq!(backup.phase, Some(RunPhase::Completed), "{backup:?}");
     let set = root.path().join("backups/team/backups").join(&id);
     let spec = |target: &str, dry: bool| {
         json!({"backupRef": {"backupId": id, "storage": pvc_storage()},
             "kafkaCluster": {"bootstrapServers": [bootstrap]},
-            "topicMapping": {source.clone(): target}, "createTopics": {"enabled": true}, "dryRun": dry})
+            "topicMapping": {source.clone(): target}, "createTopics": {"enabled": true},
+            "autoConsumerGroups": true, "dryRun": dry})
     };
 
     // Dry run: the plan, nothing written.
     let target = unique("bad-dst");
+    let stored_before = files_below(root.path());
     let status = run_restore(root.path(), "dry", spec(&target, true)).await;
     assert_eq!(status.phase, Some(Phase::Completed), "{status:?}");
     let message = status.message.unwrap();
@@ -814,8 +843,75 @@ async fn corrupt_or_missing_segments_are_named_and_dry_run_writes_nothing() {
             && message.contains(&format!("create [{target} (2 partitions)]")),
         "{message}"
     );
+    let plan = status.plan.unwrap();
+    let progress = backup.progress.unwrap();
+    let location = open_location(root.path(), &pvc_storage());
+    let (sets, _) = list_backup_sets(&location).await.unwrap();
+    let summary = sets.iter().find(|s| s.backup_id == id).unwrap();
+    // Segments and stored bytes are the backup's; bytes count keys, values and headers (with
+    // their name and length fields) as bytesRestored does.
+    let data_len: i64 = records
+        .iter()
+        .map(|r| {
+            let len = |b: &Option<Vec<u8>>| b.as_ref().map_or(0, Vec::len);
+            let headers: usize = r.headers.iter().map(|(n, v)| 8 + n.len() + len(v)).sum();
+            (len(&r.key) + len(&r.value) + headers) as i64
+        })
+        .sum();
+    assert_eq!(
+        (plan.segments, plan.records, plan.bytes, plan.stored_bytes),
+        (
+            progress.segments,
+            Some(120),
+            Some(data_len),
+            Some(summary.stored_bytes as i64)
+        )
+    );
+    assert_eq!(
+        (
+            plan.first_record_time.unwrap().0.as_millisecond(),
+            plan.last_record_time.unwrap().0.as_millisecond()
+        ),
+        (1_700_000_000_000, 1_700_000_059_000)
+    );
+    let topics = plan.topics.unwrap();
+    assert_eq!(topics.len(), 1);
+    assert_eq!(
+        (
+            &topics[0].name,
+            &topics[0].target_name,
+            topics[0].target_partitions,
+            topics[0].segments,
+            topics[0].records
+        ),
+        (&source, &target, Some(2), progress.segments, Some(120))
+    );
+    let create = plan.topics_to_create.unwrap();
+    assert_eq!(
+        create
+            .iter()
+            .map(|t| (t.name.as_str(), t.partitions))
+            .collect::<Vec<_>>(),
+        vec![(target.as_str(), 2)]
+    );
+    assert_eq!(plan.topics_to_purge, Some(vec![]));
+    let groups = plan.group_offsets.unwrap();
+    assert_eq!(groups.len(), 1);
+    assert_eq!(
+        (groups[0].group.as_str(), groups[0].error.as_deref()),
+        (group.as_str(), None)
+    );
+    let offsets: Vec<(String, i32, i64)> = groups[0]
+        .offsets
+        .iter()
+        .flatten()
+        .map(|o| (o.topic.clone(), o.partition, o.offset))
+        .collect();
+    assert_eq!(offsets, vec![(target.clone(), 0, 17), (target.clone(), 1, 25)]);
+    // Nothing written: no topic, no restore state, no snapshot, storage unchanged.
     assert!(!topic_exists(&bootstrap, &target));
     assert!(!set.join("restores").exists());
+    assert_eq!(files_below(root.path()), stored_before);
 
     // A flipped byte: the restore fails naming the segment.
     let seg = std::fs::read_dir(set.join(format!("topics/{source}/1")))

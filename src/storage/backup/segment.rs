@@ -505,9 +505,18 @@ impl<'a> RecordRef<'a> {
         self.header_count.saturating_sub(u32::from(self.tracking)) as usize
     }
 
-    /// Bytes of key, value and headers (the size the record's data has in Kafka terms).
+    /// Bytes of key, value and the record's own headers, each header with its name and value
+    /// length fields (the size the record's data has in Kafka terms); tracking headers the
+    /// backup added are not the record's and not counted.
     pub fn data_len(&self) -> usize {
-        self.key.map_or(0, <[u8]>::len) + self.value.map_or(0, <[u8]>::len) + self.headers.len()
+        let headers = if self.tracking == 0 {
+            self.headers.len()
+        } else {
+            self.headers()
+                .map(|(name, value)| 8 + name.len() + value.map_or(0, <[u8]>::len))
+                .sum()
+        };
+        self.key.map_or(0, <[u8]>::len) + self.value.map_or(0, <[u8]>::len) + headers
     }
 }
 
@@ -684,6 +693,9 @@ mod tests {
                 0,
                 "tracking headers are not the record's own"
             );
+            // k, v and three headers of 8 + 1 + 1, 8 + 1 and 8 + 1 bytes.
+            assert_eq!(records[0].data_len(), 2 + 10 + 9 + 9);
+            assert_eq!(records[1].data_len(), 0, "nor counted as its data");
         }
     }
 
