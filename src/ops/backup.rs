@@ -58,7 +58,7 @@ use crate::{
         backup::{
             self, BackupFormatError, CurrentRun, Gap, GroupSnapshot, GroupSnapshotEntry, Manifest,
             PartitionEntry, RunEntry, SegmentEntry, SetState,
-            segment::{self, Codec, HeaderRef, SegmentBuilder, SegmentHeader, TimestampType},
+            segment::{self, Codec, Compressor, HeaderRef, SegmentBuilder, SegmentHeader, TimestampType},
         },
         snapshot::SnapshotSource,
     },
@@ -619,6 +619,7 @@ async fn run(
         failed: AtomicBool::new(false),
         cancel: cancel.clone(),
         pool: Mutex::new(Vec::new()),
+        compressors: Mutex::new(Vec::new()),
     });
     let completed: Arc<Completed> = Arc::default();
     let uploader = tokio::spawn(upload_all(
@@ -1009,6 +1010,8 @@ struct Shared {
     failed: AtomicBool,
     cancel: CancellationToken,
     pool: Mutex<Vec<Vec<u8>>>,
+    /// Compression contexts between segments; at most one per concurrent upload.
+    compressors: Mutex<Vec<Compressor>>,
 }
 
 impl Shared {
@@ -1446,10 +1449,7 @@ async fn upload_all(
                         shared.release_memory(s.memory);
                         return Ok(None);
                     }
-                    let memory = s.memory;
-                    let result = upload_one(s, &shared, &location, &id).await;
-                    shared.release_memory(memory);
-                    result.map(Some)
+                    upload_one(s, &shared, &location, &id).await.map(Some)
                 }
             })
             .buffer_unordered(PARALLEL_UPLOADS),
@@ -1472,6 +1472,7 @@ async fn upload_all(
     first_error.map_or(Ok(()), Err)
 }
 
+/// Compresses and stores one segment; releases the memory it holds on every path.
 async fn upload_one(
     s: Sealing,
     shared: &Shared,
@@ -1483,18 +1484,80 @@ async fn upload_one(
         topic,
         builder,
         position_end,
-        ..
+        memory,
     } = s;
     let partition = builder.partition;
-    let (sealed, buffer) =
-        tokio::task::spawn_blocking(move || segment::seal_reusing(builder, position_end, codec))
-            .await
-            .map_err(|e| BackupError::Worker(format!("segment compression failed: {e}")))?
-            .map_err(|e| BackupError::Worker(e.to_string()))?;
-    if let Some(buffer) = buffer {
-        shared.recycle(buffer);
+    let compressor = shared
+        .compressors
+        .lock()
+        .ok()
+        .and_then(|mut c| c.pop())
+        .unwrap_or_default();
+    // The compression output comes from the segment buffers, so it is one of the buffers the
+    // budget already bounds instead of an allocation of its own.
+    let out = match codec {
+        Codec::None => Vec::new(),
+        Codec::Zstd(_) | Codec::Lz4 => shared.buffer(),
+    };
+    let sealed = tokio::task::spawn_blocking(move || {
+        let (mut compressor, mut out) = (compressor, out);
+        let result = segment::seal_with(builder, position_end, codec, &mut compressor, &mut out);
+        (result, compressor, out)
+    })
+    .await;
+    let (result, out) = match sealed {
+        Ok((result, compressor, out)) => {
+            if let Ok(mut c) = shared.compressors.lock() {
+                c.push(compressor);
+            }
+            (result.map_err(|e| BackupError::Worker(e.to_string())), out)
+        }
+        Err(e) => (
+            Err(BackupError::Worker(format!("segment compression failed: {e}"))),
+            Vec::new(),
+        ),
+    };
+    let (sealed, spare) = match result {
+        Ok(sealed) => sealed,
+        Err(e) => {
+            shared.release_memory(memory);
+            return Err(e);
+        }
+    };
+    // A compressed segment now lives in its (smaller) compressed body: count that until it is
+    // stored, and free the records' memory at once. The buffers go back to the pool after
+    // that, so the pool sees the budget they left.
+    let held = match codec {
+        Codec::None => memory,
+        Codec::Zstd(_) | Codec::Lz4 => {
+            let held = sealed.body.len() as u64;
+            shared.in_memory.fetch_add(held, Ordering::SeqCst);
+            shared.in_flight.fetch_add(held, Ordering::SeqCst);
+            shared.release_memory(memory);
+            held
+        }
+    };
+    for buffer in spare.into_iter().chain(Some(out)) {
+        if buffer.capacity() > 0 {
+            shared.recycle(buffer);
+        }
     }
-    let key = backup::segment_key(id, &topic, partition, sealed.header.first_offset);
+    let result = store_segment(sealed, codec, shared, location, id, &topic, partition).await;
+    shared.release_memory(held);
+    result.map(|entry| (topic, entry, partition))
+}
+
+/// Stores a sealed segment create-only and hands an uncompressed body's buffer back to the pool.
+async fn store_segment(
+    sealed: segment::Sealed,
+    codec: Codec,
+    shared: &Shared,
+    location: &ObjectLocation,
+    id: &str,
+    topic: &str,
+    partition: i32,
+) -> Result<SegmentEntry, BackupError> {
+    let key = backup::segment_key(id, topic, partition, sealed.header.first_offset);
     let payload = PutPayload::from_iter([sealed.header_bytes.clone(), sealed.body.clone()]);
     let options = PutOptions {
         mode: PutMode::Create,
@@ -1532,7 +1595,7 @@ async fn upload_one(
             shared.recycle(Vec::from(reclaimed));
         }
     }
-    Ok((topic, entry, partition))
+    Ok(entry)
 }
 
 #[cfg(test)]

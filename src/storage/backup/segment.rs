@@ -339,15 +339,47 @@ pub struct SealError {
 /// Compresses and frames a segment that ends at `position_end`. CPU-bound: run it on the
 /// blocking pool.
 pub fn seal(builder: SegmentBuilder, position_end: i64, codec: Codec) -> Result<Sealed, SealError> {
-    seal_reusing(builder, position_end, codec).map(|(sealed, _)| sealed)
+    seal_with(
+        builder,
+        position_end,
+        codec,
+        &mut Compressor::default(),
+        &mut Vec::new(),
+    )
+    .map(|(sealed, _)| sealed)
 }
 
-/// [`seal`], also handing back the builder's buffer when the body was compressed into a new
-/// one (so the caller can reuse the allocation).
-pub fn seal_reusing(
+/// A compression context kept between segments: creating a zstd context per segment costs an
+/// allocation of its tables each time, which churns and fragments the heap.
+#[derive(Default)]
+pub struct Compressor {
+    zstd: Option<(i32, zstd::bulk::Compressor<'static>)>,
+}
+
+impl Compressor {
+    /// The zstd context for `level`, created on first use.
+    fn zstd(&mut self, level: i32) -> std::io::Result<&mut zstd::bulk::Compressor<'static>> {
+        if self.zstd.as_ref().is_none_or(|(l, _)| *l != level) {
+            self.zstd = Some((level, zstd::bulk::Compressor::new(level)?));
+        }
+        match &mut self.zstd {
+            Some((_, c)) => Ok(c),
+            None => Err(std::io::Error::other("no zstd context")),
+        }
+    }
+}
+
+/// [`seal`] with a reused compression context and output buffer. The compressed body is
+/// copied out of `out` into an allocation of its exact size, so a segment waiting for its
+/// upload holds its compressed size, not the worst-case bound `out` is sized for; `out` is
+/// left for the caller to reuse. Also hands back the builder's buffer when the body was
+/// compressed (so the caller can reuse that allocation too).
+pub fn seal_with(
     builder: SegmentBuilder,
     position_end: i64,
     codec: Codec,
+    compressor: &mut Compressor,
+    out: &mut Vec<u8>,
 ) -> Result<(Sealed, Option<Vec<u8>>), SealError> {
     let fail = |message: String| SealError {
         partition: builder.partition,
@@ -355,16 +387,22 @@ pub fn seal_reusing(
         message,
     };
     let uncompressed_len = builder.body.len() as u64;
+    out.clear();
     let (body, spare): (Bytes, Option<Vec<u8>>) = match codec {
         Codec::None => (Bytes::from(builder.body), None),
-        Codec::Zstd(level) => (
-            Bytes::from(zstd::bulk::compress(&builder.body, level).map_err(|e| fail(e.to_string()))?),
-            Some(builder.body),
-        ),
-        Codec::Lz4 => (
-            Bytes::from(lz4_flex::block::compress(&builder.body)),
-            Some(builder.body),
-        ),
+        Codec::Zstd(level) => {
+            out.reserve(zstd::zstd_safe::compress_bound(builder.body.len()));
+            compressor
+                .zstd(level)
+                .and_then(|c| c.compress_to_buffer(&builder.body, out))
+                .map_err(|e| fail(e.to_string()))?;
+            (Bytes::copy_from_slice(out), Some(builder.body))
+        }
+        Codec::Lz4 => {
+            out.resize(lz4_flex::block::get_maximum_output_size(builder.body.len()), 0);
+            let n = lz4_flex::block::compress_into(&builder.body, out).map_err(|e| fail(e.to_string()))?;
+            (Bytes::copy_from_slice(&out[..n]), Some(builder.body))
+        }
     };
     let header = SegmentHeader {
         codec: codec.id(),
