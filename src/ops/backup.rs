@@ -15,7 +15,9 @@
 //!    straight from the fetched messages into the partition's open segment. A segment is sealed
 //!    at `segmentMaxBytes` or `segmentMaxIntervalMs`, compressed on the blocking pool and stored
 //!    create-only. Memory of open and in-flight segments is bounded by `memoryBudgetBytes`: at
-//!    the limit, fetching pauses until a segment is stored.
+//!    the limit, fetching pauses until a segment is stored. Compression writes into buffers of
+//!    the same pool with reused contexts; a compressed segment waiting for its upload counts
+//!    its compressed size (its records' memory is freed when compression ends).
 //! 4. **Checkpoints** every `checkpoint.intervalSeconds`: the manifest, state InProgress, listing
 //!    the segments stored so far. At the end the manifest is written with state Complete (a
 //!    cancelled one-shot run stays InProgress and resumable).
@@ -1493,11 +1495,10 @@ async fn upload_one(
         .ok()
         .and_then(|mut c| c.pop())
         .unwrap_or_default();
-    // The compression output comes from the segment buffers, so it is one of the buffers the
-    // budget already bounds instead of an allocation of its own.
+    // LZ4 compresses into one of the segment buffers, which the budget already bounds.
     let out = match codec {
-        Codec::None => Vec::new(),
-        Codec::Zstd(_) | Codec::Lz4 => shared.buffer(),
+        Codec::None | Codec::Zstd(_) => Vec::new(),
+        Codec::Lz4 => shared.buffer(),
     };
     let sealed = tokio::task::spawn_blocking(move || {
         let (mut compressor, mut out) = (compressor, out);

@@ -270,13 +270,6 @@ pub async fn apply(
             plan.eligible()
         ));
     }
-    for set in &plan.sets {
-        tracing::info!(
-            "retention: backup set {} deleted ({:?})",
-            set.backup_id,
-            set.reason
-        );
-    }
     status
 }
 
@@ -351,6 +344,11 @@ async fn delete(location: &ObjectLocation, plan: &Plan, done: &mut Deleted) -> R
     }
     for set in &plan.sets {
         let (_, bytes) = backup::delete_set(location, &set.backup_id).await?;
+        tracing::info!(
+            "retention: backup set {} deleted ({:?}, {bytes} bytes)",
+            set.backup_id,
+            set.reason
+        );
         done.items += 1;
         done.bytes += bytes;
     }

@@ -369,11 +369,11 @@ impl Compressor {
     }
 }
 
-/// [`seal`] with a reused compression context and output buffer. The compressed body is
-/// copied out of `out` into an allocation of its exact size, so a segment waiting for its
-/// upload holds its compressed size, not the worst-case bound `out` is sized for; `out` is
-/// left for the caller to reuse. Also hands back the builder's buffer when the body was
-/// compressed (so the caller can reuse that allocation too).
+/// [`seal`] with a reused compression context. A segment waiting for its upload holds its
+/// compressed size, not the worst-case bound: zstd writes into a buffer sized for the usual
+/// ratio (then shrunk to its size), LZ4 into `out` (left for the caller to reuse), from which
+/// the body is copied into an allocation of its exact size. Also hands back the builder's buffer when the body
+/// was compressed (so the caller can reuse that allocation).
 pub fn seal_with(
     builder: SegmentBuilder,
     position_end: i64,
@@ -391,12 +391,20 @@ pub fn seal_with(
     let (body, spare): (Bytes, Option<Vec<u8>>) = match codec {
         Codec::None => (Bytes::from(builder.body), None),
         Codec::Zstd(level) => {
-            out.reserve(zstd::zstd_safe::compress_bound(builder.body.len()));
-            compressor
-                .zstd(level)
-                .and_then(|c| c.compress_to_buffer(&builder.body, out))
-                .map_err(|e| fail(e.to_string()))?;
-            (Bytes::copy_from_slice(out), Some(builder.body))
+            let input = &builder.body;
+            let zstd = compressor.zstd(level).map_err(|e| fail(e.to_string()))?;
+            // Record data usually compresses well: an output of a third of the input is
+            // enough, and only its written part becomes resident. Data that does not fit is
+            // compressed again into a buffer of the worst-case bound.
+            let mut body = Vec::with_capacity(input.len() / 3 + 4096);
+            if zstd.compress_to_buffer(input, &mut body).is_err() {
+                body = Vec::with_capacity(zstd::zstd_safe::compress_bound(input.len()));
+                zstd.compress_to_buffer(input, &mut body)
+                    .map_err(|e| fail(e.to_string()))?;
+            }
+            // Shrinking in place gives the unused tail back, so the body holds its size.
+            body.shrink_to_fit();
+            (Bytes::from(body), Some(builder.body))
         }
         Codec::Lz4 => {
             out.resize(lz4_flex::block::get_maximum_output_size(builder.body.len()), 0);
@@ -734,6 +742,40 @@ mod tests {
             // k, v and three headers of 8 + 1 + 1, 8 + 1 and 8 + 1 bytes.
             assert_eq!(records[0].data_len(), 2 + 10 + 9 + 9);
             assert_eq!(records[1].data_len(), 0, "nor counted as its data");
+        }
+    }
+
+    #[test]
+    fn incompressible_bodies_are_sealed_with_every_codec() {
+        // Pseudo-random bytes: zstd output exceeds the third of the input it tries first.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let value: Vec<u8> = (0..200_000)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        let mut compressor = Compressor::default();
+        let mut out = Vec::new();
+        for codec in [Codec::Zstd(3), Codec::Lz4, Codec::Zstd(3)] {
+            let mut b = SegmentBuilder::new(0, 0, Vec::new());
+            b.push(
+                0,
+                1,
+                TimestampType::CreateTime,
+                None,
+                Some(&value),
+                std::iter::empty(),
+                &[],
+            );
+            let (sealed, _) = seal_with(b, 1, codec, &mut compressor, &mut out).unwrap();
+            let mut all = sealed.header_bytes.to_vec();
+            all.extend_from_slice(&sealed.body);
+            let seg = Segment::decode(Bytes::from(all)).unwrap();
+            let records: Vec<_> = seg.records().map(Result::unwrap).collect();
+            assert_eq!(records[0].value, Some(&value[..]));
         }
     }
 
