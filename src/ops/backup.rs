@@ -1127,7 +1127,29 @@ struct Active {
     builder: SegmentBuilder,
     stop: Option<i64>,
     position: i64,
+    /// Bytes counted in the budget for this open segment: its buffer's capacity, which is
+    /// resident once a reused buffer holds it, however few records are in it yet.
     memory: u64,
+}
+
+impl Active {
+    /// Counts the growth of the open segment's buffer in the budget.
+    fn track_capacity(&mut self, shared: &Shared) {
+        let capacity = self.builder.body.capacity() as u64;
+        if capacity > self.memory {
+            shared
+                .in_memory
+                .fetch_add(capacity - self.memory, Ordering::SeqCst);
+            self.memory = capacity;
+        }
+    }
+
+    /// Gives back the budget of an open segment that is dropped without being stored.
+    fn release(self, shared: &Shared) {
+        shared.in_memory.fetch_sub(self.memory, Ordering::SeqCst);
+        let _guard = shared.memory_lock.lock();
+        shared.memory_freed.notify_all();
+    }
 }
 
 /// Copies the planned partitions of one topic; returns each partition's final position.
@@ -1166,7 +1188,7 @@ fn copy_topic(
         let partition = a.builder.partition;
         let builder = std::mem::replace(&mut a.builder, SegmentBuilder::new(partition, a.position, fresh));
         let memory = std::mem::take(&mut a.memory);
-        let _ = shared;
+        a.track_capacity(shared);
         Some(Sealing {
             topic: topic.to_owned(),
             builder,
@@ -1196,34 +1218,25 @@ fn copy_topic(
                         "assigning {topic}-{}",
                         plan.partition
                     )))?;
-                active.insert(
-                    plan.partition,
-                    Active {
-                        builder: SegmentBuilder::new(plan.partition, plan.start, shared.buffer()),
-                        stop: plan.stop,
-                        position: plan.start,
-                        memory: 0,
-                    },
-                );
+                let mut a = Active {
+                    builder: SegmentBuilder::new(plan.partition, plan.start, shared.buffer()),
+                    stop: plan.stop,
+                    position: plan.start,
+                    memory: 0,
+                };
+                a.track_capacity(shared);
+                active.insert(plan.partition, a);
             }
             if active.is_empty() || shared.stopping() {
                 return Ok(());
             }
-            // Memory budget: pause fetching until a stored segment frees memory; when little is
-            // in flight (the open segments hold the budget), store this worker's largest open
-            // segment early instead of waiting.
-            while shared.in_memory.load(Ordering::SeqCst) >= shared.budget && !shared.stopping() {
-                if shared.in_flight.load(Ordering::SeqCst) < shared.budget / 4
-                    && let Some(a) = active
-                        .values_mut()
-                        .filter(|a| !a.builder.is_empty())
-                        .max_by_key(|a| a.memory)
-                {
-                    if let Some(s) = seal(a, shared, shared.buffer()) {
-                        send(s)?;
-                    }
-                    continue;
-                }
+            // Memory budget: pause fetching until a stored segment frees memory. Nothing in
+            // flight means nothing would free any: the open segments' buffers alone fill the
+            // budget, and fetching goes on until one of them is full and sealed.
+            while shared.in_memory.load(Ordering::SeqCst) >= shared.budget
+                && shared.in_flight.load(Ordering::SeqCst) > 0
+                && !shared.stopping()
+            {
                 let guard = shared
                     .memory_lock
                     .lock()
@@ -1297,9 +1310,8 @@ fn copy_topic(
                         ),
                     }
                     let added = (a.builder.body.len() - before) as u64;
-                    a.memory += added;
+                    a.track_capacity(shared);
                     a.position = offset + 1;
-                    shared.in_memory.fetch_add(added, Ordering::Relaxed);
                     shared.records.fetch_add(1, Ordering::Relaxed);
                     shared.bytes.fetch_add(added, Ordering::Relaxed);
                     let full = a.builder.body.len() >= shared.segment_max;
@@ -1385,15 +1397,15 @@ fn copy_topic(
     let open: Vec<i32> = active.keys().copied().collect();
     for p in open {
         if let Some(mut a) = active.remove(&p) {
+            let position = a.position;
             if result.is_ok()
                 && let Some(s) = seal(&mut a, shared, Vec::new())
             {
                 send(s)?;
-            } else {
-                shared.release_memory(a.memory);
             }
+            a.release(shared);
             shared.release_slot();
-            finished.push((p, a.position));
+            finished.push((p, position));
         }
     }
     result.map(|()| finished)
@@ -1420,13 +1432,16 @@ fn finish(
     if let Some(s) = seal(&mut a, shared, Vec::new()) {
         send(s)?;
     }
+    let position = a.position;
+    // An empty segment's buffer is dropped here; a sealed one's budget moved with it.
+    a.release(shared);
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition(topic, partition);
     consumer
         .incremental_unassign(&tpl)
         .map_err(KafkaError::client(format!("unassigning {topic}-{partition}")))?;
     shared.release_slot();
-    finished.push((partition, a.position));
+    finished.push((partition, position));
     Ok(())
 }
 
