@@ -14,10 +14,12 @@
 //!    `rateLimiting.maxConcurrentPartitions` partitions assigned at a time; records are encoded
 //!    straight from the fetched messages into the partition's open segment. A segment is sealed
 //!    at `segmentMaxBytes` or `segmentMaxIntervalMs`, compressed on the blocking pool and stored
-//!    create-only. Memory of open and in-flight segments is bounded by `memoryBudgetBytes`: at
-//!    the limit, fetching pauses until a segment is stored. Compression writes into buffers of
-//!    the same pool with reused contexts; a compressed segment waiting for its upload counts
-//!    its compressed size (its records' memory is freed when compression ends).
+//!    create-only. Memory of open and in-flight segments is bounded by `memoryBudgetBytes`: an
+//!    open segment counts its buffer's capacity, a sealed one its size until compressed, a
+//!    compressed one its compressed size until stored (compression contexts are reused); at
+//!    the limit, fetching pauses until a segment is stored. A budget smaller than the open
+//!    segments' buffers (partitions x segment size) cannot be kept: fetching then goes on with
+//!    one segment in flight at a time.
 //! 4. **Checkpoints** every `checkpoint.intervalSeconds`: the manifest, state InProgress, listing
 //!    the segments stored so far. At the end the manifest is written with state Complete (a
 //!    cancelled one-shot run stays InProgress and resumable).
