@@ -15,11 +15,11 @@ use std::{
 
 use kafka_backup_operator::{
     api::v1beta1::{KafkaBackup, KafkaBackupStatus, KafkaRestore, KafkaRestoreStatus, Phase, RunPhase},
-    ops::{Context, ResourceRef, backup, restore},
+    ops::{Context, ResourceRef, backup, restore, validation::judge_chain},
     secrets::SecretStore,
     storage::{
-        Location, StorageEnv,
-        backup::{SetState, list_backup_sets, read_manifest},
+        Location, ObjectLocation, StorageEnv,
+        backup::{SetState, list_backup_sets, list_segments, read_manifest, set_dir},
     },
 };
 use rdkafka::{
@@ -292,6 +292,56 @@ async fn run_restore(root: &Path, name: &str, spec: Value) -> KafkaRestoreStatus
     restore::execute(&restore_resource(name, spec), &ctx(root, name)).await
 }
 
+/// The object location a storage block names.
+fn open_location(root: &Path, storage: &Value) -> ObjectLocation {
+    match Location::open(
+        &serde_json::from_value(storage.clone()).unwrap(),
+        &secrets(),
+        &StorageEnv {
+            pvc_root: root.to_owned(),
+            kube: None,
+        },
+    )
+    .unwrap()
+    {
+        Location::Object(o) => o,
+        Location::ConfigMap(_) => unreachable!(),
+    }
+}
+
+/// Commits a group's offsets on partitions of a topic.
+fn commit_offsets(bootstrap: &str, group: &str, topic: &str, offsets: &[(i32, i64)]) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for (partition, offset) in offsets {
+        tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))
+            .unwrap();
+    }
+    consumer.commit(&tpl, CommitMode::Sync).unwrap();
+}
+
+/// Every object below a directory with its size.
+fn files_below(dir: &Path) -> BTreeMap<std::path::PathBuf, u64> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let entry = entry.unwrap();
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else {
+                out.insert(entry.path(), meta.len());
+            }
+        }
+    }
+    out
+}
+
 fn high_watermarks(bootstrap: &str, topic: &str, partitions: i32) -> Vec<i64> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -352,19 +402,7 @@ async fn round_trip_is_exact_and_incremental_on_local_disk_and_s3() {
         assert_eq!(status.progress.as_ref().unwrap().records, Some(120), "{status:?}");
 
         // Read the set back through the catalog functions.
-        let location = match Location::open(
-            &serde_json::from_value(storage.clone()).unwrap(),
-            &secrets(),
-            &StorageEnv {
-                pvc_root: root.path().to_owned(),
-                kube: None,
-            },
-        )
-        .unwrap()
-        {
-            Location::Object(o) => o,
-            Location::ConfigMap(_) => unreachable!(),
-        };
+        let location = open_location(root.path(), &storage);
         let manifest = read_manifest(&location, &id).await.unwrap().unwrap();
         assert_eq!(manifest.state, SetState::Complete);
         assert_eq!(manifest.topics[&source].partition_count, 4);
@@ -699,16 +737,7 @@ async fn a_restored_group_resumes_right_after_its_last_consumed_record() {
     produce(&bootstrap, &source, &records).await;
     let group = unique("grp");
     // The group consumed 17 records of partition 0 and 25 of partition 1.
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .set("group.id", &group)
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&source, 0, Offset::Offset(17)).unwrap();
-    tpl.add_partition_offset(&source, 1, Offset::Offset(25)).unwrap();
-    consumer.commit(&tpl, CommitMode::Sync).unwrap();
-    drop(consumer);
+    commit_offsets(&bootstrap, &group, &source, &[(0, 17), (1, 25)]);
 
     let id = unique("grp");
     let status = run_backup(
@@ -783,24 +812,29 @@ async fn corrupt_or_missing_segments_are_named_and_dry_run_writes_nothing() {
     create_topic(&bootstrap, &source, 2).await;
     let records = records_for(2, 60, 1_700_000_000_000);
     produce(&bootstrap, &source, &records).await;
+    let group = unique("bad-grp");
+    commit_offsets(&bootstrap, &group, &source, &[(0, 17), (1, 25)]);
     let id = unique("bad");
-    let status = run_backup(
+    let backup = run_backup(
         root.path(),
         "bad",
         json!({"kafkaCluster": {"bootstrapServers": [bootstrap]}, "topics": [source],
-            "storage": pvc_storage(), "backupId": id, "segmentMaxBytes": 1_048_576}),
+            "storage": pvc_storage(), "backupId": id, "segmentMaxBytes": 1_048_576,
+            "consumerGroupSnapshot": true}),
     )
     .await;
-    assert_eq!(status.phase, Some(RunPhase::Completed), "{status:?}");
+    assert_eq!(backup.phase, Some(RunPhase::Completed), "{backup:?}");
     let set = root.path().join("backups/team/backups").join(&id);
     let spec = |target: &str, dry: bool| {
         json!({"backupRef": {"backupId": id, "storage": pvc_storage()},
             "kafkaCluster": {"bootstrapServers": [bootstrap]},
-            "topicMapping": {source.clone(): target}, "createTopics": {"enabled": true}, "dryRun": dry})
+            "topicMapping": {source.clone(): target}, "createTopics": {"enabled": true},
+            "autoConsumerGroups": true, "dryRun": dry})
     };
 
     // Dry run: the plan, nothing written.
     let target = unique("bad-dst");
+    let stored_before = files_below(root.path());
     let status = run_restore(root.path(), "dry", spec(&target, true)).await;
     assert_eq!(status.phase, Some(Phase::Completed), "{status:?}");
     let message = status.message.unwrap();
@@ -809,8 +843,75 @@ async fn corrupt_or_missing_segments_are_named_and_dry_run_writes_nothing() {
             && message.contains(&format!("create [{target} (2 partitions)]")),
         "{message}"
     );
+    let plan = status.plan.unwrap();
+    let progress = backup.progress.unwrap();
+    let location = open_location(root.path(), &pvc_storage());
+    let (sets, _) = list_backup_sets(&location).await.unwrap();
+    let summary = sets.iter().find(|s| s.backup_id == id).unwrap();
+    // Segments and stored bytes are the backup's; bytes count keys, values and headers (with
+    // their name and length fields) as bytesRestored does.
+    let data_len: i64 = records
+        .iter()
+        .map(|r| {
+            let len = |b: &Option<Vec<u8>>| b.as_ref().map_or(0, Vec::len);
+            let headers: usize = r.headers.iter().map(|(n, v)| 8 + n.len() + len(v)).sum();
+            (len(&r.key) + len(&r.value) + headers) as i64
+        })
+        .sum();
+    assert_eq!(
+        (plan.segments, plan.records, plan.bytes, plan.stored_bytes),
+        (
+            progress.segments,
+            Some(120),
+            Some(data_len),
+            Some(summary.stored_bytes as i64)
+        )
+    );
+    assert_eq!(
+        (
+            plan.first_record_time.unwrap().0.as_millisecond(),
+            plan.last_record_time.unwrap().0.as_millisecond()
+        ),
+        (1_700_000_000_000, 1_700_000_059_000)
+    );
+    let topics = plan.topics.unwrap();
+    assert_eq!(topics.len(), 1);
+    assert_eq!(
+        (
+            &topics[0].name,
+            &topics[0].target_name,
+            topics[0].target_partitions,
+            topics[0].segments,
+            topics[0].records
+        ),
+        (&source, &target, Some(2), progress.segments, Some(120))
+    );
+    let create = plan.topics_to_create.unwrap();
+    assert_eq!(
+        create
+            .iter()
+            .map(|t| (t.name.as_str(), t.partitions))
+            .collect::<Vec<_>>(),
+        vec![(target.as_str(), 2)]
+    );
+    assert_eq!(plan.topics_to_purge, Some(vec![]));
+    let groups = plan.group_offsets.unwrap();
+    assert_eq!(groups.len(), 1);
+    assert_eq!(
+        (groups[0].group.as_str(), groups[0].error.as_deref()),
+        (group.as_str(), None)
+    );
+    let offsets: Vec<(String, i32, i64)> = groups[0]
+        .offsets
+        .iter()
+        .flatten()
+        .map(|o| (o.topic.clone(), o.partition, o.offset))
+        .collect();
+    assert_eq!(offsets, vec![(target.clone(), 0, 17), (target.clone(), 1, 25)]);
+    // Nothing written: no topic, no restore state, no snapshot, storage unchanged.
     assert!(!topic_exists(&bootstrap, &target));
     assert!(!set.join("restores").exists());
+    assert_eq!(files_below(root.path()), stored_before);
 
     // A flipped byte: the restore fails naming the segment.
     let seg = std::fs::read_dir(set.join(format!("topics/{source}/1")))
@@ -891,4 +992,207 @@ async fn repartitioning_places_keys_like_kafka_and_missing_topics_are_refused_wi
             assert_eq!(*p, want, "key {:?}", r.key);
         }
     }
+}
+
+/// A topic whose broker-side retention never deletes records, however old their timestamps.
+async fn create_unexpiring_topic(bootstrap: &str, topic: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1)).set("retention.ms", "-1");
+    for r in admin.create_topics(&[new], &AdminOptions::new()).await.unwrap() {
+        r.unwrap();
+    }
+}
+
+/// Restores a set into a new topic and returns what the topic then holds.
+async fn restored(
+    root: &Path,
+    bootstrap: &str,
+    storage: &Value,
+    id: &str,
+    source: &str,
+    partitions: i32,
+) -> BTreeMap<i32, Vec<Rec>> {
+    let target = unique("ret-dst");
+    let status = run_restore(
+        root,
+        &unique("r"),
+        json!({"backupRef": {"backupId": id, "storage": storage},
+            "kafkaCluster": {"bootstrapServers": [bootstrap]},
+            "topicMapping": {source: target}, "createTopics": {"enabled": true}}),
+    )
+    .await;
+    assert_eq!(status.phase, Some(Phase::Completed), "{status:?}");
+    consume_all(bootstrap, &target, partitions)
+}
+
+/// The manifest lists exactly the segment objects stored for the set, and its chains are whole.
+async fn assert_consistent(location: &ObjectLocation, id: &str) {
+    let manifest = read_manifest(location, id).await.unwrap().unwrap();
+    let mut listed: Vec<String> = Vec::new();
+    for (topic, entry) in &manifest.topics {
+        for (partition, p) in &entry.partitions {
+            let finding = judge_chain(topic, *partition, p);
+            assert!(finding.problems.is_empty(), "{:?}", finding.problems);
+            listed.extend(p.segments.iter().map(|s| s.key.clone()));
+        }
+    }
+    listed.sort();
+    let stored: Vec<String> = list_segments(location, id).await.unwrap().into_values().collect();
+    assert_eq!(stored, listed, "segments stored vs listed in {id}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retention_keep_last_deletes_only_this_backups_oldest_sets() {
+    let Some(bootstrap) = broker() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let storage = s3_storage(&unique("ret")).unwrap_or_else(pvc_storage);
+    let location = open_location(root.path(), &storage);
+    let source = unique("ret-src");
+    create_topic(&bootstrap, &source, 2).await;
+    let spec = |id: &str, retention: Value| {
+        json!({"kafkaCluster": {"bootstrapServers": [bootstrap]}, "topics": [source],
+            "storage": storage, "backupId": id, "consumerGroupSnapshot": true, "retention": retention})
+    };
+    let keep_two = json!({"keepLast": 2});
+
+    // A set another KafkaBackup wrote in the same location, older than all: never touched.
+    let mut produced = records_for(2, 20, 1_700_000_000_000);
+    produce(&bootstrap, &source, &produced).await;
+    let foreign = unique("foreign");
+    let status = run_backup(root.path(), "other", spec(&foreign, Value::Null)).await;
+    assert_eq!(status.phase, Some(RunPhase::Completed), "{status:?}");
+
+    let ids: Vec<String> = (0..3).map(|i| unique(&format!("ret{i}"))).collect();
+    let mut contents = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            let more = records_for(2, 5, 1_700_000_100_000 + i as i64 * 10_000);
+            produce(&bootstrap, &source, &more).await;
+            produced.extend(more);
+        }
+        contents.push(by_partition(&produced));
+        let status = run_backup(root.path(), "ret", spec(id, keep_two.clone())).await;
+        assert_eq!(status.phase, Some(RunPhase::Completed), "{status:?}");
+        let retention = status.retention.unwrap();
+        assert_eq!(retention.error, None);
+        assert_eq!(retention.inspected, Some(i.min(2) as i64 + 1), "{retention:?}");
+        assert_eq!(retention.dry_run, Some(false));
+        if i < 2 {
+            assert_eq!((retention.eligible, retention.deleted), (Some(0), Some(0)));
+        } else {
+            assert_eq!((retention.eligible, retention.deleted), (Some(1), Some(1)));
+            assert!(retention.reclaimed_bytes.unwrap() > 0, "{retention:?}");
+        }
+    }
+
+    // The oldest set of "ret" is gone, objects and all; the others are intact and restorable.
+    assert!(read_manifest(&location, &ids[0]).await.unwrap().is_none());
+    assert!(location.list(&set_dir(&ids[0])).await.unwrap().is_empty());
+    for (i, id) in [(1, &ids[1]), (2, &ids[2])] {
+        assert_consistent(&location, id).await;
+        assert_same(
+            &restored(root.path(), &bootstrap, &storage, id, &source, 2).await,
+            &contents[i],
+        );
+    }
+    assert_consistent(&location, &foreign).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retention_max_age_expires_old_segments_and_sets_and_dry_run_only_reports() {
+    let Some(bootstrap) = broker() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let storage = pvc_storage();
+    let location = open_location(root.path(), &storage);
+    let source = unique("age-src");
+    create_unexpiring_topic(&bootstrap, &source, 2).await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let old = records_for(2, 30, now - 30 * 86_400_000);
+    produce(&bootstrap, &source, &old).await;
+    let spec = |id: &str, retention: Value| {
+        json!({"kafkaCluster": {"bootstrapServers": [bootstrap]}, "topics": [source],
+            "storage": storage, "backupId": id, "retention": retention})
+    };
+
+    // An older set holding only the old records, and the current set's first segments.
+    let (old_set, current) = (unique("age-old"), unique("age-cur"));
+    for id in [&old_set, &current] {
+        let status = run_backup(root.path(), "age", spec(id, Value::Null)).await;
+        assert_eq!(status.phase, Some(RunPhase::Completed), "{status:?}");
+    }
+    let young = records_for(2, 10, now - 60_000);
+    produce(&bootstrap, &source, &young).await;
+
+    // Dry run: two old segments (one per partition) and the old set reported, nothing deleted.
+    let status = run_backup(
+        root.path(),
+        "age",
+        spec(&current, json!({"maxAgeDays": 10, "dryRun": true})),
+    )
+    .await;
+    assert_eq!(status.phase, Some(RunPhase::Completed), "{status:?}");
+    let retention = status.retention.unwrap();
+    assert_eq!(retention.error, None);
+    // Sets: the current and the old one; segments: two per partition of the current set.
+    assert_eq!(
+        (
+            retention.inspected,
+            retention.eligible,
+            retention.deleted,
+            retention.dry_run
+        ),
+        (Some(2 + 4), Some(3), Some(0), Some(true)),
+        "{retention:?}"
+    );
+    let would_free = retention.reclaimed_bytes.unwrap();
+    assert!(would_free > 0);
+    let manifest = read_manifest(&location, &current).await.unwrap().unwrap();
+    let segments = |m: &kafka_backup_operator::storage::backup::Manifest| -> usize {
+        m.topics
+            .values()
+            .flat_map(|t| t.partitions.values())
+            .map(|p| p.segments.len())
+            .sum()
+    };
+    assert_eq!(segments(&manifest), 4);
+    assert!(read_manifest(&location, &old_set).await.unwrap().is_some());
+    assert_consistent(&location, &current).await;
+
+    // The real pass.
+    let status = run_backup(root.path(), "age", spec(&current, json!({"maxAgeDays": 10}))).await;
+    let retention = status.retention.unwrap();
+    assert_eq!(retention.error, None);
+    assert_eq!(
+        (retention.inspected, retention.eligible, retention.deleted),
+        (Some(6), Some(3), Some(3)),
+        "{retention:?}"
+    );
+    assert!(
+        retention.reclaimed_bytes.unwrap() >= would_free,
+        "{retention:?} vs {would_free}"
+    );
+    assert!(read_manifest(&location, &old_set).await.unwrap().is_none());
+    assert!(location.list(&set_dir(&old_set)).await.unwrap().is_empty());
+    let manifest = read_manifest(&location, &current).await.unwrap().unwrap();
+    assert_eq!(segments(&manifest), 2, "the last segment of each partition stays");
+    assert_consistent(&location, &current).await;
+    let (sets, _) = list_backup_sets(&location).await.unwrap();
+    let summary = sets.iter().find(|s| s.backup_id == current).unwrap();
+    assert_eq!(summary.records, young.len() as u64);
+    assert_eq!(
+        summary.first_record_time.unwrap().timestamp_millis(),
+        now - 60_000
+    );
+    assert_same(
+        &restored(root.path(), &bootstrap, &storage, &current, &source, 2).await,
+        &by_partition(&young),
+    );
+
+    // The next run continues the set where it was: nothing is backed up twice.
+    let status = run_backup(root.path(), "age", spec(&current, json!({"maxAgeDays": 10}))).await;
+    assert_eq!(status.progress.unwrap().records, Some(0));
+    assert_eq!(status.retention.unwrap().deleted, Some(0));
 }

@@ -43,6 +43,10 @@ fn schema(kind: &str, version: &str) -> Value {
     serde_json::to_value(version.schema.and_then(|s| s.open_api_v3_schema)).expect("schema")
 }
 
+/// Nesting depth below which arrays and objects are generated: deep enough for the deepest
+/// schema (KafkaRestore `status.plan.groupOffsets[].offsets[]`, 6 levels below the root).
+const MAX_DEPTH: u32 = 7;
+
 /// A strategy producing values that satisfy the structural part of `schema` (types, enums,
 /// formats, bounds); `presence` is the chance that an optional property is set.
 fn value_for(schema: &Value, presence: f64, depth: u32) -> BoxedStrategy<Value> {
@@ -74,7 +78,7 @@ fn value_for(schema: &Value, presence: f64, depth: u32) -> BoxedStrategy<Value> 
         }
         Some("number") => (-1.0e6f64..1.0e6).prop_map(|f| json!(f)).boxed(),
         Some("boolean") => any::<bool>().prop_map(Value::from).boxed(),
-        Some("array") if depth < 6 => {
+        Some("array") if depth < MAX_DEPTH => {
             let items = schema.get("items").cloned().unwrap_or(json!({"type": "string"}));
             let min = schema.get("minItems").and_then(Value::as_u64).unwrap_or(0) as usize;
             let max = schema
@@ -85,7 +89,7 @@ fn value_for(schema: &Value, presence: f64, depth: u32) -> BoxedStrategy<Value> 
                 .prop_map(Value::Array)
                 .boxed()
         }
-        Some("object") if depth < 6 => object_for(schema, presence, depth),
+        Some("object") if depth < MAX_DEPTH => object_for(schema, presence, depth),
         Some("array") => Just(json!([])).boxed(),
         _ => Just(json!({})).boxed(),
     }

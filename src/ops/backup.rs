@@ -14,8 +14,12 @@
 //!    `rateLimiting.maxConcurrentPartitions` partitions assigned at a time; records are encoded
 //!    straight from the fetched messages into the partition's open segment. A segment is sealed
 //!    at `segmentMaxBytes` or `segmentMaxIntervalMs`, compressed on the blocking pool and stored
-//!    create-only. Memory of open and in-flight segments is bounded by `memoryBudgetBytes`: at
-//!    the limit, fetching pauses until a segment is stored.
+//!    create-only. Memory of open and in-flight segments is bounded by `memoryBudgetBytes`: an
+//!    open segment counts its buffer's capacity, a sealed one its size until compressed, a
+//!    compressed one its compressed size until stored (compression contexts are reused); at
+//!    the limit, fetching pauses until a segment is stored. A budget smaller than the open
+//!    segments' buffers (partitions x segment size) cannot be kept: fetching then goes on with
+//!    one segment in flight at a time.
 //! 4. **Checkpoints** every `checkpoint.intervalSeconds`: the manifest, state InProgress, listing
 //!    the segments stored so far. At the end the manifest is written with state Complete (a
 //!    cancelled one-shot run stays InProgress and resumable).
@@ -44,8 +48,8 @@ use tokio_util::sync::CancellationToken;
 use super::{Context, blocking, time};
 use crate::{
     api::v1beta1::{
-        BackupProgress, BackupRetentionStatus, BackupRunSummary, Compression, KafkaBackup, KafkaBackupSpec,
-        KafkaBackupStatus, RunOutcome, RunPhase,
+        BackupProgress, BackupRunSummary, Compression, KafkaBackup, KafkaBackupSpec, KafkaBackupStatus,
+        RunOutcome, RunPhase,
     },
     kafka::{
         self, KafkaError,
@@ -58,11 +62,13 @@ use crate::{
         backup::{
             self, BackupFormatError, CurrentRun, Gap, GroupSnapshot, GroupSnapshotEntry, Manifest,
             PartitionEntry, RunEntry, SegmentEntry, SetState,
-            segment::{self, Codec, HeaderRef, SegmentBuilder, SegmentHeader, TimestampType},
+            segment::{self, Codec, Compressor, HeaderRef, SegmentBuilder, SegmentHeader, TimestampType},
         },
         snapshot::SnapshotSource,
     },
 };
+
+pub mod retention;
 
 /// Segments compressed and uploaded at the same time.
 const PARALLEL_UPLOADS: usize = 4;
@@ -144,6 +150,16 @@ pub fn backup_id(backup: &KafkaBackup) -> String {
         .clone()
         .or_else(|| backup.metadata.name.clone())
         .unwrap_or_else(|| "backup".into())
+}
+
+/// How a backup set names the KafkaBackup writing it (`owner` in the manifest and its runs).
+pub fn owner(ctx: &Context) -> SnapshotSource {
+    SnapshotSource {
+        kind: "KafkaBackup".into(),
+        namespace: ctx.resource.namespace.clone(),
+        name: ctx.resource.name.clone(),
+        uid: ctx.resource.uid.clone(),
+    }
 }
 
 /// The next tick of a 6/7-field cron schedule (UTC) after `after`.
@@ -277,17 +293,12 @@ pub async fn execute(backup: &KafkaBackup, ctx: &Context) -> KafkaBackupStatus {
         }
     }
     status.last_run = Some(last_run);
-    if let Some(retention) = &spec.retention {
-        status.retention = Some(BackupRetentionStatus {
-            last_run_time: Some(time(finished)),
-            dry_run: Some(retention.dry_run),
-            deleted: Some(0),
-            error: Some(
-                "spec.retention: retention passes are not implemented by this build yet; nothing was deleted"
-                    .into(),
-            ),
-            ..Default::default()
-        });
+    // Retention follows a successful run only: after a failure the set may be incomplete and
+    // the sets it would replace are the last good ones.
+    if let Some(policy) = &spec.retention
+        && status.phase == Some(RunPhase::Completed)
+    {
+        status.retention = Some(retention::apply(&spec.storage, &id, policy, ctx, Utc::now()).await);
     }
     if let Some(schedule) = &spec.schedule
         && let Ok(Some(next)) = next_tick(schedule, finished)
@@ -374,7 +385,9 @@ pub fn plan_partition(
 }
 
 /// Orders the segments a crashed run left behind after the manifest's chain: those continuing
-/// the chain (each starting where the previous ended) are adopted, the rest rejected. Pure.
+/// the chain (each starting where the previous ended) are adopted, the rest rejected. Segments
+/// ending before the chain ends (left by a retention pass interrupted after it rewrote the
+/// manifest) are rejected without breaking the chain. Pure.
 pub fn chain_orphans(
     chain_end: Option<i64>,
     mut orphans: Vec<SegmentHeader>,
@@ -382,16 +395,22 @@ pub fn chain_orphans(
     orphans.sort_by_key(|h| h.first_offset);
     let mut adopted = Vec::new();
     let mut rejected = Vec::new();
+    let mut broken = false;
     let mut end = chain_end;
     for h in orphans {
+        if chain_end.is_some_and(|e| h.position_end <= e) {
+            rejected.push(h);
+            continue;
+        }
         let continues = match end {
             Some(e) => h.position_start == e,
             None => true,
         };
-        if continues && rejected.is_empty() {
+        if continues && !broken {
             end = Some(h.position_end);
             adopted.push(h);
         } else {
+            broken = true;
             rejected.push(h);
         }
     }
@@ -489,12 +508,7 @@ async fn run(
     manifest.source_cluster_id = spec.source_cluster_id.clone().or(manifest.source_cluster_id);
     manifest.kafka_cluster_id = kafka_cluster_id.or(manifest.kafka_cluster_id);
     manifest.bootstrap_servers = spec.kafka_cluster.bootstrap_servers.clone();
-    manifest.owner = Some(SnapshotSource {
-        kind: "KafkaBackup".into(),
-        namespace: ctx.resource.namespace.clone(),
-        name: ctx.resource.name.clone(),
-        uid: ctx.resource.uid.clone(),
-    });
+    manifest.owner = Some(owner(ctx));
     manifest.compression = codec(spec).name().into();
     manifest.include_offset_headers = spec.include_offset_headers;
     manifest.state = SetState::InProgress;
@@ -609,6 +623,7 @@ async fn run(
         failed: AtomicBool::new(false),
         cancel: cancel.clone(),
         pool: Mutex::new(Vec::new()),
+        compressors: Mutex::new(Vec::new()),
     });
     let completed: Arc<Completed> = Arc::default();
     let uploader = tokio::spawn(upload_all(
@@ -721,6 +736,7 @@ async fn run(
             } else {
                 "Succeeded".into()
             },
+            owner: result_manifest.owner.clone(),
         });
     }
     write_manifest(&location, &result_manifest).await?;
@@ -998,6 +1014,8 @@ struct Shared {
     failed: AtomicBool,
     cancel: CancellationToken,
     pool: Mutex<Vec<Vec<u8>>>,
+    /// Compression contexts between segments; at most one per concurrent upload.
+    compressors: Mutex<Vec<Compressor>>,
 }
 
 impl Shared {
@@ -1111,7 +1129,29 @@ struct Active {
     builder: SegmentBuilder,
     stop: Option<i64>,
     position: i64,
+    /// Bytes counted in the budget for this open segment: its buffer's capacity, which is
+    /// resident once a reused buffer holds it, however few records are in it yet.
     memory: u64,
+}
+
+impl Active {
+    /// Counts the growth of the open segment's buffer in the budget.
+    fn track_capacity(&mut self, shared: &Shared) {
+        let capacity = self.builder.body.capacity() as u64;
+        if capacity > self.memory {
+            shared
+                .in_memory
+                .fetch_add(capacity - self.memory, Ordering::SeqCst);
+            self.memory = capacity;
+        }
+    }
+
+    /// Gives back the budget of an open segment that is dropped without being stored.
+    fn release(self, shared: &Shared) {
+        shared.in_memory.fetch_sub(self.memory, Ordering::SeqCst);
+        let _guard = shared.memory_lock.lock();
+        shared.memory_freed.notify_all();
+    }
 }
 
 /// Copies the planned partitions of one topic; returns each partition's final position.
@@ -1150,7 +1190,7 @@ fn copy_topic(
         let partition = a.builder.partition;
         let builder = std::mem::replace(&mut a.builder, SegmentBuilder::new(partition, a.position, fresh));
         let memory = std::mem::take(&mut a.memory);
-        let _ = shared;
+        a.track_capacity(shared);
         Some(Sealing {
             topic: topic.to_owned(),
             builder,
@@ -1180,34 +1220,25 @@ fn copy_topic(
                         "assigning {topic}-{}",
                         plan.partition
                     )))?;
-                active.insert(
-                    plan.partition,
-                    Active {
-                        builder: SegmentBuilder::new(plan.partition, plan.start, shared.buffer()),
-                        stop: plan.stop,
-                        position: plan.start,
-                        memory: 0,
-                    },
-                );
+                let mut a = Active {
+                    builder: SegmentBuilder::new(plan.partition, plan.start, shared.buffer()),
+                    stop: plan.stop,
+                    position: plan.start,
+                    memory: 0,
+                };
+                a.track_capacity(shared);
+                active.insert(plan.partition, a);
             }
             if active.is_empty() || shared.stopping() {
                 return Ok(());
             }
-            // Memory budget: pause fetching until a stored segment frees memory; when little is
-            // in flight (the open segments hold the budget), store this worker's largest open
-            // segment early instead of waiting.
-            while shared.in_memory.load(Ordering::SeqCst) >= shared.budget && !shared.stopping() {
-                if shared.in_flight.load(Ordering::SeqCst) < shared.budget / 4
-                    && let Some(a) = active
-                        .values_mut()
-                        .filter(|a| !a.builder.is_empty())
-                        .max_by_key(|a| a.memory)
-                {
-                    if let Some(s) = seal(a, shared, shared.buffer()) {
-                        send(s)?;
-                    }
-                    continue;
-                }
+            // Memory budget: pause fetching until a stored segment frees memory. Nothing in
+            // flight means nothing would free any: the open segments' buffers alone fill the
+            // budget, and fetching goes on until one of them is full and sealed.
+            while shared.in_memory.load(Ordering::SeqCst) >= shared.budget
+                && shared.in_flight.load(Ordering::SeqCst) > 0
+                && !shared.stopping()
+            {
                 let guard = shared
                     .memory_lock
                     .lock()
@@ -1281,9 +1312,8 @@ fn copy_topic(
                         ),
                     }
                     let added = (a.builder.body.len() - before) as u64;
-                    a.memory += added;
+                    a.track_capacity(shared);
                     a.position = offset + 1;
-                    shared.in_memory.fetch_add(added, Ordering::Relaxed);
                     shared.records.fetch_add(1, Ordering::Relaxed);
                     shared.bytes.fetch_add(added, Ordering::Relaxed);
                     let full = a.builder.body.len() >= shared.segment_max;
@@ -1369,15 +1399,15 @@ fn copy_topic(
     let open: Vec<i32> = active.keys().copied().collect();
     for p in open {
         if let Some(mut a) = active.remove(&p) {
+            let position = a.position;
             if result.is_ok()
                 && let Some(s) = seal(&mut a, shared, Vec::new())
             {
                 send(s)?;
-            } else {
-                shared.release_memory(a.memory);
             }
+            a.release(shared);
             shared.release_slot();
-            finished.push((p, a.position));
+            finished.push((p, position));
         }
     }
     result.map(|()| finished)
@@ -1404,13 +1434,16 @@ fn finish(
     if let Some(s) = seal(&mut a, shared, Vec::new()) {
         send(s)?;
     }
+    let position = a.position;
+    // An empty segment's buffer is dropped here; a sealed one's budget moved with it.
+    a.release(shared);
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition(topic, partition);
     consumer
         .incremental_unassign(&tpl)
         .map_err(KafkaError::client(format!("unassigning {topic}-{partition}")))?;
     shared.release_slot();
-    finished.push((partition, a.position));
+    finished.push((partition, position));
     Ok(())
 }
 
@@ -1435,10 +1468,7 @@ async fn upload_all(
                         shared.release_memory(s.memory);
                         return Ok(None);
                     }
-                    let memory = s.memory;
-                    let result = upload_one(s, &shared, &location, &id).await;
-                    shared.release_memory(memory);
-                    result.map(Some)
+                    upload_one(s, &shared, &location, &id).await.map(Some)
                 }
             })
             .buffer_unordered(PARALLEL_UPLOADS),
@@ -1461,6 +1491,7 @@ async fn upload_all(
     first_error.map_or(Ok(()), Err)
 }
 
+/// Compresses and stores one segment; releases the memory it holds on every path.
 async fn upload_one(
     s: Sealing,
     shared: &Shared,
@@ -1472,18 +1503,79 @@ async fn upload_one(
         topic,
         builder,
         position_end,
-        ..
+        memory,
     } = s;
     let partition = builder.partition;
-    let (sealed, buffer) =
-        tokio::task::spawn_blocking(move || segment::seal_reusing(builder, position_end, codec))
-            .await
-            .map_err(|e| BackupError::Worker(format!("segment compression failed: {e}")))?
-            .map_err(|e| BackupError::Worker(e.to_string()))?;
-    if let Some(buffer) = buffer {
-        shared.recycle(buffer);
+    let compressor = shared
+        .compressors
+        .lock()
+        .ok()
+        .and_then(|mut c| c.pop())
+        .unwrap_or_default();
+    // LZ4 compresses into one of the segment buffers, which the budget already bounds.
+    let out = match codec {
+        Codec::None | Codec::Zstd(_) => Vec::new(),
+        Codec::Lz4 => shared.buffer(),
+    };
+    let sealed = tokio::task::spawn_blocking(move || {
+        let (mut compressor, mut out) = (compressor, out);
+        let result = segment::seal_with(builder, position_end, codec, &mut compressor, &mut out);
+        (result, compressor, out)
+    })
+    .await;
+    let (result, out) = match sealed {
+        Ok((result, compressor, out)) => {
+            if let Ok(mut c) = shared.compressors.lock() {
+                c.push(compressor);
+            }
+            (result.map_err(|e| BackupError::Worker(e.to_string())), out)
+        }
+        Err(e) => (
+            Err(BackupError::Worker(format!("segment compression failed: {e}"))),
+            Vec::new(),
+        ),
+    };
+    let (sealed, spare) = match result {
+        Ok(sealed) => sealed,
+        Err(e) => {
+            shared.release_memory(memory);
+            return Err(e);
+        }
+    };
+    // A compressed segment now lives in its (smaller) compressed body: count that until it is
+    // stored, and free the records' memory at once. The buffers go back to the pool after
+    // that, so the pool sees the budget they left.
+    let held = match codec {
+        Codec::None => memory,
+        Codec::Zstd(_) | Codec::Lz4 => {
+            let held = sealed.body.len() as u64;
+            shared.in_memory.fetch_add(held, Ordering::SeqCst);
+            shared.in_flight.fetch_add(held, Ordering::SeqCst);
+            shared.release_memory(memory);
+            held
+        }
+    };
+    for buffer in spare.into_iter().chain(Some(out)) {
+        if buffer.capacity() > 0 {
+            shared.recycle(buffer);
+        }
     }
-    let key = backup::segment_key(id, &topic, partition, sealed.header.first_offset);
+    let result = store_segment(sealed, codec, shared, location, id, &topic, partition).await;
+    shared.release_memory(held);
+    result.map(|entry| (topic, entry, partition))
+}
+
+/// Stores a sealed segment create-only and hands an uncompressed body's buffer back to the pool.
+async fn store_segment(
+    sealed: segment::Sealed,
+    codec: Codec,
+    shared: &Shared,
+    location: &ObjectLocation,
+    id: &str,
+    topic: &str,
+    partition: i32,
+) -> Result<SegmentEntry, BackupError> {
+    let key = backup::segment_key(id, topic, partition, sealed.header.first_offset);
     let payload = PutPayload::from_iter([sealed.header_bytes.clone(), sealed.body.clone()]);
     let options = PutOptions {
         mode: PutMode::Create,
@@ -1521,7 +1613,7 @@ async fn upload_one(
             shared.recycle(Vec::from(reclaimed));
         }
     }
-    Ok((topic, entry, partition))
+    Ok(entry)
 }
 
 #[cfg(test)]
@@ -1563,6 +1655,17 @@ mod tests {
         assert_eq!(rejected.len(), 1);
         let (adopted, _) = chain_orphans(None, vec![header(3, 4)]);
         assert_eq!(adopted.len(), 1);
+        // Segments retention removed from the manifest but did not delete yet are stale, and
+        // do not stop the adoption of a crashed run's segments.
+        let (adopted, rejected) = chain_orphans(Some(10), vec![header(0, 5), header(10, 20)]);
+        assert_eq!(
+            adopted.iter().map(|h| h.first_offset).collect::<Vec<_>>(),
+            vec![10]
+        );
+        assert_eq!(
+            rejected.iter().map(|h| h.first_offset).collect::<Vec<_>>(),
+            vec![0]
+        );
     }
 
     #[test]

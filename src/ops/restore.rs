@@ -50,9 +50,9 @@ use tokio::sync::mpsc;
 use super::{Context, blocking, default_snapshot_id, default_snapshot_storage, time};
 use crate::{
     api::v1beta1::{
-        KafkaRestore, KafkaRestoreSpec, KafkaRestoreStatus, Phase, ProduceAcks, RepartitionStrategy,
-        RestoreOffsetResetStatus, RestoreOffsetResetStrategy, RestoreSnapshotStatus, RestoreThroughput,
-        RestoredTopic,
+        KafkaRestore, KafkaRestoreSpec, KafkaRestoreStatus, Phase, PlannedGroupOffsets, PlannedOffset,
+        PlannedTopic, PlannedTopicCreation, ProduceAcks, RepartitionStrategy, RestoreOffsetResetStatus,
+        RestoreOffsetResetStrategy, RestorePlan, RestoreSnapshotStatus, RestoreThroughput, RestoredTopic,
     },
     kafka::{
         self, KafkaError,
@@ -341,6 +341,145 @@ pub fn plan_topics(
         });
     }
     Ok(plans)
+}
+
+/// What a dry run found it would do besides writing records.
+pub struct DryRunActions<'a> {
+    /// Topics to create.
+    pub to_create: &'a [TopicToCreate],
+    /// Partitions to purge, with the offset records are deleted before.
+    pub to_purge: &'a BTreeMap<Partition, i64>,
+    /// Offsets per group, or why the group cannot be moved.
+    pub groups: &'a BTreeMap<String, Result<BTreeMap<Partition, i64>, String>>,
+    /// What is left out.
+    pub notes: &'a [String],
+}
+
+/// The plan of a dry run from the topic plans and the records counted per target partition.
+/// Pure.
+pub fn dry_run_plan(
+    plans: &[TopicPlan],
+    tallies: &BTreeMap<Partition, PartitionTally>,
+    actions: &DryRunActions<'_>,
+) -> RestorePlan {
+    let count = |n: u64| Some(n as i64);
+    let topics: Vec<PlannedTopic> = plans
+        .iter()
+        .map(|p| {
+            let segments = p.segments.values().flatten();
+            let tally = tallies
+                .iter()
+                .filter(|((t, _), _)| *t == p.target)
+                .map(|(_, x)| x);
+            PlannedTopic {
+                name: p.source.clone(),
+                target_name: p.target.clone(),
+                target_partitions: Some(p.target_partitions),
+                segments: Some(segments.count() as i64),
+                records: count(tally.clone().map(|x| x.records).sum()),
+                bytes: count(tally.map(|x| x.bytes).sum()),
+            }
+        })
+        .collect();
+    let segments = plans.iter().flat_map(|p| p.segments.values().flatten());
+    let first = tallies.values().filter_map(|t| t.min_ts).min();
+    let last = tallies.values().filter_map(|t| t.max_ts).max();
+    let at = |ms: i64| DateTime::<Utc>::from_timestamp_millis(ms).map(time);
+    let purge: BTreeSet<&str> = actions.to_purge.keys().map(|(t, _)| t.as_str()).collect();
+    RestorePlan {
+        segments: Some(segments.clone().count() as i64),
+        stored_bytes: count(segments.map(|s| s.stored_bytes).sum()),
+        records: count(tallies.values().map(|t| t.records).sum()),
+        bytes: count(tallies.values().map(|t| t.bytes).sum()),
+        first_record_time: first.and_then(at),
+        last_record_time: last.and_then(at),
+        topics: Some(topics),
+        topics_to_create: Some(
+            actions
+                .to_create
+                .iter()
+                .map(|t| PlannedTopicCreation {
+                    name: t.name.clone(),
+                    partitions: t.partitions,
+                    replication_factor: t.replication_factor,
+                    configs: (!t.configs.is_empty()).then(|| t.configs.clone()),
+                })
+                .collect(),
+        ),
+        topics_to_purge: Some(purge.into_iter().map(str::to_owned).collect()),
+        group_offsets: Some(
+            actions
+                .groups
+                .iter()
+                .map(|(group, offsets)| PlannedGroupOffsets {
+                    group: group.clone(),
+                    offsets: offsets.as_ref().ok().map(|o| {
+                        o.iter()
+                            .map(|((topic, partition), offset)| PlannedOffset {
+                                topic: topic.clone(),
+                                partition: *partition,
+                                offset: *offset,
+                            })
+                            .collect()
+                    }),
+                    error: offsets.as_ref().err().cloned(),
+                })
+                .collect(),
+        ),
+        notes: (!actions.notes.is_empty()).then(|| actions.notes.to_vec()),
+    }
+}
+
+/// The one-line summary of a dry-run plan; `range` is the record time range as text.
+fn dry_run_message(plan: &RestorePlan, backup_id: &str, range: &str) -> String {
+    let n = |v: Option<i64>| v.unwrap_or(0);
+    let topics: Vec<String> = plan
+        .topics
+        .iter()
+        .flatten()
+        .map(|t| {
+            if t.name == t.target_name {
+                t.name.clone()
+            } else {
+                format!("{} -> {}", t.name, t.target_name)
+            }
+        })
+        .collect();
+    let create: Vec<String> = plan
+        .topics_to_create
+        .iter()
+        .flatten()
+        .map(|t| format!("{} ({} partitions)", t.name, t.partitions))
+        .collect();
+    let groups: Vec<String> = plan
+        .group_offsets
+        .iter()
+        .flatten()
+        .map(|g| match &g.error {
+            Some(e) => format!("{}: fails: {e}", g.group),
+            None => format!(
+                "{}: {}",
+                g.group,
+                g.offsets
+                    .iter()
+                    .flatten()
+                    .map(|o| format!("{}-{}@{}", o.topic, o.partition, o.offset))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+        })
+        .collect();
+    let notes: String = plan.notes.iter().flatten().map(|n| format!("; {n}")).collect();
+    format!(
+        "dry run, nothing written: would restore {} records ({} bytes) from {} segments of backup set {backup_id}{range}; topics {}; create [{}]; purge [{}]; group offsets [{}]{notes}",
+        n(plan.records),
+        n(plan.bytes),
+        n(plan.segments),
+        topics.join(", "),
+        create.join(", "),
+        plan.topics_to_purge.as_deref().unwrap_or_default().join(", "),
+        groups.join("; "),
+    )
 }
 
 /// Accumulates the sequence written to one target partition and its offset runs.
@@ -1194,44 +1333,20 @@ async fn run(
         .collect();
 
     if spec.dry_run {
-        let group_text: Vec<String> = group_plans
-            .iter()
-            .map(|(g, r)| match r {
-                Ok(o) => format!(
-                    "{g}: {}",
-                    o.iter()
-                        .map(|((t, p), off)| format!("{t}-{p}@{off}"))
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                ),
-                Err(e) => format!("{g}: fails: {e}"),
-            })
-            .collect();
+        let plan = dry_run_plan(
+            &plans,
+            &tallies,
+            &DryRunActions {
+                to_create: &to_create,
+                to_purge: &to_purge,
+                groups: &group_plans,
+                notes: &notes,
+            },
+        );
         status.phase = Some(Phase::Completed);
         status.progress_percent = Some(100.0);
-        status.message = Some(format!(
-            "dry run, nothing written: would restore {records} records ({bytes} bytes) from {} segments of backup set {backup_id}{range}; topics {}; create [{}]; purge [{}]; group offsets [{}]{}",
-            env.segments.load(Ordering::Relaxed),
-            topics_text.join(", "),
-            to_create
-                .iter()
-                .map(|t| format!("{} ({} partitions)", t.name, t.partitions))
-                .collect::<Vec<_>>()
-                .join(", "),
-            to_purge
-                .keys()
-                .map(|(t, _)| t.clone())
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect::<Vec<_>>()
-                .join(", "),
-            group_text.join("; "),
-            if notes.is_empty() {
-                String::new()
-            } else {
-                format!("; {}", notes.join("; "))
-            }
-        ));
+        status.message = Some(dry_run_message(&plan, &backup_id, &range));
+        status.plan = Some(plan);
         return Ok(());
     }
 
@@ -1680,5 +1795,131 @@ mod tests {
         assert!(w.contains(10) && w.contains(20) && !w.contains(9) && !w.contains(21));
         assert!(w.overlaps(0, 10) && w.overlaps(20, 30) && !w.overlaps(21, 30));
         assert!(Window::default().contains(-1));
+    }
+
+    fn segment(first: i64, records: u64, stored: u64) -> SegmentEntry {
+        SegmentEntry {
+            key: format!("k{first}"),
+            first_offset: first,
+            last_offset: first + records as i64 - 1,
+            position_start: first,
+            position_end: first + records as i64,
+            records,
+            min_timestamp: 0,
+            max_timestamp: 0,
+            uncompressed_bytes: records * 10,
+            stored_bytes: stored,
+            crc32c: 0,
+        }
+    }
+
+    fn tally(records: u64, bytes: u64, min: i64, max: i64) -> PartitionTally {
+        PartitionTally {
+            records,
+            bytes,
+            min_ts: Some(min),
+            max_ts: Some(max),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_dry_run_plan_adds_up_topics_actions_and_groups() {
+        let plans = vec![
+            TopicPlan {
+                source: "orders".into(),
+                target: "orders-copy".into(),
+                segments: BTreeMap::from([
+                    (0, vec![segment(0, 5, 100), segment(5, 5, 110)]),
+                    (1, vec![segment(0, 3, 50)]),
+                ]),
+                routing: Routing::Direct(BTreeMap::from([(0, 0), (1, 1)])),
+                target_partitions: 2,
+                configs: BTreeMap::from([("cleanup.policy".into(), "delete".into())]),
+            },
+            TopicPlan {
+                source: "audit".into(),
+                target: "audit".into(),
+                segments: BTreeMap::from([(0, vec![segment(0, 4, 40)])]),
+                routing: Routing::Direct(BTreeMap::from([(0, 0)])),
+                target_partitions: 1,
+                configs: BTreeMap::new(),
+            },
+        ];
+        // The PITR window left out two records of orders-0.
+        let tallies = BTreeMap::from([
+            (("orders-copy".to_owned(), 0), tally(8, 80, 1_000, 9_000)),
+            (("orders-copy".to_owned(), 1), tally(3, 30, 2_000, 3_000)),
+            (("audit".to_owned(), 0), tally(4, 40, 500, 4_000)),
+        ]);
+        let to_create = vec![TopicToCreate {
+            name: "orders-copy".into(),
+            partitions: 2,
+            replication_factor: None,
+            configs: plans[0].configs.clone(),
+        }];
+        let to_purge = BTreeMap::from([(("audit".to_owned(), 0), 7)]);
+        let groups = BTreeMap::from([
+            (
+                "billing".to_owned(),
+                Ok(BTreeMap::from([(("orders-copy".to_owned(), 0), 6)])),
+            ),
+            (
+                "gone".to_owned(),
+                Err("group gone is not in the snapshot".to_owned()),
+            ),
+        ]);
+        let notes = vec!["a note".to_owned()];
+        let actions = DryRunActions {
+            to_create: &to_create,
+            to_purge: &to_purge,
+            groups: &groups,
+            notes: &notes,
+        };
+        let plan = dry_run_plan(&plans, &tallies, &actions);
+        assert_eq!(
+            (plan.segments, plan.stored_bytes, plan.records, plan.bytes),
+            (Some(4), Some(300), Some(15), Some(150))
+        );
+        assert_eq!(plan.first_record_time.as_ref().unwrap().0.as_millisecond(), 500);
+        assert_eq!(plan.last_record_time.as_ref().unwrap().0.as_millisecond(), 9_000);
+        let topics = plan.topics.clone().unwrap();
+        assert_eq!(
+            topics[0],
+            PlannedTopic {
+                name: "orders".into(),
+                target_name: "orders-copy".into(),
+                target_partitions: Some(2),
+                segments: Some(3),
+                records: Some(11),
+                bytes: Some(110),
+            }
+        );
+        assert_eq!((topics[1].segments, topics[1].records), (Some(1), Some(4)));
+        let create = plan.topics_to_create.clone().unwrap();
+        assert_eq!(
+            (create[0].name.as_str(), create[0].partitions),
+            ("orders-copy", 2)
+        );
+        assert_eq!(create[0].configs.as_ref().unwrap()["cleanup.policy"], "delete");
+        assert_eq!(plan.topics_to_purge.clone().unwrap(), vec!["audit".to_owned()]);
+        let groups = plan.group_offsets.clone().unwrap();
+        assert_eq!(
+            groups[0].offsets.clone().unwrap(),
+            vec![PlannedOffset {
+                topic: "orders-copy".into(),
+                partition: 0,
+                offset: 6
+            }]
+        );
+        assert_eq!(
+            groups[1].error.as_deref(),
+            Some("group gone is not in the snapshot")
+        );
+        let message = dry_run_message(&plan, "b1", "");
+        assert_eq!(
+            message,
+            "dry run, nothing written: would restore 15 records (150 bytes) from 4 segments of backup set b1; topics orders -> orders-copy, audit; create [orders-copy (2 partitions)]; purge [audit]; group offsets [billing: orders-copy-0@6; gone: fails: group gone is not in the snapshot]; a note"
+        );
     }
 }

@@ -34,7 +34,7 @@
 //! `etaSeconds`. `createTopics` absent and `createTopics: false` are both "no topic is created" and
 //! keep their spelling. The v1beta1-only fields (`snapshotBeforeRestore.storage` of another type
 //! than PVC, `status.backupId`,
-//! `restoredTopics[].targetName`, ...) travel in `kafka.oso.sh/v1beta1-fields`.
+//! `restoredTopics[].targetName`, `status.plan` of a dry run, ...) travel in `kafka.oso.sh/v1beta1-fields`.
 //!
 //! The shared blocks (backup reference, Kafka connection, storage, rate limiting, `job`) and the
 //! policy are in [`super::common`]: defaults applied on the way up, values equal to their
@@ -325,6 +325,7 @@ fn status_up(s: a::KafkaRestoreStatus) -> b::KafkaRestoreStatus {
         }),
         snapshot,
         offset_mapping_path: s.offset_mapping_path,
+        plan: None,
         observed_generation: s.observed_generation,
         conditions: s.conditions,
     }

@@ -421,13 +421,15 @@ pub struct BackupProgress {
 pub struct BackupRetentionStatus {
     /// When the pass ran (RFC 3339).
     pub last_run_time: Option<Time>,
-    /// Backup sets and segments examined.
+    /// Backup sets of this KafkaBackup examined (the current one included) plus, with
+    /// `maxAgeDays`, the segments of the current set. Sets another resource wrote are not
+    /// counted: they are never deleted.
     pub inspected: Option<i64>,
-    /// Backup sets and segments the policy selected for deletion.
+    /// Whole backup sets plus segments of the current set the policy selected for deletion.
     pub eligible: Option<i64>,
-    /// Backup sets and segments deleted (0 in a dry run).
+    /// Whole backup sets plus segments deleted (0 in a dry run).
     pub deleted: Option<i64>,
-    /// Bytes of storage freed (in a dry run: that would be freed).
+    /// Bytes of storage freed (in a dry run: the stored size of what would be deleted).
     pub reclaimed_bytes: Option<i64>,
     /// The pass was a dry run.
     pub dry_run: Option<bool>,

@@ -385,12 +385,105 @@ pub struct KafkaRestoreStatus {
     /// topic and partition): an object URI such as `s3://bucket/prefix/<backupId>/restores/...`;
     /// a KafkaOffsetReset with strategy FromMapping can use it (`fromMapping.restoreRef`).
     pub offset_mapping_path: Option<String>,
+    /// What the restore would do, set by a dry run (`dryRun: true`), which writes nothing.
+    pub plan: Option<RestorePlan>,
     /// The `metadata.generation` this status describes.
     pub observed_generation: Option<i64>,
     /// Standard conditions (Ready, ...), one per type.
     #[serde(default)]
     #[schemars(schema_with = "crate::api::conditions_schema")]
     pub conditions: Option<Vec<Condition>>,
+}
+
+/// What a dry run found the restore would do. Records are counted by reading every selected
+/// segment (checksums verified) and applying the PITR window, so the figures are exact.
+#[skip_serializing_none]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestorePlan {
+    /// Backup segments that would be read: those whose time range overlaps the PITR window.
+    pub segments: Option<i64>,
+    /// Bytes of those segments in storage (compressed).
+    pub stored_bytes: Option<i64>,
+    /// Records that would be written (inside the PITR window).
+    pub records: Option<i64>,
+    /// Bytes of record data that would be written: keys, values and headers, counted as
+    /// `bytesRestored` counts them.
+    pub bytes: Option<i64>,
+    /// Timestamp of the earliest record that would be written (RFC 3339).
+    pub first_record_time: Option<Time>,
+    /// Timestamp of the latest record that would be written (RFC 3339).
+    pub last_record_time: Option<Time>,
+    /// Per topic of the backup set: where it goes and what it holds.
+    pub topics: Option<Vec<PlannedTopic>>,
+    /// Target topics that would be created (`createTopics`).
+    pub topics_to_create: Option<Vec<PlannedTopicCreation>>,
+    /// Target topics whose records would be deleted first (`purgeTopics`).
+    pub topics_to_purge: Option<Vec<String>>,
+    /// Consumer-group offsets that would be committed after the records are written
+    /// (`offsetReset`, `autoConsumerGroups`).
+    pub group_offsets: Option<Vec<PlannedGroupOffsets>>,
+    /// What the restore would leave out, e.g. groups of repartitioned topics.
+    pub notes: Option<Vec<String>>,
+}
+
+/// One topic of a [`RestorePlan`].
+#[skip_serializing_none]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedTopic {
+    /// Name in the backup set.
+    pub name: String,
+    /// Name in the target cluster (`topicMapping`).
+    pub target_name: String,
+    /// Partitions of the target topic the records are routed to.
+    pub target_partitions: Option<i32>,
+    /// Backup segments of the topic that would be read.
+    pub segments: Option<i64>,
+    /// Records that would be written into it.
+    pub records: Option<i64>,
+    /// Bytes of record data that would be written into it, uncompressed.
+    pub bytes: Option<i64>,
+}
+
+/// A topic a [`RestorePlan`] would create.
+#[skip_serializing_none]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedTopicCreation {
+    /// Topic name.
+    pub name: String,
+    /// Partition count (the source's, or `repartitioning.targetPartitions`).
+    pub partitions: i32,
+    /// Replication factor (`createTopics.replicationFactor`); absent: the broker's default.
+    pub replication_factor: Option<i32>,
+    /// Topic configuration recorded with the source topic.
+    pub configs: Option<BTreeMap<String, String>>,
+}
+
+/// The offsets a [`RestorePlan`] would commit for one consumer group.
+#[skip_serializing_none]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedGroupOffsets {
+    /// Consumer group.
+    pub group: String,
+    /// Offsets per target topic partition.
+    pub offsets: Option<Vec<PlannedOffset>>,
+    /// Why the group would not be moved, when it would not.
+    pub error: Option<String>,
+}
+
+/// One committed offset of a [`PlannedGroupOffsets`].
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedOffset {
+    /// Target topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset the group would read next.
+    pub offset: i64,
 }
 
 /// Records restored into one topic.

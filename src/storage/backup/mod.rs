@@ -52,6 +52,12 @@
 //! next run when they continue the partition's chain of positions (the checkpoint is the storage
 //! itself), or deleted when `checkpoint.enabled` is false.
 //!
+//! The manifest's `owner` names the KafkaBackup that wrote the set last and every entry of
+//! `runs` the one that made it (`owner` absent in runs of sets from before it was recorded).
+//! Retention ([`crate::ops::backup::retention`]) deletes only sets whose recorded writers are
+//! all the KafkaBackup it runs for. It may remove a set's oldest segments: the manifest is
+//! rewritten without them first, so a partition's chain then starts at a later position.
+//!
 //! [`read_manifest`], [`list_backup_sets`] and [`summarize`] are what the catalog reads.
 
 pub mod segment;
@@ -75,9 +81,14 @@ pub fn set_dir(backup_id: &str) -> String {
     format!("{BACKUP_DIR}/{backup_id}")
 }
 
+/// File name of a set's manifest.
+const MANIFEST_FILE: &str = "manifest.json";
+/// Directory of a set's restore states, relative to the set.
+const RESTORES_DIR: &str = "restores/";
+
 /// The key of a set's manifest.
 pub fn manifest_key(backup_id: &str) -> String {
-    format!("{BACKUP_DIR}/{backup_id}/manifest.json")
+    format!("{BACKUP_DIR}/{backup_id}/{MANIFEST_FILE}")
 }
 
 /// The key of a set's consumer-group snapshot.
@@ -112,7 +123,7 @@ pub fn parse_segment_key(relative: &str) -> Option<(String, i32, i64)> {
 
 /// The directory of a restore's state.
 pub fn restore_dir(backup_id: &str, restore: &str) -> String {
-    format!("{BACKUP_DIR}/{backup_id}/restores/{restore}")
+    format!("{BACKUP_DIR}/{backup_id}/{RESTORES_DIR}{restore}")
 }
 
 /// Whether a set is still being written.
@@ -296,6 +307,10 @@ pub struct RunEntry {
     pub segments: u64,
     /// Succeeded or Cancelled.
     pub outcome: String,
+    /// The KafkaBackup that ran it (absent in sets written before runs recorded it); retention
+    /// deletes a set only when every run of it was made by the deleting KafkaBackup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<SnapshotSource>,
 }
 
 /// The run writing the set now.
@@ -508,11 +523,9 @@ pub fn summarize(manifest: &Manifest, location: &str) -> SetSummary {
     s
 }
 
-/// Every backup set in a location (directories below `backups/` with a manifest), summarised.
-/// Directories without a readable manifest are skipped, their errors returned alongside.
-pub async fn list_backup_sets(
-    location: &ObjectLocation,
-) -> Result<(Vec<SetSummary>, Vec<BackupFormatError>), StorageError> {
+/// The ids of the backup sets in a location: the directories directly below `backups/`, found
+/// by one delimited listing of that prefix (no segment is listed).
+pub async fn list_set_ids(location: &ObjectLocation) -> Result<Vec<String>, StorageError> {
     let base = location.path(BACKUP_DIR);
     let listing = location
         .store()
@@ -523,12 +536,21 @@ pub async fn list_backup_sets(
             uri: location.uri(BACKUP_DIR),
             source,
         })?;
+    Ok(listing
+        .common_prefixes
+        .iter()
+        .filter_map(|dir| dir.filename().map(str::to_owned))
+        .collect())
+}
+
+/// Every backup set in a location (directories below `backups/` with a manifest), summarised.
+/// Directories without a readable manifest are skipped, their errors returned alongside.
+pub async fn list_backup_sets(
+    location: &ObjectLocation,
+) -> Result<(Vec<SetSummary>, Vec<BackupFormatError>), StorageError> {
     let mut sets = Vec::new();
     let mut errors = Vec::new();
-    for dir in listing.common_prefixes {
-        let Some(id) = dir.filename().map(str::to_owned) else {
-            continue;
-        };
+    for id in list_set_ids(location).await? {
         match read_manifest(location, &id).await {
             Ok(Some(m)) => sets.push(summarize(&m, &location.uri(&set_dir(&id)))),
             Ok(None) => {}
@@ -537,6 +559,32 @@ pub async fn list_backup_sets(
     }
     sets.sort_by(|a, b| a.backup_id.cmp(&b.backup_id));
     Ok((sets, errors))
+}
+
+/// Deletes a backup set: its manifest first, so that an interrupted deletion never leaves a
+/// manifest listing a missing segment, then every other object of the set (segments, listed
+/// or not, and the consumer-group snapshot). The state and offset mappings of restores made
+/// from the set (`restores/`) are kept: consumer offsets translated with them must stay
+/// translatable after the data is gone. Returns the objects and bytes deleted.
+pub async fn delete_set(location: &ObjectLocation, backup_id: &str) -> Result<(u64, u64), StorageError> {
+    let dir = set_dir(backup_id);
+    let objects = location.list(&dir).await?;
+    let size_of = |key: &str| objects.iter().find(|o| o.key == key).map_or(0, |o| o.size);
+    let (mut count, mut bytes) = (0, 0);
+    if location.delete(&manifest_key(backup_id)).await? {
+        count += 1;
+        bytes += size_of(MANIFEST_FILE);
+    }
+    for object in &objects {
+        if object.key == MANIFEST_FILE || object.key.starts_with(RESTORES_DIR) {
+            continue;
+        }
+        if location.delete(&format!("{dir}/{}", object.key)).await? {
+            count += 1;
+            bytes += object.size;
+        }
+    }
+    Ok((count, bytes))
 }
 
 /// The segment objects stored for a set, whether or not its manifest lists them:

@@ -339,15 +339,47 @@ pub struct SealError {
 /// Compresses and frames a segment that ends at `position_end`. CPU-bound: run it on the
 /// blocking pool.
 pub fn seal(builder: SegmentBuilder, position_end: i64, codec: Codec) -> Result<Sealed, SealError> {
-    seal_reusing(builder, position_end, codec).map(|(sealed, _)| sealed)
+    seal_with(
+        builder,
+        position_end,
+        codec,
+        &mut Compressor::default(),
+        &mut Vec::new(),
+    )
+    .map(|(sealed, _)| sealed)
 }
 
-/// [`seal`], also handing back the builder's buffer when the body was compressed into a new
-/// one (so the caller can reuse the allocation).
-pub fn seal_reusing(
+/// A compression context kept between segments: creating a zstd context per segment costs an
+/// allocation of its tables each time, which churns and fragments the heap.
+#[derive(Default)]
+pub struct Compressor {
+    zstd: Option<(i32, zstd::bulk::Compressor<'static>)>,
+}
+
+impl Compressor {
+    /// The zstd context for `level`, created on first use.
+    fn zstd(&mut self, level: i32) -> std::io::Result<&mut zstd::bulk::Compressor<'static>> {
+        if self.zstd.as_ref().is_none_or(|(l, _)| *l != level) {
+            self.zstd = Some((level, zstd::bulk::Compressor::new(level)?));
+        }
+        match &mut self.zstd {
+            Some((_, c)) => Ok(c),
+            None => Err(std::io::Error::other("no zstd context")),
+        }
+    }
+}
+
+/// [`seal`] with a reused compression context. A segment waiting for its upload holds its
+/// compressed size, not the worst-case bound: zstd writes into a buffer sized for the usual
+/// ratio (then shrunk to its size), LZ4 into `out` (left for the caller to reuse), from which
+/// the body is copied into an allocation of its exact size. Also hands back the builder's buffer when the body
+/// was compressed (so the caller can reuse that allocation).
+pub fn seal_with(
     builder: SegmentBuilder,
     position_end: i64,
     codec: Codec,
+    compressor: &mut Compressor,
+    out: &mut Vec<u8>,
 ) -> Result<(Sealed, Option<Vec<u8>>), SealError> {
     let fail = |message: String| SealError {
         partition: builder.partition,
@@ -355,16 +387,30 @@ pub fn seal_reusing(
         message,
     };
     let uncompressed_len = builder.body.len() as u64;
+    out.clear();
     let (body, spare): (Bytes, Option<Vec<u8>>) = match codec {
         Codec::None => (Bytes::from(builder.body), None),
-        Codec::Zstd(level) => (
-            Bytes::from(zstd::bulk::compress(&builder.body, level).map_err(|e| fail(e.to_string()))?),
-            Some(builder.body),
-        ),
-        Codec::Lz4 => (
-            Bytes::from(lz4_flex::block::compress(&builder.body)),
-            Some(builder.body),
-        ),
+        Codec::Zstd(level) => {
+            let input = &builder.body;
+            let zstd = compressor.zstd(level).map_err(|e| fail(e.to_string()))?;
+            // Record data usually compresses well: an output of a third of the input is
+            // enough, and only its written part becomes resident. Data that does not fit is
+            // compressed again into a buffer of the worst-case bound.
+            let mut body = Vec::with_capacity(input.len() / 3 + 4096);
+            if zstd.compress_to_buffer(input, &mut body).is_err() {
+                body = Vec::with_capacity(zstd::zstd_safe::compress_bound(input.len()));
+                zstd.compress_to_buffer(input, &mut body)
+                    .map_err(|e| fail(e.to_string()))?;
+            }
+            // Shrinking in place gives the unused tail back, so the body holds its size.
+            body.shrink_to_fit();
+            (Bytes::from(body), Some(builder.body))
+        }
+        Codec::Lz4 => {
+            out.resize(lz4_flex::block::get_maximum_output_size(builder.body.len()), 0);
+            let n = lz4_flex::block::compress_into(&builder.body, out).map_err(|e| fail(e.to_string()))?;
+            (Bytes::copy_from_slice(&out[..n]), Some(builder.body))
+        }
     };
     let header = SegmentHeader {
         codec: codec.id(),
@@ -505,9 +551,18 @@ impl<'a> RecordRef<'a> {
         self.header_count.saturating_sub(u32::from(self.tracking)) as usize
     }
 
-    /// Bytes of key, value and headers (the size the record's data has in Kafka terms).
+    /// Bytes of key, value and the record's own headers, each header with its name and value
+    /// length fields (the size the record's data has in Kafka terms); tracking headers the
+    /// backup added are not the record's and not counted.
     pub fn data_len(&self) -> usize {
-        self.key.map_or(0, <[u8]>::len) + self.value.map_or(0, <[u8]>::len) + self.headers.len()
+        let headers = if self.tracking == 0 {
+            self.headers.len()
+        } else {
+            self.headers()
+                .map(|(name, value)| 8 + name.len() + value.map_or(0, <[u8]>::len))
+                .sum()
+        };
+        self.key.map_or(0, <[u8]>::len) + self.value.map_or(0, <[u8]>::len) + headers
     }
 }
 
@@ -684,6 +739,43 @@ mod tests {
                 0,
                 "tracking headers are not the record's own"
             );
+            // k, v and three headers of 8 + 1 + 1, 8 + 1 and 8 + 1 bytes.
+            assert_eq!(records[0].data_len(), 2 + 10 + 9 + 9);
+            assert_eq!(records[1].data_len(), 0, "nor counted as its data");
+        }
+    }
+
+    #[test]
+    fn incompressible_bodies_are_sealed_with_every_codec() {
+        // Pseudo-random bytes: zstd output exceeds the third of the input it tries first.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let value: Vec<u8> = (0..200_000)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        let mut compressor = Compressor::default();
+        let mut out = Vec::new();
+        for codec in [Codec::Zstd(3), Codec::Lz4, Codec::Zstd(3)] {
+            let mut b = SegmentBuilder::new(0, 0, Vec::new());
+            b.push(
+                0,
+                1,
+                TimestampType::CreateTime,
+                None,
+                Some(&value),
+                std::iter::empty(),
+                &[],
+            );
+            let (sealed, _) = seal_with(b, 1, codec, &mut compressor, &mut out).unwrap();
+            let mut all = sealed.header_bytes.to_vec();
+            all.extend_from_slice(&sealed.body);
+            let seg = Segment::decode(Bytes::from(all)).unwrap();
+            let records: Vec<_> = seg.records().map(Result::unwrap).collect();
+            assert_eq!(records[0].value, Some(&value[..]));
         }
     }
 
