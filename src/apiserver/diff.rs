@@ -1,8 +1,9 @@
 //! The `diff` subresource of offsetsnapshots: `GET .../offsetsnapshots/NAME/diff` compares the
 //! snapshot with the groups' committed offsets on the cluster now.
 //!
-//! The cluster is the snapshot's `cluster` (its bootstrap servers). Its connection settings (TLS,
-//! SASL) come from the clusters registered with [`ClusterRegistry::register`] (the catalog
+//! The cluster is the snapshot's `cluster` (its bootstrap servers). The committed offsets are read
+//! with the protocol client (batched OffsetFetch over one connection per coordinator), as the
+//! offset engine reads them. Its connection settings (TLS, SASL) come from the clusters registered with [`ClusterRegistry::register`] (the catalog
 //! configuration's `clusters`, or the reconciler), matched by bootstrap servers; a cluster nobody
 //! registered is reached in plaintext at the snapshot's bootstrap servers. An unreachable cluster is
 //! answered 503 with the reason.
@@ -14,16 +15,15 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use rdkafka::ClientConfig;
 use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::resources::{API_VERSION, SnapshotEntry, object_meta, rfc3339, snapshot_labels};
 use crate::{
-    api::v1beta1::KafkaClusterSpec,
+    api::v1beta1::{KafkaClusterSpec, SecurityProtocol},
     kafka::{
-        KafkaError, client_config,
-        groups::{Cluster, Committed, Partition},
+        ClusterAccess, KafkaError, group_admin,
+        groups::{Committed, Partition},
     },
     secrets::SecretStore,
     storage::snapshot::OffsetSnapshot,
@@ -35,7 +35,7 @@ pub const DIFF_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connection settings of known clusters.
 #[derive(Default)]
 pub struct ClusterRegistry {
-    clusters: RwLock<Vec<(BTreeSet<String>, ClientConfig)>>,
+    clusters: RwLock<Vec<(BTreeSet<String>, ClusterAccess)>>,
 }
 
 impl std::fmt::Debug for ClusterRegistry {
@@ -58,26 +58,31 @@ fn servers(list: &str) -> BTreeSet<String> {
 impl ClusterRegistry {
     /// Registers (or replaces) the settings of a cluster.
     pub fn register(&self, spec: &KafkaClusterSpec, secrets: &SecretStore) -> Result<(), KafkaError> {
-        let config = client_config(spec, secrets)?;
+        let access = ClusterAccess::read(spec, secrets)?;
         let key = servers(&spec.bootstrap_servers.join(","));
         let mut clusters = self.clusters.write().unwrap_or_else(PoisonError::into_inner);
         clusters.retain(|(k, _)| *k != key);
-        clusters.push((key, config));
+        clusters.push((key, access));
         Ok(())
     }
 
-    /// The client settings for a snapshot's `cluster`: a registered cluster sharing a bootstrap
-    /// server, else plaintext to those servers.
-    pub fn config_for(&self, cluster: &str) -> ClientConfig {
+    /// The connection settings for a snapshot's `cluster`: a registered cluster sharing a
+    /// bootstrap server, else plaintext to those servers.
+    pub fn access_for(&self, cluster: &str) -> ClusterAccess {
         let wanted = servers(cluster);
         let clusters = self.clusters.read().unwrap_or_else(PoisonError::into_inner);
-        if let Some((_, config)) = clusters.iter().find(|(k, _)| !k.is_disjoint(&wanted)) {
-            return config.clone();
+        if let Some((_, access)) = clusters.iter().find(|(k, _)| !k.is_disjoint(&wanted)) {
+            return access.clone();
         }
-        let mut config = ClientConfig::new();
-        config.set("bootstrap.servers", cluster);
-        config.set("security.protocol", "plaintext");
-        config
+        ClusterAccess {
+            bootstrap_servers: wanted.into_iter().collect(),
+            security_protocol: SecurityProtocol::Plaintext,
+            ca_pem: None,
+            client_cert: None,
+            sasl: None,
+            tcp_keepalive: None,
+            tcp_nodelay: None,
+        }
     }
 }
 
@@ -169,28 +174,26 @@ pub fn compare(
     (groups, summary)
 }
 
+/// OffsetFetch requests in flight at once while reading a diff.
+const READ_PARALLELISM: usize = 10;
+
 /// Reads the committed offsets of every group of the snapshot for its partitions.
 pub async fn read_current(
-    config: ClientConfig,
+    access: &ClusterAccess,
     snapshot: &OffsetSnapshot,
 ) -> Result<BTreeMap<String, BTreeMap<Partition, Committed>>, KafkaError> {
-    let wanted: Vec<(String, BTreeSet<Partition>)> = snapshot
+    let admin = group_admin(access).await?;
+    let wanted: BTreeMap<String, BTreeSet<Partition>> = snapshot
         .groups
         .iter()
         .map(|(group, offsets)| (group.clone(), offsets.partitions()))
         .collect();
-    tokio::task::spawn_blocking(move || {
-        let cluster = Cluster::new(&config)?;
-        wanted
-            .into_iter()
-            .map(|(group, partitions)| {
-                let committed = cluster.group(&group)?.committed(&partitions)?;
-                Ok((group, committed))
-            })
-            .collect()
-    })
-    .await
-    .map_err(|e| KafkaError::Join(e.to_string()))?
+    admin
+        .committed_each(&wanted, READ_PARALLELISM)
+        .await
+        .into_iter()
+        .map(|(group, offsets)| Ok((group, offsets?)))
+        .collect()
 }
 
 /// The `OffsetSnapshotDiff` object.
@@ -302,16 +305,11 @@ mod tests {
         .unwrap();
         registry.register(&spec, &SecretStore::None).unwrap();
         assert_eq!(
-            registry.config_for("b:9093").get("security.protocol"),
-            Some("ssl")
+            registry.access_for("b:9093").security_protocol,
+            SecurityProtocol::Ssl
         );
-        assert_eq!(
-            registry.config_for("c:9092").get("security.protocol"),
-            Some("plaintext")
-        );
-        assert_eq!(
-            registry.config_for("c:9092").get("bootstrap.servers"),
-            Some("c:9092")
-        );
+        let unknown = registry.access_for("c:9092");
+        assert_eq!(unknown.security_protocol, SecurityProtocol::Plaintext);
+        assert_eq!(unknown.bootstrap_servers, ["c:9092"]);
     }
 }

@@ -1145,8 +1145,8 @@ async fn subresource(
         Ok(None) => return not_found(&name, resource),
         Err(e) => return storage_unavailable(&format!("read offset snapshot {}", entry.summary.uri), &e),
     };
-    let config = api.clusters.config_for(&snapshot.cluster);
-    let current = match tokio::time::timeout(diff::DIFF_TIMEOUT, diff::read_current(config, &snapshot)).await
+    let access = api.clusters.access_for(&snapshot.cluster);
+    let current = match tokio::time::timeout(diff::DIFF_TIMEOUT, diff::read_current(&access, &snapshot)).await
     {
         Ok(Ok(current)) => current,
         Ok(Err(e)) => {

@@ -126,7 +126,7 @@ use crate::{
     },
     evidence::{self, EvidenceError, Signer},
     kafka::{
-        self, KafkaError,
+        self, ClusterAccess, KafkaError,
         groups::{Cluster, Committed, GroupDescription, LogBounds, Partition, REQUEST_TIMEOUT},
         topics::glob_match,
     },
@@ -1607,8 +1607,8 @@ async fn run_once(
 
     let mut checks = Vec::new();
     let c = &spec.checks;
-    let cluster_config = match &spec.kafka_cluster {
-        Some(k) => Some(kafka::client_config(k, &ctx.secrets)?),
+    let cluster_access = match &spec.kafka_cluster {
+        Some(k) => Some(ClusterAccess::read(k, &ctx.secrets)?),
         None => None,
     };
     let description = spec
@@ -1700,8 +1700,10 @@ async fn run_once(
                 drill_report = Some(CheckReport::from_judgement(RESTORE_DRILL, at, now, j));
                 drill_view = view;
             }
-            let cluster_view = match (&cluster_config, message_count.is_some() || offset_range) {
-                (Some(config), true) => Some(cluster_view(config, manifest, &description).await),
+            let cluster_view = match (&cluster_access, message_count.is_some() || offset_range) {
+                (Some(access), true) => {
+                    Some(cluster_view(&access.rdkafka_config(), manifest, &description).await)
+                }
                 _ => None,
             };
             let view = match (cluster_view, &drill_view) {
@@ -1744,7 +1746,7 @@ async fn run_once(
                     &location,
                     manifest,
                     &wanted,
-                    cluster_config.as_ref(),
+                    cluster_access.as_ref(),
                     &description,
                 )
                 .await;
@@ -2001,7 +2003,7 @@ async fn consumer_groups(
     location: &ObjectLocation,
     manifest: &Manifest,
     wanted: &[String],
-    config: Option<&ClientConfig>,
+    access: Option<&ClusterAccess>,
     description: &str,
 ) -> Judgement {
     let snapshot = match backup::read_group_snapshot(location, manifest).await {
@@ -2010,7 +2012,7 @@ async fn consumer_groups(
     };
     let (mut failed, mut warned, offsets) = judge_group_snapshot(manifest, snapshot.as_ref(), wanted);
     let groups = selected_groups(snapshot.as_ref(), wanted);
-    if snapshot.is_none() && !wanted.is_empty() && config.is_none() {
+    if snapshot.is_none() && !wanted.is_empty() && access.is_none() {
         failed.push("the backup set has no consumer-group snapshot (consumerGroupSnapshot was off)".into());
     }
     if groups.is_empty() && failed.is_empty() {
@@ -2020,7 +2022,7 @@ async fn consumer_groups(
             "no group to check: the backup set has no consumer-group snapshot (consumerGroupSnapshot was off) and checks.consumerGroupOffsets.consumerGroups is empty"
         });
     }
-    let Some(config) = config else {
+    let Some(access) = access else {
         return group_judgement(snapshot.is_some(), offsets, groups.len(), None, failed, warned);
     };
     // The partitions to read: those of the snapshot per group, or every backed-up partition.
@@ -2045,30 +2047,7 @@ async fn consumer_groups(
             (g.clone(), partitions)
         })
         .collect();
-    let config = config.clone();
-    let read = on_blocking(move || {
-        let cluster = Cluster::new(&config)?;
-        let existing = cluster.topics()?;
-        let mut out = BTreeMap::new();
-        let mut wanted_bounds = BTreeSet::new();
-        for (group, partitions) in per_group {
-            let partitions: BTreeSet<Partition> = partitions
-                .into_iter()
-                .filter(|(t, p)| existing.get(t).is_some_and(|n| p < n))
-                .collect();
-            wanted_bounds.extend(partitions.iter().cloned());
-            let found = cluster.group(&group).and_then(|client| {
-                Ok(GroupOnCluster {
-                    description: client.describe()?,
-                    committed: client.committed(&partitions)?,
-                })
-            });
-            out.insert(group, found.map_err(|e| e.to_string()));
-        }
-        let bounds = cluster.log_bounds(&wanted_bounds)?;
-        Ok((out, bounds))
-    })
-    .await;
+    let read = read_groups(access, per_group).await;
     match read {
         Err(e) => failed.push(format!("the groups cannot be read on {description}: {e}")),
         Ok((found, bounds)) => {
@@ -2085,6 +2064,63 @@ async fn consumer_groups(
         failed,
         warned,
     )
+}
+
+/// OffsetFetch requests in flight at once while reading the groups.
+const GROUP_READ_PARALLELISM: usize = 10;
+
+/// Each group's state and committed offsets (of its partitions that exist on the cluster), with
+/// the protocol client: one DescribeGroups and batched OffsetFetch requests per coordinator. Also
+/// the log bounds of those partitions.
+async fn read_groups(
+    access: &ClusterAccess,
+    per_group: BTreeMap<String, BTreeSet<Partition>>,
+) -> Result<
+    (
+        BTreeMap<String, Result<GroupOnCluster, String>>,
+        BTreeMap<Partition, LogBounds>,
+    ),
+    String,
+> {
+    let config = access.rdkafka_config();
+    let cluster = Arc::new(on_blocking(move || Cluster::new(&config)).await?);
+    let existing = {
+        let cluster = cluster.clone();
+        on_blocking(move || cluster.topics()).await?
+    };
+    let per_group: BTreeMap<String, BTreeSet<Partition>> = per_group
+        .into_iter()
+        .map(|(group, partitions)| {
+            let partitions = partitions
+                .into_iter()
+                .filter(|(t, p)| existing.get(t).is_some_and(|n| p < n))
+                .collect();
+            (group, partitions)
+        })
+        .collect();
+    let admin = kafka::group_admin(access).await.map_err(|e| e.to_string())?;
+    let groups: Vec<String> = per_group.keys().cloned().collect();
+    let descriptions = admin.describe(&groups).await.map_err(|e| e.to_string())?;
+    let found = admin
+        .committed_each(&per_group, GROUP_READ_PARALLELISM)
+        .await
+        .into_iter()
+        .map(|(group, committed)| {
+            let found = committed
+                .map(|committed| GroupOnCluster {
+                    description: descriptions
+                        .get(&group)
+                        .cloned()
+                        .unwrap_or_else(GroupDescription::dead),
+                    committed,
+                })
+                .map_err(|e| e.to_string());
+            (group, found)
+        })
+        .collect();
+    let wanted_bounds: BTreeSet<Partition> = per_group.into_values().flatten().collect();
+    let bounds = on_blocking(move || cluster.log_bounds(&wanted_bounds)).await?;
+    Ok((found, bounds))
 }
 
 // ---------------------------------------------------------------------------------------------

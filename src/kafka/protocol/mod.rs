@@ -636,6 +636,31 @@ impl GroupAdmin {
         out
     }
 
+    /// The committed offsets of many groups, each for its own partitions: one batched read of
+    /// every partition any of them wants (see [`GroupAdmin::committed_groups`]), each answer then
+    /// cut back to the group's partitions.
+    pub async fn committed_each(
+        &self,
+        wanted: &BTreeMap<String, BTreeSet<Partition>>,
+        parallelism: usize,
+    ) -> BTreeMap<String, GroupOffsets> {
+        let every: BTreeSet<Partition> = wanted.values().flatten().cloned().collect();
+        let groups: Vec<String> = wanted.keys().cloned().collect();
+        let mut fetched = self.committed_groups(&groups, &every, parallelism).await;
+        wanted
+            .iter()
+            .map(|(group, partitions)| {
+                let offsets = fetched.remove(group).unwrap_or_else(|| Ok(BTreeMap::new()));
+                let offsets = offsets.map(|all| {
+                    all.into_iter()
+                        .filter(|(tp, _)| partitions.contains(tp))
+                        .collect()
+                });
+                (group.clone(), offsets)
+            })
+            .collect()
+    }
+
     /// One OffsetFetch v8+ for many groups of one coordinator; `None` when the broker has no
     /// batched form.
     async fn fetch_batch(
