@@ -45,15 +45,15 @@ use rdkafka::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Context, blocking, time};
+use super::{Context, GROUP_READS_IN_FLIGHT, blocking, time};
 use crate::{
     api::v1beta1::{
         BackupProgress, BackupRunSummary, Compression, KafkaBackup, KafkaBackupSpec, KafkaBackupStatus,
         RunOutcome, RunPhase,
     },
     kafka::{
-        self, KafkaError,
-        groups::{Cluster, Committed, LogBounds, Partition, REQUEST_TIMEOUT},
+        self, ClusterAccess, KafkaError,
+        groups::{Cluster, LogBounds, Partition, REQUEST_TIMEOUT},
         headers,
         topics::{self, MissingTopic},
     },
@@ -435,7 +435,8 @@ async fn run(
             });
         }
     };
-    let config = kafka::client_config(&spec.kafka_cluster, &ctx.secrets)?;
+    let access = ClusterAccess::read(&spec.kafka_cluster, &ctx.secrets)?;
+    let config = access.rdkafka_config();
     let cluster = {
         let config = config.clone();
         Arc::new(blocking(move || Cluster::new(&config)).await?)
@@ -559,12 +560,7 @@ async fn run(
 
     // Consumer-group snapshot, before any record is read.
     if spec.consumer_group_snapshot {
-        let snapshot = {
-            let cluster = cluster.clone();
-            let config = config.clone();
-            let partitions = partitions.clone();
-            blocking(move || read_group_offsets(&cluster, &config, &partitions)).await?
-        };
+        let snapshot = read_group_offsets(&access, &partitions).await?;
         let key = backup::group_snapshot_key(id);
         let body = serde_json::to_vec_pretty(&snapshot).unwrap_or_default();
         location.put(&key, Bytes::from(body)).await?;
@@ -862,50 +858,35 @@ async fn adopt_orphans(
     Ok(())
 }
 
-fn read_group_offsets(
-    cluster: &Cluster,
-    config: &ClientConfig,
+/// Every group of the cluster that has committed offsets on `partitions`, with those offsets:
+/// the groups are listed once and read with batched OffsetFetch requests.
+async fn read_group_offsets(
+    access: &ClusterAccess,
     partitions: &BTreeSet<Partition>,
 ) -> Result<GroupSnapshot, KafkaError> {
-    let consumer: BaseConsumer = config
-        .create()
-        .map_err(KafkaError::client("creating the Kafka client"))?;
     let timestamp = Utc::now();
-    let all = topics::list_groups(&consumer)?;
-    // One client per group (librdkafka reads the offsets of its own group): several at once.
-    let chunk = all.len().div_ceil(8).max(1);
-    let results: Vec<Result<Vec<GroupOffsets>, KafkaError>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = all
-            .chunks(chunk)
-            .map(|groups| {
-                scope.spawn(move || {
-                    groups
-                        .iter()
-                        .map(|g| Ok((g.clone(), cluster.group(g)?.committed(partitions)?)))
-                        .collect::<Result<Vec<_>, KafkaError>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(KafkaError::Join("group offset reader panicked".into())))
-            })
-            .collect()
-    });
+    let config = access.rdkafka_config();
+    let all = blocking(move || {
+        let consumer: BaseConsumer = config
+            .create()
+            .map_err(KafkaError::client("creating the Kafka client"))?;
+        topics::list_groups(&consumer)
+    })
+    .await?;
+    let admin = kafka::group_admin(access).await?;
+    let committed = admin
+        .committed_all(&all, partitions, GROUP_READS_IN_FLIGHT)
+        .await?;
     let mut groups = BTreeMap::new();
-    for result in results {
-        for (group, committed) in result? {
-            if committed.is_empty() {
-                continue;
-            }
-            let mut per_topic: BTreeMap<String, BTreeMap<i32, i64>> = BTreeMap::new();
-            for ((t, p), c) in committed {
-                per_topic.entry(t).or_default().insert(p, c.offset);
-            }
-            groups.insert(group, per_topic);
+    for (group, committed) in committed {
+        if committed.is_empty() {
+            continue;
         }
+        let mut per_topic: BTreeMap<String, BTreeMap<i32, i64>> = BTreeMap::new();
+        for ((t, p), c) in committed {
+            per_topic.entry(t).or_default().insert(p, c.offset);
+        }
+        groups.insert(group, per_topic);
     }
     Ok(GroupSnapshot {
         timestamp: Some(timestamp),
@@ -981,9 +962,6 @@ pub fn fetch_share(budget: u64, segment_max: u64, consumers: usize) -> FetchShar
         segments,
     }
 }
-
-/// A group and its committed offsets.
-type GroupOffsets = (String, BTreeMap<Partition, Committed>);
 
 /// Seals an active partition's open segment.
 type SealFn<'a> = dyn Fn(&mut Active, &Shared, Vec<u8>) -> Option<Sealing> + 'a;

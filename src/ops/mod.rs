@@ -121,6 +121,9 @@ pub fn default_snapshot_storage(resource_name: &str) -> StorageSpec {
     }
 }
 
+/// OffsetFetch requests in flight while the backup and restore engines read group offsets.
+const GROUP_READS_IN_FLIGHT: usize = 8;
+
 /// Runs blocking Kafka client work on the blocking pool.
 pub async fn blocking<T, F>(work: F) -> Result<T, crate::kafka::KafkaError>
 where

@@ -392,13 +392,11 @@ async fn read_groups(
         Some(p) => p,
         None => all_partitions(kafka).await?,
     };
-    kafka
+    Ok(kafka
         .admin
-        .committed_groups(groups, &partitions, PARALLELISM)
+        .committed_all(groups, &partitions, PARALLELISM)
         .await
-        .into_iter()
-        .map(|(group, committed)| Ok((group, committed.map_err(KafkaError::from)?)))
-        .collect()
+        .map_err(KafkaError::from)?)
 }
 
 async fn roll_back(

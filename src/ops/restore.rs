@@ -47,7 +47,7 @@ use rdkafka::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::{Context, blocking, default_snapshot_id, default_snapshot_storage, time};
+use super::{Context, GROUP_READS_IN_FLIGHT, blocking, default_snapshot_id, default_snapshot_storage, time};
 use crate::{
     api::v1beta1::{
         KafkaRestore, KafkaRestoreSpec, KafkaRestoreStatus, Phase, PlannedGroupOffsets, PlannedOffset,
@@ -55,9 +55,10 @@ use crate::{
         RestoreOffsetResetStrategy, RestorePlan, RestoreSnapshotStatus, RestoreThroughput, RestoredTopic,
     },
     kafka::{
-        self, KafkaError,
+        self, ClusterAccess, KafkaError,
         groups::{Cluster, Committed, LogBounds, Partition},
         headers,
+        protocol::GroupAdmin,
         topics::{self, MissingTopic, TopicToCreate},
     },
     storage::{
@@ -712,7 +713,10 @@ async fn run(
     check_segments(&location, &plans).await?;
 
     // The target.
-    let config = kafka::client_config(&spec.kafka_cluster, &ctx.secrets)?;
+    let access = ClusterAccess::read(&spec.kafka_cluster, &ctx.secrets)?;
+    let config = access.rdkafka_config();
+    // The group-offset client, connected when a group is first read or committed.
+    let admin: tokio::sync::OnceCell<GroupAdmin> = tokio::sync::OnceCell::new();
     let cluster = {
         let config = config.clone();
         Arc::new(blocking(move || Cluster::new(&config)).await?)
@@ -916,18 +920,18 @@ async fn run(
                 .storage
                 .clone()
                 .unwrap_or_else(|| default_snapshot_storage(&name));
-            let offsets = {
-                let cluster = cluster.clone();
-                let groups = snapshot_groups.clone();
-                blocking(move || {
-                    let mut out = BTreeMap::new();
-                    for g in groups {
-                        out.insert(g.clone(), cluster.group(&g)?.committed(&partitions)?);
-                    }
-                    Ok(out)
-                })
+            let groups: Vec<String> = snapshot_groups
+                .iter()
+                .cloned()
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let offsets = admin
+                .get_or_try_init(|| kafka::group_admin(&access))
                 .await?
-            };
+                .committed_all(&groups, &partitions, GROUP_READS_IN_FLIGHT)
+                .await
+                .map_err(KafkaError::from)?;
             let mut snapshot = OffsetSnapshot {
                 snapshot_id: snapshot_id.clone(),
                 timestamp: Utc::now(),
@@ -1364,37 +1368,10 @@ async fn run(
     for (group, plan) in group_plans {
         let outcome = match plan {
             Err(e) => Err(e),
-            Ok(offsets) => {
-                let cluster = cluster.clone();
-                let g = group.clone();
-                blocking(move || {
-                    let client = cluster.group(&g)?;
-                    let d = client.describe()?;
-                    if !d.is_inactive() {
-                        return Ok(Err(format!(
-                            "group {g} is {} with {} active member(s): stop its consumers first",
-                            d.state, d.members
-                        )));
-                    }
-                    let commit: BTreeMap<Partition, Committed> = offsets
-                        .into_iter()
-                        .map(|(tp, offset)| {
-                            (
-                                tp,
-                                Committed {
-                                    offset,
-                                    metadata: String::new(),
-                                },
-                            )
-                        })
-                        .collect();
-                    client.commit(&commit)?;
-                    Ok(Ok(()))
-                })
+            Ok(offsets) => commit_group(&admin, &access, &group, offsets)
                 .await
                 .map_err(|e| e.to_string())
-                .and_then(|r| r)
-            }
+                .and_then(|r| r),
         };
         match outcome {
             Ok(()) => groups_reset.push(group),
@@ -1448,6 +1425,38 @@ async fn run(
     location.put(&state_key, state_bytes(&state)).await?;
     ctx.report(records, Some(records), "records restored");
     Ok(())
+}
+
+/// Commits a group's translated offsets as a non-member; `Ok(Err)` for a group with active
+/// members, which is not touched.
+async fn commit_group(
+    admin: &tokio::sync::OnceCell<GroupAdmin>,
+    access: &ClusterAccess,
+    group: &str,
+    offsets: BTreeMap<Partition, i64>,
+) -> Result<Result<(), String>, KafkaError> {
+    let admin = admin.get_or_try_init(|| kafka::group_admin(access)).await?;
+    let descriptions = admin.describe(&[group.to_owned()]).await?;
+    if let Some(d) = descriptions.get(group).filter(|d| !d.is_inactive()) {
+        return Ok(Err(format!(
+            "group {group} is {} with {} active member(s): stop its consumers first",
+            d.state, d.members
+        )));
+    }
+    let commit: BTreeMap<Partition, Committed> = offsets
+        .into_iter()
+        .map(|(tp, offset)| {
+            (
+                tp,
+                Committed {
+                    offset,
+                    metadata: String::new(),
+                },
+            )
+        })
+        .collect();
+    admin.commit(group, &commit).await?;
+    Ok(Ok(()))
 }
 
 fn state_bytes(state: &RestoreState) -> Bytes {

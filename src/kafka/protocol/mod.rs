@@ -661,6 +661,21 @@ impl GroupAdmin {
             .collect()
     }
 
+    /// Like [`GroupAdmin::committed_groups`], failing with the first group that could not be
+    /// read.
+    pub async fn committed_all(
+        &self,
+        groups: &[String],
+        partitions: &BTreeSet<Partition>,
+        parallelism: usize,
+    ) -> Result<BTreeMap<String, BTreeMap<Partition, Committed>>, ProtocolError> {
+        self.committed_groups(groups, partitions, parallelism)
+            .await
+            .into_iter()
+            .map(|(group, committed)| Ok((group, committed?)))
+            .collect()
+    }
+
     /// One OffsetFetch v8+ for many groups of one coordinator; `None` when the broker has no
     /// batched form.
     async fn fetch_batch(
