@@ -1072,17 +1072,14 @@ async fn diff_compares_a_snapshot_with_the_committed_offsets() {
         }
     }
     // The group has committed 15 on partition 0 and nothing on partition 1.
-    let cluster = kafka_backup_operator::kafka::groups::Cluster::new(&config).unwrap();
-    let committed = [(
-        (topic.clone(), 0),
-        kafka_backup_operator::kafka::groups::Committed {
-            offset: 15,
-            metadata: String::new(),
-        },
-    )]
-    .into_iter()
-    .collect();
-    cluster.group(&group).unwrap().commit(&committed).unwrap();
+    let mut group_config = config.clone();
+    group_config.set("group.id", &group);
+    let consumer: rdkafka::consumer::BaseConsumer = group_config.create().unwrap();
+    let mut committed = rdkafka::TopicPartitionList::new();
+    committed
+        .add_partition_offset(&topic, 0, rdkafka::Offset::Offset(15))
+        .unwrap();
+    rdkafka::consumer::Consumer::commit(&consumer, &committed, rdkafka::consumer::CommitMode::Sync).unwrap();
 
     let fx = Fixture::start("").await;
     let team_a = Location::open(

@@ -1,10 +1,8 @@
-//! Consumer-group and log-offset operations on one cluster through librdkafka: topic metadata,
-//! log bounds, offsets by time, reading single records (for the HeaderBased search), and a
-//! client per group for the operations that still read or commit group offsets this way (backup,
-//! restore, validation; the offset engine uses [`super::protocol`]).
+//! Log-offset operations on one cluster through librdkafka: topic metadata, log bounds, offsets by
+//! time, and reading single records (for the HeaderBased search). Group offsets (describe, read,
+//! commit, delete) go through [`super::protocol`], which serves many groups over one connection.
 //!
-//! librdkafka's calls are blocking; callers run them on the blocking pool. One consumer client per
-//! group, because librdkafka commits for the group its client was configured with.
+//! librdkafka's calls are blocking; callers run them on the blocking pool.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -13,7 +11,7 @@ use std::{
 
 use rdkafka::{
     ClientConfig, Message, Offset, TopicPartitionList,
-    consumer::{BaseConsumer, CommitMode, Consumer},
+    consumer::{BaseConsumer, Consumer},
     message::Headers,
 };
 
@@ -90,8 +88,7 @@ impl Cluster {
     /// Connects (lazily: librdkafka connects on the first request).
     pub fn new(config: &ClientConfig) -> Result<Self, KafkaError> {
         let mut config = config.clone();
-        // Without it, destroying a client waits for its threads' blocking calls to time out;
-        // backup, restore and validation make one client per group, so that wait would dominate.
+        // Without it, destroying a client waits for its threads' blocking calls to time out.
         config.set("internal.termination.signal", TERMINATION_SIGNAL.to_string());
         config.set("enable.auto.commit", "false");
         config.set("enable.partition.eof", "true");
@@ -256,99 +253,5 @@ impl Cluster {
         config
             .create()
             .map_err(KafkaError::client("creating the record reader"))
-    }
-
-    /// A client acting for one consumer group (reads and commits its offsets, never joins it).
-    pub fn group(&self, group: &str) -> Result<GroupClient, KafkaError> {
-        let mut config = self.config.clone();
-        config.set("group.id", group);
-        config.set("enable.auto.commit", "false");
-        let consumer = config
-            .create::<BaseConsumer>()
-            .map_err(KafkaError::client(format!("creating a client for group {group}")))?;
-        Ok(GroupClient {
-            group: group.to_owned(),
-            consumer,
-        })
-    }
-}
-
-fn describe_group(consumer: &BaseConsumer, group: &str) -> Result<GroupDescription, KafkaError> {
-    let list = consumer
-        .fetch_group_list(Some(group), REQUEST_TIMEOUT)
-        .map_err(KafkaError::client(format!("describing consumer group {group}")))?;
-    Ok(list
-        .groups()
-        .iter()
-        .find(|g| g.name() == group)
-        .map(|g| GroupDescription {
-            state: g.state().to_owned(),
-            members: g.members().len(),
-        })
-        .unwrap_or_else(GroupDescription::dead))
-}
-
-/// A client acting for one consumer group.
-pub struct GroupClient {
-    group: String,
-    consumer: BaseConsumer,
-}
-
-impl GroupClient {
-    /// The group's state and member count.
-    pub fn describe(&self) -> Result<GroupDescription, KafkaError> {
-        describe_group(&self.consumer, &self.group)
-    }
-
-    /// The group's committed offsets for these partitions; partitions without one are absent.
-    pub fn committed(
-        &self,
-        partitions: &BTreeSet<Partition>,
-    ) -> Result<BTreeMap<Partition, Committed>, KafkaError> {
-        if partitions.is_empty() {
-            return Ok(BTreeMap::new());
-        }
-        let mut tpl = TopicPartitionList::with_capacity(partitions.len());
-        for (topic, partition) in partitions {
-            tpl.add_partition(topic, *partition);
-        }
-        let what = format!("reading the committed offsets of group {}", self.group);
-        let answer = self
-            .consumer
-            .committed_offsets(tpl, REQUEST_TIMEOUT)
-            .map_err(KafkaError::client(what.clone()))?;
-        let mut out = BTreeMap::new();
-        for elem in answer.elements() {
-            elem.error().map_err(KafkaError::client(what.clone()))?;
-            if let Offset::Offset(offset) = elem.offset() {
-                out.insert(
-                    (elem.topic().to_owned(), elem.partition()),
-                    Committed {
-                        offset,
-                        metadata: elem.metadata().to_owned(),
-                    },
-                );
-            }
-        }
-        Ok(out)
-    }
-
-    /// Commits all these offsets in one OffsetCommit request, without joining the group (Kafka
-    /// refuses it if the group has active members).
-    pub fn commit(&self, offsets: &BTreeMap<Partition, Committed>) -> Result<(), KafkaError> {
-        if offsets.is_empty() {
-            return Ok(());
-        }
-        let what = format!("committing the offsets of group {}", self.group);
-        let mut tpl = TopicPartitionList::with_capacity(offsets.len());
-        for ((topic, partition), committed) in offsets {
-            let mut elem = tpl.add_partition(topic, *partition);
-            elem.set_offset(Offset::Offset(committed.offset))
-                .map_err(KafkaError::client(what.clone()))?;
-            elem.set_metadata(committed.metadata.clone());
-        }
-        self.consumer
-            .commit(&tpl, CommitMode::Sync)
-            .map_err(KafkaError::client(what))
     }
 }
