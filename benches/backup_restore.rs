@@ -27,8 +27,6 @@ use kafka_backup_operator::{
 };
 use rdkafka::{
     ClientConfig, Message, Offset, TopicPartitionList,
-    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
-    client::DefaultClientContext,
     consumer::{BaseConsumer, Consumer},
 };
 use serde_json::{Value, json};
@@ -129,22 +127,7 @@ fn main() {
         .unwrap();
     let run_id = std::process::id();
     let topic = format!("bench-src-{run_id}");
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .create()
-        .unwrap();
-    runtime.block_on(async {
-        for r in admin
-            .create_topics(
-                &[NewTopic::new(&topic, PARTITIONS, TopicReplication::Fixed(1))],
-                &AdminOptions::new(),
-            )
-            .await
-            .unwrap()
-        {
-            r.unwrap();
-        }
-    });
+    runtime.block_on(support::create_topic(&bootstrap, &topic));
     let root = tempfile::tempdir().unwrap();
     let mut rows = Vec::new();
     let payload = {

@@ -23,11 +23,6 @@ use kafka_backup_operator::{
     ops::{Context, backup, validation},
     secrets::SecretStore,
 };
-use rdkafka::{
-    ClientConfig,
-    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
-    client::DefaultClientContext,
-};
 use serde_json::json;
 
 mod support;
@@ -90,22 +85,7 @@ fn main() {
         .unwrap();
     let run_id = std::process::id();
     let topic = format!("bench-kbv-{run_id}");
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .create()
-        .unwrap();
-    runtime.block_on(async {
-        for r in admin
-            .create_topics(
-                &[NewTopic::new(&topic, PARTITIONS, TopicReplication::Fixed(1))],
-                &AdminOptions::new(),
-            )
-            .await
-            .unwrap()
-        {
-            r.unwrap();
-        }
-    });
+    runtime.block_on(support::create_topic(&bootstrap, &topic));
     let root = tempfile::tempdir().unwrap();
     let started = Instant::now();
     produce(&bootstrap, &topic, records);
@@ -163,9 +143,7 @@ fn main() {
         let stored: u64 = walk(&root.path().join(format!("bench/backups/{id}/topics")));
         rows.push((compression, segments, bytes, stored, secs, cpu, peak, rss_before));
     }
-    runtime.block_on(async {
-        let _ = admin.delete_topics(&[&topic], &AdminOptions::new()).await;
-    });
+    runtime.block_on(support::delete_topic(&bootstrap, &topic));
     println!();
     println!(
         "| set | segments | uncompressed MB | stored MB | time s | MB/s (uncompressed) | MB/s (stored) | CPU s | peak RSS MiB (before) |"

@@ -12,6 +12,8 @@ use kafka_backup_operator::{
 };
 use rdkafka::{
     ClientConfig,
+    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    client::DefaultClientContext,
     producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer},
     types::RDKafkaErrorCode,
 };
@@ -46,6 +48,33 @@ pub fn status_kib(field: &str) -> f64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|kb| kb.parse::<f64>().ok())
         .unwrap_or(0.0)
+}
+
+/// Creates `topic` with [`PARTITIONS`] partitions.
+pub async fn create_topic(bootstrap: &str, topic: &str) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    for r in admin
+        .create_topics(
+            &[NewTopic::new(topic, PARTITIONS, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap()
+    {
+        r.unwrap();
+    }
+}
+
+/// Deletes `topic`, ignoring failures (clean-up at the end of a run).
+pub async fn delete_topic(bootstrap: &str, topic: &str) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let _ = admin.delete_topics(&[topic], &AdminOptions::new()).await;
 }
 
 /// 1 KiB JSON-like value: fixed structure, a few varying fields and a random hex blob.

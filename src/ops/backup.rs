@@ -185,17 +185,7 @@ pub async fn execute(backup: &KafkaBackup, ctx: &Context) -> KafkaBackupStatus {
         status.message = Some("suspend is set: no run started".into());
         return status;
     }
-    let retries = spec
-        .execution
-        .as_ref()
-        .and_then(|e| e.retries)
-        .unwrap_or(0)
-        .max(0) as u32;
-    let deadline = spec
-        .execution
-        .as_ref()
-        .and_then(|e| e.deadline_seconds)
-        .map(|s| Duration::from_secs(s.max(1) as u64));
+    let (retries, deadline) = super::retries_and_deadline(spec.execution.as_ref());
     let mut attempt = 0;
     let result = loop {
         let cancel = ctx.cancel.child_token();

@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    api::v1beta1::{BackupRef, ConfigMapStorage, StorageSpec, StorageType},
+    api::v1beta1::{BackupRef, ConfigMapStorage, ExecutionSpec, StorageSpec, StorageType},
     secrets::SecretStore,
     storage::StorageEnv,
 };
@@ -156,4 +156,14 @@ pub fn stored_backup_ref(backup_ref: &BackupRef) -> Result<(&StorageSpec, String
         )),
         (None, None) => Err(("spec.backupRef", "needs storage and backupId".into())),
     }
+}
+
+/// `execution.retries` (0 when absent or negative) and `execution.deadlineSeconds` (at least one
+/// second) of an operation that applies them itself.
+pub fn retries_and_deadline(execution: Option<&ExecutionSpec>) -> (u32, Option<std::time::Duration>) {
+    let retries = execution.and_then(|e| e.retries).unwrap_or(0).max(0) as u32;
+    let deadline = execution
+        .and_then(|e| e.deadline_seconds)
+        .map(|s| std::time::Duration::from_secs(s.max(1) as u64));
+    (retries, deadline)
 }

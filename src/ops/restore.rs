@@ -593,19 +593,7 @@ pub async fn execute(restore: &KafkaRestore, ctx: &Context) -> KafkaRestoreStatu
         backup_id: restore.spec.backup_ref.backup_id.clone(),
         ..Default::default()
     };
-    let retries = restore
-        .spec
-        .execution
-        .as_ref()
-        .and_then(|e| e.retries)
-        .unwrap_or(0)
-        .max(0) as u32;
-    let deadline = restore
-        .spec
-        .execution
-        .as_ref()
-        .and_then(|e| e.deadline_seconds)
-        .map(|s| Duration::from_secs(s.max(1) as u64));
+    let (retries, deadline) = super::retries_and_deadline(restore.spec.execution.as_ref());
     let mut attempt = 0;
     loop {
         let attempt_status = &mut status;
