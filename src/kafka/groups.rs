@@ -76,6 +76,28 @@ impl LogBounds {
         let clamped = offset.clamp(self.start, self.end.max(self.start));
         (clamped, clamped != offset)
     }
+
+    /// The bounds of each partition from its start and end offsets; `Err` names the first
+    /// partition lacking either.
+    pub fn of_each(
+        partitions: &BTreeSet<Partition>,
+        start: &BTreeMap<Partition, Option<i64>>,
+        end: &BTreeMap<Partition, Option<i64>>,
+    ) -> Result<BTreeMap<Partition, LogBounds>, Partition> {
+        partitions
+            .iter()
+            .map(|tp| match (start.get(tp), end.get(tp)) {
+                (Some(Some(start)), Some(Some(end))) => Ok((
+                    tp.clone(),
+                    LogBounds {
+                        start: *start,
+                        end: *end,
+                    },
+                )),
+                _ => Err(tp.clone()),
+            })
+            .collect()
+    }
 }
 
 /// A connection to one cluster for metadata and offsets.
@@ -127,24 +149,9 @@ impl Cluster {
         }
         let start = self.list_offsets(partitions, Offset::Beginning, "log start offsets")?;
         let end = self.list_offsets(partitions, Offset::End, "log end offsets")?;
-        partitions
-            .iter()
-            .map(|tp| {
-                let bounds = match (start.get(tp), end.get(tp)) {
-                    (Some(Some(start)), Some(Some(end))) => LogBounds {
-                        start: *start,
-                        end: *end,
-                    },
-                    _ => {
-                        return Err(KafkaError::Broker(format!(
-                            "no log offsets for {}-{}",
-                            tp.0, tp.1
-                        )));
-                    }
-                };
-                Ok((tp.clone(), bounds))
-            })
-            .collect()
+        LogBounds::of_each(partitions, &start, &end).map_err(|(topic, partition)| {
+            KafkaError::Broker(format!("no log offsets for {topic}-{partition}"))
+        })
     }
 
     /// For each partition, the first offset whose record timestamp is at or after `millis`; `None`

@@ -13,8 +13,9 @@
 //!    outside the scope; the snapshot taken before makes this recoverable even if the process
 //!    dies in between).
 //!
-//! Group state and offsets go through [`crate::kafka::protocol`] (one connection per coordinator
-//! for all groups); log bounds, time lookups and record reads through librdkafka.
+//! Group state and offsets, topic metadata, log bounds and time lookups go through
+//! [`crate::kafka::protocol`] (one connection per broker for everything); only HeaderBased's
+//! record reads use a librdkafka client, made for that strategy alone.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -413,12 +414,7 @@ async fn run(
     let spec = &reset.spec;
     let access = ClusterAccess::read(&spec.kafka_cluster, &ctx.secrets)?;
     let admin = Arc::new(kafka::group_admin(&access).await?);
-    let config = access.rdkafka_config();
-    let cluster = Arc::new(blocking(move || Cluster::new(&config)).await?);
-    let topics = {
-        let cluster = cluster.clone();
-        blocking(move || cluster.topics()).await?
-    };
+    let topics = admin.topics().await.map_err(KafkaError::from)?;
     let scope = scope_partitions(spec, &topics)?;
     let at_time = strategy_time(spec, started)?;
     let mapping = match (&spec.strategy, &spec.from_mapping) {
@@ -496,30 +492,36 @@ async fn run(
     };
     let header_targets = match (&spec.strategy, &spec.header_based) {
         (OffsetResetStrategy::HeaderBased, Some(options)) => {
-            let cluster = cluster.clone();
-            let options = options.clone();
             let reads: BTreeMap<String, BTreeMap<Partition, Committed>> = reads
                 .iter()
                 .filter_map(|(g, r)| r.as_ref().ok().map(|r| (g.clone(), r.committed.clone())))
                 .collect();
+            let searched = header_searched_partitions(options, &reads, &topics);
+            let bounds = admin.log_bounds(&searched).await.map_err(KafkaError::from)?;
+            let config = access.rdkafka_config();
+            let options = options.clone();
             let topics = topics.clone();
-            blocking(move || header_based_targets(&cluster, &options, &reads, &topics)).await?
+            blocking(move || {
+                let cluster = Cluster::new(&config)?;
+                header_based_targets(&cluster, &options, &reads, &topics, &bounds)
+            })
+            .await?
         }
         _ => BTreeMap::new(),
     };
     let mut bound_partitions = involved.clone();
     bound_partitions.extend(header_targets.values().flat_map(|m| m.keys().cloned()));
     lookups.by_header = header_targets;
-    {
-        let cluster = cluster.clone();
-        let partitions = bound_partitions.clone();
-        lookups.bounds = blocking(move || cluster.log_bounds(&partitions)).await?;
-    }
-    if let Some(millis) = at_time {
-        let cluster = cluster.clone();
-        let partitions = involved.clone();
-        lookups.by_time = blocking(move || cluster.offsets_for_time(&partitions, millis)).await?;
-    }
+    let by_time = async {
+        match at_time {
+            Some(millis) => admin.offsets_for_time(&involved, millis).await,
+            None => Ok(BTreeMap::new()),
+        }
+    };
+    (lookups.bounds, lookups.by_time) =
+        futures::future::try_join(admin.log_bounds(&bound_partitions), by_time)
+            .await
+            .map_err(KafkaError::from)?;
 
     let mut results: BTreeMap<String, GroupResetResult> = BTreeMap::new();
     let mut plans: BTreeMap<String, (Vec<PartitionPlan>, GroupRead)> = BTreeMap::new();
@@ -891,16 +893,14 @@ async fn load_mapping(source: &OffsetMappingSource, ctx: &Context) -> Result<Off
     OffsetMapping::parse(&bytes, &uri).map_err(|e| ResetError::Mapping(e.to_string()))
 }
 
-/// HeaderBased: per group and target partition, the first offset whose record carries an
-/// original offset at or after the group's committed (source) offset, by binary search.
-fn header_based_targets(
-    cluster: &Cluster,
+/// The partitions the HeaderBased search reads: those the groups committed on, or with
+/// scanAllPartitions every partition of their topics.
+fn header_searched_partitions(
     options: &HeaderBasedReset,
     reads: &BTreeMap<String, BTreeMap<Partition, Committed>>,
     topics: &BTreeMap<String, i32>,
-) -> Result<BTreeMap<String, BTreeMap<Partition, i64>>, KafkaError> {
-    let reader = cluster.record_reader()?;
-    let all_partitions: BTreeSet<Partition> = reads
+) -> BTreeSet<Partition> {
+    reads
         .values()
         .flat_map(|c| c.keys())
         .flat_map(|(topic, partition)| {
@@ -911,8 +911,19 @@ fn header_based_targets(
                 vec![(topic.clone(), *partition)]
             }
         })
-        .collect();
-    let bounds = cluster.log_bounds(&all_partitions)?;
+        .collect()
+}
+
+/// HeaderBased: per group and target partition, the first offset whose record carries an
+/// original offset at or after the group's committed (source) offset, by binary search.
+fn header_based_targets(
+    cluster: &Cluster,
+    options: &HeaderBasedReset,
+    reads: &BTreeMap<String, BTreeMap<Partition, Committed>>,
+    topics: &BTreeMap<String, i32>,
+    bounds: &BTreeMap<Partition, LogBounds>,
+) -> Result<BTreeMap<String, BTreeMap<Partition, i64>>, KafkaError> {
+    let reader = cluster.record_reader()?;
     let mut out = BTreeMap::new();
     for (group, committed) in reads {
         let mut targets: BTreeMap<Partition, i64> = BTreeMap::new();

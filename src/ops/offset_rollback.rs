@@ -9,7 +9,7 @@ use std::{
 use chrono::Utc;
 use futures::{StreamExt, stream};
 
-use super::{Context, blocking, default_snapshot_storage, time};
+use super::{Context, default_snapshot_storage, time};
 use crate::{
     api::v1beta1::{
         KafkaOffsetRollback, KafkaOffsetRollbackSpec, KafkaOffsetRollbackStatus, OffsetDifference, Phase,
@@ -17,7 +17,7 @@ use crate::{
     },
     kafka::{
         self, ClusterAccess, KafkaError,
-        groups::{Cluster, Committed, GroupDescription, Partition},
+        groups::{Committed, GroupDescription, Partition},
         protocol::GroupAdmin,
     },
     storage::{
@@ -290,11 +290,10 @@ fn cluster_name(spec: &KafkaOffsetRollbackSpec) -> String {
         .unwrap_or_default()
 }
 
-/// A cluster as this operation uses it: group offsets over the Kafka protocol, topic metadata
-/// through librdkafka.
+/// A cluster as this operation uses it: group offsets and topic metadata over the Kafka
+/// protocol.
 struct Connected {
     admin: Arc<GroupAdmin>,
-    cluster: Arc<Cluster>,
 }
 
 async fn connect(spec: &KafkaOffsetRollbackSpec, ctx: &Context) -> Result<Connected, RollbackError> {
@@ -304,9 +303,7 @@ async fn connect(spec: &KafkaOffsetRollbackSpec, ctx: &Context) -> Result<Connec
     })?;
     let access = ClusterAccess::read(cluster, &ctx.secrets)?;
     let admin = Arc::new(kafka::group_admin(&access).await?);
-    let config = access.rdkafka_config();
-    let cluster = Arc::new(blocking(move || Cluster::new(&config)).await?);
-    Ok(Connected { admin, cluster })
+    Ok(Connected { admin })
 }
 
 /// Commits a group's snapshot offsets, after deleting those on `known` partitions the snapshot
@@ -373,8 +370,7 @@ fn select_groups(
 }
 
 async fn all_partitions(kafka: &Connected) -> Result<BTreeSet<Partition>, RollbackError> {
-    let cluster = kafka.cluster.clone();
-    let topics = blocking(move || cluster.topics()).await?;
+    let topics = kafka.admin.topics().await.map_err(KafkaError::from)?;
     Ok(topics
         .iter()
         .filter(|(t, _)| !t.starts_with("__"))

@@ -60,6 +60,8 @@ requests! {
     OffsetCommit: OffsetCommitRequest => OffsetCommitResponse,
     OffsetDelete: OffsetDeleteRequest => OffsetDeleteResponse,
     DeleteGroups: DeleteGroupsRequest => DeleteGroupsResponse,
+    Metadata: MetadataRequest => MetadataResponse,
+    ListOffsets: ListOffsetsRequest => ListOffsetsResponse,
 }
 
 /// How long one request may wait for its response.

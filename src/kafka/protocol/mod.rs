@@ -1,6 +1,7 @@
 //! A small Kafka protocol client for consumer-group offsets, over tokio TCP (and rustls), with
 //! messages encoded by the `kafka-protocol` crate: FindCoordinator, DescribeGroups, OffsetFetch,
-//! OffsetCommit from outside the group, and OffsetDelete.
+//! OffsetCommit from outside the group, and OffsetDelete; plus the topic metadata and log
+//! offsets (Metadata, ListOffsets) offsets are planned against.
 //!
 //! librdkafka reads and commits offsets only for the group its client was made with, and rdkafka
 //! wraps neither ListConsumerGroupOffsets nor AlterConsumerGroupOffsets nor DeleteConsumerGroupOffsets:
@@ -9,6 +10,7 @@
 //! working on 50 groups at once costs 50 tasks.
 
 mod connection;
+mod log_offsets;
 pub mod scram;
 
 use std::{
@@ -111,6 +113,14 @@ pub enum ProtocolError {
         api: String,
         /// The timeout.
         secs: u64,
+    },
+    /// Every ListOffsets round answered, but not with an offset for this partition.
+    #[error("ListOffsets: no log start or end offset for {topic}-{partition}")]
+    NoLogOffsets {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
     },
     /// The broker answered with a Kafka error code.
     #[error("{api} for {subject} on Kafka broker {broker}: {name} (Kafka error code {code}){}",
@@ -275,13 +285,16 @@ fn tls_config(access: &ClusterAccess) -> Result<rustls::ClientConfig, ProtocolEr
     }
 }
 
-/// Consumer-group offsets of one cluster: one connection per coordinator, shared by every group.
+/// Consumer-group offsets of one cluster, and the metadata and log offsets they are planned
+/// against: one connection per broker (coordinator or leader), shared by every request.
 pub struct GroupAdmin {
     settings: Settings,
     /// Open connections by the address they were dialled with.
     connections: tokio::sync::Mutex<HashMap<String, Arc<Connection>>>,
     /// Each group's coordinator (host:port), once looked up.
     coordinators: std::sync::Mutex<HashMap<String, String>>,
+    /// Each partition's leader (host:port), from the last Metadata answer.
+    leaders: std::sync::Mutex<HashMap<Partition, String>>,
 }
 
 impl GroupAdmin {
@@ -292,6 +305,7 @@ impl GroupAdmin {
             settings,
             connections: tokio::sync::Mutex::new(HashMap::new()),
             coordinators: std::sync::Mutex::new(HashMap::new()),
+            leaders: std::sync::Mutex::new(HashMap::new()),
         };
         admin.bootstrap().await?;
         Ok(admin)
