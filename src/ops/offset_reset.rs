@@ -414,7 +414,12 @@ async fn run(
     let spec = &reset.spec;
     let access = ClusterAccess::read(&spec.kafka_cluster, &ctx.secrets)?;
     let admin = Arc::new(kafka::group_admin(&access).await?);
-    let topics = admin.topics().await.map_err(KafkaError::from)?;
+    let groups = &spec.consumer_groups;
+    let total = groups.len() as u64;
+    // Metadata and the groups' coordinators at once: the reads below need both.
+    let (topics, ()) = futures::future::try_join(admin.topics(), admin.find_coordinators(groups))
+        .await
+        .map_err(KafkaError::from)?;
     let scope = scope_partitions(spec, &topics)?;
     let at_time = strategy_time(spec, started)?;
     let mapping = match (&spec.strategy, &spec.from_mapping) {
@@ -422,12 +427,9 @@ async fn run(
         _ => None,
     };
     let parallelism = spec.parallelism.max(1) as usize;
-    let groups = &spec.consumer_groups;
-    let total = groups.len() as u64;
 
     // 1. Read every group.
     ctx.report(0, Some(total), "reading groups");
-    let descriptions = admin.describe(groups).await.map_err(KafkaError::from)?;
     // DeleteOffsets reads every partition the group may have committed: its snapshot holds
     // them all, and a broker without OffsetDelete needs them to commit back what stays.
     let all: Option<Arc<BTreeSet<Partition>>> =
@@ -441,14 +443,14 @@ async fn run(
             )
         });
     let need_all = all.is_some();
-    let inactive: Vec<String> = groups
-        .iter()
-        .filter(|g| descriptions.get(*g).is_none_or(GroupDescription::is_inactive))
-        .cloned()
-        .collect();
-    let mut fetched = admin
-        .committed_groups(&inactive, all.as_deref().unwrap_or(&scope), parallelism)
-        .await;
+    // States and offsets at once; the offsets of groups with members are then set aside unused.
+    let (descriptions, mut fetched) = futures::future::join(
+        admin.describe(groups),
+        admin.committed_groups(groups, all.as_deref().unwrap_or(&scope), parallelism),
+    )
+    .await;
+    let descriptions = descriptions.map_err(KafkaError::from)?;
+    fetched.retain(|group, _| descriptions.get(group).is_none_or(GroupDescription::is_inactive));
     let reads: BTreeMap<String, Result<GroupRead, String>> = groups
         .iter()
         .map(|group| {

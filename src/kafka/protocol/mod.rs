@@ -347,8 +347,9 @@ impl GroupAdmin {
         Err(last)
     }
 
-    /// The coordinators of these groups, looked up in batches where the broker allows.
-    async fn find_coordinators(&self, groups: &[String]) -> Result<(), ProtocolError> {
+    /// Looks up the coordinators of these groups, in batches where the broker allows, and
+    /// remembers them: the group requests that follow go straight to them.
+    pub async fn find_coordinators(&self, groups: &[String]) -> Result<(), ProtocolError> {
         let missing: Vec<String> = groups
             .iter()
             .filter(|g| self.known_coordinator(g).is_none())
@@ -362,10 +363,16 @@ impl GroupAdmin {
         let api = api_name(FindCoordinatorRequest::KEY);
         let mut found = Vec::new();
         if version >= 4 {
-            for chunk in missing.chunks(DESCRIBE_BATCH) {
+            // All batches at once: they are independent, and one after the other each would
+            // cost a round trip.
+            let answers = futures::future::try_join_all(missing.chunks(DESCRIBE_BATCH).map(|chunk| {
                 let request = FindCoordinatorRequest::default()
                     .with_coordinator_keys(chunk.iter().map(|g| StrBytes::from_string(g.clone())).collect());
-                let answer = connection.send(&request, version).await?;
+                let connection = connection.clone();
+                async move { connection.send(&request, version).await }
+            }))
+            .await?;
+            for answer in answers {
                 for c in answer.coordinators {
                     if c.error_code != 0 {
                         return Err(ProtocolError::kafka(
