@@ -1555,7 +1555,10 @@ async fn store_segment(
         .put_opts(&location.path(&key), payload, options)
         .await;
     match result {
-        Ok(_) => {}
+        Ok(_) => {
+            let (location, key) = (location.clone(), key.clone());
+            let _ = tokio::task::spawn_blocking(move || location.drop_cached(&key)).await;
+        }
         Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
             return Err(BackupError::Segment {
                 uri: location.uri(&key),

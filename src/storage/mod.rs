@@ -85,6 +85,15 @@ pub enum StorageError {
         #[source]
         source: object_store::Error,
     },
+    /// Reading a file of a local location failed.
+    #[error("read {uri}: {source}")]
+    LocalRead {
+        /// The object.
+        uri: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// ConfigMap storage without a Kubernetes API.
     #[error(
         "storage type ConfigMap (ConfigMap {name}) needs the Kubernetes API, and there is none here (run -f): use S3, Azure, GCS or PVC storage"
@@ -160,6 +169,8 @@ pub struct ObjectLocation {
     store: Arc<dyn ObjectStore>,
     prefix: Path,
     uri_base: String,
+    /// The same store when it is a local directory (PVC or `--pvc-root`).
+    local: Option<Arc<LocalFileSystem>>,
 }
 
 impl std::fmt::Debug for ObjectLocation {
@@ -355,24 +366,45 @@ impl ObjectLocation {
             store,
             prefix: Path::from(prefix),
             uri_base,
+            local: None,
         }
     }
 
-    /// A local directory (created when missing) as a location.
+    /// A local directory (created when missing) as a location. Every write is durable when it
+    /// returns (file and directory fsynced): a manifest that says Complete must not outlive the
+    /// segments it lists when the node crashes, and a snapshot taken before a reset must survive it.
     pub fn directory(dir: &std::path::Path, uri: String) -> Result<Self, StorageError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StorageError::Invalid(format!("cannot create directory {}: {e}", dir.display())))?;
-        let store = LocalFileSystem::new_with_prefix(dir)
-            .map_err(|source| StorageError::Open {
-                uri: uri.clone(),
-                source,
-            })?
-            .with_automatic_cleanup(true);
+        let local = Arc::new(
+            LocalFileSystem::new_with_prefix(dir)
+                .map_err(|source| StorageError::Open {
+                    uri: uri.clone(),
+                    source,
+                })?
+                .with_automatic_cleanup(true)
+                .with_fsync(true),
+        );
         Ok(ObjectLocation {
-            store: Arc::new(store),
+            store: local.clone(),
             prefix: Path::default(),
             uri_base: uri,
+            local: Some(local),
         })
+    }
+
+    /// Drops a stored object's pages from the page cache of a local location (no-op for object
+    /// stores). Backups write far more than anyone reads back soon: left cached, segments would
+    /// push the node's useful cache (a co-located broker's log) out, and every new segment would
+    /// need fresh pages, which costs more CPU than writing it. The object must be synced (every
+    /// write of a local location is), since only clean pages can be dropped. Blocking; best effort.
+    pub fn drop_cached(&self, key: &str) {
+        let Some(local) = &self.local else { return };
+        if let Ok(file) = local.path_to_filesystem(&self.path(key))
+            && let Ok(file) = std::fs::File::open(file)
+        {
+            let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed);
+        }
     }
 
     /// The object store and the full path of a key, for streaming reads and multipart writes.
@@ -448,6 +480,44 @@ impl ObjectLocation {
                 uri: self.uri(key),
                 source,
             })
+    }
+
+    /// Reads an object that will not be read again soon (a segment during a restore), into
+    /// `buffer`'s allocation where it can; `None` when it does not exist. On a local location the
+    /// file's pages leave the page cache once read, for the reasons of [`Self::drop_cached`]; the
+    /// reused buffer spares the page faults of a fresh multi-MiB allocation per segment.
+    pub async fn read_once(&self, key: &str, buffer: Vec<u8>) -> Result<Option<Bytes>, StorageError> {
+        let Some(local) = &self.local else {
+            return self.get(key).await;
+        };
+        let read_error = |source: std::io::Error| StorageError::LocalRead {
+            uri: self.uri(key),
+            source,
+        };
+        let file = local
+            .path_to_filesystem(&self.path(key))
+            .map_err(|source| StorageError::Object {
+                operation: "read",
+                uri: self.uri(key),
+                source,
+            })?;
+        let read = tokio::task::spawn_blocking(move || -> std::io::Result<Option<Vec<u8>>> {
+            use std::io::Read;
+            let mut file = match std::fs::File::open(file) {
+                Ok(file) => file,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::Sequential);
+            let mut buffer = buffer;
+            buffer.clear();
+            file.read_to_end(&mut buffer)?;
+            let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed);
+            Ok(Some(buffer))
+        })
+        .await
+        .map_err(|e| read_error(std::io::Error::other(e)))?;
+        read.map(|b| b.map(Bytes::from)).map_err(read_error)
     }
 
     /// Deletes an object; `false` when it did not exist.
@@ -531,6 +601,46 @@ mod tests {
             kube: None,
         };
         (spec, env)
+    }
+
+    #[tokio::test]
+    async fn segments_are_read_once_into_the_given_buffer() {
+        let root = tempfile::tempdir().unwrap();
+        let (spec, env) = pvc(root.path(), None);
+        let Location::Object(location) = Location::open(&spec, &SecretStore::None, &env).unwrap() else {
+            panic!("a PVC is an object location");
+        };
+        let data = Bytes::from(vec![7u8; 300_000]);
+        location.put_new("backups/b/seg", data.clone()).await.unwrap();
+        // Stored and synced, its pages dropped: it reads back the same.
+        location.drop_cached("backups/b/seg");
+        let buffer = Vec::with_capacity(1 << 20);
+        let at = buffer.as_ptr();
+        let read = location
+            .read_once("backups/b/seg", buffer)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(read, data);
+        assert_eq!(
+            read.as_ptr(),
+            at,
+            "read into the buffer given, not a new allocation"
+        );
+        assert_eq!(
+            location.read_once("backups/b/missing", Vec::new()).await.unwrap(),
+            None
+        );
+        // Object stores read as `get`.
+        let memory = ObjectLocation::new(
+            Arc::new(object_store::memory::InMemory::new()),
+            None,
+            "memory://".into(),
+        );
+        memory.put("k", data.clone()).await.unwrap();
+        assert_eq!(memory.read_once("k", Vec::new()).await.unwrap(), Some(data));
+        memory.drop_cached("k");
+        assert_eq!(memory.read_once("missing", Vec::new()).await.unwrap(), None);
     }
 
     #[tokio::test]

@@ -510,6 +510,13 @@ impl Segment {
         Ok(segment)
     }
 
+    /// The allocation behind the body, emptied, for the next read; `None` while it is shared.
+    pub fn into_buffer(self) -> Option<Vec<u8>> {
+        let mut body = self.body.try_into_mut().ok()?;
+        body.clear();
+        Some(body.into())
+    }
+
     /// The records, in offset order.
     pub fn records(&self) -> Records<'_> {
         Records { rest: &self.body }
@@ -777,6 +784,16 @@ mod tests {
             let records: Vec<_> = seg.records().map(Result::unwrap).collect();
             assert_eq!(records[0].value, Some(&value[..]));
         }
+    }
+
+    #[test]
+    fn a_decoded_segment_gives_its_buffer_back_once_unshared() {
+        let bytes = sample(Codec::None);
+        let segment = Segment::decode(bytes).unwrap();
+        let shared = segment.clone();
+        assert!(segment.into_buffer().is_none(), "a clone still reads it");
+        let buffer = shared.into_buffer().unwrap();
+        assert!(buffer.is_empty() && buffer.capacity() > 0);
     }
 
     #[test]
