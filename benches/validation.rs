@@ -88,7 +88,7 @@ fn main() {
     runtime.block_on(support::create_topic(&bootstrap, &topic));
     let root = tempfile::tempdir().unwrap();
     let started = Instant::now();
-    produce(&bootstrap, &topic, records);
+    produce(&bootstrap, &topic, records, false);
     eprintln!(
         "produced {records} records in {:.1}s",
         started.elapsed().as_secs_f64()

@@ -114,11 +114,13 @@ pub fn value(i: u64, rng: &mut u64, buf: &mut Vec<u8>) {
 }
 
 /// Produces `records` records of the data set to `topic` with plain rdkafka (acks=all, round
-/// robin over the partitions); returns the payload bytes (keys + values).
-pub fn produce(bootstrap: &str, topic: &str, records: u64) -> u64 {
+/// robin over the partitions, `enable.idempotence` as asked); returns the payload bytes (keys +
+/// values).
+pub fn produce(bootstrap: &str, topic: &str, records: u64, idempotent: bool) -> u64 {
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("acks", "all")
+        .set("enable.idempotence", idempotent.to_string())
         .set("linger.ms", "5")
         .set("compression.type", "none")
         .create()
