@@ -13,14 +13,17 @@
 //! restore rows read them from disk, as a restore days after the backup would.
 //!
 //! MB/s = payload bytes (keys + values) / wall time of the step; CPU s = user + system time of
-//! the whole process during the step (/proc/self/stat); peak RSS = VmHWM of the process, reset
-//! before each step (/proc/self/clear_refs).
+//! the process during the step (/proc/self/stat); peak RSS = VmHWM of the process, reset before
+//! each step (/proc/self/clear_refs). Each backup and restore step runs in a child process of the
+//! bench (`KBO_BENCH_STEP`), so its CPU time and peak RSS are its own and not the heap the steps
+//! before it left behind.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::{
     collections::{BTreeMap, HashMap},
-    path::Path,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -69,6 +72,102 @@ fn measure(name: &str, payload: u64, note: &str, step: impl FnOnce() -> String) 
         row.name, row.mb_s, row.cpu, row.rss_mib, row.note
     );
     row
+}
+
+/// Runs step `name` in a child process of this bench and reads back its row.
+fn isolated(name: &str, run_id: u32, root: &Path) -> Row {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .arg("--bench")
+        .env("KBO_BENCH_STEP", name)
+        .env("KBO_BENCH_RUN_ID", run_id.to_string())
+        .env("KBO_BENCH_ROOT", root)
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "step {name:?} failed: {}", out.status);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("ROW\t"))
+        .unwrap_or_else(|| panic!("step {name:?} printed no row"));
+    let f: Vec<&str> = line.split('\t').collect();
+    Row {
+        name: f[0].into(),
+        mb_s: f[1].parse().unwrap(),
+        cpu: f[2].parse().unwrap(),
+        rss_mib: f[3].parse().unwrap(),
+        note: f[4].into(),
+    }
+}
+
+/// What a step does in this process: run it here (the child), hand it to a child, or skip it.
+fn here(name: &str, step: Option<&str>, wanted: bool, run_id: u32, root: &Path, rows: &mut Vec<Row>) -> bool {
+    match step {
+        Some(step) => step == name,
+        None => {
+            if wanted {
+                rows.push(isolated(name, run_id, root));
+            }
+            false
+        }
+    }
+}
+
+/// The plain rdkafka rows the steps are compared with (and the data set, produced by the first).
+fn reference_rows(
+    bootstrap: &str,
+    topic: &str,
+    records: u64,
+    payload: u64,
+    run_id: u32,
+    runtime: &tokio::runtime::Runtime,
+    rows: &mut Vec<Row>,
+) {
+    rows.push(measure(
+        "reference producer (rdkafka, acks=all)",
+        payload,
+        "",
+        || {
+            produce(bootstrap, topic, records, false);
+            String::new()
+        },
+    ));
+    // The restore's producer is idempotent (no duplicate on a retry): the same guarantee from a
+    // plain producer, on a scratch topic, is the like-for-like reference.
+    let idempotent_topic = format!("bench-idempotent-{run_id}");
+    runtime.block_on(support::create_topic(bootstrap, &idempotent_topic));
+    rows.push(measure(
+        "reference producer (acks=all, idempotent)",
+        payload,
+        "",
+        || {
+            produce(bootstrap, &idempotent_topic, records, true);
+            String::new()
+        },
+    ));
+    runtime.block_on(support::delete_topic(bootstrap, &idempotent_topic));
+    rows.push(measure(
+        "reference consumer (rdkafka, drain)",
+        payload,
+        "",
+        || {
+            let n = consume_reference(bootstrap, topic, "read_uncommitted");
+            assert_eq!(n, records);
+            String::new()
+        },
+    ));
+    if std::env::var("KBO_BENCH_READ_COMMITTED").is_ok_and(|v| v == "1") {
+        rows.push(measure(
+            "reference consumer (read_committed)",
+            payload,
+            "",
+            || {
+                let n = consume_reference(bootstrap, topic, "read_committed");
+                assert_eq!(n, records);
+                String::new()
+            },
+        ));
+    }
 }
 
 fn consume_reference(bootstrap: &str, topic: &str, isolation: &str) -> u64 {
@@ -129,10 +228,22 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let run_id = std::process::id();
+    // A child runs one step on the parent's topic and directory.
+    let step = std::env::var("KBO_BENCH_STEP").ok();
+    let step = step.as_deref();
+    let run_id: u32 = std::env::var("KBO_BENCH_RUN_ID")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(std::process::id);
     let topic = format!("bench-src-{run_id}");
-    runtime.block_on(support::create_topic(&bootstrap, &topic));
-    let root = tempfile::tempdir().unwrap();
+    let temporary = match std::env::var_os("KBO_BENCH_ROOT") {
+        Some(_) => None,
+        None => Some(tempfile::tempdir().unwrap()),
+    };
+    let root: PathBuf = match &temporary {
+        Some(t) => t.path().to_owned(),
+        None => std::env::var_os("KBO_BENCH_ROOT").unwrap().into(),
+    };
     let mut rows = Vec::new();
     let payload = {
         let mut rng = 0x9e37_79b9_7f4a_7c15u64;
@@ -140,56 +251,14 @@ fn main() {
         value(0, &mut rng, &mut buf);
         (records * (16 + VALUE_LEN as u64)) as f64
     } as u64;
-    eprintln!(
-        "{records} records x ({VALUE_LEN} B value + 16 B key) = {:.2} GB over {PARTITIONS} partitions",
-        payload as f64 / 1e9
-    );
-    rows.push(measure(
-        "reference producer (rdkafka, acks=all)",
-        payload,
-        "",
-        || {
-            produce(&bootstrap, &topic, records, false);
-            String::new()
-        },
-    ));
-    // The restore's producer is idempotent (no duplicate on a retry): the same guarantee from a
-    // plain producer, on a scratch topic, is the like-for-like reference.
-    let idempotent_topic = format!("bench-idempotent-{run_id}");
-    runtime.block_on(support::create_topic(&bootstrap, &idempotent_topic));
-    rows.push(measure(
-        "reference producer (acks=all, idempotent)",
-        payload,
-        "",
-        || {
-            produce(&bootstrap, &idempotent_topic, records, true);
-            String::new()
-        },
-    ));
-    runtime.block_on(support::delete_topic(&bootstrap, &idempotent_topic));
-    rows.push(measure(
-        "reference consumer (rdkafka, drain)",
-        payload,
-        "",
-        || {
-            let n = consume_reference(&bootstrap, &topic, "read_uncommitted");
-            assert_eq!(n, records);
-            String::new()
-        },
-    ));
-    if std::env::var("KBO_BENCH_READ_COMMITTED").is_ok_and(|v| v == "1") {
-        rows.push(measure(
-            "reference consumer (read_committed)",
-            payload,
-            "",
-            || {
-                let n = consume_reference(&bootstrap, &topic, "read_committed");
-                assert_eq!(n, records);
-                String::new()
-            },
-        ));
+    if step.is_none() {
+        runtime.block_on(support::create_topic(&bootstrap, &topic));
+        eprintln!(
+            "{records} records x ({VALUE_LEN} B value + 16 B key) = {:.2} GB over {PARTITIONS} partitions",
+            payload as f64 / 1e9
+        );
+        reference_rows(&bootstrap, &topic, records, payload, run_id, &runtime, &mut rows);
     }
-
     let backup_spec = |storage: Value, compression: &str, id: &str| -> KafkaBackup {
         serde_json::from_value(
             json!({"apiVersion": "kafka.oso.sh/v1beta1", "kind": "KafkaBackup",
@@ -219,11 +288,11 @@ fn main() {
                 compression.to_lowercase()
             );
             let name = format!("backup {compression} -> {where_}");
-            if !wanted(&name) {
+            if !here(&name, step, wanted(&name), run_id, &root, &mut rows) {
                 continue;
             }
             let spec = backup_spec(storage.clone(), compression, &id);
-            let context = ctx(root.path(), &id);
+            let context = ctx(&root, &id);
             rows.push(measure(&name, payload, "", || {
                 let status = runtime.block_on(backup::execute(&spec, &context));
                 assert_eq!(status.phase, Some(RunPhase::Completed), "{status:?}");
@@ -254,26 +323,20 @@ fn main() {
         }
         walk(p)
     };
-    let zstd_size = dir_size(
-        &root
-            .path()
-            .join(format!("bench/backups/bench-local-zstd-{run_id}")),
-    );
-    let none_size = dir_size(
-        &root
-            .path()
-            .join(format!("bench/backups/bench-local-none-{run_id}")),
-    );
-    eprintln!(
-        "stored: none {:.0} MB, zstd {:.0} MB (ratio {:.2})",
-        none_size as f64 / 1e6,
-        zstd_size as f64 / 1e6,
-        none_size as f64 / zstd_size.max(1) as f64
-    );
+    let zstd_size = dir_size(&root.join(format!("bench/backups/bench-local-zstd-{run_id}")));
+    let none_size = dir_size(&root.join(format!("bench/backups/bench-local-none-{run_id}")));
+    if step.is_none() && zstd_size > 0 {
+        eprintln!(
+            "stored: none {:.0} MB, zstd {:.0} MB (ratio {:.2})",
+            none_size as f64 / 1e6,
+            zstd_size as f64 / 1e6,
+            none_size as f64 / zstd_size.max(1) as f64
+        );
+    }
 
     for compression in ["none", "zstd"] {
         let name = format!("restore from local ({compression} set)");
-        if !wanted(&name) {
+        if !here(&name, step, wanted(&name), run_id, &root, &mut rows) {
             continue;
         }
         let id = format!("bench-local-{compression}-{run_id}");
@@ -285,7 +348,7 @@ fn main() {
                 "topicMapping": {topic.clone(): target}, "createTopics": {"enabled": true},
                 "rateLimiting": {"maxConcurrentPartitions": PARTITIONS}}}))
         .unwrap();
-        let context = ctx(root.path(), &format!("r-{compression}"));
+        let context = ctx(&root, &format!("r-{compression}"));
         rows.push(measure(&name, payload, "acks=all, idempotent", || {
             let status = runtime.block_on(restore::execute(&spec, &context));
             assert_eq!(status.phase, Some(Phase::Completed), "{status:?}");
@@ -294,6 +357,15 @@ fn main() {
         }));
     }
 
+    if step.is_some() {
+        for row in &rows {
+            println!(
+                "ROW\t{}\t{}\t{}\t{}\t{}",
+                row.name, row.mb_s, row.cpu, row.rss_mib, row.note
+            );
+        }
+        return;
+    }
     // The broker keeps topics in memory: leave nothing behind.
     for compression in ["none", "zstd"] {
         let target = format!("bench-dst-{compression}-{run_id}");
