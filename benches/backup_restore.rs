@@ -135,7 +135,7 @@ fn reference_rows(
     // The restore's producer is idempotent (no duplicate on a retry): the same guarantee from a
     // plain producer, on a scratch topic, is the like-for-like reference.
     let idempotent_topic = format!("bench-idempotent-{run_id}");
-    runtime.block_on(support::create_topic(bootstrap, &idempotent_topic));
+    runtime.block_on(support::create_topic(bootstrap, &idempotent_topic, PARTITIONS));
     rows.push(measure(
         "reference producer (acks=all, idempotent)",
         payload,
@@ -252,7 +252,7 @@ fn main() {
         (records * (16 + VALUE_LEN as u64)) as f64
     } as u64;
     if step.is_none() {
-        runtime.block_on(support::create_topic(&bootstrap, &topic));
+        runtime.block_on(support::create_topic(&bootstrap, &topic, PARTITIONS));
         eprintln!(
             "{records} records x ({VALUE_LEN} B value + 16 B key) = {:.2} GB over {PARTITIONS} partitions",
             payload as f64 / 1e9

@@ -30,8 +30,6 @@ use kafka_backup_operator::{
 };
 use rdkafka::{
     ClientConfig, Offset, TopicPartitionList,
-    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
-    client::DefaultClientContext,
     consumer::{BaseConsumer, CommitMode, Consumer},
     producer::{FutureProducer, FutureRecord},
 };
@@ -41,6 +39,8 @@ use tokio::{
     net::TcpStream,
     sync::mpsc,
 };
+
+mod support;
 
 const PARTITIONS: i32 = 12;
 const RECORDS_PER_PARTITION: i64 = 100;
@@ -192,20 +192,7 @@ fn measured_round_trip(address: &str) -> Duration {
 /// Creates the topic and fills every partition with records.
 fn prepare_topic(runtime: &tokio::runtime::Runtime, bootstrap: &str, topic: &str) {
     runtime.block_on(async {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap)
-            .create()
-            .unwrap();
-        for r in admin
-            .create_topics(
-                &[NewTopic::new(topic, PARTITIONS, TopicReplication::Fixed(1))],
-                &AdminOptions::new(),
-            )
-            .await
-            .unwrap()
-        {
-            r.unwrap();
-        }
+        support::create_topic(bootstrap, topic, PARTITIONS).await;
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
             .set("linger.ms", "5")

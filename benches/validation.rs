@@ -85,7 +85,7 @@ fn main() {
         .unwrap();
     let run_id = std::process::id();
     let topic = format!("bench-kbv-{run_id}");
-    runtime.block_on(support::create_topic(&bootstrap, &topic));
+    runtime.block_on(support::create_topic(&bootstrap, &topic, PARTITIONS));
     let root = tempfile::tempdir().unwrap();
     let started = Instant::now();
     produce(&bootstrap, &topic, records, false);

@@ -31,7 +31,7 @@ use rdkafka::{
     producer::{FutureProducer, FutureRecord, Producer},
 };
 use serde_json::{Value, json};
-use support::{service, unique};
+use support::{create_topic, service, unique};
 
 /// A record as read back from Kafka.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,23 +45,6 @@ struct Rec {
 
 fn broker() -> Option<String> {
     service("KBO_TEST_KAFKA_BOOTSTRAP")
-}
-
-async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap();
-    for r in admin
-        .create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        )
-        .await
-        .unwrap()
-    {
-        r.unwrap();
-    }
 }
 
 /// The `i`th test record of partition `p`: keyed and null-key records, tombstones, duplicate

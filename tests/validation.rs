@@ -30,13 +30,11 @@ use kafka_backup_operator::{
 };
 use rdkafka::{
     ClientConfig, Offset, TopicPartitionList,
-    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
-    client::DefaultClientContext,
     consumer::{BaseConsumer, CommitMode, Consumer},
     producer::{FutureProducer, FutureRecord, Producer},
 };
 use serde_json::{Value, json};
-use support::{service, unique};
+use support::{create_topic, service, unique};
 
 const PARTITIONS: i32 = 3;
 
@@ -112,23 +110,6 @@ fn ctx(root: &Path, name: &str, secrets: SecretStore) -> Context {
             kube: None,
         },
     )
-}
-
-async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap();
-    for r in admin
-        .create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        )
-        .await
-        .unwrap()
-    {
-        r.unwrap();
-    }
 }
 
 async fn produce(bootstrap: &str, topic: &str, from: i64, count: i64) {

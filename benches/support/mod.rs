@@ -50,15 +50,15 @@ pub fn status_kib(field: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Creates `topic` with [`PARTITIONS`] partitions.
-pub async fn create_topic(bootstrap: &str, topic: &str) {
+/// Creates `topic` with `partitions` partitions (the data set has [`PARTITIONS`]).
+pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()
         .unwrap();
     for r in admin
         .create_topics(
-            &[NewTopic::new(topic, PARTITIONS, TopicReplication::Fixed(1))],
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
             &AdminOptions::new(),
         )
         .await
