@@ -1179,3 +1179,69 @@ async fn retention_max_age_expires_old_segments_and_sets_and_dry_run_only_report
     assert_eq!(status.progress.unwrap().records, Some(0));
     assert_eq!(status.retention.unwrap().deleted, Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_acks_setting_restores_each_record_once_and_broker_refusals_are_named() {
+    let Some(bootstrap) = broker() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let source = unique("acks-src");
+    create_topic(&bootstrap, &source, 4).await;
+    let records = records_for(4, 400, 1_700_000_000_000);
+    produce(&bootstrap, &source, &records).await;
+    let id = unique("acks-set");
+    let status = run_backup(
+        root.path(),
+        "acks",
+        json!({"kafkaCluster": {"bootstrapServers": [bootstrap]}, "topics": [source],
+            "storage": pvc_storage(), "backupId": id, "consumerGroupSnapshot": false}),
+    )
+    .await;
+    assert_eq!(status.phase, Some(RunPhase::Completed), "{status:?}");
+
+    // Batches of 7 records: many requests per partition in flight at once, each batch with the
+    // sequence number where the one before it ended.
+    for acks in ["All", "Leader", "None"] {
+        let target = unique("acks-dst");
+        let status = run_restore(
+            root.path(),
+            &unique("r"),
+            json!({"backupRef": {"backupId": id, "storage": pvc_storage()},
+                "kafkaCluster": {"bootstrapServers": [bootstrap]},
+                "topicMapping": {source.clone(): target}, "createTopics": {"enabled": true},
+                "produce": {"acks": acks, "batchSize": 7}}),
+        )
+        .await;
+        assert_eq!(status.phase, Some(Phase::Completed), "acks {acks}: {status:?}");
+        assert_eq!(status.records_restored, Some(records.len() as i64), "acks {acks}");
+        assert_same(&consume_all(&bootstrap, &target, 4), &by_partition(&records));
+    }
+
+    // A target that takes no record this large: the broker's refusal is named with the
+    // partition, and the restore fails instead of reporting records it did not write.
+    let small = unique("acks-small");
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .unwrap();
+    let new = NewTopic::new(&small, 4, TopicReplication::Fixed(1)).set("max.message.bytes", "100");
+    for r in admin.create_topics(&[new], &AdminOptions::new()).await.unwrap() {
+        r.unwrap();
+    }
+    let status = run_restore(
+        root.path(),
+        &unique("r"),
+        json!({"backupRef": {"backupId": id, "storage": pvc_storage()},
+            "kafkaCluster": {"bootstrapServers": [bootstrap]},
+            "topicMapping": {source.clone(): small}}),
+    )
+    .await;
+    assert_eq!(status.phase, Some(Phase::Failed), "{status:?}");
+    let message = status.message.unwrap_or_default();
+    assert!(
+        message.contains("producing to the target cluster failed")
+            && message.contains(&format!("{small}-"))
+            && message.contains("MessageTooLarge (Kafka error code 10)")
+            && message.contains("run the restore again"),
+        "{message}"
+    );
+}

@@ -337,8 +337,8 @@ async fn run_f_with_sasl_plain_reports_the_mechanisms_nisshi_offers() {
 }
 
 /// SASL_SSL: SCRAM-SHA-512 inside TLS (nisshi with `--authentication` and `--cert/--key`).
-/// Snapshot, reset to latest, roll back to the snapshot; then a wrong password fails with the
-/// broker's refusal and changes nothing.
+/// Snapshot, reset to latest, roll back to the snapshot, back the topic up and restore it; then a
+/// wrong password fails with the broker's refusal and changes nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn run_f_resets_and_rolls_back_over_sasl_ssl_with_scram() {
     let Some(bin) = sasl_bin() else {
@@ -410,6 +410,28 @@ async fn run_f_resets_and_rolls_back_over_sasl_ssl_with_scram() {
     assert!(ok, "{status}\n{stderr}");
     assert_eq!(status["status"]["groupsRolledBack"], 1, "{status}");
     assert_eq!(committed(), Offset::Offset(2));
+
+    // Backed up and restored into a new topic over the same settings (the restore's producer is
+    // the protocol client, not librdkafka).
+    let restored = unique("sasl-ssl-restored");
+    let storage = "{type: PVC, pvc: {claimName: backups}}";
+    let backup = format!(
+        "apiVersion: kafka.oso.sh/v1beta1\nkind: KafkaBackup\nmetadata:\n  name: sasl-ssl\nspec:\n{cluster}  topics: [\"{topic}\"]\n  backupId: sasl-ssl-set\n  storage: {storage}\n"
+    );
+    let (ok, status, stderr) = run_f_in(&backup, &secrets, work.path());
+    assert!(ok, "{status}\n{stderr}");
+    let restore = format!(
+        "apiVersion: kafka.oso.sh/v1beta1\nkind: KafkaRestore\nmetadata:\n  name: sasl-ssl\nspec:\n{cluster}  backupRef: {{backupId: sasl-ssl-set, storage: {storage}}}\n  topicMapping: {{\"{topic}\": \"{restored}\"}}\n  createTopics: {{enabled: true}}\n"
+    );
+    let (ok, status, stderr) = run_f_in(&restore, &secrets, work.path());
+    assert!(ok, "{status}\n{stderr}");
+    assert_eq!(status["status"]["recordsRestored"], 5, "{status}");
+    assert_eq!(
+        consumer
+            .fetch_watermarks(&restored, 0, Duration::from_secs(10))
+            .unwrap(),
+        (0, 5)
+    );
 
     // A wrong password: the broker's refusal is in the status, the group is untouched.
     set_password("wrong");

@@ -27,7 +27,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     sync::{
-        Arc, Condvar, Mutex, PoisonError,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -37,13 +37,6 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt, stream};
 use object_store::ObjectStoreExt;
-use rdkafka::{
-    ClientConfig, ClientContext,
-    error::KafkaError as RdKafkaError,
-    message::{Header, OwnedHeaders},
-    producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer},
-    types::RDKafkaErrorCode,
-};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
@@ -58,14 +51,17 @@ use crate::{
         self, ClusterAccess, KafkaError,
         groups::{Cluster, Committed, LogBounds, Partition},
         headers,
-        protocol::GroupAdmin,
+        protocol::{
+            self, GroupAdmin,
+            produce::{Acks, Batch, BatchBuilder, BatchSender, Producer, ProducerIdentity},
+        },
         topics::{self, MissingTopic, TopicToCreate},
     },
     storage::{
         Location, ObjectLocation, StorageError,
         backup::{
             self, BackupFormatError, GroupSnapshot, Manifest, SegmentEntry,
-            segment::{RecordRef, Segment},
+            segment::{HeaderRef, RecordRef, Segment},
         },
         offset_mapping::{OffsetMapping, OffsetRange, TopicMapping},
         snapshot::{OffsetSnapshot, SnapshotSource, snapshot_key},
@@ -533,31 +529,6 @@ impl PartitionTally {
     }
 }
 
-/// Counts deliveries and keeps the first failure.
-struct Delivery {
-    failed: Mutex<Option<String>>,
-    acked: AtomicU64,
-}
-
-impl ClientContext for Delivery {}
-
-impl ProducerContext for Delivery {
-    type DeliveryOpaque = ();
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        match result {
-            Ok(_) => {
-                self.acked.fetch_add(1, Ordering::Relaxed);
-            }
-            Err((e, m)) => {
-                use rdkafka::Message;
-                if let Ok(mut f) = self.failed.lock() {
-                    f.get_or_insert_with(|| format!("{}-{}: {e}", m.topic(), m.partition()));
-                }
-            }
-        }
-    }
-}
-
 /// One unit of work: source partitions of one topic restored in order.
 struct Unit {
     topic: usize,
@@ -573,57 +544,21 @@ struct UnitEnv {
     window: Window,
     bases: BTreeMap<String, BTreeMap<i32, i64>>,
     written: BTreeMap<String, BTreeMap<i32, u64>>,
-    producer: Option<Arc<ThreadedProducer<Delivery>>>,
+    /// The producer's identity; `None` in a dry run.
+    producer: Option<ProducerIdentity>,
+    /// Records per batch and partition (`produce.batchSize`).
+    batch_records: i32,
     include_headers: bool,
     source_cluster: Option<String>,
     records: AtomicU64,
     bytes: AtomicU64,
     segments: AtomicU64,
     limiter: Option<Mutex<Limiter>>,
-    /// Units produce in turns of one batch each (see [`Turns`]).
-    turns: Turns,
-    /// Records a unit produces per turn: one produce batch (`produce.batchSize`).
-    turn_records: u64,
     /// Read buffers of produced segments, for the next reads.
     buffers: Mutex<Vec<Vec<u8>>>,
     /// How many idle buffers are kept: one per concurrent unit.
     buffers_kept: usize,
     cancel: tokio_util::sync::CancellationToken,
-}
-
-/// First come, first served turns at the producer. librdkafka's producev takes the client-wide
-/// write lock for every record (it looks the topic up by name), so units producing at the same
-/// time only queued on that lock and switched contexts (a fifth of the CPU time); a unit
-/// producing a whole segment alone left one partition per produce request. Turns of one batch
-/// interleave the partitions as a single producing thread would, while the units still fetch and
-/// decode ahead in parallel.
-#[derive(Default)]
-struct Turns {
-    /// Next ticket to hand out, ticket being served.
-    tickets: Mutex<(u64, u64)>,
-    served: Condvar,
-}
-
-/// A unit's turn; the next ticket is served when it is dropped.
-struct Turn<'a>(&'a Turns);
-
-impl Turns {
-    fn take(&self) -> Turn<'_> {
-        let mut tickets = self.tickets.lock().unwrap_or_else(PoisonError::into_inner);
-        let ticket = tickets.0;
-        tickets.0 += 1;
-        while tickets.1 != ticket {
-            tickets = self.served.wait(tickets).unwrap_or_else(PoisonError::into_inner);
-        }
-        Turn(self)
-    }
-}
-
-impl Drop for Turn<'_> {
-    fn drop(&mut self) {
-        self.0.tickets.lock().unwrap_or_else(PoisonError::into_inner).1 += 1;
-        self.0.served.notify_all();
-    }
 }
 
 impl UnitEnv {
@@ -1065,14 +1000,31 @@ async fn run(
     let producer = if spec.dry_run {
         None
     } else {
-        Some(Arc::new(producer(&config, spec)?))
+        let acks = match spec.produce.acks {
+            ProduceAcks::All => Acks::All,
+            ProduceAcks::Leader => Acks::Leader,
+            ProduceAcks::None => Acks::None,
+        };
+        let timeout = Duration::from_millis(spec.produce.timeout_ms.max(1) as u64);
+        Some(
+            Producer::start(
+                protocol::Settings::new(&access).map_err(KafkaError::from)?,
+                acks,
+                timeout,
+            )
+            .await
+            .map_err(KafkaError::from)?,
+        )
     };
+    // Units stop at their next record once one of them failed.
+    let cancel = ctx.cancel.child_token();
     let env = Arc::new(UnitEnv {
         plans: plans.clone(),
         window,
         bases: bases.clone(),
         written,
-        producer: producer.clone(),
+        producer: producer.as_ref().map(Producer::identity),
+        batch_records: spec.produce.batch_size.max(1),
         include_headers: spec.include_original_offset_headers,
         source_cluster: manifest.source_cluster_id.clone(),
         records: AtomicU64::new(0),
@@ -1088,11 +1040,9 @@ async fn run(
                     spec.rate_limiting.bytes_per_sec.map(|b| b as f64),
                 ))
             }),
-        turns: Turns::default(),
-        turn_records: spec.produce.batch_size.max(1) as u64,
         buffers: Mutex::new(Vec::new()),
         buffers_kept: spec.rate_limiting.max_concurrent_partitions.max(1) as usize,
-        cancel: ctx.cancel.clone(),
+        cancel: cancel.clone(),
     });
     let mut units = Vec::new();
     for (i, plan) in plans.iter().enumerate() {
@@ -1112,39 +1062,40 @@ async fn run(
         }
     }
     let concurrency = spec.rate_limiting.max_concurrent_partitions.max(1) as usize;
-    let tallies_stream = stream::iter(units)
-        .map(|unit| {
-            let env = env.clone();
-            let location = location.clone();
-            async move { run_unit(unit, env, location).await }
-        })
-        .buffer_unordered(concurrency)
-        .try_collect::<Vec<_>>();
-    tokio::pin!(tallies_stream);
-    let mut progress_tick = tokio::time::interval(Duration::from_secs(1));
-    let unit_results = loop {
-        tokio::select! {
-            r = &mut tallies_stream => break r,
-            _ = progress_tick.tick() => {
-                let done = env.records.load(Ordering::Relaxed);
-                ctx.report(done, Some(total_records), if spec.dry_run { "records checked" } else { "records restored" });
+    // In a block: the stream holds batch senders, and the producer finishes once all are gone.
+    let unit_results = {
+        let sender = producer.as_ref().map(Producer::sender);
+        let tallies_stream = stream::iter(units)
+            .map(|unit| {
+                let env = env.clone();
+                let location = location.clone();
+                let sender = sender.clone();
+                async move { run_unit(unit, env, location, sender).await }
+            })
+            .buffer_unordered(concurrency)
+            .try_collect::<Vec<_>>();
+        tokio::pin!(tallies_stream);
+        let mut progress_tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                r = &mut tallies_stream => break r,
+                _ = progress_tick.tick() => {
+                    let done = env.records.load(Ordering::Relaxed);
+                    ctx.report(done, Some(total_records), if spec.dry_run { "records checked" } else { "records restored" });
+                }
             }
         }
     };
-    if let Some(p) = &producer {
-        let flusher = p.clone();
-        let timeout = Duration::from_millis(spec.produce.timeout_ms.max(1) as u64 * 4 + 60_000);
-        blocking(move || {
-            flusher
-                .flush(timeout)
-                .map_err(KafkaError::client("flushing the restored records"))
-        })
-        .await?;
-        if let Some(e) = p.context().failed.lock().ok().and_then(|f| f.clone()) {
-            return Err(RestoreError::Produce(format!(
+    if unit_results.is_err() {
+        cancel.cancel();
+    }
+    // The producer's own error comes first: a unit only sees that it stopped.
+    if let Some(p) = producer {
+        p.finish().await.map_err(|e| {
+            RestoreError::Produce(format!(
                 "{e}; run the restore again: it continues without duplicating records"
-            )));
-        }
+            ))
+        })?;
     }
     let unit_tallies = unit_results?;
     if ctx.cancel.is_cancelled() {
@@ -1536,54 +1487,6 @@ fn wait_for_bounds(
     }
 }
 
-fn producer(
-    config: &ClientConfig,
-    spec: &KafkaRestoreSpec,
-) -> Result<ThreadedProducer<Delivery>, KafkaError> {
-    let mut c = config.clone();
-    let produce = &spec.produce;
-    match produce.acks {
-        ProduceAcks::All => {
-            c.set("acks", "all");
-            c.set("enable.idempotence", "true");
-        }
-        ProduceAcks::Leader | ProduceAcks::None => {
-            // Without acks=all there is no idempotent producer: no retries, one request at a
-            // time, so a failure stops the restore instead of reordering or duplicating.
-            c.set(
-                "acks",
-                if produce.acks == ProduceAcks::Leader {
-                    "1"
-                } else {
-                    "0"
-                },
-            );
-            c.set("enable.idempotence", "false");
-            c.set("retries", "0");
-            c.set("max.in.flight.requests.per.connection", "1");
-        }
-    }
-    c.set(
-        "batch.num.messages",
-        produce.batch_size.clamp(1, 1_000_000).to_string(),
-    );
-    c.set("request.timeout.ms", produce.timeout_ms.max(1).to_string());
-    c.set(
-        "message.timeout.ms",
-        (i64::from(produce.timeout_ms.max(1)) * 2)
-            .max(300_000)
-            .to_string(),
-    );
-    c.set("compression.type", "none");
-    c.set("linger.ms", "5");
-    c.set("queue.buffering.max.kbytes", "65536");
-    c.create_with_context(Delivery {
-        failed: Mutex::new(None),
-        acked: AtomicU64::new(0),
-    })
-    .map_err(KafkaError::client("creating the producer"))
-}
-
 /// Checks every selected segment is stored with the size the manifest lists.
 async fn check_segments(location: &ObjectLocation, plans: &[TopicPlan]) -> Result<(), RestoreError> {
     let all: Vec<SegmentEntry> = plans
@@ -1625,6 +1528,7 @@ async fn run_unit(
     unit: Unit,
     env: Arc<UnitEnv>,
     location: ObjectLocation,
+    sender: Option<BatchSender>,
 ) -> Result<BTreeMap<Partition, PartitionTally>, RestoreError> {
     let plan = &env.plans[unit.topic];
     let segments: Vec<(i32, SegmentEntry)> = unit
@@ -1693,10 +1597,17 @@ async fn run_unit(
             let plan = &env2.plans[topic_index];
             let mut tallies: BTreeMap<i32, PartitionTally> = BTreeMap::new();
             let mut round_robin: i64 = 0;
+            let mut batches = env2.producer.zip(sender).map(|(identity, sender)| Batches {
+                topic: Arc::from(plan.target.as_str()),
+                identity,
+                max_records: env2.batch_records,
+                sender,
+                open: BTreeMap::new(),
+                sequences: BTreeMap::new(),
+            });
             while let Some(next) = rx.blocking_recv() {
                 let (sp, segment) = next?;
                 env2.segments.fetch_add(1, Ordering::Relaxed);
-                let mut turn: Option<(Turn<'_>, u64)> = None;
                 for record in segment.records() {
                     if env2.cancel.is_cancelled() {
                         return Ok(tallies);
@@ -1740,14 +1651,9 @@ async fn run_unit(
                     }
                     env2.records.fetch_add(1, Ordering::Relaxed);
                     env2.bytes.fetch_add(record.data_len() as u64, Ordering::Relaxed);
-                    if let Some(producer) = &env2.producer {
+                    if let Some(batches) = &mut batches {
                         tally.produced += 1;
-                        let (_, produced) = turn.get_or_insert_with(|| (env2.turns.take(), 0));
-                        produce(producer, &env2, &plan.target, tp, sp, &record)?;
-                        *produced += 1;
-                        if *produced >= env2.turn_records {
-                            turn = None;
-                        }
+                        batches.add(&env2, tp, sp, &record)?;
                     }
                     if let Some(limiter) = &env2.limiter {
                         let wait = limiter.lock().ok().and_then(|mut l| {
@@ -1762,8 +1668,10 @@ async fn run_unit(
                         }
                     }
                 }
-                drop(turn);
                 env2.recycle(segment);
+            }
+            if let Some(batches) = &mut batches {
+                batches.flush_all()?;
             }
             Ok(tallies)
         })
@@ -1777,79 +1685,88 @@ async fn run_unit(
         .collect())
 }
 
-fn produce(
-    producer: &ThreadedProducer<Delivery>,
-    env: &UnitEnv,
-    topic: &str,
-    partition: i32,
-    source_partition: i32,
-    record: &RecordRef<'_>,
-) -> Result<(), RestoreError> {
-    let own = record.header_count();
-    let extra = if env.include_headers { 4 } else { 0 };
-    let offset_bytes = headers::encode_i64(record.offset);
-    let ts_bytes = headers::encode_i64(record.timestamp);
-    let partition_bytes = headers::encode_i32(source_partition);
-    let hdrs = if own + extra > 0 {
-        let mut h = OwnedHeaders::new_with_capacity(own + extra);
-        for (key, value) in record.headers() {
-            h = h.insert(Header { key, value });
+/// A unit's batches in the making, one per target partition (each target partition is written
+/// by one unit only), and the sequence number each partition's next batch starts at.
+struct Batches {
+    topic: Arc<str>,
+    identity: ProducerIdentity,
+    max_records: i32,
+    sender: BatchSender,
+    open: BTreeMap<i32, BatchBuilder>,
+    sequences: BTreeMap<i32, i32>,
+}
+
+impl Batches {
+    /// Adds a record for target partition `partition`, with the tracking headers when asked for;
+    /// a full batch goes to the producer first.
+    fn add(
+        &mut self,
+        env: &UnitEnv,
+        partition: i32,
+        source_partition: i32,
+        record: &RecordRef<'_>,
+    ) -> Result<(), RestoreError> {
+        let offset_bytes = headers::encode_i64(record.offset);
+        let ts_bytes = headers::encode_i64(record.timestamp);
+        let partition_bytes = headers::encode_i32(source_partition);
+        let tracking: [HeaderRef<'_>; 4] = [
+            (headers::ORIGINAL_OFFSET, Some(&offset_bytes[..])),
+            (headers::ORIGINAL_TIMESTAMP, Some(&ts_bytes[..])),
+            (headers::SOURCE_PARTITION, Some(&partition_bytes[..])),
+            (
+                headers::SOURCE_CLUSTER,
+                env.source_cluster.as_deref().map(str::as_bytes),
+            ),
+        ];
+        let tracked = match (env.include_headers, &env.source_cluster) {
+            (false, _) => 0,
+            (true, None) => 3,
+            (true, Some(_)) => 4,
+        };
+        let all = record.headers().chain(tracking[..tracked].iter().copied());
+        let full = self.open.get(&partition).is_some_and(|b| {
+            b.records() >= self.max_records || !b.fits(record.key, record.value, all.clone())
+        });
+        if full {
+            self.flush(partition)?;
         }
-        if env.include_headers {
-            h = h
-                .insert(Header {
-                    key: headers::ORIGINAL_OFFSET,
-                    value: Some(&offset_bytes[..]),
-                })
-                .insert(Header {
-                    key: headers::ORIGINAL_TIMESTAMP,
-                    value: Some(&ts_bytes[..]),
-                })
-                .insert(Header {
-                    key: headers::SOURCE_PARTITION,
-                    value: Some(&partition_bytes[..]),
-                });
-            if let Some(c) = &env.source_cluster {
-                h = h.insert(Header {
-                    key: headers::SOURCE_CLUSTER,
-                    value: Some(c.as_bytes()),
-                });
-            }
-        }
-        Some(h)
-    } else {
-        None
-    };
-    let mut base: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).partition(partition);
-    if let Some(k) = record.key {
-        base = base.key(k);
+        // A record without a timestamp gets the time it is written, as a producer would give it.
+        let timestamp = if record.timestamp >= 0 {
+            record.timestamp
+        } else {
+            Utc::now().timestamp_millis()
+        };
+        self.open
+            .entry(partition)
+            .or_default()
+            .push(timestamp, record.key, record.value, all);
+        Ok(())
     }
-    if let Some(v) = record.value {
-        base = base.payload(v);
+
+    /// Hands partition `partition`'s batch to the producer.
+    fn flush(&mut self, partition: i32) -> Result<(), RestoreError> {
+        let Some(batch) = self.open.remove(&partition) else {
+            return Ok(());
+        };
+        let records = batch.records();
+        let sequence = self.sequences.entry(partition).or_insert(0);
+        let bytes = batch.finish(self.identity, *sequence);
+        // Sequence numbers wrap around to 0 after i32::MAX.
+        *sequence = ((i64::from(*sequence) + i64::from(records)) % (i64::from(i32::MAX) + 1)) as i32;
+        self.sender
+            .send_blocking(Batch {
+                topic: self.topic.clone(),
+                partition,
+                records,
+                bytes,
+            })
+            .map_err(|e| RestoreError::Produce(e.to_string()))
     }
-    if record.timestamp >= 0 {
-        base = base.timestamp(record.timestamp);
-    }
-    if let Some(h) = hdrs {
-        base = base.headers(h);
-    }
-    loop {
-        match producer.send(base) {
-            Ok(()) => return Ok(()),
-            Err((RdKafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                if let Some(e) = producer.context().failed.lock().ok().and_then(|f| f.clone()) {
-                    return Err(RestoreError::Produce(e));
-                }
-                base = back;
-                std::thread::sleep(Duration::from_micros(100));
-            }
-            Err((e, _)) => {
-                return Err(RestoreError::Produce(format!(
-                    "{topic}-{partition} (source offset {}): {e}",
-                    record.offset
-                )));
-            }
-        }
+
+    /// Hands every open batch to the producer.
+    fn flush_all(&mut self) -> Result<(), RestoreError> {
+        let partitions: Vec<i32> = self.open.keys().copied().collect();
+        partitions.into_iter().try_for_each(|p| self.flush(p))
     }
 }
 
@@ -1857,35 +1774,6 @@ fn produce(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-
-    #[test]
-    fn turns_are_served_first_come_first_served() {
-        let turns = Turns::default();
-        let order = Mutex::new(Vec::new());
-        let queued = |n: u64| {
-            while turns.tickets.lock().unwrap().0 < n {
-                std::thread::yield_now();
-            }
-        };
-        std::thread::scope(|scope| {
-            let first = turns.take();
-            for (waiting, unit) in ["b", "c", "d"].into_iter().enumerate() {
-                let (turns, order) = (&turns, &order);
-                scope.spawn(move || {
-                    let _turn = turns.take();
-                    order.lock().unwrap().push(unit);
-                });
-                // Each unit has its ticket before the next one asks.
-                queued(waiting as u64 + 2);
-            }
-            assert!(
-                order.lock().unwrap().is_empty(),
-                "nobody produces during another's turn"
-            );
-            drop(first);
-        });
-        assert_eq!(*order.lock().unwrap(), ["b", "c", "d"]);
-    }
 
     #[test]
     fn windows_are_inclusive() {

@@ -62,6 +62,8 @@ requests! {
     DeleteGroups: DeleteGroupsRequest => DeleteGroupsResponse,
     Metadata: MetadataRequest => MetadataResponse,
     ListOffsets: ListOffsetsRequest => ListOffsetsResponse,
+    InitProducerId: InitProducerIdRequest => InitProducerIdResponse,
+    Produce: ProduceRequest => ProduceResponse,
 }
 
 /// How long one request may wait for its response.
@@ -83,6 +85,12 @@ trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
 type Waiters = HashMap<i32, oneshot::Sender<Bytes>>;
+
+/// A request on the wire whose response [`Connection::reply`] waits for.
+pub struct Queued {
+    correlation: i32,
+    receiver: oneshot::Receiver<Bytes>,
+}
 
 /// Callers waiting for a response, or why no response will come any more.
 struct Pending {
@@ -188,49 +196,56 @@ impl Connection {
 
     /// Sends `request` as `version` and waits for its response.
     pub async fn send<R: Request>(&self, request: &R, version: i16) -> Result<R::Response, ProtocolError> {
-        let mut body = self.exchange(request, version).await?;
-        let api = || api_name(R::KEY);
-        ResponseHeader::decode(&mut body, R::Response::header_version(version))
-            .and_then(|_| R::Response::decode(&mut body, version))
-            .map_err(|e| self.transport(api(), format!("undecodable response: {e}")))
+        let queued = self.queue(request, version)?;
+        self.reply::<R>(queued, version, REQUEST_TIMEOUT).await
     }
 
-    /// Writes one request frame and waits for the bytes of its response (header included).
-    async fn exchange<R: Request>(&self, request: &R, version: i16) -> Result<Bytes, ProtocolError> {
-        let api = api_name(R::KEY);
-        let correlation = self.next_correlation.fetch_add(1, Ordering::Relaxed);
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(correlation)
-            .with_client_id(Some(StrBytes::from_static_str(CLIENT_ID)));
-        let mut frame = BytesMut::new();
-        frame.put_i32(0);
-        header
-            .encode(&mut frame, R::header_version(version))
-            .and_then(|_| request.encode(&mut frame, version))
-            .map_err(|e| self.transport(api.clone(), format!("unencodable request: {e}")))?;
-        let length = i32::try_from(frame.len() - 4)
-            .map_err(|_| self.transport(api.clone(), "request too large".into()))?;
-        frame[..4].copy_from_slice(&length.to_be_bytes());
-
+    /// Queues `request` as `version` for writing, before any later call's request (the broker
+    /// handles a connection's requests in that order); [`Connection::reply`] waits for the answer.
+    pub fn queue<R: Request>(&self, request: &R, version: i16) -> Result<Queued, ProtocolError> {
+        let (correlation, frame) = self.frame(request, version)?;
         let (sender, receiver) = oneshot::channel();
         {
             let mut pending = self
                 .pending
                 .lock()
-                .map_err(|_| self.transport(api.clone(), "connection state poisoned".into()))?;
+                .map_err(|_| self.transport(api_name(R::KEY), "connection state poisoned".into()))?;
             if let Some(why) = &pending.closed {
-                return Err(self.closed(api, why.clone()));
+                return Err(self.closed(api_name(R::KEY), why.clone()));
             }
             pending.waiters.insert(correlation, sender);
         }
-        if self.writer.send(frame.freeze()).is_err() {
+        if self.writer.send(frame).is_err() {
             self.forget(correlation);
-            return Err(self.closed(api, "the writer stopped".into()));
+            return Err(self.closed(api_name(R::KEY), "the writer stopped".into()));
         }
-        match tokio::time::timeout(REQUEST_TIMEOUT, receiver).await {
-            Ok(Ok(response)) => Ok(response),
+        Ok(Queued {
+            correlation,
+            receiver,
+        })
+    }
+
+    /// Queues `request`, which the broker does not answer (a Produce request with acks=0).
+    pub fn queue_unanswered<R: Request>(&self, request: &R, version: i16) -> Result<(), ProtocolError> {
+        let (_, frame) = self.frame(request, version)?;
+        if let Some(why) = self.pending.lock().ok().and_then(|p| p.closed.clone()) {
+            return Err(self.closed(api_name(R::KEY), why));
+        }
+        self.writer
+            .send(frame)
+            .map_err(|_| self.closed(api_name(R::KEY), "the writer stopped".into()))
+    }
+
+    /// Waits up to `timeout` for the response to a queued request and decodes it.
+    pub async fn reply<R: Request>(
+        &self,
+        queued: Queued,
+        version: i16,
+        timeout: Duration,
+    ) -> Result<R::Response, ProtocolError> {
+        let api = || api_name(R::KEY);
+        let mut body = match tokio::time::timeout(timeout, queued.receiver).await {
+            Ok(Ok(response)) => response,
             Ok(Err(_)) => {
                 let why = self
                     .pending
@@ -238,17 +253,47 @@ impl Connection {
                     .ok()
                     .and_then(|p| p.closed.clone())
                     .unwrap_or_else(|| "the reader stopped".into());
-                Err(self.closed(api, why))
+                return Err(self.closed(api(), why));
             }
             Err(_) => {
-                self.forget(correlation);
-                Err(ProtocolError::Timeout {
+                self.forget(queued.correlation);
+                return Err(ProtocolError::Timeout {
                     broker: self.broker.clone(),
-                    api,
-                    secs: REQUEST_TIMEOUT.as_secs(),
-                })
+                    api: api(),
+                    secs: timeout.as_secs(),
+                });
             }
-        }
+        };
+        ResponseHeader::decode(&mut body, R::Response::header_version(version))
+            .and_then(|_| R::Response::decode(&mut body, version))
+            .map_err(|e| self.transport(api(), format!("undecodable response: {e}")))
+    }
+
+    /// One request frame (length, header, body) and its correlation id.
+    fn frame<R: Request>(&self, request: &R, version: i16) -> Result<(i32, Bytes), ProtocolError> {
+        let api = || api_name(R::KEY);
+        let correlation = self.next_correlation.fetch_add(1, Ordering::Relaxed);
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation)
+            .with_client_id(Some(StrBytes::from_static_str(CLIENT_ID)));
+        let header_version = R::header_version(version);
+        // Sized up front: a produce request carries megabytes of records.
+        let size = header
+            .compute_size(header_version)
+            .and_then(|h| Ok(h + request.compute_size(version)?))
+            .map_err(|e| self.transport(api(), format!("unencodable request: {e}")))?;
+        let mut frame = BytesMut::with_capacity(4 + size);
+        frame.put_i32(0);
+        header
+            .encode(&mut frame, header_version)
+            .and_then(|_| request.encode(&mut frame, version))
+            .map_err(|e| self.transport(api(), format!("unencodable request: {e}")))?;
+        let length =
+            i32::try_from(frame.len() - 4).map_err(|_| self.transport(api(), "request too large".into()))?;
+        frame[..4].copy_from_slice(&length.to_be_bytes());
+        Ok((correlation, frame.freeze()))
     }
 
     fn forget(&self, correlation: i32) {

@@ -39,7 +39,7 @@ const READ_COMMITTED: i8 = 1;
 /// UNKNOWN_LEADER_EPOCH, OFFSET_NOT_AVAILABLE.
 const LEADER_MOVED: [i16; 5] = [5, 6, 74, 75, 78];
 /// LEADER_NOT_AVAILABLE, reported for a partition metadata names no leader for.
-const LEADER_NOT_AVAILABLE: i16 = 5;
+pub(super) const LEADER_NOT_AVAILABLE: i16 = 5;
 
 impl GroupAdmin {
     /// Partition counts of every topic (internal ones included) from cluster metadata, topics
@@ -102,7 +102,7 @@ impl GroupAdmin {
         self.list_offsets(partitions, millis).await
     }
 
-    fn known_leader(&self, partition: &Partition) -> Option<String> {
+    pub(super) fn known_leader(&self, partition: &Partition) -> Option<String> {
         self.leaders.lock().ok()?.get(partition).cloned()
     }
 

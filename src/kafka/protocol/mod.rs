@@ -1,7 +1,8 @@
 //! A small Kafka protocol client for consumer-group offsets, over tokio TCP (and rustls), with
 //! messages encoded by the `kafka-protocol` crate: FindCoordinator, DescribeGroups, OffsetFetch,
 //! OffsetCommit from outside the group, and OffsetDelete; plus the topic metadata and log
-//! offsets (Metadata, ListOffsets) offsets are planned against.
+//! offsets (Metadata, ListOffsets) offsets are planned against; and the restore's producer
+//! (InitProducerId, Produce: see [`produce`]).
 //!
 //! librdkafka reads and commits offsets only for the group its client was made with, and rdkafka
 //! wraps neither ListConsumerGroupOffsets nor AlterConsumerGroupOffsets nor DeleteConsumerGroupOffsets:
@@ -11,6 +12,7 @@
 
 mod connection;
 mod log_offsets;
+pub mod produce;
 pub mod scram;
 
 use std::{

@@ -544,7 +544,7 @@ pub struct RecordRef<'a> {
 impl<'a> RecordRef<'a> {
     /// The record's own headers, in order, duplicates and null values included (without the
     /// tracking headers the backup may have added).
-    pub fn headers(&self) -> impl Iterator<Item = HeaderRef<'a>> + use<'a> {
+    pub fn headers(&self) -> impl Iterator<Item = HeaderRef<'a>> + Clone + use<'a> {
         let own = self.header_count.saturating_sub(u32::from(self.tracking)) as usize;
         HeaderIter {
             rest: self.headers,
@@ -573,6 +573,7 @@ impl<'a> RecordRef<'a> {
     }
 }
 
+#[derive(Clone)]
 struct HeaderIter<'a> {
     rest: &'a [u8],
     left: u32,
