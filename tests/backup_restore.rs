@@ -10,6 +10,10 @@ use std::{
     collections::{BTreeMap, HashMap},
     path::Path,
     process::{Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -31,7 +35,7 @@ use rdkafka::{
     producer::{FutureProducer, FutureRecord, Producer},
 };
 use serde_json::{Value, json};
-use support::{create_topic, service, unique};
+use support::{create_topic, service, start_broker, unique};
 
 /// A record as read back from Kafka.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -1244,4 +1248,99 @@ async fn every_acks_setting_restores_each_record_once_and_broker_refusals_are_na
             && message.contains("run the restore again"),
         "{message}"
     );
+}
+
+/// A proxy to the broker on `broker_port` that cuts every connection once its client has sent
+/// `limit` bytes (mid-request, as a broker restart or a network fault would), counting the cuts.
+async fn cutting_proxy(
+    listener: tokio::net::TcpListener,
+    broker_port: u16,
+    limit: usize,
+    cuts: Arc<AtomicUsize>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    while let Ok((client, _)) = listener.accept().await {
+        let cuts = cuts.clone();
+        tokio::spawn(async move {
+            let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", broker_port)).await else {
+                return;
+            };
+            let (mut from_client, mut to_client) = client.into_split();
+            let (mut from_server, mut to_server) = server.into_split();
+            let answers =
+                tokio::spawn(async move { tokio::io::copy(&mut from_server, &mut to_client).await });
+            let mut sent = 0;
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                let n = match from_client.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                if sent + n > limit {
+                    // Half of this chunk goes through: the broker sees a truncated request.
+                    let _ = to_server.write_all(&buf[..n / 2]).await;
+                    cuts.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                sent += n;
+                if to_server.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+            answers.abort();
+        });
+    }
+}
+
+/// Produce connections cut in the middle of requests cost nothing: the batches that came back
+/// are sent again with their sequence numbers, on new connections, and each record lands once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cut_produce_connections_are_resumed_without_loss_or_duplicate() {
+    let Some(bootstrap) = broker() else { return };
+    let Some(nisshi) = service("KBO_TEST_NISSHI_BIN") else {
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    let source = unique("cut-src");
+    create_topic(&bootstrap, &source, 4).await;
+    let records = records_for(4, 2500, 1_700_000_000_000);
+    produce(&bootstrap, &source, &records).await;
+    let id = unique("cut-set");
+    let status = run_backup(
+        root.path(),
+        "cut",
+        json!({"kafkaCluster": {"bootstrapServers": [bootstrap]}, "topics": [source],
+            "storage": pvc_storage(), "backupId": id, "consumerGroupSnapshot": false}),
+    )
+    .await;
+    assert_eq!(status.phase, Some(RunPhase::Completed), "{status:?}");
+
+    // A broker of its own that clients reach only through the proxy (it advertises the proxy).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy = listener.local_addr().unwrap().port();
+    let advertised = format!("tcp://127.0.0.1:{proxy}");
+    let target_broker = start_broker(&nisshi, root.path(), &["--advertised-listener-url", &advertised]);
+    let cuts = Arc::new(AtomicUsize::new(0));
+    let proxying = tokio::spawn(cutting_proxy(listener, target_broker.port, 150_000, cuts.clone()));
+    let through_proxy = format!("127.0.0.1:{proxy}");
+
+    let target = unique("cut-dst");
+    let status = run_restore(
+        root.path(),
+        &unique("r"),
+        json!({"backupRef": {"backupId": id, "storage": pvc_storage()},
+            "kafkaCluster": {"bootstrapServers": [through_proxy]},
+            "topicMapping": {source.clone(): target}, "createTopics": {"enabled": true},
+            "produce": {"batchSize": 50}}),
+    )
+    .await;
+    assert_eq!(status.phase, Some(Phase::Completed), "{status:?}");
+    assert_eq!(status.records_restored, Some(records.len() as i64));
+    assert!(
+        cuts.load(Ordering::Relaxed) >= 2,
+        "the proxy cut {} connections",
+        cuts.load(Ordering::Relaxed)
+    );
+    assert_same(&consume_all(&through_proxy, &target, 4), &by_partition(&records));
+    proxying.abort();
 }

@@ -7,9 +7,8 @@
 mod support;
 
 use std::{
-    net::TcpListener,
     path::Path,
-    process::{Child, Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -22,65 +21,7 @@ use rdkafka::{
     producer::{FutureProducer, FutureRecord},
 };
 use serde_json::Value;
-use support::{service, unique};
-
-/// A broker process, killed on drop.
-struct Broker {
-    child: Child,
-    bootstrap: String,
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A broker on a free port, started in `dir` (where a relative storage URL points).
-fn start_broker(bin: &str, dir: &Path, extra: &[&str]) -> Broker {
-    let port = free_port();
-    let url = format!("tcp://127.0.0.1:{port}");
-    let memory = ["--storage-engine", "memory://nisshi/"];
-    let storage: &[&str] = if extra.contains(&"--storage-engine") {
-        &[]
-    } else {
-        &memory
-    };
-    let child = Command::new(bin)
-        .current_dir(dir)
-        .args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-        ])
-        .args(["--group-initial-rebalance-delay", "0s"])
-        .args(storage)
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "broker did not listen on {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Broker {
-        child,
-        bootstrap: format!("127.0.0.1:{port}"),
-    }
-}
+use support::{Broker, service, start_broker, unique};
 
 fn tls_client(bootstrap: &str, ca_pem: &str) -> ClientConfig {
     let mut config = ClientConfig::new();

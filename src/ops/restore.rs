@@ -14,9 +14,12 @@
 //!    target partition's base offset (its log end before the first restored record).
 //! 3. **Produce**: per target partition the records form a fixed sequence (source order; a
 //!    repartitioned topic's source partitions one after the other), written by an idempotent
-//!    producer in order. A re-run of an interrupted restore finds in each target partition
-//!    `log end - base` records of its sequence already written and continues after them: every
-//!    record ends up exactly once. Keys, values, headers (order, duplicates, nulls), timestamps
+//!    producer in order: each unit encodes its target partitions' record batches itself and the
+//!    protocol client's producer only carries them ([`crate::kafka::protocol::produce`]). A
+//!    produce error stops the restore; what reached a partition is a prefix of its sequence.
+//!    A re-run of an interrupted restore finds in each target partition `log end - base`
+//!    records of its sequence already written and continues after them: every record ends up
+//!    exactly once. Keys, values, headers (order, duplicates, nulls), timestamps
 //!    and partitions are kept; tracking headers are added only with
 //!    `includeOriginalOffsetHeaders`.
 //! 4. **Verify and map**: each target partition must end at `base + records`; the offset mapping
@@ -1523,7 +1526,8 @@ async fn check_segments(location: &ObjectLocation, plans: &[TopicPlan]) -> Resul
         .map(|_| ())
 }
 
-/// Restores one unit: fetches and verifies its segments (one ahead) and produces their records.
+/// Restores one unit: fetches and verifies its segments (one ahead) and encodes their records into
+/// batches for the producer.
 async fn run_unit(
     unit: Unit,
     env: Arc<UnitEnv>,
@@ -1548,6 +1552,10 @@ async fn run_unit(
         let env = env.clone();
         async move {
             for (p, entry) in segments {
+                // The next segment is read once the unit took the one before: a unit holds two.
+                let Ok(permit) = tx.reserve().await else {
+                    break;
+                };
                 let uri = location.uri(&entry.key);
                 let fetched = match location.read_once(&entry.key, env.buffer()).await {
                     Ok(Some(bytes)) => tokio::task::spawn_blocking(move || Segment::decode(bytes))
@@ -1584,7 +1592,8 @@ async fn run_unit(
                     Err(e) => Err(e.into()),
                 };
                 let stop = fetched.is_err();
-                if tx.send(fetched).await.is_err() || stop {
+                permit.send(fetched);
+                if stop {
                     break;
                 }
             }
@@ -1750,16 +1759,12 @@ impl Batches {
         };
         let records = batch.records();
         let sequence = self.sequences.entry(partition).or_insert(0);
-        let bytes = batch.finish(self.identity, *sequence);
+        let first = *sequence;
+        let bytes = batch.finish(self.identity, first);
         // Sequence numbers wrap around to 0 after i32::MAX.
         *sequence = ((i64::from(*sequence) + i64::from(records)) % (i64::from(i32::MAX) + 1)) as i32;
         self.sender
-            .send_blocking(Batch {
-                topic: self.topic.clone(),
-                partition,
-                records,
-                bytes,
-            })
+            .send_blocking(Batch::new(self.topic.clone(), partition, records, first, bytes))
             .map_err(|e| RestoreError::Produce(e.to_string()))
     }
 

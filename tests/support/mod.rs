@@ -58,3 +58,62 @@ pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
         r.unwrap();
     }
 }
+
+/// A nisshi broker process started by a test, killed on drop.
+pub struct Broker {
+    child: std::process::Child,
+    /// host:port it listens on.
+    pub bootstrap: String,
+    /// The port it listens on.
+    pub port: u16,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free local TCP port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+/// A nisshi broker (`bin`, from `KBO_TEST_NISSHI_BIN`) on a free port, started in `dir` (where
+/// a relative storage URL points), with memory storage unless `extra` names a storage engine
+/// and advertising its own address unless `extra` names another.
+pub fn start_broker(bin: &str, dir: &std::path::Path, extra: &[&str]) -> Broker {
+    use std::time::{Duration, Instant};
+    let port = free_port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let mut args = vec!["broker", "--listener-url", &url];
+    if !extra.contains(&"--advertised-listener-url") {
+        args.extend(["--advertised-listener-url", &url]);
+    }
+    if !extra.contains(&"--storage-engine") {
+        args.extend(["--storage-engine", "memory://nisshi/"]);
+    }
+    let child = std::process::Command::new(bin)
+        .current_dir(dir)
+        .args(args)
+        .args(["--group-initial-rebalance-delay", "0s"])
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {bin}: {e}"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "broker did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Broker {
+        child,
+        bootstrap: format!("127.0.0.1:{port}"),
+        port,
+    }
+}

@@ -10,11 +10,15 @@
 //! decoded already; encoding whole batches where they are decoded and moving only finished
 //! batches leaves the single producing thread nothing to do but write.
 //!
-//! Nothing is retried: the first error (a partition's error code, a closed connection, a
-//! timeout) stops the producer and is returned by [`Producer::finish`]. A batch after a failed one
-//! cannot be written either (the broker refuses its sequence number, or with acks=1 only one
-//! request is in flight), so what reached the log is always a prefix of what was sent and the
-//! caller can continue after it.
+//! Errors: with acks=all a batch that comes back unwritten for a reason that passes (a leader
+//! that moved, a closed connection, a timeout, too few replicas) is sent again with its sequence
+//! number, after every request in flight on its connection has answered, on a new connection to
+//! the partition's leader as metadata now names it, together with the batches of its partition
+//! behind it, in order; the broker writes a batch it already holds only once. After
+//! [`ATTEMPTS`] such returns, or on any other error, the producer stops and
+//! [`Producer::finish`] returns the error. With acks=1 or 0 nothing is sent twice: the first
+//! error stops the producer, and with at most one request in flight per partition (acks=1) what
+//! reached the log is a prefix of what was sent, so the caller can continue after it.
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
@@ -56,7 +60,7 @@ pub const IN_FLIGHT: usize = 5;
 const LANES: i32 = 4;
 
 /// Batches queued in the producer and not yet sent, in bytes; beyond it the callers wait.
-const QUEUED_MAX_BYTES: usize = 32 * BATCH_MAX_BYTES;
+const QUEUED_MAX_BYTES: usize = 16 * BATCH_MAX_BYTES;
 
 /// Produce v13 names topics by id only.
 const PRODUCE_MAX: i16 = 12;
@@ -245,14 +249,28 @@ fn put_field(buf: &mut Vec<u8>, field: Option<&[u8]>) {
 /// A finished batch for one partition.
 #[derive(Debug)]
 pub struct Batch {
-    /// Topic.
-    pub topic: Arc<str>,
-    /// Partition.
-    pub partition: i32,
-    /// Records in it.
-    pub records: i32,
-    /// The encoded batch ([`BatchBuilder::finish`]).
-    pub bytes: Bytes,
+    topic: Arc<str>,
+    partition: i32,
+    records: i32,
+    sequence: i32,
+    bytes: Bytes,
+    /// Times it was sent and came back unwritten.
+    attempts: u32,
+}
+
+impl Batch {
+    /// A batch of `records` records for `topic`-`partition` whose first record has sequence
+    /// number `sequence`, encoded by [`BatchBuilder::finish`].
+    pub fn new(topic: Arc<str>, partition: i32, records: i32, sequence: i32, bytes: Bytes) -> Batch {
+        Batch {
+            topic,
+            partition,
+            records,
+            sequence,
+            bytes,
+            attempts: 0,
+        }
+    }
 }
 
 /// How batches are acknowledged.
@@ -391,6 +409,14 @@ impl GroupAdmin {
     }
 }
 
+/// Kafka error codes after which a batch is sent again (acks=all): LEADER_NOT_AVAILABLE,
+/// NOT_LEADER_OR_FOLLOWER, REQUEST_TIMED_OUT, NETWORK_EXCEPTION, NOT_ENOUGH_REPLICAS,
+/// NOT_ENOUGH_REPLICAS_AFTER_APPEND, OUT_OF_ORDER_SEQUENCE_NUMBER (a batch before it came back),
+/// KAFKA_STORAGE_ERROR, UNKNOWN_TOPIC_OR_PARTITION (metadata of a new topic still spreading).
+const RETRIABLE: [i16; 9] = [5, 6, 7, 13, 19, 20, 45, 56, super::UNKNOWN_TOPIC_OR_PARTITION];
+/// DUPLICATE_SEQUENCE_NUMBER: the broker holds the batch already.
+const DUPLICATE_SEQUENCE_NUMBER: i16 = 46;
+
 /// One connection to a leader, the partitions it carries and its requests.
 struct Lane {
     connection: Arc<Connection>,
@@ -398,15 +424,27 @@ struct Lane {
     /// Batches waiting, per partition in sequence order.
     queues: BTreeMap<(Arc<str>, i32), VecDeque<Batch>>,
     in_flight: usize,
+    /// Batches that came back unwritten, to send again once nothing is in flight; and why.
+    returned: Vec<Batch>,
+    failure: Option<ProtocolError>,
 }
 
 /// A lane: the leader's address and the lane's number.
 type LaneId = (String, i32);
 
-type Answer = Pin<Box<dyn Future<Output = (LaneId, Result<u64, ProtocolError>)> + Send>>;
+/// What a request's answer means for its batches.
+struct Settled {
+    records: u64,
+    /// Batches to send again (acks=all only).
+    returned: Vec<Batch>,
+    /// Why they came back.
+    failure: Option<ProtocolError>,
+}
 
-/// The producer's task: routes batches to their leaders' lanes and keeps up to [`IN_FLIGHT`]
-/// requests in flight on each.
+type Answer = Pin<Box<dyn Future<Output = (LaneId, Result<Settled, ProtocolError>)> + Send>>;
+
+/// The producer's task: routes batches to their leaders' lanes, keeps up to [`IN_FLIGHT`]
+/// requests in flight on each and sends returned batches again.
 async fn carry(
     admin: GroupAdmin,
     mut batches: mpsc::Receiver<Batch>,
@@ -419,47 +457,121 @@ async fn carry(
     let mut queued_bytes = 0;
     let mut open = true;
     let mut written = 0;
-    let (mut requests, mut batches_sent) = (0usize, 0usize);
+    let (mut requests, mut batches_sent, mut resent) = (0usize, 0usize, 0usize);
     loop {
         for (id, lane) in &mut lanes {
-            while lane.in_flight < in_flight_max && !lane.queues.is_empty() {
+            while lane.failure.is_none() && lane.in_flight < in_flight_max && !lane.queues.is_empty() {
                 let batches = next_request(&mut lane.queues);
                 requests += 1;
                 batches_sent += batches.len();
                 queued_bytes -= batches.iter().map(|b| b.bytes.len()).sum::<usize>();
-                answers.push(send(id.clone(), lane, batches, acks, timeout)?);
+                answers.push(send(id.clone(), lane, batches, acks, timeout));
                 lane.in_flight += 1;
             }
         }
-        if !open && answers.is_empty() {
-            tracing::debug!(requests, batches = batches_sent, "producer finished");
+        if !open && answers.is_empty() && lanes.values().all(|l| l.queues.is_empty()) {
+            tracing::debug!(requests, batches = batches_sent, resent, "producer finished");
             return Ok(written);
         }
         tokio::select! {
             batch = batches.recv(), if open && queued_bytes < QUEUED_MAX_BYTES => match batch {
                 Some(batch) => {
-                    let address = admin.leader(&(batch.topic.to_string(), batch.partition)).await?;
-                    let lane = match lanes.entry((address, batch.partition % LANES)) {
-                        std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-                        std::collections::hash_map::Entry::Vacant(v) => {
-                            let connection = Arc::new(Connection::open(&v.key().0, &admin.settings).await?);
-                            let version = connection.version::<ProduceRequest>(PRODUCE_MAX)?;
-                            v.insert(Lane { connection, version, queues: BTreeMap::new(), in_flight: 0 })
-                        }
-                    };
                     queued_bytes += batch.bytes.len();
-                    lane.queues.entry((batch.topic.clone(), batch.partition)).or_default().push_back(batch);
+                    route(&admin, &mut lanes, batch).await?;
                 }
                 None => open = false,
             },
-            Some((id, answer)) = answers.next() => {
-                written += answer?;
-                if let Some(lane) = lanes.get_mut(&id) {
-                    lane.in_flight -= 1;
+            Some((id, settled)) = answers.next() => {
+                let settled = settled?;
+                written += settled.records;
+                let Some(lane) = lanes.get_mut(&id) else { continue };
+                lane.in_flight -= 1;
+                lane.returned.extend(settled.returned);
+                if let Some(failure) = settled.failure {
+                    lane.failure.get_or_insert(failure);
                 }
+                if lane.failure.is_some() && lane.in_flight == 0 && let Some(lane) = lanes.remove(&id) {
+                    resent += lane.returned.len();
+                    queued_bytes += lane.returned.iter().map(|b| b.bytes.len()).sum::<usize>();
+                    reroute(&admin, &mut lanes, lane).await?;
+                }
+            }
+            else => {
+                return Err(ProtocolError::Transport {
+                    broker: admin.settings.bootstrap.join(","),
+                    api: api_name(ProduceRequest::KEY),
+                    message: "the producer has batches queued but none it may send".into(),
+                });
             }
         }
     }
+}
+
+/// Queues `batch` on the lane of its partition's leader, opening the lane if needed.
+async fn route(
+    admin: &GroupAdmin,
+    lanes: &mut HashMap<LaneId, Lane>,
+    batch: Batch,
+) -> Result<(), ProtocolError> {
+    let address = admin.leader(&(batch.topic.to_string(), batch.partition)).await?;
+    let lane = match lanes.entry((address, batch.partition % LANES)) {
+        std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+        std::collections::hash_map::Entry::Vacant(v) => {
+            let connection = Arc::new(Connection::open(&v.key().0, &admin.settings).await?);
+            let version = connection.version::<ProduceRequest>(PRODUCE_MAX)?;
+            v.insert(Lane {
+                connection,
+                version,
+                queues: BTreeMap::new(),
+                in_flight: 0,
+                returned: Vec::new(),
+                failure: None,
+            })
+        }
+    };
+    lane.queues
+        .entry((batch.topic.clone(), batch.partition))
+        .or_default()
+        .push_back(batch);
+    Ok(())
+}
+
+/// A lane whose batches came back, with nothing in flight any more: after a pause, with fresh
+/// metadata, its returned batches and then its queued ones go to their partitions' lanes again,
+/// in sequence order. Its connection closes.
+async fn reroute(
+    admin: &GroupAdmin,
+    lanes: &mut HashMap<LaneId, Lane>,
+    lane: Lane,
+) -> Result<(), ProtocolError> {
+    let Lane {
+        mut returned,
+        queues,
+        failure,
+        ..
+    } = lane;
+    let attempts = returned.iter().map(|b| b.attempts + 1).max().unwrap_or(1);
+    if let Some(failure) = failure {
+        if attempts > ATTEMPTS {
+            return Err(failure);
+        }
+        tracing::warn!(
+            "sending {} batches again (attempt {attempts}): {failure}",
+            returned.len()
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempts))).await;
+    admin.topics().await?;
+    // Answers on one connection come back in order, but are seen in any order.
+    returned.sort_by(|a, b| (&a.topic, a.partition, a.sequence).cmp(&(&b.topic, b.partition, b.sequence)));
+    for mut batch in returned {
+        batch.attempts += 1;
+        route(admin, lanes, batch).await?;
+    }
+    for batch in queues.into_values().flatten() {
+        route(admin, lanes, batch).await?;
+    }
+    Ok(())
 }
 
 /// The first queued batch of every partition (a request holds at most one per partition).
@@ -469,25 +581,15 @@ fn next_request(queues: &mut BTreeMap<(Arc<str>, i32), VecDeque<Batch>>) -> Vec<
     batches
 }
 
-/// Queues one Produce request and returns the future of its answer: the records written.
-fn send(
-    lane_id: LaneId,
-    lane: &Lane,
-    batches: Vec<Batch>,
-    acks: Acks,
-    timeout: Duration,
-) -> Result<Answer, ProtocolError> {
-    let records: u64 = batches.iter().map(|b| b.records as u64).sum();
-    let sent: Vec<Partition> = batches
-        .iter()
-        .map(|b| (b.topic.to_string(), b.partition))
-        .collect();
+/// Queues one Produce request and returns the future of its answer (at once when the
+/// connection is closed already).
+fn send(lane_id: LaneId, lane: &Lane, batches: Vec<Batch>, acks: Acks, timeout: Duration) -> Answer {
     let mut topics: BTreeMap<Arc<str>, Vec<PartitionProduceData>> = BTreeMap::new();
-    for b in batches {
-        topics.entry(b.topic).or_default().push(
+    for b in &batches {
+        topics.entry(b.topic.clone()).or_default().push(
             PartitionProduceData::default()
                 .with_index(b.partition)
-                .with_records(Some(b.bytes)),
+                .with_records(Some(b.bytes.clone())),
         );
     }
     let request = ProduceRequest::default()
@@ -512,65 +614,101 @@ fn send(
     let version = lane.version;
     // The broker has the whole timeout to gather acknowledgements; the answer may take longer.
     let wait = timeout + REQUEST_TIMEOUT;
-    if acks == Acks::None {
-        connection.queue_unanswered(&request, version)?;
-        let queued = connection.queue(&ApiVersionsRequest::default(), 0)?;
-        return Ok(Box::pin(async move {
-            let answer = connection
+    let queued = if acks == Acks::None {
+        connection
+            .queue_unanswered(&request, version)
+            .and_then(|()| connection.queue(&ApiVersionsRequest::default(), 0))
+    } else {
+        connection.queue(&request, version)
+    };
+    Box::pin(async move {
+        let answer = match queued {
+            Err(e) => Err(e),
+            Ok(queued) if acks == Acks::None => connection
                 .reply::<ApiVersionsRequest>(queued, 0, wait)
                 .await
-                .map(|_| records);
-            (lane_id, answer)
-        }));
-    }
-    let queued = connection.queue(&request, version)?;
-    Ok(Box::pin(async move {
-        let answer = connection
-            .reply::<ProduceRequest>(queued, version, wait)
-            .await
-            .and_then(|answer| acknowledged(connection.broker(), &answer, &sent).map(|()| records));
-        (lane_id, answer)
-    }))
+                .map(|_| None),
+            Ok(queued) => connection
+                .reply::<ProduceRequest>(queued, version, wait)
+                .await
+                .map(Some),
+        };
+        (lane_id, settle(connection.broker(), acks, batches, answer))
+    })
 }
 
-/// Checks that every partition sent was written.
-fn acknowledged(broker: &str, answer: &ProduceResponse, sent: &[Partition]) -> Result<(), ProtocolError> {
+/// Sorts a request's batches by its answer (`None`: acks=0, the request was handled) into written
+/// and returned (acks=all, an error that passes), or fails.
+fn settle(
+    broker: &str,
+    acks: Acks,
+    batches: Vec<Batch>,
+    answer: Result<Option<ProduceResponse>, ProtocolError>,
+) -> Result<Settled, ProtocolError> {
+    let mut settled = Settled {
+        records: 0,
+        returned: Vec::new(),
+        failure: None,
+    };
+    let answer = match answer {
+        Ok(Some(answer)) => answer,
+        // acks=0: the broker handled the request (it answered the one after it).
+        Ok(None) => {
+            settled.records = batches.iter().map(|b| b.records as u64).sum();
+            return Ok(settled);
+        }
+        Err(e @ (ProtocolError::Closed { .. } | ProtocolError::Timeout { .. })) if acks == Acks::All => {
+            settled.returned = batches;
+            settled.failure = Some(e);
+            return Ok(settled);
+        }
+        Err(e) => return Err(e),
+    };
     let api = || api_name(ProduceRequest::KEY);
-    let mut answered = 0;
+    let mut codes: HashMap<(&str, i32), (i16, Option<String>)> = HashMap::new();
     for topic in &answer.responses {
         for p in &topic.partition_responses {
-            answered += 1;
-            if p.error_code != 0 {
-                let detail = p.error_message.as_ref().map(|m| m.to_string()).or_else(|| {
-                    p.record_errors
-                        .first()
-                        .and_then(|r| r.batch_index_error_message.as_ref().map(|m| m.to_string()))
-                });
+            let detail = p.error_message.as_ref().map(|m| m.to_string()).or_else(|| {
+                p.record_errors
+                    .first()
+                    .and_then(|r| r.batch_index_error_message.as_ref().map(|m| m.to_string()))
+            });
+            codes.insert((topic.name.as_str(), p.index), (p.error_code, detail));
+        }
+    }
+    for batch in batches {
+        let subject = || format!("{}-{}", batch.topic, batch.partition);
+        match codes.get(&(&*batch.topic, batch.partition)) {
+            Some((0 | DUPLICATE_SEQUENCE_NUMBER, _)) => settled.records += batch.records as u64,
+            Some((code, detail)) if acks == Acks::All && RETRIABLE.contains(code) => {
+                settled.failure = Some(ProtocolError::kafka(
+                    broker,
+                    api(),
+                    &subject(),
+                    *code,
+                    detail.clone(),
+                ));
+                settled.returned.push(batch);
+            }
+            Some((code, detail)) => {
                 return Err(ProtocolError::kafka(
                     broker,
                     api(),
-                    &format!("{}-{}", topic.name.as_str(), p.index),
-                    p.error_code,
-                    detail,
+                    &subject(),
+                    *code,
+                    detail.clone(),
                 ));
+            }
+            None => {
+                return Err(ProtocolError::Transport {
+                    broker: broker.to_owned(),
+                    api: api(),
+                    message: format!("the answer does not mention {}", subject()),
+                });
             }
         }
     }
-    if answered != sent.len() {
-        return Err(ProtocolError::Transport {
-            broker: broker.to_owned(),
-            api: api(),
-            message: format!(
-                "the answer covers {answered} partitions, the request {} ({})",
-                sent.len(),
-                sent.iter()
-                    .map(|(t, p)| format!("{t}-{p}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        });
-    }
-    Ok(())
+    Ok(settled)
 }
 
 #[cfg(test)]
@@ -679,14 +817,84 @@ mod tests {
         assert!(bytes.len() > BATCH_MAX_BYTES - 1100, "{}", bytes.len());
     }
 
+    fn answer(codes: &[(i32, i16)]) -> ProduceResponse {
+        use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+        ProduceResponse::default().with_responses(vec![
+            TopicProduceResponse::default()
+                .with_name(TopicName(StrBytes::from_static_str("t")))
+                .with_partition_responses(
+                    codes
+                        .iter()
+                        .map(|(p, code)| {
+                            PartitionProduceResponse::default()
+                                .with_index(*p)
+                                .with_error_code(*code)
+                        })
+                        .collect(),
+                ),
+        ])
+    }
+
+    fn batches(partitions: &[i32]) -> Vec<Batch> {
+        partitions
+            .iter()
+            .map(|p| Batch::new(Arc::from("t"), *p, 10 + p, 0, Bytes::new()))
+            .collect()
+    }
+
+    #[test]
+    fn answers_sort_batches_into_written_returned_and_fatal() {
+        // Written, already written, leader moved.
+        let settled = settle(
+            "b:9092",
+            Acks::All,
+            batches(&[0, 1, 2]),
+            Ok(Some(answer(&[(0, 0), (1, 46), (2, 6)]))),
+        )
+        .unwrap();
+        assert_eq!(settled.records, 10 + 11);
+        assert_eq!(
+            settled.returned.iter().map(|b| b.partition).collect::<Vec<_>>(),
+            [2]
+        );
+        assert!(settled.failure.unwrap().to_string().contains("t-2"));
+        // Without idempotence nothing is sent twice.
+        let e = settle(
+            "b:9092",
+            Acks::Leader,
+            batches(&[0, 2]),
+            Ok(Some(answer(&[(0, 0), (2, 6)]))),
+        )
+        .err()
+        .unwrap();
+        assert!(
+            e.to_string().contains("Produce for t-2 on Kafka broker b:9092"),
+            "{e}"
+        );
+        // An error that does not pass.
+        let e = settle("b:9092", Acks::All, batches(&[0]), Ok(Some(answer(&[(0, 10)]))))
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("Kafka error code 10"), "{e}");
+        // A partition the answer does not mention.
+        let e = settle("b:9092", Acks::All, batches(&[0, 1]), Ok(Some(answer(&[(0, 0)]))))
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("does not mention t-1"), "{e}");
+        // A closed connection returns the whole request with acks=all only.
+        let closed = || ProtocolError::Closed {
+            broker: "b:9092".into(),
+            api: "Produce".into(),
+            reason: "read failed".into(),
+        };
+        let settled = settle("b:9092", Acks::All, batches(&[0, 1]), Err(closed())).unwrap();
+        assert_eq!((settled.records, settled.returned.len()), (0, 2));
+        assert!(settle("b:9092", Acks::Leader, batches(&[0]), Err(closed())).is_err());
+    }
+
     #[test]
     fn a_request_takes_the_first_batch_of_each_partition() {
-        let batch = |p: i32, n: i32| Batch {
-            topic: Arc::from("t"),
-            partition: p,
-            records: n,
-            bytes: Bytes::new(),
-        };
+        let batch = |p: i32, n: i32| Batch::new(Arc::from("t"), p, n, 0, Bytes::new());
         let mut queues: BTreeMap<(Arc<str>, i32), VecDeque<Batch>> = BTreeMap::new();
         for (p, n) in [(0, 1), (0, 2), (1, 3), (2, 4), (2, 5)] {
             queues
