@@ -1184,23 +1184,35 @@ async fn retention_max_age_expires_old_segments_and_sets_and_dry_run_only_report
     assert_eq!(status.retention.unwrap().deleted, Some(0));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn every_acks_setting_restores_each_record_once_and_broker_refusals_are_named() {
-    let Some(bootstrap) = broker() else { return };
-    let root = tempfile::tempdir().unwrap();
-    let source = unique("acks-src");
-    create_topic(&bootstrap, &source, 4).await;
-    let records = records_for(4, 400, 1_700_000_000_000);
-    produce(&bootstrap, &source, &records).await;
-    let id = unique("acks-set");
+/// A new 4-partition topic with `count` test records per partition, backed up to the PVC: its
+/// name, its records and the set's id.
+async fn backed_up_topic(
+    bootstrap: &str,
+    root: &Path,
+    prefix: &str,
+    count: i64,
+) -> (String, Vec<Rec>, String) {
+    let source = unique(&format!("{prefix}-src"));
+    create_topic(bootstrap, &source, 4).await;
+    let records = records_for(4, count, 1_700_000_000_000);
+    produce(bootstrap, &source, &records).await;
+    let id = unique(&format!("{prefix}-set"));
     let status = run_backup(
-        root.path(),
-        "acks",
+        root,
+        prefix,
         json!({"kafkaCluster": {"bootstrapServers": [bootstrap]}, "topics": [source],
             "storage": pvc_storage(), "backupId": id, "consumerGroupSnapshot": false}),
     )
     .await;
     assert_eq!(status.phase, Some(RunPhase::Completed), "{status:?}");
+    (source, records, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_acks_setting_restores_each_record_once_and_broker_refusals_are_named() {
+    let Some(bootstrap) = broker() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let (source, records, id) = backed_up_topic(&bootstrap, root.path(), "acks", 400).await;
 
     // Batches of 7 records: many requests per partition in flight at once, each batch with the
     // sequence number where the one before it ended.
@@ -1301,19 +1313,7 @@ async fn cut_produce_connections_are_resumed_without_loss_or_duplicate() {
         return;
     };
     let root = tempfile::tempdir().unwrap();
-    let source = unique("cut-src");
-    create_topic(&bootstrap, &source, 4).await;
-    let records = records_for(4, 2500, 1_700_000_000_000);
-    produce(&bootstrap, &source, &records).await;
-    let id = unique("cut-set");
-    let status = run_backup(
-        root.path(),
-        "cut",
-        json!({"kafkaCluster": {"bootstrapServers": [bootstrap]}, "topics": [source],
-            "storage": pvc_storage(), "backupId": id, "consumerGroupSnapshot": false}),
-    )
-    .await;
-    assert_eq!(status.phase, Some(RunPhase::Completed), "{status:?}");
+    let (source, records, id) = backed_up_topic(&bootstrap, root.path(), "cut", 2500).await;
 
     // A broker of its own that clients reach only through the proxy (it advertises the proxy).
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
