@@ -1232,34 +1232,42 @@ async fn every_acks_setting_restores_each_record_once_and_broker_refusals_are_na
         assert_same(&consume_all(&bootstrap, &target, 4), &by_partition(&records));
     }
 
-    // A target that takes no record this large: the broker's refusal is named with the
-    // partition, and the restore fails instead of reporting records it did not write.
-    let small = unique("acks-small");
+    // Targets with a small max.message.bytes: batches are cut to fit, and a record that fits
+    // no batch is the broker's refusal, named with the partition; the restore fails instead of
+    // reporting records it did not write.
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
         .create()
         .unwrap();
-    let new = NewTopic::new(&small, 4, TopicReplication::Fixed(1)).set("max.message.bytes", "100");
-    for r in admin.create_topics(&[new], &AdminOptions::new()).await.unwrap() {
-        r.unwrap();
+    for (limit, fits) in [("2000", true), ("100", false)] {
+        let target = unique("acks-small");
+        let new = NewTopic::new(&target, 4, TopicReplication::Fixed(1)).set("max.message.bytes", limit);
+        for r in admin.create_topics(&[new], &AdminOptions::new()).await.unwrap() {
+            r.unwrap();
+        }
+        let status = run_restore(
+            root.path(),
+            &unique("r"),
+            json!({"backupRef": {"backupId": id, "storage": pvc_storage()},
+                "kafkaCluster": {"bootstrapServers": [bootstrap]},
+                "topicMapping": {source.clone(): target}}),
+        )
+        .await;
+        if fits {
+            assert_eq!(status.phase, Some(Phase::Completed), "{status:?}");
+            assert_same(&consume_all(&bootstrap, &target, 4), &by_partition(&records));
+            continue;
+        }
+        assert_eq!(status.phase, Some(Phase::Failed), "{status:?}");
+        let message = status.message.unwrap_or_default();
+        assert!(
+            message.contains("producing to the target cluster failed")
+                && message.contains(&format!("{target}-"))
+                && message.contains("MessageTooLarge (Kafka error code 10)")
+                && message.contains("run the restore again"),
+            "{message}"
+        );
     }
-    let status = run_restore(
-        root.path(),
-        &unique("r"),
-        json!({"backupRef": {"backupId": id, "storage": pvc_storage()},
-            "kafkaCluster": {"bootstrapServers": [bootstrap]},
-            "topicMapping": {source.clone(): small}}),
-    )
-    .await;
-    assert_eq!(status.phase, Some(Phase::Failed), "{status:?}");
-    let message = status.message.unwrap_or_default();
-    assert!(
-        message.contains("producing to the target cluster failed")
-            && message.contains(&format!("{small}-"))
-            && message.contains("MessageTooLarge (Kafka error code 10)")
-            && message.contains("run the restore again"),
-        "{message}"
-    );
 }
 
 /// A proxy to the broker on `broker_port` that cuts every connection once its client has sent

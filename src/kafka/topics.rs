@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use rdkafka::{
     ClientConfig, Offset, TopicPartitionList,
-    admin::{AdminClient, AdminOptions, ConfigSource, NewTopic, ResourceSpecifier, TopicReplication},
+    admin::{
+        AdminClient, AdminOptions, ConfigEntry, ConfigSource, NewTopic, ResourceSpecifier, TopicReplication,
+    },
     client::DefaultClientContext,
     consumer::{BaseConsumer, Consumer},
 };
@@ -109,6 +111,52 @@ pub async fn topic_configs(
     config: &ClientConfig,
     topics: &BTreeSet<String>,
 ) -> Result<BTreeMap<String, BTreeMap<String, String>>, KafkaError> {
+    Ok(describe_configs(config, topics)
+        .await?
+        .into_iter()
+        .map(|(topic, entries)| {
+            let set_on_topic = entries
+                .into_iter()
+                .filter(|e| {
+                    !e.is_default
+                        && !e.is_sensitive
+                        && !e.is_read_only
+                        && matches!(e.source, ConfigSource::DynamicTopic)
+                })
+                .filter_map(|e| Some((e.name, e.value?)))
+                .collect();
+            (topic, set_on_topic)
+        })
+        .collect())
+}
+
+/// The largest record batch each topic takes (`max.message.bytes`, wherever it is set), for the
+/// topics the cluster reports it for.
+pub async fn max_message_bytes(
+    config: &ClientConfig,
+    topics: &BTreeSet<String>,
+) -> Result<BTreeMap<String, usize>, KafkaError> {
+    Ok(describe_configs(config, topics)
+        .await?
+        .into_iter()
+        .filter_map(|(topic, entries)| {
+            let limit = entries
+                .into_iter()
+                .find(|e| e.name == "max.message.bytes")?
+                .value?
+                .parse()
+                .ok()?;
+            Some((topic, limit))
+        })
+        .collect())
+}
+
+/// Every configuration entry the cluster reports per topic; topics it reports an error for (or
+/// a broker without DescribeConfigs) are left out.
+async fn describe_configs(
+    config: &ClientConfig,
+    topics: &BTreeSet<String>,
+) -> Result<BTreeMap<String, Vec<ConfigEntry>>, KafkaError> {
     let mut out = BTreeMap::new();
     if topics.is_empty() {
         return Ok(out);
@@ -120,20 +168,9 @@ pub async fn topic_configs(
         .await
         .map_err(KafkaError::client("describing topic configurations"))?;
     for (topic, result) in topics.iter().zip(results) {
-        // A broker that cannot describe configurations answers with an error or nothing.
-        let Ok(resource) = result else { continue };
-        let entries: BTreeMap<String, String> = resource
-            .entries
-            .iter()
-            .filter(|e| {
-                !e.is_default
-                    && !e.is_sensitive
-                    && !e.is_read_only
-                    && matches!(e.source, ConfigSource::DynamicTopic)
-            })
-            .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
-            .collect();
-        out.insert(topic.clone(), entries);
+        if let Ok(resource) = result {
+            out.insert(topic.clone(), resource.entries);
+        }
     }
     Ok(out)
 }

@@ -551,6 +551,8 @@ struct UnitEnv {
     producer: Option<ProducerIdentity>,
     /// Records per batch and partition (`produce.batchSize`).
     batch_records: i32,
+    /// The largest batch each target topic takes (`max.message.bytes`), where known.
+    batch_limits: BTreeMap<String, usize>,
     include_headers: bool,
     source_cluster: Option<String>,
     records: AtomicU64,
@@ -574,7 +576,13 @@ impl UnitEnv {
     }
 
     fn recycle(&self, segment: Segment) {
-        if let Some(buffer) = segment.into_buffer()
+        if let Some(buffer) = segment.into_buffer() {
+            self.keep(buffer);
+        }
+    }
+
+    fn keep(&self, buffer: Vec<u8>) {
+        if buffer.capacity() > 0
             && let Ok(mut buffers) = self.buffers.lock()
             && buffers.len() < self.buffers_kept
         {
@@ -1019,6 +1027,21 @@ async fn run(
             .map_err(KafkaError::from)?,
         )
     };
+    // Batches no larger than the targets take: a topic created with the source's configuration
+    // may take less than the broker's default.
+    let batch_limits = if spec.dry_run {
+        BTreeMap::new()
+    } else {
+        let targets: BTreeSet<String> = plans.iter().map(|p| p.target.clone()).collect();
+        topics::max_message_bytes(&config, &targets)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(
+                    "batches of the default size: the target topics' max.message.bytes could not be read: {e}"
+                );
+                BTreeMap::new()
+            })
+    };
     // Units stop at their next record once one of them failed.
     let cancel = ctx.cancel.child_token();
     let env = Arc::new(UnitEnv {
@@ -1028,6 +1051,7 @@ async fn run(
         written,
         producer: producer.as_ref().map(Producer::identity),
         batch_records: spec.produce.batch_size.max(1),
+        batch_limits,
         include_headers: spec.include_original_offset_headers,
         source_cluster: manifest.source_cluster_id.clone(),
         records: AtomicU64::new(0),
@@ -1558,33 +1582,40 @@ async fn run_unit(
                 };
                 let uri = location.uri(&entry.key);
                 let fetched = match location.read_once(&entry.key, env.buffer()).await {
-                    Ok(Some(bytes)) => tokio::task::spawn_blocking(move || Segment::decode(bytes))
-                        .await
-                        .map_err(|e| RestoreError::Worker(e.to_string()))
-                        .and_then(|r| {
-                            r.map_err(|e| RestoreError::Segment {
-                                uri: uri.clone(),
-                                message: e.to_string(),
-                            })
-                        })
-                        .and_then(|seg| {
-                            if seg.header.records != entry.records
-                                || seg.header.first_offset != entry.first_offset
-                            {
-                                Err(RestoreError::Segment {
-                                    uri: uri.clone(),
-                                    message: format!(
-                                        "holds {} records from offset {}, the manifest lists {} from {}",
-                                        seg.header.records,
-                                        seg.header.first_offset,
-                                        entry.records,
-                                        entry.first_offset
-                                    ),
+                    Ok(Some(bytes)) => {
+                        let spare = env.buffer();
+                        tokio::task::spawn_blocking(move || Segment::decode_reusing(bytes, spare))
+                            .await
+                            .map_err(|e| RestoreError::Worker(e.to_string()))
+                            .and_then(|r| {
+                                r.map(|(segment, unused)| {
+                                    env.keep(unused);
+                                    segment
                                 })
-                            } else {
-                                Ok((p, seg))
-                            }
-                        }),
+                                .map_err(|e| RestoreError::Segment {
+                                    uri: uri.clone(),
+                                    message: e.to_string(),
+                                })
+                            })
+                            .and_then(|seg| {
+                                if seg.header.records != entry.records
+                                    || seg.header.first_offset != entry.first_offset
+                                {
+                                    Err(RestoreError::Segment {
+                                        uri: uri.clone(),
+                                        message: format!(
+                                            "holds {} records from offset {}, the manifest lists {} from {}",
+                                            seg.header.records,
+                                            seg.header.first_offset,
+                                            entry.records,
+                                            entry.first_offset
+                                        ),
+                                    })
+                                } else {
+                                    Ok((p, seg))
+                                }
+                            })
+                    }
                     Ok(None) => Err(RestoreError::Segment {
                         uri,
                         message: "is listed in the manifest but missing from storage".into(),
@@ -1610,6 +1641,7 @@ async fn run_unit(
                 topic: Arc::from(plan.target.as_str()),
                 identity,
                 max_records: env2.batch_records,
+                max_bytes: env2.batch_limits.get(&plan.target).copied().unwrap_or(usize::MAX),
                 sender,
                 open: BTreeMap::new(),
                 sequences: BTreeMap::new(),
@@ -1700,6 +1732,7 @@ struct Batches {
     topic: Arc<str>,
     identity: ProducerIdentity,
     max_records: i32,
+    max_bytes: usize,
     sender: BatchSender,
     open: BTreeMap<i32, BatchBuilder>,
     sequences: BTreeMap<i32, i32>,
@@ -1745,9 +1778,10 @@ impl Batches {
         } else {
             Utc::now().timestamp_millis()
         };
+        let max_bytes = self.max_bytes;
         self.open
             .entry(partition)
-            .or_default()
+            .or_insert_with(|| BatchBuilder::with_limit(max_bytes))
             .push(timestamp, record.key, record.value, all);
         Ok(())
     }

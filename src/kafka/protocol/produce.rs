@@ -104,26 +104,34 @@ pub struct BatchBuilder {
     records: i32,
     base_timestamp: i64,
     max_timestamp: i64,
+    limit: usize,
 }
 
 impl Default for BatchBuilder {
     fn default() -> Self {
+        BatchBuilder::with_limit(BATCH_MAX_BYTES)
+    }
+}
+
+impl BatchBuilder {
+    /// A batch that grows to `limit` bytes at most (a topic's `max.message.bytes`), and never
+    /// beyond [`BATCH_MAX_BYTES`].
+    pub fn with_limit(limit: usize) -> BatchBuilder {
         BatchBuilder {
             buf: vec![0; BATCH_HEADER_LEN],
             records: 0,
             base_timestamp: 0,
             max_timestamp: 0,
+            limit: limit.min(BATCH_MAX_BYTES),
         }
     }
-}
 
-impl BatchBuilder {
     /// Records in the batch.
     pub fn records(&self) -> i32 {
         self.records
     }
 
-    /// Whether a record still fits under [`BATCH_MAX_BYTES`] (an empty batch takes any record).
+    /// Whether a record still fits under the limit (an empty batch takes any record).
     pub fn fits<'h>(
         &self,
         key: Option<&[u8]>,
@@ -139,7 +147,7 @@ impl BatchBuilder {
             .sum();
         let widest =
             5 + 1 + 10 + 5 + 5 + key.map_or(0, <[u8]>::len) + 5 + value.map_or(0, <[u8]>::len) + 5 + fields;
-        self.buf.len() + widest <= BATCH_MAX_BYTES
+        self.buf.len() + widest <= self.limit
     }
 
     /// Appends a record; `timestamp` is epoch milliseconds (CreateTime).
@@ -815,6 +823,15 @@ mod tests {
         let bytes = b.finish(ProducerIdentity::NONE, 0);
         assert!(bytes.len() <= BATCH_MAX_BYTES, "{}", bytes.len());
         assert!(bytes.len() > BATCH_MAX_BYTES - 1100, "{}", bytes.len());
+
+        // A topic's smaller limit.
+        let mut b = BatchBuilder::with_limit(5000);
+        while b.fits(Some(b"key"), Some(&value), std::iter::empty()) {
+            b.push(0, Some(b"key"), Some(&value), std::iter::empty());
+        }
+        let bytes = b.finish(ProducerIdentity::NONE, 0);
+        assert!((4000..=5000).contains(&bytes.len()), "{}", bytes.len());
+        assert_eq!(BatchBuilder::with_limit(usize::MAX).limit, BATCH_MAX_BYTES);
     }
 
     fn answer(codes: &[(i32, i16)]) -> ProduceResponse {

@@ -449,6 +449,13 @@ impl Segment {
     /// Checks the header, the body CRC and length, decompresses, and checks that the records add
     /// up to the header's count and offsets. CPU-bound.
     pub fn decode(bytes: Bytes) -> Result<Segment, SegmentError> {
+        Segment::decode_reusing(bytes, Vec::new()).map(|(segment, _)| segment)
+    }
+
+    /// [`Segment::decode`], decompressing into `spare` instead of a new allocation; also gives
+    /// back the buffer the segment does not keep (`spare` when it is stored uncompressed, the
+    /// read buffer otherwise), emptied, for the next read.
+    pub fn decode_reusing(bytes: Bytes, spare: Vec<u8>) -> Result<(Segment, Vec<u8>), SegmentError> {
         let header = SegmentHeader::decode(&bytes)?;
         let expected = HEADER_LEN as u64 + header.stored_len;
         if (bytes.len() as u64) < expected {
@@ -473,17 +480,29 @@ impl Segment {
         }
         let size = usize::try_from(header.uncompressed_len)
             .map_err(|_| SegmentError::Format(format!("uncompressed length {}", header.uncompressed_len)))?;
-        let body = match header.codec {
-            0 => stored,
-            1 => Bytes::from(
-                zstd::bulk::decompress(&stored, size)
-                    .map_err(|e| SegmentError::Body(format!("zstd: {e}")))?,
-            ),
-            _ => Bytes::from(
-                lz4_flex::block::decompress(&stored, size)
-                    .map_err(|e| SegmentError::Body(format!("lz4: {e}")))?,
-            ),
+        let (body, out) = match header.codec {
+            0 => (stored, spare),
+            codec => {
+                let mut out = spare;
+                out.clear();
+                if codec == 1 {
+                    out.reserve(size);
+                    zstd::bulk::Decompressor::new()
+                        .and_then(|mut d| d.decompress_to_buffer(&stored, &mut out))
+                        .map_err(|e| SegmentError::Body(format!("zstd: {e}")))?;
+                } else {
+                    out.resize(size, 0);
+                    let n = lz4_flex::block::decompress_into(&stored, &mut out)
+                        .map_err(|e| SegmentError::Body(format!("lz4: {e}")))?;
+                    out.truncate(n);
+                }
+                drop(stored);
+                let read = bytes.try_into_mut().map(Vec::from).unwrap_or_default();
+                (Bytes::from(out), read)
+            }
         };
+        let mut out = out;
+        out.clear();
         if body.len() != size {
             return Err(SegmentError::Body(format!(
                 "{} bytes after decompression, header says {size}",
@@ -507,7 +526,7 @@ impl Segment {
                 header.records, header.first_offset, header.last_offset
             )));
         }
-        Ok(segment)
+        Ok((segment, out))
     }
 
     /// The allocation behind the body, emptied, for the next read; `None` while it is shared.
@@ -795,6 +814,31 @@ mod tests {
         assert!(segment.into_buffer().is_none(), "a clone still reads it");
         let buffer = shared.into_buffer().unwrap();
         assert!(buffer.is_empty() && buffer.capacity() > 0);
+    }
+
+    #[test]
+    fn compressed_segments_decode_into_the_spare_buffer_and_give_the_read_one_back() {
+        for codec in [Codec::Zstd(3), Codec::Lz4] {
+            let read = sample(codec);
+            let read_len = read.len();
+            let spare = Vec::with_capacity(4096);
+            let spare_at = spare.as_ptr();
+            let (segment, unused) = Segment::decode_reusing(read, spare).unwrap();
+            assert_eq!(
+                segment.body.as_ptr(),
+                spare_at,
+                "{codec:?}: decompressed into the spare"
+            );
+            assert!(unused.is_empty() && unused.capacity() >= read_len, "{codec:?}");
+            assert_eq!(segment.records().count(), 2);
+        }
+        let spare = Vec::with_capacity(4096);
+        let (segment, unused) = Segment::decode_reusing(sample(Codec::None), spare).unwrap();
+        assert_eq!(segment.records().count(), 2);
+        assert!(
+            unused.is_empty() && unused.capacity() == 4096,
+            "stored bodies leave the spare unused"
+        );
     }
 
     #[test]
