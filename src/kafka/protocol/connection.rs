@@ -21,7 +21,7 @@ use kafka_protocol::{
     protocol::{Decodable, Encodable, HeaderVersion, Message, StrBytes},
 };
 use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter, ReadHalf, WriteHalf},
     net::TcpStream,
     sync::{mpsc, oneshot},
 };
@@ -86,6 +86,9 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
 type Waiters = HashMap<i32, oneshot::Sender<Bytes>>;
 
+/// A request frame in the pieces it is written in.
+type Frame = Vec<Bytes>;
+
 /// A request on the wire whose response [`Connection::reply`] waits for.
 pub struct Queued {
     correlation: i32,
@@ -103,7 +106,7 @@ pub struct Connection {
     broker: String,
     /// Frames to the writer task. Whole frames are queued, so a caller that gives up half way
     /// cannot leave half a request on the wire.
-    writer: mpsc::UnboundedSender<Bytes>,
+    writer: mpsc::UnboundedSender<Frame>,
     pending: Arc<Mutex<Pending>>,
     next_correlation: AtomicI32,
     /// The broker's (min, max) version per API key, from ApiVersions.
@@ -203,7 +206,14 @@ impl Connection {
     /// Queues `request` as `version` for writing, before any later call's request (the broker
     /// handles a connection's requests in that order); [`Connection::reply`] waits for the answer.
     pub fn queue<R: Request>(&self, request: &R, version: i16) -> Result<Queued, ProtocolError> {
-        let (correlation, frame) = self.frame(request, version)?;
+        let body = self.encode(request, version)?;
+        self.queue_chunks::<R>(version, vec![body])
+    }
+
+    /// [`Connection::queue`] for a request encoded by the caller: its body in pieces, written one
+    /// after the other (a produce request's batches are not copied into one frame).
+    pub fn queue_chunks<R: Request>(&self, version: i16, body: Vec<Bytes>) -> Result<Queued, ProtocolError> {
+        let (correlation, frame) = self.frame::<R>(version, body)?;
         let (sender, receiver) = oneshot::channel();
         {
             let mut pending = self
@@ -225,9 +235,14 @@ impl Connection {
         })
     }
 
-    /// Queues `request`, which the broker does not answer (a Produce request with acks=0).
-    pub fn queue_unanswered<R: Request>(&self, request: &R, version: i16) -> Result<(), ProtocolError> {
-        let (_, frame) = self.frame(request, version)?;
+    /// [`Connection::queue_chunks`] for a request the broker does not answer (a Produce request
+    /// with acks=0).
+    pub fn queue_chunks_unanswered<R: Request>(
+        &self,
+        version: i16,
+        body: Vec<Bytes>,
+    ) -> Result<(), ProtocolError> {
+        let (_, frame) = self.frame::<R>(version, body)?;
         if let Some(why) = self.pending.lock().ok().and_then(|p| p.closed.clone()) {
             return Err(self.closed(api_name(R::KEY), why));
         }
@@ -269,8 +284,21 @@ impl Connection {
             .map_err(|e| self.transport(api(), format!("undecodable response: {e}")))
     }
 
-    /// One request frame (length, header, body) and its correlation id.
-    fn frame<R: Request>(&self, request: &R, version: i16) -> Result<(i32, Bytes), ProtocolError> {
+    /// The body of `request` as `version`.
+    fn encode<R: Request>(&self, request: &R, version: i16) -> Result<Bytes, ProtocolError> {
+        let mut body = BytesMut::new();
+        request
+            .compute_size(version)
+            .and_then(|size| {
+                body.reserve(size);
+                request.encode(&mut body, version)
+            })
+            .map_err(|e| self.transport(api_name(R::KEY), format!("unencodable request: {e}")))?;
+        Ok(body.freeze())
+    }
+
+    /// One request frame (length and header, then the body's pieces) and its correlation id.
+    fn frame<R: Request>(&self, version: i16, body: Vec<Bytes>) -> Result<(i32, Frame), ProtocolError> {
         let api = || api_name(R::KEY);
         let correlation = self.next_correlation.fetch_add(1, Ordering::Relaxed);
         let header = RequestHeader::default()
@@ -278,22 +306,18 @@ impl Connection {
             .with_request_api_version(version)
             .with_correlation_id(correlation)
             .with_client_id(Some(StrBytes::from_static_str(CLIENT_ID)));
-        let header_version = R::header_version(version);
-        // Sized up front: a produce request carries megabytes of records.
-        let size = header
-            .compute_size(header_version)
-            .and_then(|h| Ok(h + request.compute_size(version)?))
-            .map_err(|e| self.transport(api(), format!("unencodable request: {e}")))?;
-        let mut frame = BytesMut::with_capacity(4 + size);
-        frame.put_i32(0);
+        let mut head = BytesMut::new();
+        head.put_i32(0);
         header
-            .encode(&mut frame, header_version)
-            .and_then(|_| request.encode(&mut frame, version))
+            .encode(&mut head, R::header_version(version))
             .map_err(|e| self.transport(api(), format!("unencodable request: {e}")))?;
-        let length =
-            i32::try_from(frame.len() - 4).map_err(|_| self.transport(api(), "request too large".into()))?;
-        frame[..4].copy_from_slice(&length.to_be_bytes());
-        Ok((correlation, frame.freeze()))
+        let length = head.len() - 4 + body.iter().map(Bytes::len).sum::<usize>();
+        let length = i32::try_from(length).map_err(|_| self.transport(api(), "request too large".into()))?;
+        head[..4].copy_from_slice(&length.to_be_bytes());
+        let mut frame = Vec::with_capacity(1 + body.len());
+        frame.push(head.freeze());
+        frame.extend(body);
+        Ok((correlation, frame))
     }
 
     fn forget(&self, correlation: i32) {
@@ -475,15 +499,19 @@ async fn read_responses(mut read: ReadHalf<Box<dyn Io>>, pending: Arc<Mutex<Pend
     close(&pending, why);
 }
 
-/// Writes queued request frames in order until the connection is dropped or a write fails.
+/// Writes queued request frames in order until the connection is dropped or a write fails. Small
+/// pieces gather in a buffer; large ones (a batch) are written from where they are.
 async fn write_requests(
-    mut write: WriteHalf<Box<dyn Io>>,
-    mut frames: mpsc::UnboundedReceiver<Bytes>,
+    write: WriteHalf<Box<dyn Io>>,
+    mut frames: mpsc::UnboundedReceiver<Frame>,
     pending: Arc<Mutex<Pending>>,
 ) {
+    let mut write = BufWriter::with_capacity(64 * 1024, write);
     while let Some(frame) = frames.recv().await {
         let written = async {
-            write.write_all(&frame).await?;
+            for piece in &frame {
+                write.write_all(piece).await?;
+            }
             write.flush().await
         };
         if let Err(e) = written.await {

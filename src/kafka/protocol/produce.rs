@@ -28,15 +28,9 @@ use std::{
     time::Duration,
 };
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use futures::{StreamExt, stream::FuturesUnordered};
-use kafka_protocol::{
-    messages::{
-        ApiVersionsRequest, InitProducerIdRequest, ProduceRequest, ProduceResponse, TopicName,
-        produce_request::{PartitionProduceData, TopicProduceData},
-    },
-    protocol::StrBytes,
-};
+use kafka_protocol::messages::{ApiVersionsRequest, InitProducerIdRequest, ProduceRequest, ProduceResponse};
 use tokio::sync::mpsc;
 
 use super::{
@@ -62,8 +56,8 @@ const LANES: i32 = 4;
 /// Batches queued in the producer and not yet sent, in bytes; beyond it the callers wait.
 const QUEUED_MAX_BYTES: usize = 16 * BATCH_MAX_BYTES;
 
-/// Produce v13 names topics by id only.
-const PRODUCE_MAX: i16 = 12;
+/// Produce v9 changes to the flexible encoding, which [`produce_body`] does not write.
+const PRODUCE_MAX: i16 = 8;
 /// InitProducerId v3 adds the producer id and epoch of an earlier session (not used here).
 const INIT_PRODUCER_ID_MAX: i16 = 4;
 
@@ -592,42 +586,23 @@ fn next_request(queues: &mut BTreeMap<(Arc<str>, i32), VecDeque<Batch>>) -> Vec<
 /// Queues one Produce request and returns the future of its answer (at once when the
 /// connection is closed already).
 fn send(lane_id: LaneId, lane: &Lane, batches: Vec<Batch>, acks: Acks, timeout: Duration) -> Answer {
-    let mut topics: BTreeMap<Arc<str>, Vec<PartitionProduceData>> = BTreeMap::new();
-    for b in &batches {
-        topics.entry(b.topic.clone()).or_default().push(
-            PartitionProduceData::default()
-                .with_index(b.partition)
-                .with_records(Some(b.bytes.clone())),
-        );
-    }
-    let request = ProduceRequest::default()
-        .with_transactional_id(None)
-        .with_acks(match acks {
-            Acks::All => -1,
-            Acks::Leader => 1,
-            Acks::None => 0,
-        })
-        .with_timeout_ms(i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX))
-        .with_topic_data(
-            topics
-                .into_iter()
-                .map(|(t, partitions)| {
-                    TopicProduceData::default()
-                        .with_name(TopicName(StrBytes::from_string(t.to_string())))
-                        .with_partition_data(partitions)
-                })
-                .collect(),
-        );
+    let acks_code = match acks {
+        Acks::All => -1,
+        Acks::Leader => 1,
+        Acks::None => 0,
+    };
+    let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
     let connection = lane.connection.clone();
     let version = lane.version;
     // The broker has the whole timeout to gather acknowledgements; the answer may take longer.
     let wait = timeout + REQUEST_TIMEOUT;
+    let body = produce_body(acks_code, timeout_ms, &batches);
     let queued = if acks == Acks::None {
         connection
-            .queue_unanswered(&request, version)
+            .queue_chunks_unanswered::<ProduceRequest>(version, body)
             .and_then(|()| connection.queue(&ApiVersionsRequest::default(), 0))
     } else {
-        connection.queue(&request, version)
+        connection.queue_chunks::<ProduceRequest>(version, body)
     };
     Box::pin(async move {
         let answer = match queued {
@@ -643,6 +618,36 @@ fn send(lane_id: LaneId, lane: &Lane, batches: Vec<Batch>, acks: Acks, timeout: 
         };
         (lane_id, settle(connection.broker(), acks, batches, answer))
     })
+}
+
+/// A Produce request's body (versions 3 to [`PRODUCE_MAX`] share it) in pieces: the batches are
+/// pieces of their own, so they go to the socket without being copied into one frame.
+fn produce_body(acks: i16, timeout_ms: i32, batches: &[Batch]) -> Vec<Bytes> {
+    let mut topics: BTreeMap<&str, Vec<&Batch>> = BTreeMap::new();
+    for b in batches {
+        topics.entry(&*b.topic).or_default().push(b);
+    }
+    let mut pieces = Vec::with_capacity(2 * batches.len() + 1);
+    let mut head = BytesMut::with_capacity(64);
+    head.put_i16(-1); // transactional id: null
+    head.put_i16(acks);
+    head.put_i32(timeout_ms);
+    head.put_i32(topics.len() as i32);
+    for (topic, partitions) in topics {
+        head.put_i16(topic.len() as i16);
+        head.put_slice(topic.as_bytes());
+        head.put_i32(partitions.len() as i32);
+        for b in partitions {
+            head.put_i32(b.partition);
+            head.put_i32(b.bytes.len() as i32);
+            pieces.push(head.split().freeze());
+            pieces.push(b.bytes.clone());
+        }
+    }
+    if !head.is_empty() {
+        pieces.push(head.freeze());
+    }
+    pieces
 }
 
 /// Sorts a request's batches by its answer (`None`: acks=0, the request was handled) into written
@@ -722,7 +727,14 @@ fn settle(
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-    use kafka_protocol::records::RecordBatchDecoder;
+    use kafka_protocol::{
+        messages::{
+            TopicName,
+            produce_request::{PartitionProduceData, TopicProduceData},
+        },
+        protocol::{Encodable, StrBytes},
+        records::RecordBatchDecoder,
+    };
 
     use super::*;
 
@@ -907,6 +919,44 @@ mod tests {
         let settled = settle("b:9092", Acks::All, batches(&[0, 1]), Err(closed())).unwrap();
         assert_eq!((settled.records, settled.returned.len()), (0, 2));
         assert!(settle("b:9092", Acks::Leader, batches(&[0]), Err(closed())).is_err());
+    }
+
+    #[test]
+    fn produce_bodies_match_the_crate_encoding_in_every_version() {
+        let batches = vec![
+            Batch::new(Arc::from("b"), 2, 1, 0, Bytes::from_static(b"batch b2")),
+            Batch::new(Arc::from("a"), 0, 1, 0, Bytes::from_static(b"a0")),
+            Batch::new(Arc::from("a"), 7, 1, 0, Bytes::from_static(b"batch a7")),
+        ];
+        let pieces = produce_body(-1, 30_000, &batches);
+        let ours: Vec<u8> = pieces.iter().flat_map(|p| p.iter().copied()).collect();
+        assert!(
+            pieces.iter().any(|p| p.as_ptr() == batches[0].bytes.as_ptr()),
+            "batches are not copied"
+        );
+        let data = |p: i32, bytes: &'static [u8]| {
+            PartitionProduceData::default()
+                .with_index(p)
+                .with_records(Some(Bytes::from_static(bytes)))
+        };
+        let topic = |name: &'static str, partitions| {
+            TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_static_str(name)))
+                .with_partition_data(partitions)
+        };
+        let request = ProduceRequest::default()
+            .with_transactional_id(None)
+            .with_acks(-1)
+            .with_timeout_ms(30_000)
+            .with_topic_data(vec![
+                topic("a", vec![data(0, b"a0"), data(7, b"batch a7")]),
+                topic("b", vec![data(2, b"batch b2")]),
+            ]);
+        for version in 3..=PRODUCE_MAX {
+            let mut theirs = BytesMut::new();
+            request.encode(&mut theirs, version).unwrap();
+            assert_eq!(ours, theirs.to_vec(), "version {version}");
+        }
     }
 
     #[test]
