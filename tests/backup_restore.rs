@@ -1270,20 +1270,34 @@ async fn every_acks_setting_restores_each_record_once_and_broker_refusals_are_na
     }
 }
 
-/// A proxy to the broker on `broker_port` that cuts every connection once its client has sent
-/// `limit` bytes (mid-request, as a broker restart or a network fault would), counting the cuts.
-async fn cutting_proxy(
+/// What a [`proxy`] saw.
+#[derive(Default)]
+struct ProxyStats {
+    /// Connections cut.
+    cuts: AtomicUsize,
+    /// Bytes each connection's client sent.
+    sent: std::sync::Mutex<Vec<usize>>,
+}
+
+/// A proxy to the broker on `broker_port`; with `cut_after`, every connection is cut once its
+/// client has sent that many bytes (mid-request, as a broker restart or a network fault would).
+async fn proxy(
     listener: tokio::net::TcpListener,
     broker_port: u16,
-    limit: usize,
-    cuts: Arc<AtomicUsize>,
+    cut_after: Option<usize>,
+    stats: Arc<ProxyStats>,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     while let Ok((client, _)) = listener.accept().await {
-        let cuts = cuts.clone();
+        let stats = stats.clone();
         tokio::spawn(async move {
             let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", broker_port)).await else {
                 return;
+            };
+            let index = {
+                let mut sent = stats.sent.lock().unwrap();
+                sent.push(0);
+                sent.len() - 1
             };
             let (mut from_client, mut to_client) = client.into_split();
             let (mut from_server, mut to_server) = server.into_split();
@@ -1296,13 +1310,14 @@ async fn cutting_proxy(
                     Ok(0) | Err(_) => break,
                     Ok(n) => n,
                 };
-                if sent + n > limit {
+                if cut_after.is_some_and(|limit| sent + n > limit) {
                     // Half of this chunk goes through: the broker sees a truncated request.
                     let _ = to_server.write_all(&buf[..n / 2]).await;
-                    cuts.fetch_add(1, Ordering::Relaxed);
+                    stats.cuts.fetch_add(1, Ordering::Relaxed);
                     break;
                 }
                 sent += n;
+                stats.sent.lock().unwrap()[index] = sent;
                 if to_server.write_all(&buf[..n]).await.is_err() {
                     break;
                 }
@@ -1310,6 +1325,27 @@ async fn cutting_proxy(
             answers.abort();
         });
     }
+}
+
+/// A broker of its own that clients reach only through a [`proxy`] (it advertises the proxy's
+/// address): the broker, the proxy's address and what the proxy sees.
+async fn proxied_broker(
+    nisshi: &str,
+    dir: &Path,
+    cut_after: Option<usize>,
+) -> (
+    support::Broker,
+    String,
+    Arc<ProxyStats>,
+    tokio::task::JoinHandle<()>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let advertised = format!("tcp://127.0.0.1:{port}");
+    let broker = start_broker(nisshi, dir, &["--advertised-listener-url", &advertised]);
+    let stats = Arc::new(ProxyStats::default());
+    let proxying = tokio::spawn(proxy(listener, broker.port, cut_after, stats.clone()));
+    (broker, format!("127.0.0.1:{port}"), stats, proxying)
 }
 
 /// Produce connections cut in the middle of requests cost nothing: the batches that came back
@@ -1323,14 +1359,7 @@ async fn cut_produce_connections_are_resumed_without_loss_or_duplicate() {
     let root = tempfile::tempdir().unwrap();
     let (source, records, id) = backed_up_topic(&bootstrap, root.path(), "cut", 2500).await;
 
-    // A broker of its own that clients reach only through the proxy (it advertises the proxy).
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let proxy = listener.local_addr().unwrap().port();
-    let advertised = format!("tcp://127.0.0.1:{proxy}");
-    let target_broker = start_broker(&nisshi, root.path(), &["--advertised-listener-url", &advertised]);
-    let cuts = Arc::new(AtomicUsize::new(0));
-    let proxying = tokio::spawn(cutting_proxy(listener, target_broker.port, 150_000, cuts.clone()));
-    let through_proxy = format!("127.0.0.1:{proxy}");
+    let (_broker, through_proxy, stats, proxying) = proxied_broker(&nisshi, root.path(), Some(150_000)).await;
 
     let target = unique("cut-dst");
     let status = run_restore(
@@ -1344,11 +1373,38 @@ async fn cut_produce_connections_are_resumed_without_loss_or_duplicate() {
     .await;
     assert_eq!(status.phase, Some(Phase::Completed), "{status:?}");
     assert_eq!(status.records_restored, Some(records.len() as i64));
-    assert!(
-        cuts.load(Ordering::Relaxed) >= 2,
-        "the proxy cut {} connections",
-        cuts.load(Ordering::Relaxed)
-    );
+    let cuts = stats.cuts.load(Ordering::Relaxed);
+    assert!(cuts >= 2, "the proxy cut {cuts} connections");
     assert_same(&consume_all(&through_proxy, &target, 4), &by_partition(&records));
     proxying.abort();
+}
+
+/// The producer opens 4 connections to a leader, or as many as `connectionsPerBroker` says: the
+/// connections that carried the records are counted at a proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connections_per_broker_sets_the_producers_connections() {
+    let Some(bootstrap) = broker() else { return };
+    let Some(nisshi) = service("KBO_TEST_NISSHI_BIN") else {
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    let (source, records, id) = backed_up_topic(&bootstrap, root.path(), "lanes", 2500).await;
+    for (connection, expected) in [(json!({}), 4), (json!({"connectionsPerBroker": 1}), 1)] {
+        let (_broker, through_proxy, stats, proxying) = proxied_broker(&nisshi, root.path(), None).await;
+        let status = run_restore(
+            root.path(),
+            &unique("r"),
+            json!({"backupRef": {"backupId": id, "storage": pvc_storage()},
+                "kafkaCluster": {"bootstrapServers": [through_proxy], "connection": connection},
+                "topicMapping": {source.clone(): unique("lanes-dst")}, "createTopics": {"enabled": true}}),
+        )
+        .await;
+        assert_eq!(status.phase, Some(Phase::Completed), "{status:?}");
+        assert_eq!(status.records_restored, Some(records.len() as i64));
+        // Each partition's records are about 170 kB; nothing else sends 1 kB.
+        let sent = stats.sent.lock().unwrap().clone();
+        let carriers = sent.iter().filter(|n| **n > 100_000).count();
+        assert_eq!(carriers, expected, "bytes sent per connection: {sent:?}");
+        proxying.abort();
+    }
 }

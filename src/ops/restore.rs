@@ -56,7 +56,7 @@ use crate::{
         headers,
         protocol::{
             self, GroupAdmin,
-            produce::{Acks, Batch, BatchBuilder, BatchSender, Producer, ProducerIdentity},
+            produce::{self, Acks, Batch, BatchBuilder, BatchSender, Producer, ProducerIdentity},
         },
         topics::{self, MissingTopic, TopicToCreate},
     },
@@ -1022,6 +1022,11 @@ async fn run(
                 protocol::Settings::new(&access).map_err(KafkaError::from)?,
                 acks,
                 timeout,
+                spec.kafka_cluster
+                    .connection
+                    .as_ref()
+                    .and_then(|c| c.connections_per_broker)
+                    .unwrap_or(produce::LANES),
             )
             .await
             .map_err(KafkaError::from)?,

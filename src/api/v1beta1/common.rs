@@ -144,7 +144,8 @@ pub struct ConnectionSpec {
     pub keepalive_interval_secs: Option<i32>,
     /// Disable Nagle's algorithm (TCP_NODELAY).
     pub tcp_nodelay: Option<bool>,
-    /// Connections opened to each broker.
+    /// Connections opened to each broker. Only 1 can be set (librdkafka's clients open one);
+    /// unset, a restore's producer opens 4 to each partition leader.
     #[schemars(range(min = 1, max = 64))]
     pub connections_per_broker: Option<i32>,
 }

@@ -1,7 +1,8 @@
 //! Producing over the protocol client: Kafka v2 record batches built by the caller
 //! ([`BatchBuilder`], one per partition, in as many threads as it likes) and carried by one task
 //! ([`Producer`]) in Produce requests holding one batch for each partition that has one ready,
-//! over [`LANES`] connections per leader with up to [`IN_FLIGHT`] requests each at a time. With acks=all the producer is idempotent
+//! over [`LANES`] connections per leader (by default) with up to [`IN_FLIGHT`] requests each at
+//! a time. With acks=all the producer is idempotent
 //! (InitProducerId, a sequence number per partition), so the broker refuses a batch that would
 //! land out of order or twice.
 //!
@@ -47,11 +48,11 @@ pub const BATCH_MAX_BYTES: usize = 1_000_000;
 /// partition (the broker remembers the last five batches of each).
 pub const IN_FLIGHT: usize = 5;
 
-/// Connections to each leader, its partitions spread over them by number (a partition always
-/// takes the same one, so its batches stay in order). A broker handles one request of a
-/// connection at a time; against the test broker, 1 connection restored at ~450 MB/s, 2 at
-/// ~480 and 4 at ~490 (460 to 520), 8 no faster.
-const LANES: i32 = 4;
+/// Connections to each leader unless `connectionsPerBroker` says otherwise, its partitions spread
+/// over them by number (a partition always takes the same one, so its batches stay in order). A
+/// broker handles one request of a connection at a time; against the test broker, 1 connection
+/// restored at ~450 MB/s, 2 at ~480 and 4 at ~490 (460 to 520), 8 no faster.
+pub const LANES: i32 = 4;
 
 /// Batches queued in the producer and not yet sent, in bytes; beyond it the callers wait.
 const QUEUED_MAX_BYTES: usize = 16 * BATCH_MAX_BYTES;
@@ -313,16 +314,21 @@ impl BatchSender {
 pub struct ProducerStopped;
 
 impl Producer {
-    /// Connects a producer (idempotent with [`Acks::All`]); each request may wait `timeout` for
-    /// its acknowledgement.
-    pub async fn start(settings: Settings, acks: Acks, timeout: Duration) -> Result<Producer, ProtocolError> {
+    /// Connects a producer (idempotent with [`Acks::All`]) that opens `lanes` connections to each
+    /// leader; each request may wait `timeout` for its acknowledgement.
+    pub async fn start(
+        settings: Settings,
+        acks: Acks,
+        timeout: Duration,
+        lanes: i32,
+    ) -> Result<Producer, ProtocolError> {
         let admin = GroupAdmin::connect(settings).await?;
         let identity = match acks {
             Acks::All => admin.init_producer_id().await?,
             Acks::Leader | Acks::None => ProducerIdentity::NONE,
         };
         let (batches, queue) = mpsc::channel(IN_FLIGHT);
-        let task = tokio::spawn(carry(admin, queue, acks, timeout));
+        let task = tokio::spawn(carry(admin, queue, acks, timeout, lanes.max(1)));
         Ok(Producer {
             identity,
             batches,
@@ -452,6 +458,7 @@ async fn carry(
     mut batches: mpsc::Receiver<Batch>,
     acks: Acks,
     timeout: Duration,
+    lane_count: i32,
 ) -> Result<u64, ProtocolError> {
     let in_flight_max = if acks == Acks::Leader { 1 } else { IN_FLIGHT };
     let mut lanes: HashMap<LaneId, Lane> = HashMap::new();
@@ -479,7 +486,7 @@ async fn carry(
             batch = batches.recv(), if open && queued_bytes < QUEUED_MAX_BYTES => match batch {
                 Some(batch) => {
                     queued_bytes += batch.bytes.len();
-                    route(&admin, &mut lanes, batch).await?;
+                    route(&admin, &mut lanes, lane_count, batch).await?;
                 }
                 None => open = false,
             },
@@ -495,7 +502,7 @@ async fn carry(
                 if lane.failure.is_some() && lane.in_flight == 0 && let Some(lane) = lanes.remove(&id) {
                     resent += lane.returned.len();
                     queued_bytes += lane.returned.iter().map(|b| b.bytes.len()).sum::<usize>();
-                    reroute(&admin, &mut lanes, lane).await?;
+                    reroute(&admin, &mut lanes, lane_count, lane).await?;
                 }
             }
             else => {
@@ -513,10 +520,11 @@ async fn carry(
 async fn route(
     admin: &GroupAdmin,
     lanes: &mut HashMap<LaneId, Lane>,
+    lane_count: i32,
     batch: Batch,
 ) -> Result<(), ProtocolError> {
     let address = admin.leader(&(batch.topic.to_string(), batch.partition)).await?;
-    let lane = match lanes.entry((address, batch.partition % LANES)) {
+    let lane = match lanes.entry((address, batch.partition % lane_count)) {
         std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
         std::collections::hash_map::Entry::Vacant(v) => {
             let connection = Arc::new(Connection::open(&v.key().0, &admin.settings).await?);
@@ -544,6 +552,7 @@ async fn route(
 async fn reroute(
     admin: &GroupAdmin,
     lanes: &mut HashMap<LaneId, Lane>,
+    lane_count: i32,
     lane: Lane,
 ) -> Result<(), ProtocolError> {
     let Lane {
@@ -568,10 +577,10 @@ async fn reroute(
     returned.sort_by(|a, b| (&a.topic, a.partition, a.sequence).cmp(&(&b.topic, b.partition, b.sequence)));
     for mut batch in returned {
         batch.attempts += 1;
-        route(admin, lanes, batch).await?;
+        route(admin, lanes, lane_count, batch).await?;
     }
     for batch in queues.into_values().flatten() {
-        route(admin, lanes, batch).await?;
+        route(admin, lanes, lane_count, batch).await?;
     }
     Ok(())
 }
