@@ -16,7 +16,9 @@
 //!    segments (and the recorded gaps before them) *before* they are deleted, so an
 //!    interruption leaves unlisted objects (the next run's orphan scan deletes them), never a
 //!    manifest that lists a missing segment. Whole sets are deleted manifest first
-//!    ([`backup::delete_set`]).
+//!    ([`backup::delete_set`]), after copying it to the set's tombstone; a set whose deletion
+//!    was interrupted (a tombstone, no manifest) and whose tombstone names this KafkaBackup is
+//!    deleted again, whatever the policy.
 //!
 //! A failure is reported in `status.retention.error` with the figures reached so far; the
 //! backup run itself stays successful.
@@ -89,6 +91,8 @@ pub struct SetInfo {
     pub newest_record: Option<DateTime<Utc>>,
     /// Bytes of the segments the manifest lists.
     pub stored_bytes: u64,
+    /// Its deletion was interrupted: only its tombstone holds the manifest.
+    pub deleting: bool,
 }
 
 /// Whether every writer a manifest records is `owner`. Pure.
@@ -108,6 +112,7 @@ pub fn set_info(manifest: &Manifest, owner: &SnapshotSource) -> SetInfo {
         last_written: manifest.updated_at,
         newest_record: summary.last_record_time,
         stored_bytes: summary.stored_bytes,
+        deleting: false,
     }
 }
 
@@ -118,6 +123,8 @@ pub enum SetReason {
     KeepLast,
     /// Its newest record is older than `maxAgeDays`.
     MaxAge,
+    /// An earlier pass began deleting it and was interrupted.
+    Interrupted,
 }
 
 /// A whole set to delete.
@@ -165,9 +172,20 @@ pub fn plan(current: &Manifest, others: &[SetInfo], policy: Policy, now: DateTim
         .iter()
         .filter(|s| s.owned && s.backup_id != current.backup_id)
         .collect();
+    // Sets being deleted are finished first and count for nothing else.
+    let mut sets: Vec<SetDeletion> = owned
+        .iter()
+        .filter(|s| s.deleting)
+        .map(|s| SetDeletion {
+            backup_id: s.backup_id.clone(),
+            reason: SetReason::Interrupted,
+            stored_bytes: s.stored_bytes,
+        })
+        .collect();
+    owned.retain(|s| !s.deleting);
+    let interrupted = sets.len();
     // Newest first; the current set, written just now, is always first and always kept.
     owned.sort_by(|a, b| (b.last_written, &b.backup_id).cmp(&(a.last_written, &a.backup_id)));
-    let mut sets = Vec::new();
     for (rank, set) in owned.iter().enumerate() {
         // rank + 1: the current set takes the first place.
         let reason = if policy.keep_last.is_some_and(|n| rank + 1 >= n) {
@@ -185,7 +203,7 @@ pub fn plan(current: &Manifest, others: &[SetInfo], policy: Policy, now: DateTim
             });
         }
     }
-    let mut inspected = owned.len() as u64 + 1;
+    let mut inspected = (owned.len() + interrupted) as u64 + 1;
     let mut segments = Vec::new();
     let mut trimmed = None;
     if let Some(cutoff) = cutoff {
@@ -290,8 +308,17 @@ async fn find_and_plan(
     ids.retain(|id| id != current_id);
     let others: Vec<SetInfo> = stream::iter(ids)
         .map(|id| async move {
-            match backup::read_manifest(location, &id).await {
-                Ok(m) => Ok(m.map(|m| set_info(&m, owner))),
+            let read = match backup::read_manifest(location, &id).await {
+                Ok(None) => backup::read_tombstone(location, &id)
+                    .await
+                    .map(|m| m.map(|m| (m, true))),
+                other => other.map(|m| m.map(|m| (m, false))),
+            };
+            match read {
+                Ok(m) => Ok(m.map(|(m, deleting)| SetInfo {
+                    deleting,
+                    ..set_info(&m, owner)
+                })),
                 // A manifest this build cannot read names no owner it can trust: left alone.
                 Err(BackupFormatError::Manifest { uri, message }) => {
                     tracing::warn!("retention skips {uri}: {message}");
@@ -387,6 +414,7 @@ mod tests {
             last_written: at(written_day * DAY),
             newest_record: newest_day.map(|d| at(d * DAY)),
             stored_bytes: 100,
+            deleting: false,
         }
     }
 
@@ -479,6 +507,40 @@ mod tests {
         };
         let p = plan(&again, &others, policy, at(40 * DAY));
         assert_eq!(ids(&p), vec![("cur", SetReason::KeepLast)]);
+    }
+
+    #[test]
+    fn interrupted_deletions_of_this_backup_are_finished_and_rank_nowhere() {
+        let deleting = |id: &str, owned: bool| SetInfo {
+            deleting: true,
+            ..info(id, owned, 30, Some(30))
+        };
+        let others = vec![
+            deleting("half-gone", true),
+            deleting("foreign-half-gone", false),
+            info("newer", true, 20, Some(20)),
+            info("old", true, 10, Some(10)),
+        ];
+        let policy = Policy {
+            keep_last: Some(2),
+            max_age: None,
+        };
+        // "half-gone" would rank newest; it is not kept in place of "newer".
+        let p = plan(&current(), &others, policy, at(40 * DAY));
+        assert_eq!(
+            ids(&p),
+            vec![
+                ("half-gone", SetReason::Interrupted),
+                ("old", SetReason::KeepLast)
+            ]
+        );
+        // Whatever the policy.
+        let none = Policy {
+            keep_last: None,
+            max_age: None,
+        };
+        let p = plan(&current(), &others, none, at(40 * DAY));
+        assert_eq!(ids(&p), vec![("half-gone", SetReason::Interrupted)]);
     }
 
     #[test]

@@ -91,6 +91,16 @@ pub fn manifest_key(backup_id: &str) -> String {
     format!("{BACKUP_DIR}/{backup_id}/{MANIFEST_FILE}")
 }
 
+/// A set being deleted: its manifest, copied here before the manifest itself is deleted and
+/// deleted last, so that a deletion interrupted in between can be finished by the backup it
+/// names ([`delete_set`]).
+const TOMBSTONE_FILE: &str = "deleting.json";
+
+/// The key of a set's tombstone.
+pub fn tombstone_key(backup_id: &str) -> String {
+    format!("{BACKUP_DIR}/{backup_id}/{TOMBSTONE_FILE}")
+}
+
 /// The key of a set's consumer-group snapshot.
 pub fn group_snapshot_key(backup_id: &str) -> String {
     format!("{BACKUP_DIR}/{backup_id}/consumer-groups-snapshot.json")
@@ -406,6 +416,19 @@ pub async fn read_manifest(
     }
 }
 
+/// Reads the manifest a set's tombstone holds: the set's deletion was interrupted after its
+/// manifest went.
+pub async fn read_tombstone(
+    location: &ObjectLocation,
+    backup_id: &str,
+) -> Result<Option<Manifest>, BackupFormatError> {
+    let key = tombstone_key(backup_id);
+    match location.get(&key).await? {
+        None => Ok(None),
+        Some(bytes) => Manifest::parse(&bytes, backup_id, &location.uri(&key)).map(Some),
+    }
+}
+
 /// Reads a set's consumer-group snapshot.
 pub async fn read_group_snapshot(
     location: &ObjectLocation,
@@ -563,20 +586,30 @@ pub async fn list_backup_sets(
 
 /// Deletes a backup set: its manifest first, so that an interrupted deletion never leaves a
 /// manifest listing a missing segment, then every other object of the set (segments, listed
-/// or not, and the consumer-group snapshot). The state and offset mappings of restores made
-/// from the set (`restores/`) are kept: consumer offsets translated with them must stay
-/// translatable after the data is gone. Returns the objects and bytes deleted.
+/// or not, and the consumer-group snapshot). The manifest is copied to the set's tombstone
+/// before it goes and the tombstone is deleted last: a deletion interrupted in between is
+/// finished by calling this again (retention does, for sets its backup wrote). The state and
+/// offset mappings of restores made from the set (`restores/`) are kept: consumer offsets
+/// translated with them must stay translatable after the data is gone. Returns the objects and
+/// bytes deleted.
 pub async fn delete_set(location: &ObjectLocation, backup_id: &str) -> Result<(u64, u64), StorageError> {
     let dir = set_dir(backup_id);
     let objects = location.list(&dir).await?;
-    let size_of = |key: &str| objects.iter().find(|o| o.key == key).map_or(0, |o| o.size);
     let (mut count, mut bytes) = (0, 0);
-    if location.delete(&manifest_key(backup_id)).await? {
-        count += 1;
-        bytes += size_of(MANIFEST_FILE);
+    if let Some(manifest) = location.get(&manifest_key(backup_id)).await? {
+        location.put(&tombstone_key(backup_id), manifest).await?;
+        if location.delete(&manifest_key(backup_id)).await? {
+            count += 1;
+            bytes += objects
+                .iter()
+                .find(|o| o.key == MANIFEST_FILE)
+                .map_or(0, |o| o.size);
+        }
     }
     for object in &objects {
-        if object.key == MANIFEST_FILE || object.key.starts_with(RESTORES_DIR) {
+        if [MANIFEST_FILE, TOMBSTONE_FILE].contains(&object.key.as_str())
+            || object.key.starts_with(RESTORES_DIR)
+        {
             continue;
         }
         if location.delete(&format!("{dir}/{}", object.key)).await? {
@@ -584,6 +617,7 @@ pub async fn delete_set(location: &ObjectLocation, backup_id: &str) -> Result<(u
             bytes += object.size;
         }
     }
+    location.delete(&tombstone_key(backup_id)).await?;
     Ok((count, bytes))
 }
 
