@@ -238,13 +238,14 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(std::process::id);
     let topic = format!("bench-src-{run_id}");
-    let temporary = match std::env::var_os("KBO_BENCH_ROOT") {
-        Some(_) => None,
-        None => Some(tempfile::tempdir().unwrap()),
-    };
-    let root: PathBuf = match &temporary {
-        Some(t) => t.path().to_owned(),
-        None => std::env::var_os("KBO_BENCH_ROOT").unwrap().into(),
+    // The temporary directory lives (and is removed) with the parent.
+    let (_temporary, root): (Option<tempfile::TempDir>, PathBuf) = match std::env::var_os("KBO_BENCH_ROOT") {
+        Some(root) => (None, root.into()),
+        None => {
+            let t = tempfile::tempdir().unwrap();
+            let root = t.path().to_owned();
+            (Some(t), root)
+        }
     };
     let mut rows = Vec::new();
     let payload = {
@@ -306,34 +307,17 @@ fn main() {
             }));
         }
     }
-    let dir_size = |p: &Path| -> u64 {
-        fn walk(p: &Path) -> u64 {
-            std::fs::read_dir(p)
-                .map(|d| {
-                    d.flatten()
-                        .map(|e| {
-                            let path = e.path();
-                            if path.is_dir() {
-                                walk(&path)
-                            } else {
-                                e.metadata().map_or(0, |m| m.len())
-                            }
-                        })
-                        .sum()
-                })
-                .unwrap_or(0)
+    if step.is_none() {
+        let zstd_size = support::dir_size(&root.join(format!("bench/backups/bench-local-zstd-{run_id}")));
+        let none_size = support::dir_size(&root.join(format!("bench/backups/bench-local-none-{run_id}")));
+        if zstd_size > 0 {
+            eprintln!(
+                "stored: none {:.0} MB, zstd {:.0} MB (ratio {:.2})",
+                none_size as f64 / 1e6,
+                zstd_size as f64 / 1e6,
+                none_size as f64 / zstd_size.max(1) as f64
+            );
         }
-        walk(p)
-    };
-    let zstd_size = dir_size(&root.join(format!("bench/backups/bench-local-zstd-{run_id}")));
-    let none_size = dir_size(&root.join(format!("bench/backups/bench-local-none-{run_id}")));
-    if step.is_none() && zstd_size > 0 {
-        eprintln!(
-            "stored: none {:.0} MB, zstd {:.0} MB (ratio {:.2})",
-            none_size as f64 / 1e6,
-            zstd_size as f64 / 1e6,
-            none_size as f64 / zstd_size.max(1) as f64
-        );
     }
 
     for compression in ["none", "zstd"] {

@@ -140,7 +140,7 @@ fn main() {
             number(" bytes uncompressed"),
         );
         assert_eq!(verified, records);
-        let stored: u64 = walk(&root.path().join(format!("bench/backups/{id}/topics")));
+        let stored: u64 = support::dir_size(&root.path().join(format!("bench/backups/{id}/topics")));
         rows.push((compression, segments, bytes, stored, secs, cpu, peak, rss_before));
     }
     runtime.block_on(support::delete_topic(&bootstrap, &topic));
@@ -158,21 +158,4 @@ fn main() {
             stored as f64 / secs / 1e6,
         );
     }
-}
-
-fn walk(p: &Path) -> u64 {
-    std::fs::read_dir(p)
-        .map(|d| {
-            d.flatten()
-                .map(|e| {
-                    let path = e.path();
-                    if path.is_dir() {
-                        walk(&path)
-                    } else {
-                        e.metadata().map_or(0, |m| m.len())
-                    }
-                })
-                .sum()
-        })
-        .unwrap_or(0)
 }

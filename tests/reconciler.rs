@@ -29,13 +29,11 @@ use kafka_backup_operator::{
 use kube::{Client, client::Body, core::DeserializeGuard, runtime::controller::Action};
 use rdkafka::{
     ClientConfig, Offset, TopicPartitionList,
-    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
-    client::DefaultClientContext,
     consumer::{BaseConsumer, CommitMode, Consumer},
     producer::{FutureProducer, FutureRecord},
 };
 use serde_json::{Value, json};
-use support::{service, unique};
+use support::{create_topic, service, unique};
 use tower_test::mock::{self, SendResponse};
 
 const NS: &str = "team-a";
@@ -248,20 +246,7 @@ fn broker() -> Option<String> {
 }
 
 async fn topic_with_records(bootstrap: &str, topic: &str, records: i64) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap();
-    for r in admin
-        .create_topics(
-            &[NewTopic::new(topic, 1, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        )
-        .await
-        .unwrap()
-    {
-        r.unwrap();
-    }
+    create_topic(bootstrap, topic, 1).await;
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()

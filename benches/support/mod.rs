@@ -167,3 +167,21 @@ pub fn ctx(root: &Path, name: &str, secrets: SecretStore) -> Context {
         },
     )
 }
+
+/// Bytes of the files below `dir`.
+pub fn dir_size(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| {
+                    let path = e.path();
+                    if path.is_dir() {
+                        dir_size(&path)
+                    } else {
+                        e.metadata().map_or(0, |m| m.len())
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}

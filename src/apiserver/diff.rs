@@ -82,6 +82,7 @@ impl ClusterRegistry {
             sasl: None,
             tcp_keepalive: None,
             tcp_nodelay: None,
+            connections_per_broker: None,
         }
     }
 }

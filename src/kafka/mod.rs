@@ -83,6 +83,8 @@ pub struct ClusterAccess {
     pub tcp_keepalive: Option<bool>,
     /// `connection.tcpNodelay`.
     pub tcp_nodelay: Option<bool>,
+    /// `connection.connectionsPerBroker` (only 1 is accepted).
+    pub connections_per_broker: Option<i32>,
 }
 
 impl ClusterAccess {
@@ -144,6 +146,7 @@ impl ClusterAccess {
             sasl,
             tcp_keepalive: connection.tcp_keepalive,
             tcp_nodelay: connection.tcp_nodelay,
+            connections_per_broker: connection.connections_per_broker,
         })
     }
 

@@ -47,7 +47,7 @@ use super::{Context, GROUP_READS_IN_FLIGHT, blocking, default_snapshot_id, defau
 use crate::{
     api::v1beta1::{
         KafkaRestore, KafkaRestoreSpec, KafkaRestoreStatus, Phase, PlannedGroupOffsets, PlannedOffset,
-        PlannedTopic, PlannedTopicCreation, ProduceAcks, RepartitionStrategy, RestoreOffsetResetStatus,
+        PlannedTopic, PlannedTopicCreation, RepartitionStrategy, RestoreOffsetResetStatus,
         RestoreOffsetResetStrategy, RestorePlan, RestoreSnapshotStatus, RestoreThroughput, RestoredTopic,
     },
     kafka::{
@@ -56,7 +56,7 @@ use crate::{
         headers,
         protocol::{
             self, GroupAdmin,
-            produce::{self, Acks, Batch, BatchBuilder, BatchSender, Producer, ProducerIdentity},
+            produce::{Batch, BatchBuilder, BatchSender, Producer, ProducerIdentity},
         },
         topics::{self, MissingTopic, TopicToCreate},
     },
@@ -1011,22 +1011,12 @@ async fn run(
     let producer = if spec.dry_run {
         None
     } else {
-        let acks = match spec.produce.acks {
-            ProduceAcks::All => Acks::All,
-            ProduceAcks::Leader => Acks::Leader,
-            ProduceAcks::None => Acks::None,
-        };
         let timeout = Duration::from_millis(spec.produce.timeout_ms.max(1) as u64);
         Some(
             Producer::start(
                 protocol::Settings::new(&access).map_err(KafkaError::from)?,
-                acks,
+                spec.produce.acks,
                 timeout,
-                spec.kafka_cluster
-                    .connection
-                    .as_ref()
-                    .and_then(|c| c.connections_per_broker)
-                    .unwrap_or(produce::LANES),
             )
             .await
             .map_err(KafkaError::from)?,
@@ -1647,6 +1637,11 @@ async fn run_unit(
                 identity,
                 max_records: env2.batch_records,
                 max_bytes: env2.batch_limits.get(&plan.target).copied().unwrap_or(usize::MAX),
+                tracking_headers: match (env2.include_headers, &env2.source_cluster) {
+                    (false, _) => 0,
+                    (true, None) => 3,
+                    (true, Some(_)) => 4,
+                },
                 sender,
                 open: BTreeMap::new(),
                 sequences: BTreeMap::new(),
@@ -1738,6 +1733,9 @@ struct Batches {
     identity: ProducerIdentity,
     max_records: i32,
     max_bytes: usize,
+    /// How many of the four tracking headers each record gets: none unless asked for, the
+    /// source cluster's only when it is known.
+    tracking_headers: usize,
     sender: BatchSender,
     open: BTreeMap<i32, BatchBuilder>,
     sequences: BTreeMap<i32, i32>,
@@ -1765,12 +1763,9 @@ impl Batches {
                 env.source_cluster.as_deref().map(str::as_bytes),
             ),
         ];
-        let tracked = match (env.include_headers, &env.source_cluster) {
-            (false, _) => 0,
-            (true, None) => 3,
-            (true, Some(_)) => 4,
-        };
-        let all = record.headers().chain(tracking[..tracked].iter().copied());
+        let all = record
+            .headers()
+            .chain(tracking[..self.tracking_headers].iter().copied());
         let full = self.open.get(&partition).is_some_and(|b| {
             b.records() >= self.max_records || !b.fits(record.key, record.value, all.clone())
         });

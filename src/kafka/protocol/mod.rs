@@ -210,6 +210,7 @@ pub struct Settings {
     sasl: Option<Sasl>,
     tcp_keepalive: bool,
     tcp_nodelay: bool,
+    connections_per_broker: Option<i32>,
 }
 
 impl Settings {
@@ -237,6 +238,7 @@ impl Settings {
             tcp_keepalive: access.tcp_keepalive.unwrap_or(false),
             // Small request/response exchanges: waiting to coalesce them only adds latency.
             tcp_nodelay: access.tcp_nodelay.unwrap_or(true),
+            connections_per_broker: access.connections_per_broker,
         })
     }
 }

@@ -38,7 +38,7 @@ use super::{
     ATTEMPTS, GroupAdmin, ProtocolError, REQUEST_TIMEOUT, Settings,
     connection::{Connection, Request, api_name},
 };
-use crate::{kafka::groups::Partition, storage::backup::segment::HeaderRef};
+use crate::{api::v1beta1::ProduceAcks, kafka::groups::Partition, storage::backup::segment::HeaderRef};
 
 /// Bytes a batch grows to at most: librdkafka's `batch.size` default, under the 1 MiB a broker
 /// accepts by default (`message.max.bytes`). A single larger record makes a batch of its own.
@@ -52,7 +52,7 @@ pub const IN_FLIGHT: usize = 5;
 /// over them by number (a partition always takes the same one, so its batches stay in order). A
 /// broker handles one request of a connection at a time; against the test broker, 1 connection
 /// restored at ~450 MB/s, 2 at ~480 and 4 at ~490 (460 to 520), 8 no faster.
-pub const LANES: i32 = 4;
+const LANES: i32 = 4;
 
 /// Batches queued in the producer and not yet sent, in bytes; beyond it the callers wait.
 const QUEUED_MAX_BYTES: usize = 16 * BATCH_MAX_BYTES;
@@ -276,18 +276,6 @@ impl Batch {
     }
 }
 
-/// How batches are acknowledged.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Acks {
-    /// All in-sync replicas; the producer is idempotent.
-    All,
-    /// The leader only; one request in flight per leader, so a failed one has no successor.
-    Leader,
-    /// None: nothing is answered. After each request the producer asks the broker for its API
-    /// versions, whose answer comes once the broker has handled the request before it.
-    None,
-}
-
 /// Producing to a cluster: batches go in with [`Producer::sender`], [`Producer::finish`] waits
 /// for all of them.
 pub struct Producer {
@@ -314,18 +302,19 @@ impl BatchSender {
 pub struct ProducerStopped;
 
 impl Producer {
-    /// Connects a producer (idempotent with [`Acks::All`]) that opens `lanes` connections to each
-    /// leader; each request may wait `timeout` for its acknowledgement.
+    /// Connects a producer (idempotent with [`ProduceAcks::All`]) that opens [`LANES`]
+    /// connections to each leader, or `connectionsPerBroker`; each request may wait `timeout`
+    /// for its acknowledgement.
     pub async fn start(
         settings: Settings,
-        acks: Acks,
+        acks: ProduceAcks,
         timeout: Duration,
-        lanes: i32,
     ) -> Result<Producer, ProtocolError> {
+        let lanes = settings.connections_per_broker.unwrap_or(LANES);
         let admin = GroupAdmin::connect(settings).await?;
         let identity = match acks {
-            Acks::All => admin.init_producer_id().await?,
-            Acks::Leader | Acks::None => ProducerIdentity::NONE,
+            ProduceAcks::All => admin.init_producer_id().await?,
+            ProduceAcks::Leader | ProduceAcks::None => ProducerIdentity::NONE,
         };
         let (batches, queue) = mpsc::channel(IN_FLIGHT);
         let task = tokio::spawn(carry(admin, queue, acks, timeout, lanes.max(1)));
@@ -456,11 +445,11 @@ type Answer = Pin<Box<dyn Future<Output = (LaneId, Result<Settled, ProtocolError
 async fn carry(
     admin: GroupAdmin,
     mut batches: mpsc::Receiver<Batch>,
-    acks: Acks,
+    acks: ProduceAcks,
     timeout: Duration,
     lane_count: i32,
 ) -> Result<u64, ProtocolError> {
-    let in_flight_max = if acks == Acks::Leader { 1 } else { IN_FLIGHT };
+    let in_flight_max = if acks == ProduceAcks::Leader { 1 } else { IN_FLIGHT };
     let mut lanes: HashMap<LaneId, Lane> = HashMap::new();
     let mut answers: FuturesUnordered<Answer> = FuturesUnordered::new();
     let mut queued_bytes = 0;
@@ -499,10 +488,13 @@ async fn carry(
                 if let Some(failure) = settled.failure {
                     lane.failure.get_or_insert(failure);
                 }
-                if lane.failure.is_some() && lane.in_flight == 0 && let Some(lane) = lanes.remove(&id) {
+                if lane.in_flight == 0
+                    && let Some(failure) = lane.failure.take()
+                    && let Some(lane) = lanes.remove(&id)
+                {
                     resent += lane.returned.len();
                     queued_bytes += lane.returned.iter().map(|b| b.bytes.len()).sum::<usize>();
-                    reroute(&admin, &mut lanes, lane_count, lane).await?;
+                    reroute(&admin, &mut lanes, lane_count, lane, failure).await?;
                 }
             }
             else => {
@@ -546,31 +538,27 @@ async fn route(
     Ok(())
 }
 
-/// A lane whose batches came back, with nothing in flight any more: after a pause, with fresh
-/// metadata, its returned batches and then its queued ones go to their partitions' lanes again,
-/// in sequence order. Its connection closes.
+/// A lane whose batches came back (`failure` says why), with nothing in flight any more: after a
+/// pause, with fresh metadata, its returned batches and then its queued ones go to their
+/// partitions' lanes again, in sequence order. Its connection closes.
 async fn reroute(
     admin: &GroupAdmin,
     lanes: &mut HashMap<LaneId, Lane>,
     lane_count: i32,
     lane: Lane,
+    failure: ProtocolError,
 ) -> Result<(), ProtocolError> {
     let Lane {
-        mut returned,
-        queues,
-        failure,
-        ..
+        mut returned, queues, ..
     } = lane;
     let attempts = returned.iter().map(|b| b.attempts + 1).max().unwrap_or(1);
-    if let Some(failure) = failure {
-        if attempts > ATTEMPTS {
-            return Err(failure);
-        }
-        tracing::warn!(
-            "sending {} batches again (attempt {attempts}): {failure}",
-            returned.len()
-        );
+    if attempts > ATTEMPTS {
+        return Err(failure);
     }
+    tracing::warn!(
+        "sending {} batches again (attempt {attempts}): {failure}",
+        returned.len()
+    );
     tokio::time::sleep(Duration::from_millis(100 * u64::from(attempts))).await;
     admin.topics().await?;
     // Answers on one connection come back in order, but are seen in any order.
@@ -594,11 +582,11 @@ fn next_request(queues: &mut BTreeMap<(Arc<str>, i32), VecDeque<Batch>>) -> Vec<
 
 /// Queues one Produce request and returns the future of its answer (at once when the
 /// connection is closed already).
-fn send(lane_id: LaneId, lane: &Lane, batches: Vec<Batch>, acks: Acks, timeout: Duration) -> Answer {
+fn send(lane_id: LaneId, lane: &Lane, batches: Vec<Batch>, acks: ProduceAcks, timeout: Duration) -> Answer {
     let acks_code = match acks {
-        Acks::All => -1,
-        Acks::Leader => 1,
-        Acks::None => 0,
+        ProduceAcks::All => -1,
+        ProduceAcks::Leader => 1,
+        ProduceAcks::None => 0,
     };
     let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
     let connection = lane.connection.clone();
@@ -606,7 +594,9 @@ fn send(lane_id: LaneId, lane: &Lane, batches: Vec<Batch>, acks: Acks, timeout: 
     // The broker has the whole timeout to gather acknowledgements; the answer may take longer.
     let wait = timeout + REQUEST_TIMEOUT;
     let body = produce_body(acks_code, timeout_ms, &batches);
-    let queued = if acks == Acks::None {
+    // acks=0 gets no answer: the answer to an ApiVersions request right after it comes once the
+    // broker has handled it (a connection's requests are handled in order).
+    let queued = if acks == ProduceAcks::None {
         connection
             .queue_chunks_unanswered::<ProduceRequest>(version, body)
             .and_then(|()| connection.queue(&ApiVersionsRequest::default(), 0))
@@ -616,7 +606,7 @@ fn send(lane_id: LaneId, lane: &Lane, batches: Vec<Batch>, acks: Acks, timeout: 
     Box::pin(async move {
         let answer = match queued {
             Err(e) => Err(e),
-            Ok(queued) if acks == Acks::None => connection
+            Ok(queued) if acks == ProduceAcks::None => connection
                 .reply::<ApiVersionsRequest>(queued, 0, wait)
                 .await
                 .map(|_| None),
@@ -663,7 +653,7 @@ fn produce_body(acks: i16, timeout_ms: i32, batches: &[Batch]) -> Vec<Bytes> {
 /// and returned (acks=all, an error that passes), or fails.
 fn settle(
     broker: &str,
-    acks: Acks,
+    acks: ProduceAcks,
     batches: Vec<Batch>,
     answer: Result<Option<ProduceResponse>, ProtocolError>,
 ) -> Result<Settled, ProtocolError> {
@@ -679,7 +669,9 @@ fn settle(
             settled.records = batches.iter().map(|b| b.records as u64).sum();
             return Ok(settled);
         }
-        Err(e @ (ProtocolError::Closed { .. } | ProtocolError::Timeout { .. })) if acks == Acks::All => {
+        Err(e @ (ProtocolError::Closed { .. } | ProtocolError::Timeout { .. }))
+            if acks == ProduceAcks::All =>
+        {
             settled.returned = batches;
             settled.failure = Some(e);
             return Ok(settled);
@@ -702,7 +694,7 @@ fn settle(
         let subject = || format!("{}-{}", batch.topic, batch.partition);
         match codes.get(&(&*batch.topic, batch.partition)) {
             Some((0 | DUPLICATE_SEQUENCE_NUMBER, _)) => settled.records += batch.records as u64,
-            Some((code, detail)) if acks == Acks::All && RETRIABLE.contains(code) => {
+            Some((code, detail)) if acks == ProduceAcks::All && RETRIABLE.contains(code) => {
                 settled.failure = Some(ProtocolError::kafka(
                     broker,
                     api(),
@@ -885,7 +877,7 @@ mod tests {
         // Written, already written, leader moved.
         let settled = settle(
             "b:9092",
-            Acks::All,
+            ProduceAcks::All,
             batches(&[0, 1, 2]),
             Ok(Some(answer(&[(0, 0), (1, 46), (2, 6)]))),
         )
@@ -899,7 +891,7 @@ mod tests {
         // Without idempotence nothing is sent twice.
         let e = settle(
             "b:9092",
-            Acks::Leader,
+            ProduceAcks::Leader,
             batches(&[0, 2]),
             Ok(Some(answer(&[(0, 0), (2, 6)]))),
         )
@@ -910,14 +902,24 @@ mod tests {
             "{e}"
         );
         // An error that does not pass.
-        let e = settle("b:9092", Acks::All, batches(&[0]), Ok(Some(answer(&[(0, 10)]))))
-            .err()
-            .unwrap();
+        let e = settle(
+            "b:9092",
+            ProduceAcks::All,
+            batches(&[0]),
+            Ok(Some(answer(&[(0, 10)]))),
+        )
+        .err()
+        .unwrap();
         assert!(e.to_string().contains("Kafka error code 10"), "{e}");
         // A partition the answer does not mention.
-        let e = settle("b:9092", Acks::All, batches(&[0, 1]), Ok(Some(answer(&[(0, 0)]))))
-            .err()
-            .unwrap();
+        let e = settle(
+            "b:9092",
+            ProduceAcks::All,
+            batches(&[0, 1]),
+            Ok(Some(answer(&[(0, 0)]))),
+        )
+        .err()
+        .unwrap();
         assert!(e.to_string().contains("does not mention t-1"), "{e}");
         // A closed connection returns the whole request with acks=all only.
         let closed = || ProtocolError::Closed {
@@ -925,9 +927,9 @@ mod tests {
             api: "Produce".into(),
             reason: "read failed".into(),
         };
-        let settled = settle("b:9092", Acks::All, batches(&[0, 1]), Err(closed())).unwrap();
+        let settled = settle("b:9092", ProduceAcks::All, batches(&[0, 1]), Err(closed())).unwrap();
         assert_eq!((settled.records, settled.returned.len()), (0, 2));
-        assert!(settle("b:9092", Acks::Leader, batches(&[0]), Err(closed())).is_err());
+        assert!(settle("b:9092", ProduceAcks::Leader, batches(&[0]), Err(closed())).is_err());
     }
 
     #[test]

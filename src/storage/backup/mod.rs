@@ -409,11 +409,7 @@ pub async fn read_manifest(
     location: &ObjectLocation,
     backup_id: &str,
 ) -> Result<Option<Manifest>, BackupFormatError> {
-    let key = manifest_key(backup_id);
-    match location.get(&key).await? {
-        None => Ok(None),
-        Some(bytes) => Manifest::parse(&bytes, backup_id, &location.uri(&key)).map(Some),
-    }
+    read_manifest_at(location, &manifest_key(backup_id), backup_id).await
 }
 
 /// Reads the manifest a set's tombstone holds: the set's deletion was interrupted after its
@@ -422,10 +418,18 @@ pub async fn read_tombstone(
     location: &ObjectLocation,
     backup_id: &str,
 ) -> Result<Option<Manifest>, BackupFormatError> {
-    let key = tombstone_key(backup_id);
-    match location.get(&key).await? {
+    read_manifest_at(location, &tombstone_key(backup_id), backup_id).await
+}
+
+/// Reads the manifest of set `backup_id` stored at `key`.
+async fn read_manifest_at(
+    location: &ObjectLocation,
+    key: &str,
+    backup_id: &str,
+) -> Result<Option<Manifest>, BackupFormatError> {
+    match location.get(key).await? {
         None => Ok(None),
-        Some(bytes) => Manifest::parse(&bytes, backup_id, &location.uri(&key)).map(Some),
+        Some(bytes) => Manifest::parse(&bytes, backup_id, &location.uri(key)).map(Some),
     }
 }
 

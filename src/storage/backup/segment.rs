@@ -480,7 +480,7 @@ impl Segment {
         }
         let size = usize::try_from(header.uncompressed_len)
             .map_err(|_| SegmentError::Format(format!("uncompressed length {}", header.uncompressed_len)))?;
-        let (body, out) = match header.codec {
+        let (body, mut out) = match header.codec {
             0 => (stored, spare),
             codec => {
                 let mut out = spare;
@@ -501,7 +501,6 @@ impl Segment {
                 (Bytes::from(out), read)
             }
         };
-        let mut out = out;
         out.clear();
         if body.len() != size {
             return Err(SegmentError::Body(format!(
