@@ -91,6 +91,7 @@ fn snapshot(i: usize) -> OffsetSnapshot {
             name: format!("rollback-{}", i % 50),
             uid: None,
         }),
+        expires_at: None,
     }
 }
 

@@ -1,4 +1,5 @@
-//! The Kubernetes manifests generated from the Rust types: CRDs (`crds/`), admission webhook
+//! The Kubernetes manifests generated from the Rust types: CRDs with the ClusterRoles that
+//! aggregate them into the built-in `view`, `edit` and `admin` roles (`crds/`), admission webhook
 //! configurations (`webhooks/`) and the aggregated API registration with its RBAC (`apiservice/`),
 //! plus the Helm chart's byte-identical copy of all of them under [`CHART_FILES_DIR`], from which
 //! the chart's templates are rendered (so the chart cannot drift from the types either).
@@ -130,6 +131,14 @@ pub fn render(options: &Options) -> Result<Vec<ManifestFile>, Error> {
         let name = crd.metadata.name.clone().unwrap_or_default();
         files.push(yaml_file(format!("crds/{name}.yaml"), &crd)?);
     }
+    files.push(yaml_file(
+        "crds/rbac-viewer.yaml".into(),
+        &kinds_viewer(options, &plurals),
+    )?);
+    files.push(yaml_file(
+        "crds/rbac-editor.yaml".into(),
+        &kinds_editor(options, &plurals),
+    )?);
     files.push(yaml_file(
         "webhooks/validating.yaml".into(),
         &validating_webhooks(options, &plurals),
@@ -437,6 +446,34 @@ fn auth_reader(options: &Options) -> RoleBinding {
     }
 }
 
+/// Reading the five kinds and their status, aggregated into the built-in view, edit and admin
+/// roles (no Secrets: the kinds only name them).
+fn kinds_viewer(options: &Options, plurals: &[String]) -> ClusterRole {
+    let mut resources = plurals.to_vec();
+    resources.extend(plurals.iter().map(|p| format!("{p}/status")));
+    aggregated_role(
+        options,
+        "viewer",
+        &["view", "edit", "admin"],
+        GROUP,
+        resources,
+        &["get", "list", "watch"],
+    )
+}
+
+/// Writing the five kinds, aggregated into the built-in edit and admin roles; their status stays
+/// the operator's.
+fn kinds_editor(options: &Options, plurals: &[String]) -> ClusterRole {
+    aggregated_role(
+        options,
+        "editor",
+        &["edit", "admin"],
+        GROUP,
+        plurals.to_vec(),
+        &["create", "update", "patch", "delete", "deletecollection"],
+    )
+}
+
 /// Read access to the catalog (and the snapshots' `diff`), aggregated into the built-in view,
 /// edit and admin roles.
 fn catalog_reader(options: &Options) -> ClusterRole {
@@ -446,6 +483,7 @@ fn catalog_reader(options: &Options) -> ClusterRole {
         options,
         "catalog-reader",
         &["view", "edit", "admin"],
+        CATALOG_GROUP,
         resources,
         &["get", "list"],
     )
@@ -457,6 +495,7 @@ fn catalog_editor(options: &Options) -> ClusterRole {
         options,
         "catalog-editor",
         &["edit", "admin"],
+        CATALOG_GROUP,
         vec!["offsetsnapshots".into()],
         &["delete"],
     )
@@ -466,6 +505,7 @@ fn aggregated_role(
     options: &Options,
     suffix: &str,
     aggregate_to: &[&str],
+    group: &str,
     resources: Vec<String>,
     verbs: &[&str],
 ) -> ClusterRole {
@@ -481,7 +521,7 @@ fn aggregated_role(
         metadata: meta,
         aggregation_rule: None::<AggregationRule>,
         rules: Some(vec![PolicyRule {
-            api_groups: Some(vec![CATALOG_GROUP.into()]),
+            api_groups: Some(vec![group.into()]),
             resources: Some(resources),
             verbs: verbs.iter().map(|v| (*v).to_owned()).collect(),
             ..PolicyRule::default()

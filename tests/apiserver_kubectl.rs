@@ -137,6 +137,11 @@ impl Fixture {
     /// Starts `serve` with the team-a PVC location and the default location filled from the
     /// fixtures; `extra_config` is appended to the catalog configuration.
     async fn start(extra_config: &str) -> Self {
+        Self::start_refreshing(extra_config, "0.2").await
+    }
+
+    /// [`Fixture::start`] with `--catalog-refresh-interval` `interval` (seconds).
+    async fn start_refreshing(extra_config: &str, interval: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let pki = loopback_pki();
         write_pair(dir.path(), &pki);
@@ -200,7 +205,7 @@ impl Fixture {
             "--kubernetes",
             "off",
             "--catalog-refresh-interval",
-            "0.2",
+            interval,
         ] {
             args.push(arg.into());
         }
@@ -225,6 +230,19 @@ impl Fixture {
             })
             .await;
         fixture
+    }
+
+    /// The team-a PVC location, as a writer of its storage opens it.
+    fn team_a_location(&self) -> Location {
+        Location::open(
+            &pvc_spec(),
+            &SecretStore::None,
+            &StorageEnv {
+                pvc_root: self.pvc_root.clone(),
+                kube: None,
+            },
+        )
+        .unwrap()
     }
 
     /// A kubeconfig for a client-CA user `cn` in `groups`.
@@ -297,6 +315,18 @@ impl Fixture {
         path: &str,
         headers: &[(&str, &str)],
     ) -> (u16, String, String) {
+        self.raw_with_body(identity, method, path, headers, "").await
+    }
+
+    /// [`Fixture::raw`] with a JSON request body.
+    async fn raw_with_body(
+        &self,
+        identity: Option<(&str, &str)>,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (u16, String, String) {
         let mut roots = RootCertStore::empty();
         roots
             .add(CertificateDer::from_pem_slice(fs::read(&self.serving_ca).unwrap().as_slice()).unwrap())
@@ -323,7 +353,14 @@ impl Fixture {
         for (name, value) in headers {
             request.push_str(&format!("{name}: {value}\r\n"));
         }
+        if !body.is_empty() {
+            request.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                body.len()
+            ));
+        }
         request.push_str("\r\n");
+        request.push_str(body);
         tls.write_all(request.as_bytes()).await.unwrap();
         tls.flush().await.unwrap();
         let mut raw = Vec::new();
@@ -577,15 +614,7 @@ async fn kubectl_gets_lists_and_deletes_offset_snapshots() {
     );
 
     // A snapshot written later appears after the next refresh.
-    let team_a = Location::open(
-        &pvc_spec(),
-        &SecretStore::None,
-        &StorageEnv {
-            pvc_root: fx.pvc_root.clone(),
-            kube: None,
-        },
-    )
-    .unwrap();
+    let team_a = fx.team_a_location();
     write_snapshot(&team_a, "reset-before-replay", Some(("later", Some("team-a")))).await;
     fx.eventually("the new snapshot is listed", |fx| {
         fx.kubectl(&ops, &["get", "osnap", "later", "-o", "name"]).ok
@@ -951,6 +980,184 @@ async fn authentication_and_authorization() {
     );
 }
 
+/// The requests kube-controller-manager's namespace controller sends, as kube-aggregator forwards
+/// them: its user and groups in the front-proxy headers, the metadata client's Accept header,
+/// DeleteOptions with `propagationPolicy: Background`.
+const NAMESPACE_CONTROLLER: [(&str, &str); 4] = [
+    (
+        "X-Remote-User",
+        "system:serviceaccount:kube-system:namespace-controller",
+    ),
+    ("X-Remote-Group", "system:serviceaccounts"),
+    ("X-Remote-Group", "system:serviceaccounts:kube-system"),
+    ("X-Remote-Group", "system:authenticated"),
+];
+const METADATA_ACCEPT: &str = "application/vnd.kubernetes.protobuf;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json";
+const BACKGROUND_DELETE: &str =
+    r#"{"kind":"DeleteOptions","apiVersion":"v1","propagationPolicy":"Background"}"#;
+
+#[tokio::test]
+async fn deleting_the_namespace_completes_and_never_deletes_stored_snapshots() {
+    let fx = Fixture::start("").await;
+    let (proxy_cert, proxy_key) = fx.proxy_ca.client("front-proxy-client", &[]);
+    let proxy = Some((proxy_cert.as_str(), proxy_key.as_str()));
+    let stored = |id: &str| {
+        fx.pvc_root
+            .join(format!("team-a-claim/catalog/offset-snapshots/{id}.json"))
+    };
+    let collection = format!("{BASE}/namespaces/team-a/offsetsnapshots");
+    let mut headers = NAMESPACE_CONTROLLER.to_vec();
+
+    // The deleter's opening step where discovery lists deletecollection: a DELETE of the collection.
+    let (code, _, body) = fx
+        .raw_with_body(proxy, "DELETE", &collection, &headers, BACKGROUND_DELETE)
+        .await;
+    assert_eq!(code, 200, "{body}");
+    // Its list (and the check that nothing remains) is empty: deletion of the namespace completes.
+    headers.push(("Accept", METADATA_ACCEPT));
+    let (code, _, body) = fx.raw(proxy, "GET", &collection, &headers).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["items"], json!([]));
+    // A DELETE of each object it had listed before: success, nothing deleted.
+    for id in ["pre-migration-20241201", "reset-before-replay"] {
+        let (code, _, body) = fx
+            .raw_with_body(
+                proxy,
+                "DELETE",
+                &format!("{collection}/{id}"),
+                &NAMESPACE_CONTROLLER,
+                BACKGROUND_DELETE,
+            )
+            .await;
+        assert!(code == 200 || code == 404, "{code} {body}");
+    }
+    for id in ["pre-migration-20241201", "reset-before-replay"] {
+        assert!(stored(id).is_file(), "{id} is still in storage");
+    }
+    // The other namespaces' snapshots are untouched and still listed.
+    let ops = fx.user("carol", &["ops"]);
+    let all = fx.kubectl(&ops, &["get", "osnap", "-A", "-o", "name"]).success();
+    assert!(all.contains("team-b-snapshot"), "{all}");
+    assert!(
+        !all.contains("reset-before-replay"),
+        "hidden with the namespace: {all}"
+    );
+
+    // A user's explicit delete of one snapshot still deletes it.
+    let team_a = fx.team_a_location();
+    write_snapshot(&team_a, "reset-before-replay", Some(("explicit", Some("team-a")))).await;
+    fx.eventually("the new snapshot is listed", |fx| {
+        fx.kubectl(&ops, &["get", "osnap", "explicit", "-o", "name"]).ok
+    })
+    .await;
+    fx.kubectl(&ops, &["delete", "osnap", "explicit"]).success();
+    assert!(!stored("explicit").exists(), "an explicit delete deletes");
+    // A DELETE of the collection by a user is not served (and deletes nothing).
+    let (cert, key) = fx.client_ca.client("carol", &["ops"]);
+    let (code, _, _) = fx
+        .raw_with_body(
+            Some((&cert, &key)),
+            "DELETE",
+            &format!("{BASE}/namespaces/team-b/offsetsnapshots"),
+            &[],
+            BACKGROUND_DELETE,
+        )
+        .await;
+    assert_eq!(code, 405);
+    assert!(
+        fx.default_dir
+            .join("offset-snapshots/team-b-snapshot.json")
+            .is_file()
+    );
+}
+
+#[tokio::test]
+async fn the_aggregator_reads_openapi_without_groups() {
+    let fx = Fixture::start("").await;
+    let (proxy_cert, proxy_key) = fx.proxy_ca.client("front-proxy-client", &[]);
+    let proxy = Some((proxy_cert.as_str(), proxy_key.as_str()));
+    // kube-aggregator's OpenAPI downloader: user system:aggregator, no X-Remote-Group.
+    let aggregator = [("X-Remote-User", "system:aggregator")];
+    for path in [
+        "/openapi/v2",
+        "/openapi/v3",
+        "/openapi/v3/apis/catalog.kafka.oso.sh/v1alpha1",
+        "/apis",
+        BASE,
+    ] {
+        let (code, _, body) = fx.raw(proxy, "GET", path, &aggregator).await;
+        assert_eq!(code, 200, "{path}: {body}");
+    }
+    // Discovery is all it gets.
+    let (code, _, body) = fx
+        .raw(
+            proxy,
+            "GET",
+            &format!("{BASE}/namespaces/team-a/offsetsnapshots"),
+            &aggregator,
+        )
+        .await;
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains(r#"User \"system:aggregator\""#), "{body}");
+}
+
+#[tokio::test]
+async fn what_another_process_writes_into_a_local_location_appears_without_a_refresh() {
+    // No periodic refresh during the test: only the watch can show what is written.
+    let fx = Fixture::start_refreshing("", "3600").await;
+    let ops = fx.user("carol", &["ops"]);
+    // A `run -f` storing into the default location, the way the operator writes.
+    let default = location_in(&fx.default_dir);
+    write_snapshot(
+        &default,
+        "reset-before-replay",
+        Some(("from-run-f", Some("team-b"))),
+    )
+    .await;
+    fx.eventually("the snapshot written into --catalog-dir is listed", |fx| {
+        fx.kubectl(
+            &ops,
+            &["get", "osnap", "from-run-f", "-n", "team-b", "-o", "name"],
+        )
+        .ok
+    })
+    .await;
+    // A plain file written into a PVC location by another process, then removed.
+    let text = fs::read_to_string(format!("{FIXTURES}/snapshots/reset-before-replay.json")).unwrap();
+    let mut document: Value = serde_json::from_str(&text).unwrap();
+    document["snapshotId"] = json!("copied-in");
+    let file = fx
+        .pvc_root
+        .join("team-a-claim/catalog/offset-snapshots/copied-in.json");
+    fs::write(&file, document.to_string()).unwrap();
+    fx.eventually("the file copied into the PVC location is listed", |fx| {
+        fx.kubectl(&ops, &["get", "osnap", "copied-in", "-n", "team-a", "-o", "name"])
+            .ok
+    })
+    .await;
+    fs::remove_file(&file).unwrap();
+    fx.eventually("the removed file is no longer listed", |fx| {
+        !fx.kubectl(&ops, &["get", "osnap", "copied-in", "-n", "team-a", "-o", "name"])
+            .ok
+    })
+    .await;
+    // A backup set whose manifest appears in a new backup directory (created, then written).
+    let text = fs::read_to_string(format!("{FIXTURES}/backups/orders-continuous.json")).unwrap();
+    let mut manifest: Value = serde_json::from_str(&text).unwrap();
+    manifest["backupId"] = json!("written-later");
+    let dir = fx.default_dir.join("backups/written-later");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("manifest.json"), manifest.to_string()).unwrap();
+    fx.eventually("the new backup set is listed", |fx| {
+        fx.kubectl(
+            &ops,
+            &["get", "kbs", "written-later", "-n", "team-b", "-o", "name"],
+        )
+        .ok
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn snapshots_and_backups_in_s3_appear() {
     let (Some(endpoint), Some(bucket), Some(access_key), Some(secret_key)) = (
@@ -1082,15 +1289,7 @@ async fn diff_compares_a_snapshot_with_the_committed_offsets() {
     rdkafka::consumer::Consumer::commit(&consumer, &committed, rdkafka::consumer::CommitMode::Sync).unwrap();
 
     let fx = Fixture::start("").await;
-    let team_a = Location::open(
-        &pvc_spec(),
-        &SecretStore::None,
-        &StorageEnv {
-            pvc_root: fx.pvc_root.clone(),
-            kube: None,
-        },
-    )
-    .unwrap();
+    let team_a = fx.team_a_location();
     let snapshot: OffsetSnapshot = serde_json::from_value(json!({
         "snapshotId": "diff-me", "timestamp": "2025-01-01T00:00:00Z", "cluster": bootstrap,
         "groups": {group.clone(): {"topics": {topic.clone(): {

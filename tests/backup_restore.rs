@@ -26,6 +26,7 @@ use kafka_backup_operator::{
         backup::{
             SetState, list_backup_sets, list_segments, manifest_key, read_manifest, set_dir, tombstone_key,
         },
+        snapshot::{OffsetSnapshot, snapshot_key},
     },
 };
 use rdkafka::{
@@ -751,7 +752,7 @@ async fn a_restored_group_resumes_right_after_its_last_consumed_record() {
             "topicMapping": {source.clone(): target}, "createTopics": {"enabled": true},
             "pitr": {"startTime": start},
             "offsetReset": {"consumerGroups": [group], "strategy": "HeaderBased", "sourceCluster": "prod"},
-            "snapshotBeforeRestore": {"storage": pvc_storage()}}),
+            "snapshotBeforeRestore": {"storage": pvc_storage(), "retentionHours": 2}}),
     )
     .await;
     assert_eq!(status.phase, Some(Phase::Completed), "{status:?}");
@@ -759,7 +760,24 @@ async fn a_restored_group_resumes_right_after_its_last_consumed_record() {
         status.offset_reset.as_ref().unwrap().groups_reset,
         Some(vec![group.clone()])
     );
-    assert!(status.snapshot.as_ref().unwrap().location.is_some());
+    let snapshot_status = status.snapshot.as_ref().unwrap();
+    assert!(snapshot_status.location.is_some());
+    // The retention is stored with the snapshot, for the catalog of `serve` to delete it then.
+    let snapshot_id = snapshot_status.snapshot_id.as_deref().unwrap();
+    let stored = open_location(root.path(), &pvc_storage())
+        .get(&snapshot_key(snapshot_id))
+        .await
+        .unwrap()
+        .unwrap();
+    let stored = OffsetSnapshot::parse(&stored, snapshot_id, "stored").unwrap();
+    assert_eq!(
+        stored.expires_at,
+        Some(stored.timestamp + chrono::Duration::hours(2))
+    );
+    assert_eq!(
+        snapshot_status.expiration_time,
+        stored.expires_at.map(kafka_backup_operator::ops::time)
+    );
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
         .set("group.id", &group)

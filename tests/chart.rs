@@ -204,7 +204,10 @@ fn generated_files() -> BTreeMap<PathBuf, Value> {
         }
     }
     assert_eq!(
-        files.keys().filter(|p| p.starts_with("crds")).count(),
+        files
+            .values()
+            .filter(|f| f["kind"] == "CustomResourceDefinition")
+            .count(),
         5,
         "five generated CRDs"
     );
@@ -760,6 +763,8 @@ fn default_install_renders_exactly_these_objects() {
         own("RoleBinding", "kube-system", "kafka-backup-operator:auth-reader"),
         own("ClusterRole", "", "kafka-backup-operator:catalog-reader"),
         own("ClusterRole", "", "kafka-backup-operator:catalog-editor"),
+        own("ClusterRole", "", "kafka-backup-operator:viewer"),
+        own("ClusterRole", "", "kafka-backup-operator:editor"),
     ]
     .into();
     for kind in [
@@ -915,6 +920,7 @@ fn rbac_grants_only_what_the_operator_uses() {
     expected.insert(grant("events.k8s.io", "events", "create,patch"));
     expected.insert(grant("", "events", "create,patch"));
     expected.insert(grant("authorization.k8s.io", "subjectaccessreviews", "create"));
+    expected.insert(grant("", "namespaces", "get"));
     assert_eq!(grants, expected);
 
     let binding = rendered.get("ClusterRoleBinding", "kbo-kafka-backup-operator");
@@ -991,6 +997,50 @@ fn service_monitor_and_pod_disruption_budget_only_when_enabled() {
     let pdb = max.get("PodDisruptionBudget", "kbo-kafka-backup-operator");
     assert_eq!(pdb["spec"]["maxUnavailable"], 1);
     assert!(pdb["spec"].get("minAvailable").is_none());
+}
+
+#[test]
+fn view_edit_and_admin_reach_the_five_kinds_with_rbac_create() {
+    let Some(helm) = helm() else { return };
+    // The kinds' roles belong to RBAC, not to the CRDs: still there when the CRDs are installed
+    // elsewhere, gone with rbac.create=false.
+    let rendered = helm.render(OTHER_RELEASE, &json!({"crds": {"install": false}}));
+    let viewer = rendered.get("ClusterRole", "kbo-kafka-backup-operator:viewer");
+    let editor = rendered.get("ClusterRole", "kbo-kafka-backup-operator:editor");
+    let labels = |role: &Value| -> BTreeSet<String> {
+        role["metadata"]["labels"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(_, v)| *v == "true")
+            .filter_map(|(k, _)| {
+                k.strip_prefix("rbac.authorization.k8s.io/aggregate-to-")
+                    .map(str::to_owned)
+            })
+            .collect()
+    };
+    assert_eq!(labels(viewer), ["admin", "edit", "view"].map(String::from).into());
+    assert_eq!(labels(editor), ["admin", "edit"].map(String::from).into());
+    for role in [viewer, editor] {
+        assert_eq!(role["rules"][0]["apiGroups"], json!(["kafka.oso.sh"]));
+        assert!(
+            !role["rules"].to_string().contains("secrets"),
+            "{}",
+            role["rules"]
+        );
+    }
+    assert_eq!(viewer["rules"][0]["verbs"], json!(["get", "list", "watch"]));
+    assert_eq!(
+        editor["rules"][0]["verbs"],
+        json!(["create", "update", "patch", "delete", "deletecollection"])
+    );
+
+    let rendered = helm.render(OTHER_RELEASE, &json!({"rbac": {"create": false}}));
+    assert!(
+        rendered.all("ClusterRole").is_empty(),
+        "{:?}",
+        rendered.inventory()
+    );
 }
 
 #[test]

@@ -86,7 +86,10 @@ fn chart_copy_is_byte_identical_and_checked() {
 #[test]
 fn crds_convert_through_the_webhook() {
     let files = manifests::render(&Options::default()).expect("render");
-    let crds: Vec<&ManifestFile> = files.iter().filter(|f| f.path.starts_with("crds")).collect();
+    let crds: Vec<&ManifestFile> = files
+        .iter()
+        .filter(|f| f.path.starts_with("crds") && f.path.to_string_lossy().ends_with(".kafka.oso.sh.yaml"))
+        .collect();
     assert_eq!(crds.len(), 5);
     for crd in crds {
         let crd = file(&files, crd.path.to_str().expect("utf-8"));
@@ -189,6 +192,78 @@ fn api_service_and_its_rbac() {
         serde_json::json!(["catalog.kafka.oso.sh"])
     );
     assert_eq!(catalog["rules"][0]["verbs"], serde_json::json!(["get", "list"]));
+}
+
+/// (resource, verbs) of every rule of a ClusterRole in `group`, and the built-in roles it is
+/// aggregated into.
+fn grants(role: &Value, group: &str) -> (Vec<(String, Vec<String>)>, Vec<String>) {
+    assert_eq!(role["kind"], "ClusterRole");
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let mut out = Vec::new();
+    for rule in role["rules"].as_array().unwrap() {
+        assert_eq!(strings(&rule["apiGroups"]), [group]);
+        for resource in strings(&rule["resources"]) {
+            out.push((resource, strings(&rule["verbs"])));
+        }
+    }
+    let aggregated = role["metadata"]["labels"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, v)| *v == "true")
+        .filter_map(|(k, _)| {
+            k.strip_prefix("rbac.authorization.k8s.io/aggregate-to-")
+                .map(str::to_owned)
+        })
+        .collect();
+    (out, aggregated)
+}
+
+#[test]
+fn view_edit_and_admin_reach_the_five_kinds_but_no_secrets() {
+    let files = manifests::render(&Options::default()).expect("render");
+    let kinds = [
+        "kafkabackups",
+        "kafkarestores",
+        "kafkaoffsetresets",
+        "kafkaoffsetrollbacks",
+        "kafkabackupvalidations",
+    ];
+    let read = ["get", "list", "watch"].map(String::from).to_vec();
+    let write = ["create", "update", "patch", "delete", "deletecollection"]
+        .map(String::from)
+        .to_vec();
+
+    let viewer = file(&files, "crds/rbac-viewer.yaml");
+    assert_eq!(viewer["metadata"]["name"], "kafka-backup-operator:viewer");
+    let (rules, aggregated) = grants(&viewer, "kafka.oso.sh");
+    assert_eq!(aggregated, ["admin", "edit", "view"]);
+    let mut expected: Vec<(String, Vec<String>)> =
+        kinds.iter().map(|k| ((*k).to_owned(), read.clone())).collect();
+    expected.extend(kinds.iter().map(|k| (format!("{k}/status"), read.clone())));
+    assert_eq!(rules, expected);
+
+    let editor = file(&files, "crds/rbac-editor.yaml");
+    assert_eq!(editor["metadata"]["name"], "kafka-backup-operator:editor");
+    let (rules, aggregated) = grants(&editor, "kafka.oso.sh");
+    assert_eq!(aggregated, ["admin", "edit"], "view gets no write");
+    let expected: Vec<(String, Vec<String>)> =
+        kinds.iter().map(|k| ((*k).to_owned(), write.clone())).collect();
+    assert_eq!(rules, expected, "the status stays the operator's");
+
+    // No generated role grants Secrets (the kinds only name them) or anything outside the two groups.
+    for f in files
+        .iter()
+        .filter(|f| f.contents.contains("kind: ClusterRole\n"))
+    {
+        assert!(!f.contents.contains("secrets"), "{}", f.path.display());
+    }
 }
 
 #[test]

@@ -10,10 +10,15 @@
 //!    (`X-Remote-Extra-<key>`, key lower-cased and percent-decoded) and the uid header
 //!    (`X-Remote-Uid`).
 //! 2. **Client certificate**: the certificate chains to the *client CA*: the user is its common name
-//!    and the groups its organizations (plus `system:authenticated`). `X-Remote-*` headers are
-//!    ignored: only the front proxy may assert another identity.
+//!    and the groups its organizations. `X-Remote-*` headers are ignored: only the front proxy may
+//!    assert another identity.
 //! 3. Anything else (no certificate, a certificate from another CA, a front-proxy certificate with
 //!    a name not allowed and no user header) is 401 Unauthorized.
+//!
+//! Every authenticated user is in the group `system:authenticated` (added unless the user is
+//! `system:anonymous` or already in it or in `system:unauthenticated`), as k8s.io/apiserver's
+//! authenticator adds it: kube-aggregator's own requests (`system:aggregator`, for OpenAPI) carry
+//! no group, and the default RBAC grants discovery and OpenAPI to that group.
 //!
 //! The CA bundles and header names come from files (`--requestheader-client-ca-file`,
 //! `--client-ca-file`, `--requestheader-allowed-names`) or, with a cluster, from the
@@ -47,6 +52,10 @@ pub const AUTHENTICATION_CONFIGMAP_NAMESPACE: &str = "kube-system";
 pub const AUTHENTICATION_CONFIGMAP: &str = "extension-apiserver-authentication";
 /// Group every authenticated user is in.
 pub const AUTHENTICATED_GROUP: &str = "system:authenticated";
+/// Group of unauthenticated requests (a front proxy may assert it).
+pub const UNAUTHENTICATED_GROUP: &str = "system:unauthenticated";
+/// The anonymous user, who is not given [`AUTHENTICATED_GROUP`].
+pub const ANONYMOUS_USER: &str = "system:anonymous";
 
 /// Why the authentication settings cannot be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -413,22 +422,30 @@ impl Authenticator {
             && let Some((_, rh)) = &compiled.requestheader
             && let Some(user) = user_from_headers(rh, headers)
         {
-            return Ok(user);
+            return Ok(with_authenticated_group(user));
         }
         if let Some((name, groups)) = verdict.user {
-            let mut groups = groups;
-            if !groups.iter().any(|g| g == AUTHENTICATED_GROUP) {
-                groups.push(AUTHENTICATED_GROUP.to_owned());
-            }
-            return Ok(UserInfo {
+            return Ok(with_authenticated_group(UserInfo {
                 name,
                 uid: String::new(),
                 groups,
                 extra: BTreeMap::new(),
-            });
+            }));
         }
         Err(Unauthenticated::Untrusted)
     }
+}
+
+/// `user` in [`AUTHENTICATED_GROUP`], as k8s.io/apiserver's `AuthenticatedGroupAdder` does it.
+fn with_authenticated_group(mut user: UserInfo) -> UserInfo {
+    let marked = user
+        .groups
+        .iter()
+        .any(|g| g == AUTHENTICATED_GROUP || g == UNAUTHENTICATED_GROUP);
+    if user.name != ANONYMOUS_USER && !marked {
+        user.groups.push(AUTHENTICATED_GROUP.to_owned());
+    }
+    user
 }
 
 fn judge(compiled: &Compiled, chain: &[CertificateDer<'static>]) -> CertVerdict {
@@ -652,6 +669,22 @@ mod tests {
             authn.authenticate(None, &asserted),
             Err(Unauthenticated::NoCertificate)
         );
+
+        // The aggregator's own requests carry no group: they get system:authenticated.
+        let aggregator = authn
+            .authenticate(Some(&proxy), &headers(&[("X-Remote-User", "system:aggregator")]))
+            .unwrap();
+        assert_eq!(aggregator.groups, ["system:authenticated"]);
+        let anonymous = authn
+            .authenticate(
+                Some(&proxy),
+                &headers(&[
+                    ("X-Remote-User", "system:anonymous"),
+                    ("X-Remote-Group", "system:unauthenticated"),
+                ]),
+            )
+            .unwrap();
+        assert_eq!(anonymous.groups, ["system:unauthenticated"]);
 
         // The proxy without a user header: not authenticated by the proxy path.
         assert_eq!(

@@ -6,7 +6,11 @@
 //!
 //! - built-in rules first: members of `system:masters` may do everything (kube-aggregator's own
 //!   availability checks come as `system:kube-aggregator` in that group, and must not wait for a
-//!   SubjectAccessReview); `/healthz`, `/livez` and `/readyz` are not authorized at all;
+//!   SubjectAccessReview); members of `system:authenticated` may `get` the discovery, OpenAPI,
+//!   version and health paths ([`DISCOVERY_PATHS`]: Kubernetes' default `system:discovery` and
+//!   `system:public-info-viewer` ClusterRoles, bound to that group), so kube-aggregator's OpenAPI
+//!   requests (`system:aggregator`) and kubectl's discovery need no SubjectAccessReview;
+//!   `/healthz`, `/livez` and `/readyz` are not authorized at all;
 //! - then [`SubjectAccessReviewer`]: a `SubjectAccessReview` against the Kubernetes API, decisions
 //!   cached for a short time (10 s by default, allow and deny alike), as kube-apiserver's delegating
 //!   authorizer does;
@@ -26,15 +30,15 @@
 //!     # Where: namespaces; omitted or "*" means every namespace and lists across all of them,
 //!     # otherwise only those namespaces (a list across namespaces is then forbidden).
 //!     namespaces: [team-a]
-//!   # Non-resource paths (discovery, OpenAPI): a trailing "*" matches a prefix.
-//!   - groups: ["system:authenticated"]
-//!     nonResourceURLs: ["/apis", "/apis/*", "/openapi/*"]
+//!   # Non-resource paths: a trailing "*" matches a prefix.
+//!   - groups: [monitoring]
+//!     nonResourceURLs: ["/metrics"]
 //!     verbs: [get]
 //! ```
 //!
-//! Built into every policy (and used alone when no file is given): `system:masters` may do
-//! everything, and every authenticated user may read discovery and OpenAPI (Kubernetes'
-//! `system:discovery` role). Everything not allowed is forbidden.
+//! The built-in rules apply with every policy (and alone when no file is given): `system:masters`
+//! may do everything, and every authenticated user may read discovery and OpenAPI. Everything not
+//! allowed is forbidden.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -55,6 +59,22 @@ use crate::routes::{CATALOG_GROUP, CATALOG_VERSION};
 
 /// The group whose members may do everything.
 pub const MASTERS_GROUP: &str = "system:masters";
+
+/// What `system:authenticated` may `get` without asking: the non-resource URLs of Kubernetes' default
+/// `system:discovery` and `system:public-info-viewer` ClusterRoles (a trailing `*` matches a prefix).
+pub const DISCOVERY_PATHS: [&str; 11] = [
+    "/livez",
+    "/readyz",
+    "/healthz",
+    "/version",
+    "/version/",
+    "/openapi",
+    "/openapi/*",
+    "/api",
+    "/api/*",
+    "/apis",
+    "/apis/*",
+];
 
 /// Most decisions the SubjectAccessReview cache holds before it is cleared.
 const CACHE_LIMIT: usize = 10_000;
@@ -177,11 +197,27 @@ pub trait Authorizer: Send + Sync + std::fmt::Debug {
     ) -> BoxFuture<'a, Result<(Decision, &'static str), AuthzError>>;
 }
 
-/// The built-in decision, if any: `system:masters` may do everything.
+/// The built-in decision, if any: `system:masters` may do everything, `system:authenticated` may
+/// get [`DISCOVERY_PATHS`].
 pub fn builtin(attributes: &Attributes) -> Option<Decision> {
-    attributes.user.in_group(MASTERS_GROUP).then(|| Decision {
+    let discovery = attributes.verb == "get"
+        && attributes.user.in_group(super::authn::AUTHENTICATED_GROUP)
+        && matches!(&attributes.target, Target::NonResource { path } if path_matches(&DISCOVERY_PATHS, path));
+    (attributes.user.in_group(MASTERS_GROUP) || discovery).then(|| Decision {
         allowed: true,
         reason: String::new(),
+    })
+}
+
+/// Whether `path` is one of `patterns` (a trailing `*` matches a prefix), as RBAC matches
+/// non-resource URLs.
+fn path_matches<S: AsRef<str>>(patterns: &[S], path: &str) -> bool {
+    patterns.iter().any(|pattern| {
+        let pattern = pattern.as_ref();
+        match pattern.strip_suffix('*') {
+            Some(prefix) => path.starts_with(prefix),
+            None => pattern == path,
+        }
     })
 }
 
@@ -365,14 +401,7 @@ impl PolicyRule {
                     || (!namespace.is_empty() && self.namespaces.iter().any(|n| n == namespace));
                 resource_ok && namespace_ok
             }
-            Target::NonResource { path } => {
-                self.non_resource_urls
-                    .iter()
-                    .any(|pattern| match pattern.strip_suffix('*') {
-                        Some(prefix) => path.starts_with(prefix),
-                        None => pattern == path,
-                    })
-            }
+            Target::NonResource { path } => path_matches(&self.non_resource_urls, path),
         }
     }
 }
@@ -387,24 +416,9 @@ pub struct StaticPolicy {
 }
 
 impl StaticPolicy {
-    /// The built-in rules: every authenticated user may read discovery and OpenAPI.
-    pub fn builtin_rules() -> Vec<PolicyRule> {
-        vec![PolicyRule {
-            groups: vec![super::authn::AUTHENTICATED_GROUP.to_owned()],
-            verbs: vec!["get".to_owned()],
-            non_resource_urls: vec![
-                "/apis".into(),
-                "/apis/*".into(),
-                "/openapi/*".into(),
-                "/version".into(),
-            ],
-            ..PolicyRule::default()
-        }]
-    }
-
     /// Parses a policy document (YAML or JSON); `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self, AuthzError> {
-        let mut policy: StaticPolicy = serde_saphyr::from_str(text).map_err(|e| AuthzError::Policy {
+        let policy: StaticPolicy = serde_saphyr::from_str(text).map_err(|e| AuthzError::Policy {
             path: origin.to_owned(),
             reason: e.to_string(),
         })?;
@@ -425,7 +439,6 @@ impl StaticPolicy {
                 });
             }
         }
-        policy.rules.extend(Self::builtin_rules());
         Ok(policy)
     }
 
@@ -438,11 +451,9 @@ impl StaticPolicy {
         Self::parse(&text, &path.display().to_string())
     }
 
-    /// The policy with the built-in rules only.
+    /// The policy without rules: only the [`builtin`] decisions allow anything.
     pub fn builtin() -> Self {
-        StaticPolicy {
-            rules: Self::builtin_rules(),
-        }
+        StaticPolicy::default()
     }
 
     /// The decision for `attributes`.
@@ -657,7 +668,11 @@ rules:
                 path: "/apis/catalog.kafka.oso.sh/v1alpha1".into(),
             },
         };
-        assert!(allowed(&discovery), "built-in discovery rule");
+        assert!(
+            !allowed(&discovery),
+            "discovery is built in, not a rule of the policy"
+        );
+        assert!(builtin(&discovery).is_some(), "built-in discovery rule");
         let message = resource(alice(), "list", "team-b", "offsetsnapshots", "").forbidden_message("no rule");
         assert_eq!(
             message,
@@ -672,6 +687,41 @@ rules:
             .is_err()
         );
         assert!(builtin(&resource(user("admin", &[MASTERS_GROUP]), "delete", "", "x", "")).is_some());
+    }
+
+    #[test]
+    fn authenticated_users_may_get_discovery_openapi_and_health_paths() {
+        let path = |user: UserInfo, verb: &str, path: &str| Attributes {
+            user,
+            verb: verb.into(),
+            target: Target::NonResource { path: path.into() },
+        };
+        let aggregator = || user("system:aggregator", &["system:authenticated"]);
+        for allowed in [
+            "/openapi/v2",
+            "/openapi/v3",
+            "/openapi/v3/apis/catalog.kafka.oso.sh/v1alpha1",
+            "/apis",
+            "/apis/catalog.kafka.oso.sh",
+            "/apis/catalog.kafka.oso.sh/v1alpha1",
+            "/version",
+            "/healthz",
+            "/readyz",
+            "/livez",
+        ] {
+            assert!(
+                builtin(&path(aggregator(), "get", allowed)).is_some(),
+                "{allowed}"
+            );
+        }
+        assert!(builtin(&path(aggregator(), "post", "/openapi/v2")).is_none());
+        assert!(builtin(&path(aggregator(), "get", "/metrics")).is_none());
+        assert!(
+            builtin(&path(user("system:aggregator", &[]), "get", "/openapi/v2")).is_none(),
+            "only for the group"
+        );
+        let list = resource(aggregator(), "list", "a", "offsetsnapshots", "");
+        assert!(builtin(&list).is_none(), "resources are not discovery");
     }
 
     /// A fake Kubernetes API answering SubjectAccessReviews: allows `alice` to list in `team-a`.

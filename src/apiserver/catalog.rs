@@ -26,9 +26,26 @@
 //! interval; [`Catalog::record_snapshot`] and [`Catalog::record_backup_set`] add what the operator
 //! itself just wrote without waiting for the next refresh. A location that fails to list keeps its
 //! previous contents and its error is reported (log, metric, and a `Warning` header on lists).
+//! A location never listed yet (just named by a new resource, or first met in what an operation
+//! wrote) is listed before a list that may show it is answered ([`Catalog::ensure_listed`]), so the
+//! "not listed yet" warning means what it says. Local directories are also watched
+//! ([`super::watch`]): what another process writes there is listed within about a second.
+//!
+//! # Retention
+//!
+//! A snapshot stored with an `expiresAt` ([`crate::storage::snapshot`]) is deleted from storage by
+//! the first refresh of its location after that time, logged and counted
+//! (`catalog_snapshots_expired_total`); a snapshot without one is never deleted by the catalog.
+//!
+//! # Hidden entries
+//!
+//! Deleting a namespace must never delete stored snapshots (see [`super`]): a delete that is no
+//! explicit request about one snapshot only hides its entry ([`Catalog::hide_snapshot`]) in this
+//! process until it restarts; storage is not touched, and the entry is back after a restart.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
+    path::{Path, PathBuf},
     sync::{
         Arc, Mutex, PoisonError, RwLock,
         atomic::{AtomicU64, Ordering},
@@ -36,6 +53,7 @@ use std::{
     time::Duration,
 };
 
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -52,6 +70,9 @@ use crate::storage::{Location, snapshot::OffsetSnapshot};
 
 /// How many objects one location reads concurrently during a refresh.
 const READ_CONCURRENCY: usize = 16;
+
+/// How long a list waits for the first listing of a location it may show ([`Catalog::ensure_listed`]).
+const FIRST_LISTING_WAIT: Duration = Duration::from_secs(10);
 
 /// Which namespaces a location's objects are listed in.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -112,20 +133,31 @@ pub struct CatalogLocation {
     scopes: Mutex<Vec<Scope>>,
     snapshots: Arc<dyn SnapshotStore>,
     backups: Arc<dyn BackupSetSource>,
+    /// Its directory, when it is on local disk (watched, see [`super::watch`]).
+    local_dir: Option<PathBuf>,
     state: Mutex<LocationState>,
     /// Incremented for each object recorded by the operator; see [`Cached::recorded`].
     epoch: AtomicU64,
+    /// Held while the location is listed, so concurrent refreshes list it once.
+    listing: tokio::sync::Mutex<()>,
 }
 
 impl CatalogLocation {
-    fn new(scope: Scope, snapshots: Arc<dyn SnapshotStore>, backups: Arc<dyn BackupSetSource>) -> Self {
+    fn new(
+        scope: Scope,
+        snapshots: Arc<dyn SnapshotStore>,
+        backups: Arc<dyn BackupSetSource>,
+        local_dir: Option<PathBuf>,
+    ) -> Self {
         CatalogLocation {
             uri: snapshots.uri().to_owned(),
             scopes: Mutex::new(vec![scope]),
             snapshots,
             backups,
+            local_dir,
             state: Mutex::new(LocationState::default()),
             epoch: AtomicU64::new(0),
+            listing: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -141,6 +173,11 @@ impl CatalogLocation {
 
     fn scopes(&self) -> Vec<Scope> {
         self.scopes.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Whether objects of this location may be listed in `namespace` (any, when `None`).
+    fn may_cover(&self, namespace: Option<&str>) -> bool {
+        namespace.is_none_or(|ns| self.scopes().iter().any(|s| s.may_cover(ns)))
     }
 }
 
@@ -222,6 +259,11 @@ pub struct Catalog {
     /// Serializes refreshes and index rebuilds.
     rebuild: Mutex<()>,
     metrics: Option<ApiServerMetrics>,
+    /// Entries left out of the index: (namespace, name) of snapshots hidden by
+    /// [`Catalog::hide_snapshot`].
+    hidden: Mutex<BTreeSet<(String, String)>>,
+    /// Signalled when a location is added or dropped (the watch follows the local ones).
+    locations_changed: tokio::sync::Notify,
 }
 
 impl Default for Catalog {
@@ -239,6 +281,8 @@ impl Catalog {
             generation: AtomicU64::new(0),
             rebuild: Mutex::new(()),
             metrics,
+            hidden: Mutex::new(BTreeSet::new()),
+            locations_changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -262,13 +306,14 @@ impl Catalog {
         snapshots: Arc<dyn SnapshotStore>,
         backups: Arc<dyn BackupSetSource>,
     ) {
-        self.add_location(scope, snapshots, backups);
+        self.add_location(scope, snapshots, backups, None);
     }
 
     /// Adds a storage location with `scope` (see [`Catalog::add_source`]).
     pub fn add_storage(&self, scope: Scope, location: Location) {
+        let local_dir = local_dir_of(&location);
         let (snapshots, backups) = sources::shared(location);
-        self.add_location(scope, snapshots, backups);
+        self.add_location(scope, snapshots, backups, local_dir);
     }
 
     fn add_location(
@@ -276,6 +321,7 @@ impl Catalog {
         scope: Scope,
         snapshots: Arc<dyn SnapshotStore>,
         backups: Arc<dyn BackupSetSource>,
+        local_dir: Option<PathBuf>,
     ) -> Arc<CatalogLocation> {
         let mut locations = self.locations.write().unwrap_or_else(PoisonError::into_inner);
         if let Some(existing) = locations.iter().find(|l| l.uri == snapshots.uri()) {
@@ -285,9 +331,10 @@ impl Catalog {
             }
             return Arc::clone(existing);
         }
-        let location = Arc::new(CatalogLocation::new(scope, snapshots, backups));
+        let location = Arc::new(CatalogLocation::new(scope, snapshots, backups, local_dir));
         info!(location = %location.uri, "catalog location added");
         locations.push(Arc::clone(&location));
+        self.locations_changed.notify_one();
         location
     }
 
@@ -308,7 +355,11 @@ impl Catalog {
                         .retain(|s| s != &scope);
                 }
             }
+            let before = all.len();
             all.retain(|l| !l.scopes().is_empty());
+            if all.len() != before {
+                self.locations_changed.notify_one();
+            }
         }
         for location in locations {
             self.add_storage(scope.clone(), location);
@@ -380,38 +431,143 @@ impl Catalog {
             return found;
         }
         let (snapshots, backups) = sources::shared(location.clone());
-        let added = self.add_location(Scope::Resources(namespace.to_owned()), snapshots, backups);
-        // Written by the operator, so it exists: listed by the next refresh like the others.
-        added.state().loaded = true;
-        added
+        // Not listed yet: the first list that may show it lists it (see [`Catalog::ensure_listed`]).
+        self.add_location(
+            Scope::Resources(namespace.to_owned()),
+            snapshots,
+            backups,
+            local_dir_of(location),
+        )
     }
 
     /// Lists every location and reads what is new or changed; see the module docs.
     pub async fn refresh(&self) {
         for location in self.locations() {
-            let span = info_span!("catalog_refresh", location = %location.uri);
-            let result = refresh_location(&location).instrument(span).await;
-            let outcome = match result {
-                Ok((read, removed)) => {
-                    if read + removed > 0 {
-                        info!(location = %location.uri, read, removed, "catalog location refreshed");
-                    }
+            self.refresh_one(&location, false).await;
+        }
+    }
+
+    /// Lists the locations that may show objects in `namespace` (all when `None`) and were never
+    /// listed, waiting at most [`FIRST_LISTING_WAIT`]; a list calls it before it answers, so that a
+    /// location just added (named by a new resource, or first met in what an operation wrote) is
+    /// shown with everything it holds rather than with a "not listed yet" warning.
+    pub async fn ensure_listed(&self, namespace: Option<&str>) {
+        let unlisted: Vec<_> = self
+            .locations()
+            .into_iter()
+            .filter(|l| l.may_cover(namespace))
+            .filter(|l| {
+                let state = l.state();
+                !state.loaded && state.error.is_none()
+            })
+            .collect();
+        if unlisted.is_empty() {
+            return;
+        }
+        let listings = futures::future::join_all(unlisted.iter().map(|l| self.refresh_one(l, true)));
+        if tokio::time::timeout(FIRST_LISTING_WAIT, listings).await.is_err() {
+            warn!(
+                seconds = FIRST_LISTING_WAIT.as_secs(),
+                "a new catalog location was not listed in time; answering without it"
+            );
+        }
+    }
+
+    /// Refreshes the locations in local directory `dir` (the watch saw a change there).
+    pub async fn refresh_local(&self, dir: &Path) {
+        for location in self.locations() {
+            if location.local_dir.as_deref() == Some(dir) {
+                self.refresh_one(&location, false).await;
+            }
+        }
+    }
+
+    /// The local directories of the catalog's locations.
+    pub fn local_dirs(&self) -> BTreeSet<PathBuf> {
+        self.locations()
+            .iter()
+            .filter_map(|l| l.local_dir.clone())
+            .collect()
+    }
+
+    /// Waits until a location is added or dropped.
+    pub async fn locations_changed(&self) {
+        self.locations_changed.notified().await;
+    }
+
+    /// Lists one location (when `only_unlisted`, unless it has been listed meanwhile), deletes its
+    /// expired snapshots and rebuilds the index.
+    async fn refresh_one(&self, location: &CatalogLocation, only_unlisted: bool) {
+        let _listing = location.listing.lock().await;
+        if only_unlisted && location.state().loaded {
+            return;
+        }
+        let span = info_span!("catalog_refresh", location = %location.uri);
+        let result = refresh_location(location).instrument(span).await;
+        let outcome = match result {
+            Ok((read, removed)) => {
+                if read + removed > 0 {
+                    info!(location = %location.uri, read, removed, "catalog location refreshed");
+                }
+                {
                     let mut state = location.state();
                     state.loaded = true;
                     state.error = None;
-                    crate::metrics::Outcome::Success
+                }
+                self.expire_snapshots(location, Utc::now()).await;
+                crate::metrics::Outcome::Success
+            }
+            Err(e) => {
+                warn!(location = %location.uri, error = %e, "failed to refresh catalog location; keeping what was listed before");
+                location.state().error = Some(e.to_string());
+                crate::metrics::Outcome::Failure
+            }
+        };
+        if let Some(metrics) = &self.metrics {
+            metrics.refresh(outcome);
+        }
+        self.rebuild_index();
+    }
+
+    /// Deletes the snapshots of `location` whose `expiresAt` is not after `now` (see the module
+    /// docs); one that cannot be deleted stays and is tried again at the next refresh.
+    async fn expire_snapshots(&self, location: &CatalogLocation, now: DateTime<Utc>) {
+        let expired: Vec<(String, DateTime<Utc>)> = location
+            .state()
+            .snapshots
+            .iter()
+            .filter_map(|(id, cached)| {
+                cached
+                    .summary
+                    .expires_at
+                    .filter(|at| *at <= now)
+                    .map(|at| (id.clone(), at))
+            })
+            .collect();
+        for (id, expired_at) in expired {
+            let uri = location.snapshots.snapshot_uri(&id);
+            match location.snapshots.delete_snapshot(&id).await {
+                Ok(_) => {
+                    location.state().snapshots.remove(&id);
+                    info!(snapshot = %id, uri = %uri, expires_at = %expired_at, "expired offset snapshot deleted");
+                    if let Some(metrics) = &self.metrics {
+                        metrics.snapshot_expired();
+                    }
                 }
                 Err(e) => {
-                    warn!(location = %location.uri, error = %e, "failed to refresh catalog location; keeping what was listed before");
-                    location.state().error = Some(e.to_string());
-                    crate::metrics::Outcome::Failure
+                    warn!(snapshot = %id, uri = %uri, error = %e, "failed to delete an expired offset snapshot; trying again at the next refresh");
                 }
-            };
-            if let Some(metrics) = &self.metrics {
-                metrics.refresh(outcome);
             }
-            self.rebuild_index();
         }
+    }
+
+    /// Leaves a snapshot's entry out of the index without touching storage (see the module docs).
+    pub fn hide_snapshot(&self, entry: &SnapshotEntry) {
+        self.hidden
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((entry.namespace.clone(), entry.name.clone()));
+        self.rebuild_index();
     }
 
     /// Refreshes now and then every `interval` until `cancel` fires.
@@ -431,7 +587,7 @@ impl Catalog {
     pub fn problems(&self, namespace: Option<&str>) -> Vec<String> {
         self.locations()
             .iter()
-            .filter(|l| namespace.is_none_or(|ns| l.scopes().iter().any(|s| s.may_cover(ns))))
+            .filter(|l| l.may_cover(namespace))
             .filter_map(|l| {
                 let state = l.state();
                 match (&state.error, state.loaded) {
@@ -483,6 +639,7 @@ impl Catalog {
     fn rebuild_index(&self) {
         let _guard = self.rebuild.lock().unwrap_or_else(PoisonError::into_inner);
         let previous = self.index();
+        let hidden = self.hidden.lock().unwrap_or_else(PoisonError::into_inner).clone();
         let mut index = Index {
             generation: self.generation.fetch_add(1, Ordering::SeqCst) + 1,
             ..Index::default()
@@ -498,7 +655,7 @@ impl Catalog {
                         .as_ref()
                         .and_then(|s| s.namespace.as_deref());
                     let key = (scope.namespace_of(source_ns).to_owned(), id.clone());
-                    if index.snapshots.contains_key(&key) {
+                    if index.snapshots.contains_key(&key) || hidden.contains(&key) {
                         continue;
                     }
                     index.snapshot_origin.insert(key.clone(), Arc::clone(&location));
@@ -532,6 +689,14 @@ impl Catalog {
             metrics.set_objects(Resource::BackupSets, index.backup_sets.len());
         }
         *self.index.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(index);
+    }
+}
+
+/// The directory of a location on local disk (PVC, `--catalog-dir`).
+fn local_dir_of(location: &Location) -> Option<PathBuf> {
+    match location {
+        Location::Object(object) => object.local_dir().map(Path::to_path_buf),
+        Location::ConfigMap(_) => None,
     }
 }
 
@@ -674,6 +839,7 @@ pub(super) mod tests {
                 name: "r".into(),
                 uid: None,
             }),
+            expires_at: None,
         }
     }
 
@@ -809,7 +975,81 @@ pub(super) mod tests {
     }
 
     #[tokio::test]
-    async fn get_and_delete_go_to_storage() {
+    async fn expired_snapshots_are_deleted_by_the_next_refresh_and_others_never() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = dir_location(dir.path());
+        let now = chrono::Utc::now();
+        let mut expired = snapshot("expired", Some("team-a"));
+        expired.expires_at = Some(now - chrono::Duration::seconds(1));
+        let mut later = snapshot("later", Some("team-a"));
+        later.expires_at = Some(now + chrono::Duration::hours(1));
+        let kept = snapshot("kept", Some("team-a"));
+        for s in [&expired, &later, &kept] {
+            location
+                .put_new(&snapshot_key(&s.snapshot_id), s.to_bytes())
+                .await
+                .unwrap();
+        }
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = ApiServerMetrics::register(&mut registry);
+        let catalog = Catalog::new(Some(metrics));
+        catalog.add_storage(Scope::Namespace("team-a".into()), location.clone());
+        catalog.refresh().await;
+        assert_eq!(location.get(&snapshot_key("expired")).await.unwrap(), None);
+        let names: Vec<_> = catalog
+            .index()
+            .snapshots_in(Some("team-a"), None)
+            .map(|e| e.name.clone())
+            .collect();
+        assert_eq!(names, ["kept", "later"]);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(text.contains("catalog_snapshots_expired_total 1"), "{text}");
+
+        // One recorded by the operator (no listing in between) expires the same way; one without
+        // an expiry is never deleted.
+        let mut recorded = snapshot("recorded", Some("team-a"));
+        recorded.expires_at = Some(now - chrono::Duration::hours(1));
+        location
+            .put_new(&snapshot_key("recorded"), recorded.to_bytes())
+            .await
+            .unwrap();
+        catalog.record_snapshot("team-a", &location, &recorded);
+        catalog.refresh().await;
+        catalog.refresh().await;
+        assert_eq!(location.get(&snapshot_key("recorded")).await.unwrap(), None);
+        assert!(location.get(&snapshot_key("kept")).await.unwrap().is_some());
+        assert!(location.get(&snapshot_key("later")).await.unwrap().is_some());
+        assert_eq!(catalog.index().snapshots.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_location_first_met_in_what_was_written_is_listed_before_a_list_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = dir_location(dir.path());
+        for id in ["older", "written"] {
+            location
+                .put_new(&snapshot_key(id), snapshot(id, Some("team-a")).to_bytes())
+                .await
+                .unwrap();
+        }
+        let catalog = Catalog::default();
+        // As the reconciler's hook does: the location becomes known, the written snapshot recorded.
+        catalog.add_storage(Scope::Resources("team-a".into()), location.clone());
+        catalog.record_snapshot("team-a", &location, &snapshot("written", Some("team-a")));
+        assert_eq!(catalog.index().snapshots.len(), 1);
+        assert_eq!(catalog.problems(Some("team-a")).len(), 1, "not listed yet");
+        // Another namespace's list does not wait for it.
+        catalog.ensure_listed(Some("team-b")).await;
+        assert_eq!(catalog.problems(Some("team-a")).len(), 1);
+        catalog.ensure_listed(Some("team-a")).await;
+        assert!(catalog.problems(Some("team-a")).is_empty());
+        assert_eq!(catalog.index().snapshots.len(), 2, "everything it holds");
+    }
+
+    /// A catalog listing one location of namespace `ns` that holds snapshot `s`: (its directory,
+    /// the location, the catalog, the entry of `s`).
+    async fn one_snapshot() -> (tempfile::TempDir, Location, Catalog, SnapshotEntry) {
         let dir = tempfile::tempdir().unwrap();
         let location = dir_location(dir.path());
         location
@@ -820,6 +1060,30 @@ pub(super) mod tests {
         catalog.add_storage(Scope::Namespace("ns".into()), location.clone());
         catalog.refresh().await;
         let entry = catalog.index().snapshots[&("ns".to_owned(), "s".to_owned())].clone();
+        (dir, location, catalog, entry)
+    }
+
+    #[tokio::test]
+    async fn hidden_snapshots_leave_the_index_and_stay_in_storage() {
+        let (_dir, location, catalog, entry) = one_snapshot().await;
+        catalog.hide_snapshot(&entry);
+        assert!(catalog.index().snapshots.is_empty());
+        catalog.refresh().await;
+        assert!(
+            catalog.index().snapshots.is_empty(),
+            "a refresh does not bring it back"
+        );
+        assert!(location.get(&snapshot_key("s")).await.unwrap().is_some());
+        // A new process (the catalog rebuilt from storage) shows it again.
+        let rebuilt = Catalog::default();
+        rebuilt.add_storage(Scope::Namespace("ns".into()), location.clone());
+        rebuilt.refresh().await;
+        assert_eq!(rebuilt.index().snapshots.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn get_and_delete_go_to_storage() {
+        let (_dir, location, catalog, entry) = one_snapshot().await;
         let full = catalog.read_snapshot(&entry).await.unwrap().unwrap();
         assert_eq!(full.groups["g"].topics["orders"][&0].offset, 10);
         assert!(catalog.delete_snapshot(&entry).await.unwrap());

@@ -269,6 +269,7 @@ mod tests {
             cluster: "k:9092".into(),
             groups: BTreeMap::from([("g".to_owned(), GroupOffsets { topics })]),
             source: None,
+            expires_at: None,
         };
         let committed = |offset| Committed {
             offset,

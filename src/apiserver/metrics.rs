@@ -5,6 +5,7 @@
 //! - `request_duration_seconds{verb}`: their latency;
 //! - `catalog_objects{resource}`: objects in the catalog;
 //! - `catalog_refreshes_total{outcome}`: refreshes of one storage location;
+//! - `catalog_snapshots_expired_total`: offset snapshots deleted because their `expiresAt` passed;
 //! - `authorizations_total{decision, source}`: authorization decisions and where they came from.
 
 use std::time::Duration;
@@ -59,6 +60,7 @@ pub struct ApiServerMetrics {
     duration: Family<VerbLabels, Histogram>,
     objects: Family<ResourceLabels, Gauge>,
     refreshes: Family<OutcomeLabels, Counter>,
+    expired: Counter,
     authorizations: Family<DecisionLabels, Counter>,
 }
 
@@ -99,6 +101,12 @@ impl ApiServerMetrics {
             "Listings of one catalog storage location, by outcome",
             refreshes.clone(),
         );
+        let expired = Counter::default();
+        registry.register(
+            "catalog_snapshots_expired",
+            "Offset snapshots the catalog deleted because their retention (expiresAt) ended",
+            expired.clone(),
+        );
         let authorizations = Family::<DecisionLabels, Counter>::default();
         registry.register(
             "authorizations",
@@ -110,6 +118,7 @@ impl ApiServerMetrics {
             duration,
             objects,
             refreshes,
+            expired,
             authorizations,
         }
     }
@@ -144,6 +153,11 @@ impl ApiServerMetrics {
         self.refreshes.get_or_create(&OutcomeLabels { outcome }).inc();
     }
 
+    /// Counts one snapshot deleted by retention.
+    pub fn snapshot_expired(&self) {
+        self.expired.inc();
+    }
+
     /// Counts one authorization decision.
     pub fn authorization(&self, allowed: bool, source: &str) {
         self.authorizations
@@ -173,6 +187,7 @@ mod tests {
             r#"kafka_backup_operator_apiserver_requests_total{verb="list",resource="offsetsnapshots",code="200"} 1"#,
             r#"kafka_backup_operator_apiserver_catalog_objects{resource="offsetsnapshots"} 7"#,
             r#"kafka_backup_operator_apiserver_catalog_refreshes_total{outcome="failure"} 0"#,
+            "kafka_backup_operator_apiserver_catalog_snapshots_expired_total 0",
             r#"kafka_backup_operator_apiserver_authorizations_total{decision="deny",source="policy"} 1"#,
         ] {
             assert!(text.contains(line), "{line} missing in:\n{text}");

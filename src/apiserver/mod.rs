@@ -5,7 +5,7 @@
 //! kubectl get offsetsnapshots -n team-a          # osnap: Name, Groups, Partitions, Cluster, Source, Age
 //! kubectl get osnap pre-migration -o yaml        # every group, topic, partition, offset
 //! kubectl get --raw /apis/catalog.kafka.oso.sh/v1alpha1/namespaces/team-a/offsetsnapshots/pre-migration/diff
-//! kubectl delete osnap pre-migration             # deletes the stored snapshot
+//! kubectl delete osnap pre-migration             # deletes the stored snapshot (see below)
 //! kubectl get backupsets -A                      # kbs: backups, PITR window, completeness
 //! ```
 //!
@@ -16,8 +16,8 @@
 //! | `/apis`, `/apis/catalog.kafka.oso.sh`, `.../v1alpha1` | discovery ([`discovery`]); aggregated discovery v2/v2beta1 on `/apis`, 406 for what cannot be produced |
 //! | `/openapi/v2`, `/openapi/v3`, `/openapi/v3/apis/catalog.kafka.oso.sh/v1alpha1` | OpenAPI ([`openapi`]) |
 //! | `.../v1alpha1/{offsetsnapshots,backupsets}` | list across namespaces |
-//! | `.../v1alpha1/namespaces/NS/{offsetsnapshots,backupsets}` | list: `labelSelector`, `fieldSelector`, `limit`, `continue` |
-//! | `.../namespaces/NS/offsetsnapshots/NAME` | get (full offsets), delete (the stored document) |
+//! | `.../v1alpha1/namespaces/NS/{offsetsnapshots,backupsets}` | list: `labelSelector`, `fieldSelector`, `limit`, `continue`; DELETE collection only from the namespace controller or in a terminating namespace (hides, see below) |
+//! | `.../namespaces/NS/offsetsnapshots/NAME` | get (full offsets), delete (the stored document; see below) |
 //! | `.../namespaces/NS/backupsets/NAME` | get |
 //! | `.../namespaces/NS/offsetsnapshots/NAME/diff` | the snapshot compared with the committed offsets now ([`diff`]) |
 //! | `/healthz`, `/livez`, `/readyz` | health, without authentication (kubelet and kube-aggregator probes) |
@@ -28,6 +28,29 @@
 //! MethodNotAllowed (update, create, watch; delete of backupsets), 406 NotAcceptable, 503
 //! ServiceUnavailable (storage or Kafka unreachable).
 //!
+//! # Deleting a namespace never deletes stored snapshots
+//!
+//! kube-controller-manager's namespace controller deletes every namespaced resource of every API
+//! group that serves `delete`, this one's `offsetsnapshots` included: it tries a DELETE of the
+//! collection where discovery lists `deletecollection` (ours does not), else lists and DELETEs each
+//! object (`propagationPolicy: Background`), then lists again until the list is empty. Its user is
+//! `system:serviceaccount:kube-system:namespace-controller` (or `system:kube-controller-manager`
+//! when the controllers share its credentials). A snapshot is a rollback point in storage that
+//! outlives any namespace, so:
+//!
+//! - lists asked by the namespace controller are empty: the catalog's objects are views of storage,
+//!   not content of the namespace, and every replica answers the same without shared state, so the
+//!   namespace's deletion completes at once;
+//! - a DELETE (of one snapshot or of the collection) by the namespace controller, or by anyone in a
+//!   namespace that is being deleted (phase Terminating or a deletion timestamp, read from the
+//!   Kubernetes API when there is one), answers success and only hides the entries in this process
+//!   ([`catalog::Catalog::hide_snapshot`]); storage is never touched;
+//! - a DELETE of the collection by anyone else is 405 (kubectl never sends one: `kubectl delete
+//!   osnap --all` deletes one by one);
+//! - only a user's DELETE of one snapshot, in a namespace that is not being deleted, deletes the
+//!   stored document (when the namespace's state cannot be read, the delete is refused with 503
+//!   rather than risk it).
+//!
 //! # Pieces
 //!
 //! - [`catalog`]: the in-memory index over storage locations, refreshed on an interval and updated
@@ -37,7 +60,8 @@
 //! - [`tls`], [`authn`], [`authz`]: client certificates, front-proxy and user authentication,
 //!   SubjectAccessReview or static-policy authorization;
 //! - [`config`]: the flags and the catalog configuration file; [`devaccess`]: the admin kubeconfig
-//!   of the embedded default.
+//!   of the embedded default;
+//! - [`watch`]: the file-system watch of the local directories.
 
 #![warn(missing_docs)]
 
@@ -58,6 +82,7 @@ pub mod selectors;
 pub mod sources;
 pub mod table;
 pub mod tls;
+pub mod watch;
 
 use std::{
     collections::BTreeMap,
@@ -70,7 +95,7 @@ use std::{
 use axum::{
     Router,
     body::Bytes,
-    extract::{DefaultBodyLimit, Path as UrlPath, RawQuery, Request, State},
+    extract::{DefaultBodyLimit, Extension, Path as UrlPath, RawQuery, Request, State},
     http::{HeaderMap, HeaderValue, Method, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -82,7 +107,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, field::Empty, info, info_span, warn};
 
 use self::{
-    authn::{Authenticator, AuthnSources, Unauthenticated},
+    authn::{Authenticator, AuthnSources, Unauthenticated, UserInfo},
     authz::{Attributes, Authorizer, StaticPolicy, SubjectAccessReviewer, Target, builtin, request_target},
     catalog::{Catalog, Scope},
     config::{ApiServerArgs, CatalogConfig, KubernetesMode},
@@ -151,7 +176,6 @@ pub enum Error {
 }
 
 /// The aggregated API: catalog, authentication, authorization. Share it as `Arc<ApiServer>`.
-#[derive(Debug)]
 pub struct ApiServer {
     /// The catalog served.
     pub catalog: Arc<Catalog>,
@@ -167,6 +191,19 @@ pub struct ApiServer {
     pub readiness: Readiness,
     /// The last list answers ([`list_cache`]).
     pub list_cache: list_cache::ListCache,
+    /// The Kubernetes API, when there is one: whether a namespace is being deleted.
+    pub kube: Option<kube::Client>,
+}
+
+impl std::fmt::Debug for ApiServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiServer")
+            .field("catalog", &self.catalog)
+            .field("authenticator", &self.authenticator)
+            .field("authorizer", &self.authorizer)
+            .field("kube", &self.kube.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// What [`start`] needs besides the flags.
@@ -201,6 +238,7 @@ impl Started {
     /// Refreshes the catalog (now, then every interval; with a Kubernetes API, first syncing the
     /// locations the resources name) and reloads authentication settings until `cancel` fires.
     pub async fn run(self, cancel: CancellationToken) {
+        let watch = watch::run(Arc::clone(&self.api.catalog), cancel.clone());
         let catalog = async {
             match self.discovery.clone() {
                 Some(discovery) => {
@@ -226,7 +264,7 @@ impl Started {
                     .await;
             }
         };
-        tokio::join!(catalog, authn);
+        tokio::join!(catalog, authn, watch);
     }
 }
 
@@ -399,6 +437,7 @@ pub async fn start(args: &ApiServerArgs, options: StartOptions) -> Result<Starte
             metrics: options.metrics,
             readiness: options.readiness,
             list_cache: list_cache::ListCache::default(),
+            kube: kube.clone(),
         }),
         refresh_interval: args.catalog_refresh_interval,
         reload_authn,
@@ -423,7 +462,10 @@ pub fn router<S: Clone + Send + Sync + 'static>(api: Option<Arc<ApiServer>>) -> 
         .route(&format!("{base}/{{resource}}"), only_get(get(list_all)))
         .route(
             &format!("{base}/namespaces/{{namespace}}/{{resource}}"),
-            only_get(get(list_namespaced)),
+            get(list_namespaced)
+                .delete(delete_collection)
+                .fallback(method_not_allowed)
+                .layer(DefaultBodyLimit::max(BODY_LIMIT)),
         )
         .route(
             &format!("{base}/namespaces/{{namespace}}/{{resource}}/{{name}}"),
@@ -755,20 +797,32 @@ fn resource_of(plural: &str) -> Result<Resource, Refusal> {
 
 async fn list_all(
     State(api): State<Arc<ApiServer>>,
+    user: Option<Extension<UserInfo>>,
     UrlPath(resource): UrlPath<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    list(&api, None, &resource, &headers, query.as_deref())
+    let user = user.map(|Extension(u)| u);
+    list(&api, user.as_ref(), None, &resource, &headers, query.as_deref()).await
 }
 
 async fn list_namespaced(
     State(api): State<Arc<ApiServer>>,
+    user: Option<Extension<UserInfo>>,
     UrlPath((namespace, resource)): UrlPath<(String, String)>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    list(&api, Some(&namespace), &resource, &headers, query.as_deref())
+    let user = user.map(|Extension(u)| u);
+    list(
+        &api,
+        user.as_ref(),
+        Some(&namespace),
+        &resource,
+        &headers,
+        query.as_deref(),
+    )
+    .await
 }
 
 /// The parameters of a list request.
@@ -833,8 +887,9 @@ fn page<'a, T: 'a>(
     (out, next)
 }
 
-fn list(
+async fn list(
     api: &ApiServer,
+    user: Option<&UserInfo>,
     namespace: Option<&str>,
     plural: &str,
     headers: &HeaderMap,
@@ -863,12 +918,25 @@ fn list(
     };
     // A field selector on the namespace narrows a list across namespaces to one.
     let namespace = namespace.or_else(|| params.fields.pinned("metadata.namespace"));
+    let now = chrono::Utc::now();
+    if user.is_some_and(is_namespace_controller) {
+        // The catalog's objects are not the namespace's content (see the module docs).
+        let (body, _) = match resource {
+            Resource::OffsetSnapshots => {
+                rendered_list::<resources::SnapshotSummary>(resource, format, &[], &now, &params, 0, None)
+            }
+            Resource::BackupSets => {
+                rendered_list::<backupsets::BackupSetSummary>(resource, format, &[], &now, &params, 0, None)
+            }
+        };
+        return raw_json(body);
+    }
+    api.catalog.ensure_listed(namespace).await;
     let after = params
         .after
         .as_ref()
         .map(|t| (t.namespace.as_str(), t.name.as_str()));
     let index = api.catalog.index();
-    let now = chrono::Utc::now();
     let key = list_cache::ListKey {
         namespace: namespace.map(str::to_owned),
         resource,
@@ -1051,8 +1119,104 @@ fn delete_options(query: &BTreeMap<String, String>, body: &[u8]) -> Result<(bool
     Ok((dry_run, uid))
 }
 
+/// Users of kube-controller-manager's namespace controller: its own service account, or the
+/// controller manager's identity when the controllers share its credentials.
+const NAMESPACE_CONTROLLER_USERS: [&str; 2] = [
+    "system:serviceaccount:kube-system:namespace-controller",
+    "system:kube-controller-manager",
+];
+
+fn is_namespace_controller(user: &UserInfo) -> bool {
+    NAMESPACE_CONTROLLER_USERS.contains(&user.name.as_str())
+}
+
+/// Why a DELETE in `namespace` by `user` only hides (the namespace goes away), `None` when it is a
+/// user's explicit delete; an error answer when the namespace's state cannot be read.
+async fn namespace_cleanup(
+    api: &ApiServer,
+    user: Option<&UserInfo>,
+    namespace: &str,
+) -> Result<Option<&'static str>, Refusal> {
+    if user.is_some_and(is_namespace_controller) {
+        return Ok(Some("the namespace controller deletes the namespace"));
+    }
+    let Some(client) = &api.kube else {
+        return Ok(None);
+    };
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client.clone());
+    match namespaces.get_opt(namespace).await {
+        Ok(Some(ns)) => {
+            let terminating = ns.metadata.deletion_timestamp.is_some()
+                || ns.status.and_then(|s| s.phase).as_deref() == Some("Terminating");
+            Ok(terminating.then_some("the namespace is being deleted"))
+        }
+        // Objects of a default location may be listed in a namespace that does not exist.
+        Ok(None) => Ok(None),
+        Err(e) => Err(Box::new(storage_unavailable(
+            &format!(
+                "read namespace {namespace} (a snapshot is deleted only when its namespace is not being deleted)"
+            ),
+            &e,
+        ))),
+    }
+}
+
+async fn delete_collection(
+    State(api): State<Arc<ApiServer>>,
+    user: Option<Extension<UserInfo>>,
+    UrlPath((namespace, plural)): UrlPath<(String, String)>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Response {
+    let resource = match resource_of(&plural) {
+        Ok(r) => r,
+        Err(response) => return *response,
+    };
+    let user = user.map(|Extension(u)| u);
+    let reason = match resource {
+        Resource::OffsetSnapshots => match namespace_cleanup(&api, user.as_ref(), &namespace).await {
+            Ok(reason) => reason,
+            Err(response) => return *response,
+        },
+        Resource::BackupSets => None,
+    };
+    let Some(reason) = reason else {
+        return status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            format!(
+                "deletecollection is not served on {}: delete offset snapshots one by one",
+                resource.qualified()
+            ),
+            None,
+        );
+    };
+    let query = query_map(query.as_deref());
+    let (dry_run, _) = match delete_options(&query, &body) {
+        Ok(options) => options,
+        Err(response) => return *response,
+    };
+    let index = api.catalog.index();
+    let entries: Vec<_> = index.snapshots_in(Some(&namespace), None).cloned().collect();
+    drop(index);
+    if !dry_run {
+        for entry in &entries {
+            api.catalog.hide_snapshot(entry);
+        }
+        info!(namespace = %namespace, snapshots = entries.len(), reason, "offset snapshots hidden, not deleted: stored data outlives the namespace");
+    }
+    let refs: Vec<&resources::SnapshotEntry> = entries.iter().collect();
+    raw_json(resources::list_body(
+        resource,
+        &refs,
+        api.catalog.index().generation,
+        None,
+    ))
+}
+
 async fn delete_object(
     State(api): State<Arc<ApiServer>>,
+    user: Option<Extension<UserInfo>>,
     UrlPath((namespace, plural, name)): UrlPath<(String, String, String)>,
     RawQuery(query): RawQuery,
     body: Bytes,
@@ -1104,7 +1268,17 @@ async fn delete_object(
             Some((&name, resource)),
         );
     }
+    let user = user.map(|Extension(u)| u);
+    let reason = match namespace_cleanup(&api, user.as_ref(), &entry.namespace).await {
+        Ok(reason) => reason,
+        Err(response) => return *response,
+    };
     if dry_run {
+        return json(&object);
+    }
+    if let Some(reason) = reason {
+        api.catalog.hide_snapshot(&entry);
+        info!(snapshot = %name, namespace = %entry.namespace, uri = %entry.summary.uri, reason, "offset snapshot hidden, not deleted: stored data outlives the namespace");
         return json(&object);
     }
     match api.catalog.delete_snapshot(&entry).await {
@@ -1189,6 +1363,168 @@ mod tests {
         assert_eq!(q["labelSelector"], "app=orders,tier in (a)");
         assert_eq!(q["limit"], "5");
         assert_eq!(q["watch"], "");
+    }
+
+    use crate::storage::snapshot::snapshot_key;
+
+    fn api_with(catalog: Catalog, kube: Option<kube::Client>) -> Arc<ApiServer> {
+        Arc::new(ApiServer {
+            catalog: Arc::new(catalog),
+            authenticator: Arc::new(Authenticator::new(AuthnSources::default())),
+            authorizer: Arc::new(StaticPolicy::builtin()),
+            clusters: Arc::new(ClusterRegistry::default()),
+            metrics: None,
+            readiness: Readiness::new(),
+            list_cache: list_cache::ListCache::default(),
+            kube,
+        })
+    }
+
+    fn user(name: &str) -> UserInfo {
+        UserInfo {
+            name: name.into(),
+            groups: vec!["system:authenticated".into()],
+            ..UserInfo::default()
+        }
+    }
+
+    async fn body_of(response: Response) -> (StatusCode, Value) {
+        let code = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (code, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    /// A location directory holding snapshots `ids` of namespace team-a.
+    async fn team_a_location(dir: &Path, ids: &[&str]) -> Location {
+        let location: Location = ObjectLocation::directory(dir, format!("file://{}", dir.display()))
+            .unwrap()
+            .into();
+        for id in ids {
+            location
+                .put_new(
+                    &snapshot_key(id),
+                    catalog::tests::snapshot(id, Some("team-a")).to_bytes(),
+                )
+                .await
+                .unwrap();
+        }
+        location
+    }
+
+    #[tokio::test]
+    async fn a_list_shows_a_location_just_met_without_the_not_listed_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = team_a_location(dir.path(), &["older", "written"]).await;
+        let catalog = Catalog::default();
+        // The reconciler's hook after an operation wrote `written` into a location new to the catalog.
+        catalog.add_storage(Scope::Resources("team-a".into()), location.clone());
+        catalog.record_snapshot(
+            "team-a",
+            &location,
+            &catalog::tests::snapshot("written", Some("team-a")),
+        );
+        let api = api_with(catalog, None);
+        let response = list(
+            &api,
+            Some(&user("alice")),
+            Some("team-a"),
+            "offsetsnapshots",
+            &HeaderMap::new(),
+            None,
+        )
+        .await;
+        assert!(
+            response.headers().get(header::WARNING).is_none(),
+            "{:?}",
+            response.headers()
+        );
+        let (_, list) = body_of(response).await;
+        let names: Vec<&str> = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|i| i["metadata"]["name"].as_str())
+            .collect();
+        assert_eq!(names, ["older", "written"]);
+    }
+
+    /// A mock Kubernetes API whose namespace team-a is Terminating and team-b Active.
+    fn namespaces_api() -> kube::Client {
+        use http_body_util::BodyExt as _;
+        let service = tower::service_fn(|request: axum::http::Request<kube::client::Body>| async move {
+            let name = request
+                .uri()
+                .path()
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            let _ = request.into_body().collect().await;
+            let phase = if name == "team-a" { "Terminating" } else { "Active" };
+            let namespace = serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": name}, "status": {"phase": phase}});
+            Ok::<_, std::convert::Infallible>(
+                axum::http::Response::builder()
+                    .header("content-type", "application/json")
+                    .body(http_body_util::Full::new(Bytes::from(namespace.to_string())))
+                    .unwrap(),
+            )
+        });
+        kube::Client::new(service, "default")
+    }
+
+    #[tokio::test]
+    async fn deletes_in_a_terminating_namespace_only_hide_and_elsewhere_delete() {
+        let dir_a = tempfile::tempdir().unwrap();
+        let dir_b = tempfile::tempdir().unwrap();
+        let team_a = team_a_location(dir_a.path(), &["a1", "a2"]).await;
+        let team_b = team_a_location(dir_b.path(), &["b1"]).await;
+        let catalog = Catalog::default();
+        catalog.add_storage(Scope::Namespace("team-a".into()), team_a.clone());
+        catalog.add_storage(Scope::Namespace("team-b".into()), team_b.clone());
+        catalog.refresh().await;
+        let api = api_with(catalog, Some(namespaces_api()));
+        let delete = |ns: &str, name: &str| {
+            delete_object(
+                State(Arc::clone(&api)),
+                Some(Extension(user("carol"))),
+                UrlPath((ns.to_owned(), "offsetsnapshots".to_owned(), name.to_owned())),
+                RawQuery(None),
+                Bytes::from_static(
+                    br#"{"kind":"DeleteOptions","apiVersion":"v1","propagationPolicy":"Background"}"#,
+                ),
+            )
+        };
+        let delete_all = |ns: &str| {
+            delete_collection(
+                State(Arc::clone(&api)),
+                Some(Extension(user("carol"))),
+                UrlPath((ns.to_owned(), "offsetsnapshots".to_owned())),
+                RawQuery(None),
+                Bytes::new(),
+            )
+        };
+        // team-a is being deleted: a user's delete answers success and only hides.
+        let (code, object) = body_of(delete("team-a", "a1").await).await;
+        assert_eq!(
+            (code, object["metadata"]["name"].as_str()),
+            (StatusCode::OK, Some("a1"))
+        );
+        assert!(team_a.get(&snapshot_key("a1")).await.unwrap().is_some());
+        let (code, list) = body_of(delete_all("team-a").await).await;
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(list["items"][0]["metadata"]["name"], "a2");
+        assert!(team_a.get(&snapshot_key("a2")).await.unwrap().is_some());
+        assert_eq!(api.catalog.index().snapshots_in(Some("team-a"), None).count(), 0);
+
+        // team-b is not: the collection is not served, one snapshot is deleted for real.
+        let (code, _) = body_of(delete_all("team-b").await).await;
+        assert_eq!(code, StatusCode::METHOD_NOT_ALLOWED);
+        let (code, _) = body_of(delete("team-b", "b1").await).await;
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(team_b.get(&snapshot_key("b1")).await.unwrap(), None);
     }
 
     #[test]

@@ -111,7 +111,7 @@ pub fn schemas(ref_prefix: &str) -> Map<String, Value> {
         name("OffsetSnapshot"),
         json!({
             "type": "object",
-            "description": "A consumer-offset snapshot stored by the operator (KafkaOffsetRollback snapshots, pre-change snapshots of KafkaOffsetReset and KafkaRestore) in a storage location known to the namespace. Lists show the summary; get adds every offset in `groups`. Deleting it deletes the stored document.",
+            "description": "A consumer-offset snapshot stored by the operator (KafkaOffsetRollback snapshots, pre-change snapshots of KafkaOffsetReset and KafkaRestore) in a storage location known to the namespace. Lists show the summary; get adds every offset in `groups`. A user's delete of one snapshot deletes the stored document; deleting the namespace (or a delete while it terminates) never does.",
             "x-kubernetes-group-version-kind": gvk("OffsetSnapshot"),
             "properties": {
                 "apiVersion": api_version,
@@ -122,6 +122,7 @@ pub fn schemas(ref_prefix: &str) -> Map<String, Value> {
                 "cluster": string("The Kafka cluster the offsets belong to (its bootstrap servers)."),
                 "location": string("Storage URI of the snapshot document."),
                 "source": r("SnapshotSource"),
+                "expiresAt": time("When its retention ends (KafkaRestore `snapshotBeforeRestore.retentionHours`): the operator deletes it at its first catalog refresh after that. Absent: kept until deleted."),
                 "summary": {
                     "type": "object",
                     "description": "What the snapshot holds, without the offsets.",

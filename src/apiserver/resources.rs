@@ -151,6 +151,8 @@ pub struct SnapshotSummary {
     pub storage: &'static str,
     /// Size of the stored document in bytes.
     pub size: u64,
+    /// When its retention ends; `None`: kept until deleted.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 impl SnapshotSummary {
@@ -172,6 +174,7 @@ impl SnapshotSummary {
             uri: uri.to_owned(),
             storage: storage_type_of(uri),
             size,
+            expires_at: snapshot.expires_at,
         }
     }
 }
@@ -428,8 +431,13 @@ pub fn snapshot_object(entry: &SnapshotEntry) -> Value {
             "sizeBytes": s.size,
         },
     });
-    if let (Some(source), Some(map)) = (&s.source, object.as_object_mut()) {
-        map.insert("source".into(), source_json(Some(source)));
+    if let Some(map) = object.as_object_mut() {
+        if let Some(source) = &s.source {
+            map.insert("source".into(), source_json(Some(source)));
+        }
+        if let Some(expires_at) = &s.expires_at {
+            map.insert("expiresAt".into(), rfc3339(expires_at).into());
+        }
     }
     object
 }

@@ -421,6 +421,7 @@ mod tests {
             uri: "s3://b/offset-snapshots/s.json".into(),
             storage: "s3",
             size: 10,
+            expires_at: None,
         };
         let entry = snapshot_entry("ns".into(), "s\"1".into(), Arc::new(summary));
         for include in [

@@ -156,6 +156,7 @@ async fn run(
                     name: ctx.resource.name.clone(),
                     uid: ctx.resource.uid.clone(),
                 }),
+                expires_at: None,
             };
             let read_at = snapshot.timestamp.timestamp_millis();
             for group in &groups {

@@ -928,9 +928,10 @@ async fn run(
                 .committed_all(&groups, &partitions, GROUP_READS_IN_FLIGHT)
                 .await
                 .map_err(KafkaError::from)?;
+            let taken = Utc::now();
             let mut snapshot = OffsetSnapshot {
                 snapshot_id: snapshot_id.clone(),
-                timestamp: Utc::now(),
+                timestamp: taken,
                 cluster: spec.kafka_cluster.bootstrap_servers.join(","),
                 groups: BTreeMap::new(),
                 source: Some(SnapshotSource {
@@ -939,6 +940,10 @@ async fn run(
                     name: name.clone(),
                     uid: ctx.resource.uid.clone(),
                 }),
+                // Stored with the snapshot so that the catalog of `serve` deletes it then.
+                expires_at: sb
+                    .retention_hours
+                    .map(|h| taken + chrono::Duration::hours(i64::from(h))),
             };
             let at = snapshot.timestamp.timestamp_millis();
             for (g, committed) in &offsets {
@@ -960,9 +965,7 @@ async fn run(
                 snapshot_id: Some(snapshot_id),
                 location: Some(uri),
                 snapshot_time: Some(time(snapshot.timestamp)),
-                expiration_time: sb
-                    .retention_hours
-                    .map(|h| time(snapshot.timestamp + chrono::Duration::hours(i64::from(h)))),
+                expiration_time: snapshot.expires_at.map(time),
             });
             location.put(&state_key, state_bytes(&state)).await?;
         }

@@ -171,6 +171,8 @@ pub struct ObjectLocation {
     uri_base: String,
     /// The same store when it is a local directory (PVC or `--pvc-root`).
     local: Option<Arc<LocalFileSystem>>,
+    /// That directory.
+    local_dir: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for ObjectLocation {
@@ -367,6 +369,7 @@ impl ObjectLocation {
             prefix: Path::from(prefix),
             uri_base,
             local: None,
+            local_dir: None,
         }
     }
 
@@ -390,6 +393,7 @@ impl ObjectLocation {
             prefix: Path::default(),
             uri_base: uri,
             local: Some(local),
+            local_dir: Some(dir.to_owned()),
         })
     }
 
@@ -405,6 +409,11 @@ impl ObjectLocation {
         {
             let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed);
         }
+    }
+
+    /// The directory of a local location (PVC, `--catalog-dir`); `None` for object stores.
+    pub fn local_dir(&self) -> Option<&std::path::Path> {
+        self.local_dir.as_deref()
     }
 
     /// The object store and the full path of a key, for streaming reads and multipart writes.

@@ -17,11 +17,16 @@
 //!       }
 //!     }
 //!   },
-//!   "source": {"kind": "KafkaOffsetReset", "namespace": "kafka", "name": "r", "uid": "..."}
+//!   "source": {"kind": "KafkaOffsetReset", "namespace": "kafka", "name": "r", "uid": "..."},
+//!   "expiresAt": "2024-12-02T12:00:00Z"
 //! }
 //! ```
 //!
-//! `timestamp` per partition is when the offset was read (epoch milliseconds).
+//! `timestamp` per partition is when the offset was read (epoch milliseconds). `expiresAt` is
+//! optional: written by whoever takes a snapshot with a retention (KafkaRestore
+//! `snapshotBeforeRestore.retentionHours`), absent means kept until deleted; the catalog of
+//! `serve` deletes a snapshot at its first refresh after that time ([`crate::apiserver::catalog`]).
+//! Documents without it (every older one) read as before.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -60,6 +65,9 @@ pub struct OffsetSnapshot {
     /// The resource that took the snapshot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<SnapshotSource>,
+    /// When the snapshot may be deleted (its retention ends); `None`: kept until deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// The committed offsets of one group.
@@ -218,13 +226,28 @@ mod tests {
         assert_eq!(snapshot.partition_count(), 4);
         let committed = snapshot.groups["order-processor"].committed();
         assert_eq!(committed[&("orders".to_owned(), 1)].offset, 2000);
+        assert_eq!(snapshot.expires_at, None);
         let again = OffsetSnapshot::parse(&snapshot.to_bytes(), "pre-migration-20241201", "x").unwrap();
         assert_eq!(again, snapshot);
+        assert!(!String::from_utf8_lossy(&snapshot.to_bytes()).contains("expiresAt"));
         let e = OffsetSnapshot::parse(seed.as_bytes(), "other", "s3://b/x.json").unwrap_err();
         assert!(
             e.to_string()
                 .contains("holds snapshot pre-migration-20241201, not other")
         );
+    }
+
+    #[test]
+    fn the_expiry_is_optional_and_round_trips() {
+        let text = r#"{"snapshotId": "s", "timestamp": "2024-12-01T12:00:00Z", "cluster": "k:9092",
+            "groups": {}, "expiresAt": "2024-12-02T12:00:00Z"}"#;
+        let snapshot = OffsetSnapshot::parse(text.as_bytes(), "s", "x").unwrap();
+        assert_eq!(
+            snapshot.expires_at.map(|t| t.to_rfc3339()),
+            Some("2024-12-02T12:00:00+00:00".to_owned())
+        );
+        let again = OffsetSnapshot::parse(&snapshot.to_bytes(), "s", "x").unwrap();
+        assert_eq!(again, snapshot);
     }
 
     #[test]
