@@ -11,7 +11,7 @@ use std::{
     path::Path,
     process::{Command, Stdio},
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
@@ -133,6 +133,18 @@ async fn produce(bootstrap: &str, topic: &str, records: &[Rec]) {
         f.await.unwrap().unwrap();
     }
     producer.flush(Duration::from_secs(10)).unwrap();
+}
+
+/// The bytes of records as the status counts them: keys, values, header names and values.
+fn record_bytes(records: &[Rec]) -> i64 {
+    let len = |b: &Option<Vec<u8>>| b.as_ref().map_or(0, Vec::len);
+    records
+        .iter()
+        .map(|r| {
+            let headers: usize = r.headers.iter().map(|(n, v)| n.len() + len(v)).sum();
+            (len(&r.key) + len(&r.value) + headers) as i64
+        })
+        .sum()
 }
 
 fn records_for(partitions: i32, count: i64, base: i64) -> Vec<Rec> {
@@ -312,6 +324,30 @@ fn commit_offsets(bootstrap: &str, group: &str, topic: &str, offsets: &[(i32, i6
             .unwrap();
     }
     consumer.commit(&tpl, CommitMode::Sync).unwrap();
+}
+
+/// The offsets a group has committed on the partitions of a topic.
+fn committed_offsets(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> Vec<(i32, i64)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let committed = consumer.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    committed
+        .elements()
+        .iter()
+        .filter_map(|e| {
+            e.offset()
+                .to_raw()
+                .filter(|o| *o >= 0)
+                .map(|o| (e.partition(), o))
+        })
+        .collect()
 }
 
 /// Every object below a directory with its size.
@@ -778,22 +814,11 @@ async fn a_restored_group_resumes_right_after_its_last_consumed_record() {
         snapshot_status.expiration_time,
         stored.expires_at.map(kafka_backup_operator::ops::time)
     );
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .set("group.id", &group)
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition(&target, 0);
-    tpl.add_partition(&target, 1);
-    let committed = consumer.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
-    let offsets: Vec<i64> = committed
-        .elements()
-        .iter()
-        .map(|e| e.offset().to_raw().unwrap())
-        .collect();
     // 10 records per partition were cut by the PITR start.
-    assert_eq!(offsets, vec![7, 15]);
+    assert_eq!(
+        committed_offsets(&bootstrap, &group, &target, 2),
+        vec![(0, 7), (1, 15)]
+    );
     let restored = consume_all(&bootstrap, &target, 2);
     assert_eq!(restored[&0][7], record(0, 17, 1_700_000_000_000));
     assert_eq!(restored[&1][15], record(1, 25, 1_700_000_000_000));
@@ -855,16 +880,9 @@ async fn corrupt_or_missing_segments_are_named_and_dry_run_writes_nothing() {
     let location = open_location(root.path(), &pvc_storage());
     let (sets, _) = list_backup_sets(&location).await.unwrap();
     let summary = sets.iter().find(|s| s.backup_id == id).unwrap();
-    // Segments and stored bytes are the backup's; bytes count keys, values and headers (with
-    // their name and length fields) as bytesRestored does.
-    let data_len: i64 = records
-        .iter()
-        .map(|r| {
-            let len = |b: &Option<Vec<u8>>| b.as_ref().map_or(0, Vec::len);
-            let headers: usize = r.headers.iter().map(|(n, v)| 8 + n.len() + len(v)).sum();
-            (len(&r.key) + len(&r.value) + headers) as i64
-        })
-        .sum();
+    // Segments and stored bytes are the backup's; bytes count keys, values and headers as
+    // bytesRestored does.
+    let data_len = record_bytes(&records);
     assert_eq!(
         (plan.segments, plan.records, plan.bytes, plan.stored_bytes),
         (
@@ -1449,4 +1467,408 @@ async fn connections_per_broker_sets_the_producers_connections() {
         assert_eq!(carriers, expected, "bytes sent per connection: {sent:?}");
         proxying.abort();
     }
+}
+
+/// A context whose progress sink keeps every status an operation reports while it runs.
+fn recording_ctx(root: &Path, name: &str) -> (Context, Arc<Mutex<Vec<Value>>>) {
+    let seen: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let mut ctx = ctx(root, name);
+    let sink = seen.clone();
+    ctx.progress = Arc::new(move |p| {
+        if let Some(status) = p.status {
+            sink.lock().unwrap().push(status);
+        }
+    });
+    (ctx, seen)
+}
+
+/// Waits (a minute at most) until a reported status satisfies `until`; that status.
+async fn wait_for_status(seen: &Mutex<Vec<Value>>, what: &str, until: impl Fn(&Value) -> bool) -> Value {
+    let started = Instant::now();
+    loop {
+        if let Some(s) = seen.lock().unwrap().iter().find(|s| until(s)) {
+            return s.clone();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no status reported {what}: {:?}",
+            seen.lock().unwrap().last()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn int(status: &Value, pointer: &str) -> i64 {
+    status
+        .pointer(pointer)
+        .and_then(Value::as_i64)
+        .unwrap_or_else(|| panic!("{pointer} missing in {status}"))
+}
+
+/// `snapshotBeforeRestore` takes its snapshot also when the restore moves no group: the groups
+/// with committed offsets on the target topics are in it, and status names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_snapshot_before_a_restore_holds_the_groups_of_the_target_topics() {
+    let Some(bootstrap) = broker() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let (source, _, id) = backed_up_topic(&bootstrap, root.path(), "snapr", 30).await;
+    // The target holds records a group has consumed part of.
+    let target = unique("snapr-dst");
+    create_topic(&bootstrap, &target, 4).await;
+    produce(&bootstrap, &target, &records_for(4, 12, 1_700_000_000_000)).await;
+    let group = unique("snapr-grp");
+    commit_offsets(&bootstrap, &group, &target, &[(0, 7), (1, 3), (3, 12)]);
+    let snapshots = json!({"type": "PVC", "pvc": {"claimName": "snapshots"}});
+    let status = run_restore(
+        root.path(),
+        &unique("r"),
+        json!({"backupRef": {"backupId": id, "storage": pvc_storage()},
+            "kafkaCluster": {"bootstrapServers": [bootstrap]},
+            "topicMapping": {source.clone(): target}, "purgeTopics": true,
+            "snapshotBeforeRestore": {"storage": snapshots}}),
+    )
+    .await;
+    assert_eq!(status.phase, Some(Phase::Completed), "{status:?}");
+    let named = status.snapshot.clone().expect("status names the snapshot");
+    let snapshot_id = named.snapshot_id.unwrap();
+    assert!(named.location.unwrap().ends_with(&snapshot_key(&snapshot_id)));
+    let location = open_location(root.path(), &snapshots);
+    let bytes = location.get(&snapshot_key(&snapshot_id)).await.unwrap().unwrap();
+    let snapshot = OffsetSnapshot::parse(&bytes, &snapshot_id, "test").unwrap();
+    let offsets: Vec<(String, i32, i64)> = snapshot.groups[&group]
+        .committed()
+        .into_iter()
+        .map(|((t, p), c)| (t, p, c.offset))
+        .collect();
+    assert_eq!(
+        offsets,
+        vec![
+            (target.clone(), 0, 7),
+            (target.clone(), 1, 3),
+            (target.clone(), 3, 12)
+        ]
+    );
+    let message = status.message.unwrap();
+    assert!(
+        message.contains(&format!("snapshot {snapshot_id}")) && message.contains(&group),
+        "{message}"
+    );
+}
+
+/// What a dry run plans for the groups is what the restore then commits, for every strategy of
+/// `offsetReset` and for `autoConsumerGroups`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_dry_run_plans_the_offsets_the_restore_commits_for_every_strategy() {
+    let Some(bootstrap) = broker() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let source = unique("plan-src");
+    create_topic(&bootstrap, &source, 2).await;
+    let base = 1_700_000_000_000;
+    produce(&bootstrap, &source, &records_for(2, 60, base)).await;
+    let group = unique("plan-grp");
+    commit_offsets(&bootstrap, &group, &source, &[(0, 17), (1, 25)]);
+    let id = unique("plan");
+    let status = run_backup(
+        root.path(),
+        "plan",
+        json!({"kafkaCluster": {"bootstrapServers": [bootstrap]}, "topics": [source],
+            "storage": pvc_storage(), "backupId": id, "consumerGroupSnapshot": true}),
+    )
+    .await;
+    assert_eq!(status.phase, Some(RunPhase::Completed), "{status:?}");
+    // Records 0..5 of each partition are outside the window: offsets differ from the source's.
+    let start = chrono::DateTime::from_timestamp_millis(base + 5_000)
+        .unwrap()
+        .to_rfc3339();
+    let at = chrono::DateTime::from_timestamp_millis(base + 30_500)
+        .unwrap()
+        .to_rfc3339();
+    let cases = [
+        (
+            "Earliest",
+            json!({"offsetReset": {"consumerGroups": [group], "strategy": "Earliest"}}),
+        ),
+        (
+            "Latest",
+            json!({"offsetReset": {"consumerGroups": [group], "strategy": "Latest"}}),
+        ),
+        (
+            "Timestamp",
+            json!({"offsetReset": {"consumerGroups": [group], "strategy": "Timestamp", "timestamp": at}}),
+        ),
+        (
+            "HeaderBased",
+            json!({"offsetReset": {"consumerGroups": [group], "strategy": "HeaderBased"}}),
+        ),
+        ("autoConsumerGroups", json!({"autoConsumerGroups": true})),
+    ];
+    let mut seen = Vec::new();
+    for (case, groups) in cases {
+        let target = unique("plan-dst");
+        let mut spec = json!({"backupRef": {"backupId": id, "storage": pvc_storage()},
+            "kafkaCluster": {"bootstrapServers": [bootstrap]},
+            "topicMapping": {source.clone(): target}, "createTopics": {"enabled": true},
+            "pitr": {"startTime": start}});
+        for (k, v) in groups.as_object().unwrap() {
+            spec[k] = v.clone();
+        }
+        spec["dryRun"] = json!(true);
+        let dry = run_restore(root.path(), &unique("r"), spec.clone()).await;
+        assert_eq!(dry.phase, Some(Phase::Completed), "{case}: {dry:?}");
+        let planned: Vec<(i32, i64)> = dry.plan.unwrap().group_offsets.unwrap()[0]
+            .offsets
+            .iter()
+            .flatten()
+            .map(|o| {
+                assert_eq!(o.topic, target, "{case}");
+                (o.partition, o.offset)
+            })
+            .collect();
+        spec["dryRun"] = json!(false);
+        let run = run_restore(root.path(), &unique("r"), spec).await;
+        assert_eq!(run.phase, Some(Phase::Completed), "{case}: {run:?}");
+        assert_eq!(
+            committed_offsets(&bootstrap, &group, &target, 2),
+            planned,
+            "{case}: the offsets committed are the ones the dry run planned"
+        );
+        seen.push((case, planned));
+    }
+    // The figures themselves: 55 records per partition from source offset 5 on.
+    assert_eq!(
+        seen,
+        vec![
+            ("Earliest", vec![(0, 0), (1, 0)]),
+            ("Latest", vec![(0, 55), (1, 55)]),
+            ("Timestamp", vec![(0, 26), (1, 26)]),
+            ("HeaderBased", vec![(0, 12), (1, 20)]),
+            ("autoConsumerGroups", vec![(0, 12), (1, 20)]),
+        ]
+    );
+}
+
+/// A backup and the restore of its set count the same bytes for the same records: keys, values
+/// and headers, whatever the backup stored besides (framing, tracking headers, compression).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn backup_and_restore_count_the_same_bytes_for_the_same_records() {
+    let Some(bootstrap) = broker() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let source = unique("bytes-src");
+    create_topic(&bootstrap, &source, 3).await;
+    let records = records_for(3, 400, 1_700_000_000_000);
+    produce(&bootstrap, &source, &records).await;
+    let expected = record_bytes(&records);
+    let id = unique("bytes");
+    let backup = run_backup(
+        root.path(),
+        "bytes",
+        json!({"kafkaCluster": {"bootstrapServers": [bootstrap]}, "topics": [source],
+            "storage": pvc_storage(), "backupId": id, "includeOffsetHeaders": true,
+            "sourceClusterId": "prod"}),
+    )
+    .await;
+    assert_eq!(backup.phase, Some(RunPhase::Completed), "{backup:?}");
+    let progress = backup.progress.unwrap();
+    assert_eq!(
+        (progress.records, progress.bytes),
+        (Some(records.len() as i64), Some(expected))
+    );
+    assert_eq!(backup.last_run.unwrap().bytes, Some(expected));
+    let manifest = read_manifest(&open_location(root.path(), &pvc_storage()), &id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(manifest.runs[0].bytes, expected as u64);
+
+    let spec = |dry: bool| {
+        json!({"backupRef": {"backupId": id, "storage": pvc_storage()},
+            "kafkaCluster": {"bootstrapServers": [bootstrap]},
+            "topicMapping": {source.clone(): unique("bytes-dst")}, "createTopics": {"enabled": true},
+            "includeOriginalOffsetHeaders": true, "dryRun": dry})
+    };
+    let dry = run_restore(root.path(), &unique("r"), spec(true)).await;
+    assert_eq!(dry.plan.unwrap().bytes, Some(expected));
+    let restore = run_restore(root.path(), &unique("r"), spec(false)).await;
+    assert_eq!(restore.phase, Some(Phase::Completed), "{restore:?}");
+    assert_eq!(
+        (restore.records_restored, restore.bytes_restored),
+        (Some(records.len() as i64), Some(expected))
+    );
+}
+
+/// While a restore writes, its progress reports carry the status documented in the CRD: the
+/// topic being restored, records, bytes, segments, per-topic counts, throughput, time left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restore_reports_its_status_while_it_runs() {
+    let Some(bootstrap) = broker() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let (source, records, id) = backed_up_topic(&bootstrap, root.path(), "live", 1000).await;
+    let total = records.len() as i64;
+    let target = unique("live-dst");
+    // 1000 records a second: the restore takes at least 4 s, a report every second.
+    let restore = restore_resource(
+        "live",
+        json!({"backupRef": {"backupId": id, "storage": pvc_storage()},
+            "kafkaCluster": {"bootstrapServers": [bootstrap]},
+            "topicMapping": {source.clone(): target}, "createTopics": {"enabled": true},
+            "rateLimiting": {"recordsPerSec": 1000}}),
+    );
+    let (ctx, seen) = recording_ctx(root.path(), "live");
+    let status = restore::execute(&restore, &ctx).await;
+    assert_eq!(status.phase, Some(Phase::Completed), "{status:?}");
+    assert_eq!(status.records_restored, Some(total));
+    assert_eq!(status.current_topic, None, "nothing is restored any more");
+
+    let seen = seen.lock().unwrap().clone();
+    let mid_run: Vec<&Value> = seen
+        .iter()
+        .filter(|s| (1..total).contains(&s["recordsRestored"].as_i64().unwrap_or(0)))
+        .collect();
+    assert!(mid_run.len() >= 2, "reports while records were written: {seen:?}");
+    let mut previous = 0;
+    for s in &mid_run {
+        assert_eq!(s["phase"], "Running");
+        assert_eq!(s["backupId"], json!(id));
+        assert!(s["startTime"].is_string(), "{s}");
+        assert_eq!(s["currentTopic"], json!(source), "{s}");
+        let records = int(s, "/recordsRestored");
+        assert!(records >= previous, "{s}");
+        previous = records;
+        assert!(int(s, "/bytesRestored") > 0, "{s}");
+        assert!(int(s, "/segmentsProcessed") >= 1, "{s}");
+        // Read a moment after recordsRestored.
+        assert!(
+            (records..=total).contains(&int(s, "/restoredTopics/0/records")),
+            "{s}"
+        );
+        let percent = s["progressPercent"].as_f64().unwrap();
+        assert!(
+            (percent - records as f64 * 100.0 / total as f64).abs() <= 0.1,
+            "{s}"
+        );
+        assert!(percent < 100.0, "{s}");
+        assert!(s["throughput"]["recordsPerSecond"].is_number(), "{s}");
+    }
+    // With records written since the report before, the rate and the time left at it.
+    assert!(
+        mid_run.iter().any(|s| {
+            s["throughput"]["recordsPerSecond"].as_f64() > Some(0.0)
+                && s["throughput"]["bytesPerSecond"].as_f64() > Some(0.0)
+                && s["etaSeconds"].as_i64() >= Some(1)
+        }),
+        "{mid_run:?}"
+    );
+}
+
+/// A continuous backup, which never finishes, shows its set, its checkpoints, that it can
+/// resume, its counters (bytes and segments too) and its run so far while it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_continuous_backup_reports_its_status_while_it_runs() {
+    let Some(bootstrap) = broker() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let source = unique("cont-src");
+    create_topic(&bootstrap, &source, 2).await;
+    let mut records = records_for(2, 200, 1_700_000_000_000);
+    produce(&bootstrap, &source, &records).await;
+    let id = unique("cont");
+    let backup = backup_resource(
+        "cont",
+        json!({"kafkaCluster": {"bootstrapServers": [bootstrap]}, "topics": [source],
+            "storage": pvc_storage(), "backupId": id, "continuous": true,
+            "segmentMaxIntervalMs": 300, "checkpoint": {"intervalSeconds": 1}}),
+    );
+    let (ctx, seen) = recording_ctx(root.path(), "cont");
+    let cancel = ctx.cancel.clone();
+    let running = tokio::spawn(async move { backup::execute(&backup, &ctx).await });
+
+    let first = wait_for_status(&seen, "at all", |_| true).await;
+    assert_eq!(
+        first["backupId"],
+        json!(id),
+        "the set is named from the first report: {first}"
+    );
+    for round in 0..2 {
+        if round == 1 {
+            let more = records_for(2, 50, 1_700_001_000_000);
+            produce(&bootstrap, &source, &more).await;
+            records.extend(more);
+        }
+        let n = records.len() as i64;
+        let bytes = record_bytes(&records);
+        let checkpoint_before = seen
+            .lock()
+            .unwrap()
+            .last()
+            .and_then(|s| s["lastCheckpointTime"].as_str().map(str::to_owned));
+        // Everything so far is stored, a checkpoint lists it.
+        let s = wait_for_status(&seen, &format!("with {n} records checkpointed"), |s| {
+            s.pointer("/progress/records").and_then(Value::as_i64) == Some(n)
+                && s["lastCheckpointTime"].as_str().map(str::to_owned) != checkpoint_before
+                && s.pointer("/progress/segments").and_then(Value::as_i64) >= Some(2)
+        })
+        .await;
+        assert_eq!(s["phase"], "Running");
+        assert_eq!(s["backupId"], json!(id));
+        assert_eq!(s["resumable"], json!(true), "{s}");
+        let progress = &s["progress"];
+        assert_eq!(int(progress, "/bytes"), bytes, "{s}");
+        assert_eq!(int(progress, "/partitionsTotal"), 2, "{s}");
+        assert_eq!(int(progress, "/partitionsDone"), 2, "caught up: {s}");
+        assert!(progress["recordsPerSecond"].is_number() && progress["bytesPerSecond"].is_number());
+        let last_run = &s["lastRun"];
+        assert_eq!(
+            (int(last_run, "/records"), int(last_run, "/bytes")),
+            (n, bytes),
+            "{s}"
+        );
+        assert!(
+            last_run["startTime"].is_string() && last_run["completionTime"].is_null(),
+            "{s}"
+        );
+        assert!(last_run["outcome"].is_null(), "{s}");
+    }
+    cancel.cancel();
+    let status = running.await.unwrap();
+    assert_eq!(status.phase, Some(RunPhase::Completed), "{status:?}");
+    let progress = status.progress.unwrap();
+    assert_eq!(progress.records, Some(records.len() as i64));
+    assert_eq!(progress.partitions_done, Some(2));
+}
+
+/// A one-shot backup cancelled half way counts as done only the partitions it finished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cancelled_backup_counts_only_the_partitions_it_finished() {
+    let Some(bootstrap) = broker() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let source = unique("half-src");
+    create_topic(&bootstrap, &source, 4).await;
+    let records = records_for(4, 400, 1_700_000_000_000);
+    produce(&bootstrap, &source, &records).await;
+    let backup = backup_resource(
+        "half",
+        json!({"kafkaCluster": {"bootstrapServers": [bootstrap]}, "topics": [source],
+            "storage": pvc_storage(), "backupId": unique("half"), "stopAtCurrentOffsets": true,
+            "rateLimiting": {"recordsPerSec": 100, "maxConcurrentPartitions": 1}}),
+    );
+    let (ctx, seen) = recording_ctx(root.path(), "half");
+    let cancel = ctx.cancel.clone();
+    let running = tokio::spawn(async move { backup::execute(&backup, &ctx).await });
+    // A report every ~100 records: one while the second partition is copied, the first done.
+    let s = wait_for_status(&seen, "half way", |s| {
+        (450..750).contains(
+            &s.pointer("/progress/records")
+                .and_then(Value::as_i64)
+                .unwrap_or(0),
+        )
+    })
+    .await;
+    assert_eq!(int(&s["progress"], "/partitionsDone"), 1, "{s}");
+    cancel.cancel();
+    let status = running.await.unwrap();
+    assert_eq!(status.phase, Some(RunPhase::Failed), "{status:?}");
+    assert_eq!(status.resumable, Some(true));
+    let progress = status.progress.unwrap();
+    assert!(progress.records.unwrap() < records.len() as i64, "{progress:?}");
+    assert_eq!(progress.partitions_total, Some(4));
+    assert!(progress.partitions_done.unwrap() < 4, "{progress:?}");
 }

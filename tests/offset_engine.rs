@@ -640,6 +640,80 @@ async fn header_based_finds_the_restored_positions_by_binary_search() {
     );
 }
 
+/// A HeaderBased reset whose records carry no matching tracking headers fails the group with
+/// the reason, naming the partition, in a dry run too; nothing is committed.
+#[tokio::test(flavor = "multi_thread")]
+async fn header_based_without_matching_headers_fails_with_the_reason() {
+    let Some(bootstrap) = broker() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = context("no-headers", dir.path(), SecretStore::None);
+    // Records without tracking headers, and records restored from another cluster.
+    let plain = unique("plain");
+    create_topic(&bootstrap, &plain, 2).await;
+    produce(&bootstrap, &plain, 2, 20, 1_700_000_000_000, |_, _| vec![]).await;
+    let staging = unique("staging");
+    create_topic(&bootstrap, &staging, 1).await;
+    produce(&bootstrap, &staging, 1, 20, 1_700_000_000_000, |p, i| {
+        vec![
+            ("x-original-offset".into(), (100 + i).to_le_bytes().to_vec()),
+            ("x-source-cluster".into(), b"staging".to_vec()),
+            ("x-source-partition".into(), p.to_le_bytes().to_vec()),
+        ]
+    })
+    .await;
+    let cases = [
+        (
+            &plain,
+            vec![(0, 5), (1, 9)],
+            vec![
+                "-0 (committed offset 5)",
+                "-1 (committed offset 9)",
+                "x-original-offset",
+            ],
+        ),
+        (
+            &staging,
+            vec![(0, 110)],
+            vec!["-0 (committed offset 110)", "\"staging\"", "not \"prod\""],
+        ),
+    ];
+    for (topic, offsets, expected) in cases {
+        let group = unique("hb-group");
+        let commits: Vec<(&str, i32, i64)> = offsets.iter().map(|(p, o)| (topic.as_str(), *p, *o)).collect();
+        commit(&bootstrap, &group, &commits);
+        for dry_run in [true, false] {
+            let status = reset(
+                json!({"kafkaCluster": {"bootstrapServers": [bootstrap]}, "consumerGroups": [group],
+                       "strategy": "HeaderBased", "headerBased": {"sourceCluster": "prod"},
+                       "topics": [{"name": topic}], "dryRun": dry_run,
+                       "snapshot": {"storage": pvc_storage()}}),
+                &ctx,
+            )
+            .await;
+            assert_eq!(status.phase, Some(Phase::Failed), "dry run {dry_run}: {status:?}");
+            let result = &status.results.as_ref().unwrap()[0];
+            assert_eq!(result.outcome, GroupResetOutcome::Failed, "{result:?}");
+            let message = result.message.clone().unwrap();
+            for part in &expected {
+                let part = if part.starts_with('-') {
+                    format!("{topic}{part}")
+                } else {
+                    (*part).to_owned()
+                };
+                assert!(message.contains(&part), "{part:?} not in {message}");
+            }
+            assert!(
+                status.snapshot.is_none(),
+                "nothing changes, so no snapshot: {status:?}"
+            );
+            assert_eq!(
+                committed(&bootstrap, &group, topic, offsets.len() as i32),
+                offsets.iter().copied().collect::<BTreeMap<_, _>>()
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_gives_clear_errors() {
     let Some(bootstrap) = broker() else { return };

@@ -475,6 +475,8 @@ async fn continuous_backup_resumes_after_a_restart_and_deletion_cancels_it() {
         .unwrap();
     let status = stored.merge_status(api.expect("PATCH", &format!("{path}/status"), SECOND * 10).await);
     assert_eq!(status["phase"], "Running");
+    // The BACKUP ID column shows the set from the start.
+    assert_eq!(status["backupId"], "stream");
     // A continuous backup is Ready while it runs.
     assert_eq!(condition(&status, "Ready")["status"], "True");
     assert_eq!(api.expect_event(SECOND * 5).await["reason"], "Started");

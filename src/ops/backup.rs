@@ -21,7 +21,9 @@
 //!    segments' buffers (partitions x segment size) cannot be kept: fetching then goes on with
 //!    one segment in flight at a time.
 //! 4. **Checkpoints** every `checkpoint.intervalSeconds`: the manifest, state InProgress, listing
-//!    the segments stored so far. At the end the manifest is written with state Complete (a
+//!    the segments stored so far. Every second a progress report carries the status so far
+//!    (the set, every counter, the last checkpoint; a continuous run's `lastRun`). Bytes are
+//!    counted as [`segment::record_bytes`] counts them, as the restore does. At the end the manifest is written with state Complete (a
 //!    cancelled one-shot run stays InProgress and resumable).
 
 use std::{
@@ -45,7 +47,7 @@ use rdkafka::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Context, GROUP_READS_IN_FLIGHT, blocking, time};
+use super::{Context, blocking, time};
 use crate::{
     api::v1beta1::{
         BackupProgress, BackupRunSummary, Compression, KafkaBackup, KafkaBackupSpec, KafkaBackupStatus,
@@ -72,6 +74,9 @@ pub mod retention;
 
 /// Segments compressed and uploaded at the same time.
 const PARALLEL_UPLOADS: usize = 4;
+
+/// Time between two progress reports of a run.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 /// Why a backup run failed.
 #[derive(Debug, thiserror::Error)]
@@ -128,12 +133,15 @@ pub enum BackupError {
 pub struct RunReport {
     /// Records stored.
     pub records: u64,
-    /// Uncompressed bytes stored.
+    /// Their [`segment::record_bytes`].
     pub bytes: u64,
     /// Segments stored.
     pub segments: u64,
     /// Partitions selected.
     pub partitions: usize,
+    /// Partitions finished: caught up or at their stop offset (a continuous run: that reached
+    /// the log end at least once).
+    pub partitions_done: usize,
     /// Stopped by cancellation (after a final checkpoint).
     pub cancelled: bool,
     /// When the last checkpoint was written.
@@ -150,6 +158,16 @@ pub fn backup_id(backup: &KafkaBackup) -> String {
         .clone()
         .or_else(|| backup.metadata.name.clone())
         .unwrap_or_else(|| "backup".into())
+}
+
+/// The status fields a run writes when it starts: the set it writes to, and the counters of
+/// `progress` at zero (they describe the run in progress from now on).
+pub fn start_status(backup: &KafkaBackup) -> serde_json::Value {
+    serde_json::json!({
+        "backupId": backup_id(backup),
+        "progress": {"records": 0, "bytes": 0, "segments": 0, "recordsPerSecond": 0.0,
+            "bytesPerSecond": 0.0, "partitionsDone": 0, "partitionsTotal": null},
+    })
 }
 
 /// How a backup set names the KafkaBackup writing it (`owner` in the manifest and its runs).
@@ -234,7 +252,7 @@ pub async fn execute(backup: &KafkaBackup, ctx: &Context) -> KafkaBackupStatus {
                 segments: Some(report.segments as i64),
                 records_per_second: Some(report.records as f64 / secs),
                 bytes_per_second: Some(report.bytes as f64 / secs),
-                partitions_done: Some(report.partitions as i32),
+                partitions_done: Some(report.partitions_done as i32),
                 partitions_total: Some(report.partitions as i32),
             });
             last_run.records = Some(report.records as i64);
@@ -606,6 +624,7 @@ async fn run(
         records: AtomicU64::new(0),
         bytes: AtomicU64::new(0),
         segments: AtomicU64::new(0),
+        partitions_done: AtomicU64::new(0),
         failed: AtomicBool::new(false),
         cancel: cancel.clone(),
         pool: Mutex::new(Vec::new()),
@@ -648,7 +667,9 @@ async fn run(
     let checkpoint_every = Duration::from_secs(spec.checkpoint.interval_seconds.max(1) as u64);
     let mut checkpoint_tick =
         tokio::time::interval_at(tokio::time::Instant::now() + checkpoint_every, checkpoint_every);
-    let mut progress_tick = tokio::time::interval(Duration::from_secs(1));
+    // The first report goes out at once: the status names the set from the start.
+    let mut progress_tick = tokio::time::interval(PROGRESS_EVERY);
+    let mut previous = (Instant::now(), 0u64, 0u64);
     let outcomes = loop {
         tokio::select! {
             outcomes = workers.as_mut() => break outcomes,
@@ -661,15 +682,33 @@ async fn run(
                 }
             }
             _ = progress_tick.tick() => {
-                let records = shared.records.load(Ordering::Relaxed);
-                let bytes = shared.bytes.load(Ordering::Relaxed);
-                let secs = clock.elapsed().as_secs_f64().max(1e-3);
-                ctx.report(records, None, format!(
-                    "records backed up ({:.1} MB/s, {} segments, {} partitions)",
-                    bytes as f64 / secs / 1e6,
-                    shared.segments.load(Ordering::Relaxed),
-                    total_partitions,
-                ));
+                let report = RunningReport {
+                    id,
+                    started,
+                    continuous: spec.continuous,
+                    last_checkpoint,
+                    records: shared.records.load(Ordering::Relaxed),
+                    bytes: shared.bytes.load(Ordering::Relaxed),
+                    segments: shared.segments.load(Ordering::Relaxed),
+                    since: previous,
+                    partitions_done: shared.partitions_done.load(Ordering::Relaxed) as usize,
+                    partitions_total: total_partitions,
+                };
+                previous = (Instant::now(), report.records, report.bytes);
+                let status = running_status(&report);
+                let rate = status.pointer("/progress/bytesPerSecond").and_then(serde_json::Value::as_f64);
+                ctx.report_status(
+                    report.records,
+                    None,
+                    format!(
+                        "records backed up ({:.1} MB/s, {} segments, {}/{} partitions done)",
+                        rate.unwrap_or_default() / 1e6,
+                        report.segments,
+                        report.partitions_done,
+                        total_partitions
+                    ),
+                    status,
+                );
             }
         }
     };
@@ -704,6 +743,7 @@ async fn run(
         bytes: shared.bytes.load(Ordering::Relaxed),
         segments: shared.segments.load(Ordering::Relaxed),
         partitions: total_partitions,
+        partitions_done: shared.partitions_done.load(Ordering::Relaxed) as usize,
         cancelled,
         last_checkpoint,
         elapsed: clock.elapsed(),
@@ -731,6 +771,61 @@ async fn run(
         last_checkpoint: Some(result_manifest.updated_at),
         ..report
     })
+}
+
+/// What a progress report of a run in progress says.
+struct RunningReport<'a> {
+    id: &'a str,
+    started: DateTime<Utc>,
+    continuous: bool,
+    last_checkpoint: Option<DateTime<Utc>>,
+    records: u64,
+    bytes: u64,
+    segments: u64,
+    /// The previous report: when, records and bytes (the rates are over the time since).
+    since: (Instant, u64, u64),
+    partitions_done: usize,
+    partitions_total: usize,
+}
+
+/// The status fields a run in progress writes: the set, every `progress` counter (all of them,
+/// so none is left from an earlier run), the last checkpoint and whether the run resumes from
+/// it; a continuous run, which does not finish, is also `lastRun`, so far. Pure but for the clock
+/// of the rates.
+fn running_status(report: &RunningReport<'_>) -> serde_json::Value {
+    let secs = report.since.0.elapsed().as_secs_f64().max(1e-3);
+    let rate = |now: u64, then: u64| now.saturating_sub(then) as f64 / secs;
+    let status = KafkaBackupStatus {
+        phase: Some(RunPhase::Running),
+        backup_id: Some(report.id.to_owned()),
+        progress: Some(BackupProgress {
+            records: Some(report.records as i64),
+            bytes: Some(report.bytes as i64),
+            segments: Some(report.segments as i64),
+            records_per_second: Some(rate(report.records, report.since.1)),
+            bytes_per_second: Some(rate(report.bytes, report.since.2)),
+            partitions_done: Some(report.partitions_done as i32),
+            partitions_total: Some(report.partitions_total as i32),
+        }),
+        last_checkpoint_time: report.last_checkpoint.map(time),
+        resumable: Some(report.last_checkpoint.is_some()),
+        last_run: report.continuous.then(|| BackupRunSummary {
+            start_time: Some(time(report.started)),
+            records: Some(report.records as i64),
+            bytes: Some(report.bytes as i64),
+            segments: Some(report.segments as i64),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut value = serde_json::to_value(status).unwrap_or_default();
+    if let Some(last_run) = value.get_mut("lastRun") {
+        // Not finished: what an earlier run left there goes.
+        for field in ["completionTime", "outcome", "message"] {
+            last_run[field] = serde_json::Value::Null;
+        }
+    }
+    value
 }
 
 async fn write_manifest(location: &ObjectLocation, manifest: &Manifest) -> Result<(), StorageError> {
@@ -848,30 +943,16 @@ async fn adopt_orphans(
     Ok(())
 }
 
-/// Every group of the cluster that has committed offsets on `partitions`, with those offsets:
-/// the groups are listed once and read with batched OffsetFetch requests.
+/// Every group of the cluster that has committed offsets on `partitions`, with those offsets.
 async fn read_group_offsets(
     access: &ClusterAccess,
     partitions: &BTreeSet<Partition>,
 ) -> Result<GroupSnapshot, KafkaError> {
     let timestamp = Utc::now();
-    let config = access.rdkafka_config();
-    let all = blocking(move || {
-        let consumer: BaseConsumer = config
-            .create()
-            .map_err(KafkaError::client("creating the Kafka client"))?;
-        topics::list_groups(&consumer)
-    })
-    .await?;
     let admin = kafka::group_admin(access).await?;
-    let committed = admin
-        .committed_all(&all, partitions, GROUP_READS_IN_FLIGHT)
-        .await?;
+    let committed = super::groups_committed_on(access, &admin, partitions, &[]).await?;
     let mut groups = BTreeMap::new();
     for (group, committed) in committed {
-        if committed.is_empty() {
-            continue;
-        }
         let mut per_topic: BTreeMap<String, BTreeMap<i32, i64>> = BTreeMap::new();
         for ((t, p), c) in committed {
             per_topic.entry(t).or_default().insert(p, c.offset);
@@ -979,6 +1060,8 @@ struct Shared {
     records: AtomicU64,
     bytes: AtomicU64,
     segments: AtomicU64,
+    /// Partitions finished (a continuous run: caught up once).
+    partitions_done: AtomicU64,
     failed: AtomicBool,
     cancel: CancellationToken,
     pool: Mutex<Vec<Vec<u8>>>,
@@ -1134,6 +1217,7 @@ fn copy_topic(
     let mut pending: VecDeque<PartitionPlan> = VecDeque::new();
     for plan in plans {
         if plan.done {
+            shared.partitions_done.fetch_add(1, Ordering::Relaxed);
             finished.push((plan.partition, plan.start));
         } else {
             pending.push_back(plan);
@@ -1168,6 +1252,8 @@ fn copy_topic(
     };
     let mut since_check = 0u32;
     let mut last_interval_check = Instant::now();
+    // Partitions of a continuous run that reached the log end at least once.
+    let mut caught_up: BTreeSet<i32> = BTreeSet::new();
     let result: Result<(), BackupError> = (|| {
         loop {
             // Assign pending partitions while slots are free (wait for one when idle).
@@ -1248,7 +1334,13 @@ fn copy_topic(
                     };
                     let key = m.key();
                     let value = m.payload();
-                    let before = a.builder.body.len();
+                    let record_bytes = segment::record_bytes(
+                        key,
+                        value,
+                        m.headers()
+                            .into_iter()
+                            .flat_map(|h| h.iter().map(|h| (h.key, h.value))),
+                    );
                     let offset_bytes = headers::encode_i64(offset);
                     let ts_bytes = headers::encode_i64(timestamp);
                     let mut tracking: Vec<HeaderRef> = Vec::new();
@@ -1279,17 +1371,19 @@ fn copy_topic(
                             &tracking,
                         ),
                     }
-                    let added = (a.builder.body.len() - before) as u64;
                     a.track_capacity(shared);
                     a.position = offset + 1;
                     shared.records.fetch_add(1, Ordering::Relaxed);
-                    shared.bytes.fetch_add(added, Ordering::Relaxed);
+                    shared.bytes.fetch_add(record_bytes, Ordering::Relaxed);
                     let full = a.builder.body.len() >= shared.segment_max;
                     let reached = a.stop.is_some_and(|stop| a.position >= stop);
                     let p = m.partition();
                     drop(m);
                     if let Some(limiter) = &shared.limiter {
-                        let wait = limiter.lock().ok().and_then(|mut l| l.take(added as usize));
+                        let wait = limiter
+                            .lock()
+                            .ok()
+                            .and_then(|mut l| l.take(record_bytes as usize));
                         if let Some(wait) = wait {
                             std::thread::sleep(wait);
                         }
@@ -1333,7 +1427,13 @@ fn copy_topic(
                         &seal,
                     )?;
                 }
-                // Continuous backups keep polling at the end of the log.
+                // Continuous backups keep polling at the end of the log; a partition that got
+                // there once counts as done.
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(p)))
+                    if active.contains_key(&p) && caught_up.insert(p) =>
+                {
+                    shared.partitions_done.fetch_add(1, Ordering::Relaxed);
+                }
                 Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => {}
                 Some(Err(e)) => {
                     return Err(BackupError::Kafka(KafkaError::Client {
@@ -1411,6 +1511,7 @@ fn finish(
         .incremental_unassign(&tpl)
         .map_err(KafkaError::client(format!("unassigning {topic}-{partition}")))?;
     shared.release_slot();
+    shared.partitions_done.fetch_add(1, Ordering::Relaxed);
     finished.push((partition, position));
     Ok(())
 }

@@ -8,14 +8,25 @@ pub mod offset_rollback;
 pub mod restore;
 pub mod validation;
 
-use std::{path::PathBuf, sync::Arc};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::PathBuf,
+    sync::Arc,
+};
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use rdkafka::consumer::BaseConsumer;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     api::v1beta1::{BackupRef, ConfigMapStorage, ExecutionSpec, StorageSpec, StorageType},
+    kafka::{
+        ClusterAccess, KafkaError,
+        groups::{Committed, Partition},
+        protocol::GroupAdmin,
+        topics,
+    },
     secrets::SecretStore,
     storage::StorageEnv,
 };
@@ -29,6 +40,10 @@ pub struct Progress {
     pub total: Option<u64>,
     /// What the units are and what is happening, e.g. "groups reset".
     pub message: String,
+    /// The operation's status so far (its kind's status type as JSON), for an operation that
+    /// reports one: the reconciler writes its fields while the operation runs. A field that must
+    /// be cleared is `null`.
+    pub status: Option<serde_json::Value>,
 }
 
 /// Receives progress reports (a terminal bar with `run -f`, rate-limited status writes in the
@@ -84,6 +99,23 @@ impl Context {
             done,
             total,
             message: message.into(),
+            status: None,
+        });
+    }
+
+    /// Reports progress with the operation's status so far.
+    pub fn report_status(
+        &self,
+        done: u64,
+        total: Option<u64>,
+        message: impl Into<String>,
+        status: serde_json::Value,
+    ) {
+        (self.progress)(Progress {
+            done,
+            total,
+            message: message.into(),
+            status: Some(status),
         });
     }
 }
@@ -123,6 +155,34 @@ pub fn default_snapshot_storage(resource_name: &str) -> StorageSpec {
 
 /// OffsetFetch requests in flight while the backup and restore engines read group offsets.
 const GROUP_READS_IN_FLIGHT: usize = 8;
+
+/// The committed offsets on `partitions` of every consumer group of the cluster that has some
+/// there, and of the groups in `also` (recorded even with none): the groups are listed once and
+/// read with batched OffsetFetch requests.
+pub async fn groups_committed_on(
+    access: &ClusterAccess,
+    admin: &GroupAdmin,
+    partitions: &BTreeSet<Partition>,
+    also: &[String],
+) -> Result<BTreeMap<String, BTreeMap<Partition, Committed>>, KafkaError> {
+    let config = access.rdkafka_config();
+    let mut groups: BTreeSet<String> = blocking(move || {
+        let consumer: BaseConsumer = config
+            .create()
+            .map_err(KafkaError::client("creating the Kafka client"))?;
+        topics::list_groups(&consumer)
+    })
+    .await?
+    .into_iter()
+    .collect();
+    groups.extend(also.iter().cloned());
+    let groups: Vec<String> = groups.into_iter().collect();
+    let mut committed = admin
+        .committed_all(&groups, partitions, GROUP_READS_IN_FLIGHT)
+        .await?;
+    committed.retain(|group, offsets| !offsets.is_empty() || also.contains(group));
+    Ok(committed)
+}
 
 /// Runs blocking Kafka client work on the blocking pool.
 pub async fn blocking<T, F>(work: F) -> Result<T, crate::kafka::KafkaError>

@@ -123,10 +123,14 @@ pub struct Lookups {
     /// First offset at or after the strategy's point in time (Timestamp, ByDuration).
     pub by_time: BTreeMap<Partition, Option<i64>>,
     /// Target offsets per group found through the tracking headers (HeaderBased).
-    pub by_header: BTreeMap<String, BTreeMap<Partition, i64>>,
+    pub by_header: HeaderTargets,
     /// The offset mapping (FromMapping).
     pub mapping: Option<OffsetMapping>,
 }
+
+/// Per group the offsets HeaderBased found, or why the group's committed offsets cannot be
+/// translated.
+pub type HeaderTargets = BTreeMap<String, Result<BTreeMap<Partition, i64>, String>>;
 
 /// Why one group's plan could not be made.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -226,8 +230,13 @@ pub fn plan_group(
             }
         }
         OffsetResetStrategy::HeaderBased => {
-            let found = lookups.by_header.get(group).cloned().unwrap_or_default();
-            for (tp, offset) in &found {
+            let found = match lookups.by_header.get(group) {
+                Some(Ok(found)) => found,
+                Some(Err(why)) => return Err(PlanError(why.clone())),
+                None if committed.is_empty() => return Ok(plans),
+                None => return Err(PlanError(format!("group {group} was not searched"))),
+            };
+            for (tp, offset) in found {
                 push(tp, *offset)?;
             }
         }
@@ -512,7 +521,12 @@ async fn run(
         _ => BTreeMap::new(),
     };
     let mut bound_partitions = involved.clone();
-    bound_partitions.extend(header_targets.values().flat_map(|m| m.keys().cloned()));
+    bound_partitions.extend(
+        header_targets
+            .values()
+            .filter_map(|r| r.as_ref().ok())
+            .flat_map(|m| m.keys().cloned()),
+    );
     lookups.by_header = header_targets;
     let by_time = async {
         match at_time {
@@ -918,18 +932,21 @@ fn header_searched_partitions(
 }
 
 /// HeaderBased: per group and target partition, the first offset whose record carries an
-/// original offset at or after the group's committed (source) offset, by binary search.
+/// original offset at or after the group's committed (source) offset, by binary search; a group
+/// with a committed partition no searched partition holds matching records for fails, naming
+/// each partition and what its records carry instead.
 fn header_based_targets(
     cluster: &Cluster,
     options: &HeaderBasedReset,
     reads: &BTreeMap<String, BTreeMap<Partition, Committed>>,
     topics: &BTreeMap<String, i32>,
     bounds: &BTreeMap<Partition, LogBounds>,
-) -> Result<BTreeMap<String, BTreeMap<Partition, i64>>, KafkaError> {
+) -> Result<HeaderTargets, KafkaError> {
     let reader = cluster.record_reader()?;
     let mut out = BTreeMap::new();
     for (group, committed) in reads {
         let mut targets: BTreeMap<Partition, i64> = BTreeMap::new();
+        let mut untranslated: Vec<String> = Vec::new();
         for ((topic, source_partition), c) in committed {
             let searched: Vec<Partition> = if options.scan_all_partitions {
                 let count = topics.get(topic).copied().unwrap_or(0);
@@ -937,26 +954,57 @@ fn header_based_targets(
             } else {
                 vec![(topic.clone(), *source_partition)]
             };
+            let mut why_not: Vec<String> = Vec::new();
+            let mut translated = false;
             for target in searched {
+                // With scanAllPartitions each searched partition is named.
+                let named = |why: String| {
+                    if options.scan_all_partitions {
+                        format!("{}-{}: {why}", target.0, target.1)
+                    } else {
+                        why
+                    }
+                };
                 let Some(b) = bounds.get(&target).copied() else {
+                    why_not.push(named("no log offsets".into()));
                     continue;
                 };
-                let source_partition = options.scan_all_partitions.then_some(*source_partition);
                 let matcher = HeaderMatcher {
                     source_cluster: &options.source_cluster,
-                    source_partition,
+                    source_partition: options.scan_all_partitions.then_some(*source_partition),
+                    seen: Default::default(),
                 };
-                let Some(found) = search_first_at_or_after(cluster, &reader, &target, b, c.offset, &matcher)?
-                else {
-                    continue;
-                };
-                targets
-                    .entry(target)
-                    .and_modify(|t| *t = (*t).min(found))
-                    .or_insert(found);
+                match search_first_at_or_after(cluster, &reader, &target, b, c.offset, &matcher)? {
+                    Some(found) => {
+                        translated = true;
+                        targets
+                            .entry(target)
+                            .and_modify(|t| *t = (*t).min(found))
+                            .or_insert(found);
+                    }
+                    None => why_not.push(named(matcher.seen.borrow().why_no_match(&matcher))),
+                }
+            }
+            if !translated {
+                untranslated.push(format!(
+                    "{topic}-{source_partition} (committed offset {}): {}",
+                    c.offset,
+                    why_not.join("; ")
+                ));
             }
         }
-        out.insert(group.clone(), targets);
+        let result = if untranslated.is_empty() {
+            Ok(targets)
+        } else {
+            Err(format!(
+                "HeaderBased: no record restored from source cluster {:?} ({} and {} headers) tells where the committed offsets of group {group} are: {}; nothing of this group was changed",
+                options.source_cluster,
+                headers::SOURCE_CLUSTER,
+                headers::ORIGINAL_OFFSET,
+                untranslated.join("; ")
+            ))
+        };
+        out.insert(group.clone(), result);
     }
     Ok(out)
 }
@@ -966,6 +1014,67 @@ struct HeaderMatcher<'a> {
     source_cluster: &'a str,
     /// With scanAllPartitions: only records from this source partition.
     source_partition: Option<i32>,
+    /// What the search read, to say why nothing matched.
+    seen: std::cell::RefCell<SeenHeaders>,
+}
+
+/// The tracking headers of the records a search read.
+#[derive(Default)]
+struct SeenHeaders {
+    records: u64,
+    /// Records with an `x-original-offset` header.
+    with_offset: u64,
+    /// `x-source-cluster` values (the first few).
+    clusters: BTreeSet<String>,
+    /// `x-source-partition` values of the records from the wanted cluster (the first few).
+    partitions: BTreeSet<i32>,
+}
+
+/// Distinct header values [`SeenHeaders`] keeps.
+const SEEN_VALUES_KEPT: usize = 5;
+
+impl SeenHeaders {
+    /// Why none of the records read matched.
+    fn why_no_match(&self, matcher: &HeaderMatcher<'_>) -> String {
+        let wanted = matcher.source_cluster;
+        if self.records == 0 {
+            return "holds no records".into();
+        }
+        if self.with_offset == 0 {
+            return format!(
+                "none of its {} records carries the {} tracking header (a restore adds it with includeOriginalOffsetHeaders)",
+                self.records,
+                headers::ORIGINAL_OFFSET
+            );
+        }
+        if !self.clusters.contains(wanted) {
+            if self.clusters.is_empty() {
+                return format!(
+                    "its records carry {} but no {} header, so none is known to come from {wanted:?}",
+                    headers::ORIGINAL_OFFSET,
+                    headers::SOURCE_CLUSTER
+                );
+            }
+            let found: Vec<String> = self.clusters.iter().map(|c| format!("{c:?}")).collect();
+            return format!(
+                "its records come from source cluster {} ({}), not {wanted:?}",
+                found.join(", "),
+                headers::SOURCE_CLUSTER
+            );
+        }
+        let found: Vec<String> = self.partitions.iter().map(i32::to_string).collect();
+        if matcher.source_partition.is_none() || found.is_empty() {
+            return format!(
+                "its records from {wanted:?} carry no {} header",
+                headers::ORIGINAL_OFFSET
+            );
+        }
+        format!(
+            "none of its records from {wanted:?} comes from source partition {} (it holds source partitions {})",
+            matcher.source_partition.unwrap_or_default(),
+            found.join(", ")
+        )
+    }
 }
 
 impl HeaderMatcher<'_> {
@@ -977,15 +1086,33 @@ impl HeaderMatcher<'_> {
                 .find(|(k, _)| k == name)
                 .and_then(|(_, v)| v.as_deref())
         };
-        if value(headers::SOURCE_CLUSTER)? != self.source_cluster.as_bytes() {
+        let original = value(headers::ORIGINAL_OFFSET).and_then(headers::decode_i64);
+        let cluster = value(headers::SOURCE_CLUSTER);
+        let partition = value(headers::SOURCE_PARTITION).and_then(headers::decode_i32);
+        if let Ok(mut seen) = self.seen.try_borrow_mut() {
+            seen.records += 1;
+            seen.with_offset += u64::from(original.is_some());
+            if let Some(c) = cluster
+                && seen.clusters.len() < SEEN_VALUES_KEPT
+            {
+                seen.clusters.insert(String::from_utf8_lossy(c).into_owned());
+            }
+            if cluster == Some(self.source_cluster.as_bytes())
+                && let Some(p) = partition
+                && seen.partitions.len() < SEEN_VALUES_KEPT
+            {
+                seen.partitions.insert(p);
+            }
+        }
+        if cluster? != self.source_cluster.as_bytes() {
             return None;
         }
         if let Some(p) = self.source_partition
-            && value(headers::SOURCE_PARTITION).and_then(headers::decode_i32) != Some(p)
+            && partition != Some(p)
         {
             return None;
         }
-        value(headers::ORIGINAL_OFFSET).and_then(headers::decode_i64)
+        original
     }
 }
 

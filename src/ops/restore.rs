@@ -8,8 +8,10 @@
 //!    and recorded configuration) or refused; a target topic that holds records is refused unless
 //!    `purgeTopics` (or it holds only what this restore wrote before it was interrupted). With
 //!    `dryRun` the plan is reported (segments are read and verified, records counted, group offsets
-//!    computed) and nothing is written.
-//! 2. **Prepare**: snapshot the target groups' offsets (`snapshotBeforeRestore`), create and purge
+//!    computed from the sequences the target partitions would get, as the real run computes them
+//!    from the written log) and nothing is written.
+//! 2. **Prepare**: snapshot the offsets of the groups on the target topics and of those the
+//!    restore moves (`snapshotBeforeRestore`, also when it moves none), create and purge
 //!    topics, then store the restore's state (`backups/<id>/restores/<name>/state.json`) with each
 //!    target partition's base offset (its log end before the first restored record).
 //! 3. **Produce**: per target partition the records form a fixed sequence (source order; a
@@ -21,7 +23,8 @@
 //!    records of its sequence already written and continues after them: every record ends up
 //!    exactly once. Keys, values, headers (order, duplicates, nulls), timestamps
 //!    and partitions are kept; tracking headers are added only with
-//!    `includeOriginalOffsetHeaders`.
+//!    `includeOriginalOffsetHeaders`. Every second a progress report carries the status so far
+//!    (records, bytes, topics being restored, throughput, time left).
 //! 4. **Verify and map**: each target partition must end at `base + records`; the offset mapping
 //!    (runs of consecutive source offsets, [`OffsetMapping`]) is stored as `offset-mapping.json`.
 //! 5. **Groups**: `offsetReset` and `autoConsumerGroups` commit translated offsets (clamped to the
@@ -43,7 +46,7 @@ use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::{Context, GROUP_READS_IN_FLIGHT, blocking, default_snapshot_id, default_snapshot_storage, time};
+use super::{Context, blocking, default_snapshot_id, default_snapshot_storage, time};
 use crate::{
     api::v1beta1::{
         KafkaRestore, KafkaRestoreSpec, KafkaRestoreStatus, Phase, PlannedGroupOffsets, PlannedOffset,
@@ -70,6 +73,9 @@ use crate::{
         snapshot::{OffsetSnapshot, SnapshotSource, snapshot_key},
     },
 };
+
+/// Time between two progress reports of a restore.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 /// Why a restore failed.
 #[derive(Debug, thiserror::Error)]
@@ -497,6 +503,9 @@ pub struct PartitionTally {
     pub min_ts: Option<i64>,
     /// Largest timestamp.
     pub max_ts: Option<i64>,
+    /// Position in the sequence of the first record at or after `offsetReset.timestamp`
+    /// (strategy Timestamp): where the broker's time lookup lands once it is written.
+    pub first_at_reset_time: Option<u64>,
 }
 
 impl PartitionTally {
@@ -507,7 +516,14 @@ impl PartitionTally {
         target_partition: i32,
         base: i64,
         record: &RecordRef<'_>,
+        reset_time: Option<i64>,
     ) {
+        if let Some(at) = reset_time
+            && self.first_at_reset_time.is_none()
+            && written_timestamp(record.timestamp) >= at
+        {
+            self.first_at_reset_time = Some(self.records);
+        }
         let target_offset = base + self.records as i64;
         match self.ranges.last_mut() {
             Some(r)
@@ -526,9 +542,19 @@ impl PartitionTally {
             }),
         }
         self.records += 1;
-        self.bytes += record.data_len() as u64;
+        self.bytes += record.data_len();
         self.min_ts = Some(self.min_ts.map_or(record.timestamp, |m| m.min(record.timestamp)));
         self.max_ts = Some(self.max_ts.map_or(record.timestamp, |m| m.max(record.timestamp)));
+    }
+}
+
+/// The timestamp a record is written with: its own, or (it has none) the time it is written, as
+/// a producer would give it.
+fn written_timestamp(timestamp: i64) -> i64 {
+    if timestamp >= 0 {
+        timestamp
+    } else {
+        Utc::now().timestamp_millis()
     }
 }
 
@@ -555,9 +581,16 @@ struct UnitEnv {
     batch_limits: BTreeMap<String, usize>,
     include_headers: bool,
     source_cluster: Option<String>,
+    /// `offsetReset.timestamp` of strategy Timestamp, in epoch milliseconds.
+    reset_time: Option<i64>,
+    /// Records and bytes routed to the targets, written now or by an interrupted attempt.
     records: AtomicU64,
     bytes: AtomicU64,
     segments: AtomicU64,
+    /// Records routed per topic plan.
+    topic_records: Vec<AtomicU64>,
+    /// Units running per topic plan.
+    topic_units: Vec<AtomicU64>,
     limiter: Option<Mutex<Limiter>>,
     /// Read buffers of produced segments, for the next reads.
     buffers: Mutex<Vec<Vec<u8>>>,
@@ -698,6 +731,23 @@ async fn run(
     }
 
     let window = window(spec)?;
+    let reset_time = match &spec.offset_reset {
+        Some(r) if r.strategy == RestoreOffsetResetStrategy::Timestamp => r
+            .timestamp
+            .as_deref()
+            .map(|ts| {
+                DateTime::parse_from_rfc3339(ts)
+                    .map(|t| t.timestamp_millis())
+                    .map_err(|e| {
+                        refused(
+                            "spec.offsetReset.timestamp",
+                            format!("{ts:?} is not an RFC 3339 time: {e}"),
+                        )
+                    })
+            })
+            .transpose()?,
+        _ => None,
+    };
     let plans = plan_topics(spec, &manifest, window)?;
     if plans.is_empty() {
         return Err(refused(
@@ -900,34 +950,31 @@ async fn run(
         snapshot: None,
         final_status: None,
     });
-    if !spec.dry_run {
-        let snapshot_groups: Vec<String> = reset_groups.iter().chain(auto_groups.iter()).cloned().collect();
-        if let Some(sb) = &spec.snapshot_before_restore
-            && sb.enabled
-            && !snapshot_groups.is_empty()
-            && state.snapshot.is_none()
-        {
-            let partitions: BTreeSet<Partition> = existing_partitions.clone();
+    // The pre-restore snapshot: every group with committed offsets on the target topics, and
+    // the groups the restore moves (recorded even with none, so a rollback knows them).
+    let snapshot_groups: Vec<String> = reset_groups.iter().chain(auto_groups.iter()).cloned().collect();
+    let snapshot_offsets = match &spec.snapshot_before_restore {
+        Some(sb) if sb.enabled && state.snapshot.is_none() => {
+            let admin = admin.get_or_try_init(|| kafka::group_admin(&access)).await?;
+            let offsets =
+                super::groups_committed_on(&access, admin, &existing_partitions, &snapshot_groups).await?;
             let snapshot_id = sb
                 .snapshot_id
                 .clone()
                 .unwrap_or_else(|| default_snapshot_id(&name, started));
+            Some((sb, snapshot_id, offsets))
+        }
+        _ => None,
+    };
+    let snapshot_note = snapshot_offsets
+        .as_ref()
+        .map(|(_, id, offsets)| snapshot_note(id, offsets, spec.dry_run));
+    if !spec.dry_run {
+        if let Some((sb, snapshot_id, offsets)) = &snapshot_offsets {
             let storage = sb
                 .storage
                 .clone()
                 .unwrap_or_else(|| default_snapshot_storage(&name));
-            let groups: Vec<String> = snapshot_groups
-                .iter()
-                .cloned()
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect();
-            let offsets = admin
-                .get_or_try_init(|| kafka::group_admin(&access))
-                .await?
-                .committed_all(&groups, &partitions, GROUP_READS_IN_FLIGHT)
-                .await
-                .map_err(KafkaError::from)?;
             let taken = Utc::now();
             let mut snapshot = OffsetSnapshot {
                 snapshot_id: snapshot_id.clone(),
@@ -946,11 +993,10 @@ async fn run(
                     .map(|h| taken + chrono::Duration::hours(i64::from(h))),
             };
             let at = snapshot.timestamp.timestamp_millis();
-            for (g, committed) in &offsets {
+            for (g, committed) in offsets {
                 snapshot.insert_group(g, committed, at);
-                snapshot.groups.entry(g.clone()).or_default();
             }
-            let key = snapshot_key(&snapshot_id);
+            let key = snapshot_key(snapshot_id);
             let uri = async {
                 let l = Location::open(&storage, &ctx.secrets, &ctx.storage)?;
                 l.put_new(&key, snapshot.to_bytes()).await?;
@@ -962,7 +1008,7 @@ async fn run(
                 source: Box::new(source),
             })?;
             state.snapshot = Some(RestoreSnapshotStatus {
-                snapshot_id: Some(snapshot_id),
+                snapshot_id: Some(snapshot_id.clone()),
                 location: Some(uri),
                 snapshot_time: Some(time(snapshot.timestamp)),
                 expiration_time: snapshot.expires_at.map(time),
@@ -1052,9 +1098,12 @@ async fn run(
         batch_limits,
         include_headers: spec.include_original_offset_headers,
         source_cluster: manifest.source_cluster_id.clone(),
+        reset_time,
         records: AtomicU64::new(0),
         bytes: AtomicU64::new(0),
         segments: AtomicU64::new(0),
+        topic_records: plans.iter().map(|_| AtomicU64::new(0)).collect(),
+        topic_units: plans.iter().map(|_| AtomicU64::new(0)).collect(),
         limiter: (spec.rate_limiting.records_per_sec.is_some() || spec.rate_limiting.bytes_per_sec.is_some())
             .then(|| {
                 Mutex::new((
@@ -1100,13 +1149,21 @@ async fn run(
             .buffer_unordered(concurrency)
             .try_collect::<Vec<_>>();
         tokio::pin!(tallies_stream);
-        let mut progress_tick = tokio::time::interval(Duration::from_secs(1));
+        let mut progress_tick = tokio::time::interval(PROGRESS_EVERY);
+        let mut previous = (Instant::now(), 0u64, 0u64);
         loop {
             tokio::select! {
                 r = &mut tallies_stream => break r,
                 _ = progress_tick.tick() => {
                     let done = env.records.load(Ordering::Relaxed);
-                    ctx.report(done, Some(total_records), if spec.dry_run { "records checked" } else { "records restored" });
+                    let running = running_status(status, &env, total_records, previous, spec.dry_run);
+                    previous = (Instant::now(), done, env.bytes.load(Ordering::Relaxed));
+                    ctx.report_status(
+                        done,
+                        Some(total_records),
+                        if spec.dry_run { "records checked" } else { "records restored" },
+                        running,
+                    );
                 }
             }
         }
@@ -1138,6 +1195,7 @@ async fn run(
             entry.ranges.extend(t.ranges);
             entry.min_ts = entry.min_ts.min(t.min_ts).or(entry.min_ts).or(t.min_ts);
             entry.max_ts = entry.max_ts.max(t.max_ts);
+            entry.first_at_reset_time = entry.first_at_reset_time.or(t.first_at_reset_time);
         }
     }
     let records: u64 = tallies.values().map(|t| t.records).sum();
@@ -1251,21 +1309,23 @@ async fn run(
             .flat_map(|p| (0..p.target_partitions).map(move |tp| (p.target.clone(), tp)))
             .filter(|tp| final_bounds.contains_key(tp))
             .collect();
-        let by_time = match (&reset.strategy, &reset.timestamp) {
-            (RestoreOffsetResetStrategy::Timestamp, Some(ts)) if !spec.dry_run => {
-                let millis = DateTime::parse_from_rfc3339(ts)
-                    .map_err(|e| {
-                        refused(
-                            "spec.offsetReset.timestamp",
-                            format!("{ts:?} is not an RFC 3339 time: {e}"),
-                        )
-                    })?
-                    .timestamp_millis();
+        // The first offset at or after the time: the broker's answer, or in a dry run where the
+        // walk found that record in the sequence each partition would get.
+        let by_time: BTreeMap<Partition, Option<i64>> = match reset_time {
+            Some(millis) if !spec.dry_run => {
                 let cluster = cluster.clone();
                 let partitions = restored.clone();
                 blocking(move || cluster.offsets_for_time(&partitions, millis)).await?
             }
-            _ => BTreeMap::new(),
+            Some(_) => restored
+                .iter()
+                .map(|tp| {
+                    let base = bases.get(&tp.0).and_then(|m| m.get(&tp.1)).copied().unwrap_or(0);
+                    let found = tallies.get(tp).and_then(|t| t.first_at_reset_time);
+                    (tp.clone(), found.map(|i| base + i as i64))
+                })
+                .collect(),
+            None => BTreeMap::new(),
         };
         if reset.strategy == RestoreOffsetResetStrategy::HeaderBased && !repartitioned.is_empty() {
             notes.push(format!(
@@ -1316,22 +1376,7 @@ async fn run(
     status.records_restored = Some(if spec.dry_run { 0 } else { records as i64 });
     status.bytes_restored = Some(if spec.dry_run { 0 } else { bytes as i64 });
     status.segments_processed = Some(env.segments.load(Ordering::Relaxed) as i64);
-    status.restored_topics = Some(
-        plans
-            .iter()
-            .map(|p| RestoredTopic {
-                name: p.source.clone(),
-                target_name: (p.target != p.source).then(|| p.target.clone()),
-                records: Some(
-                    tallies
-                        .iter()
-                        .filter(|((t, _), _)| *t == p.target)
-                        .map(|(_, x)| x.records as i64)
-                        .sum(),
-                ),
-            })
-            .collect(),
-    );
+    status.restored_topics = Some(restored_topics(&env, spec.dry_run));
     let secs = clock.elapsed().as_secs_f64().max(1e-3);
     status.throughput = Some(RestoreThroughput {
         records_per_second: Some(records as f64 / secs),
@@ -1367,6 +1412,7 @@ async fn run(
         .collect();
 
     if spec.dry_run {
+        notes.extend(snapshot_note);
         let plan = dry_run_plan(
             &plans,
             &tallies,
@@ -1443,11 +1489,11 @@ async fn run(
         } else {
             String::new()
         },
-        if notes.is_empty() {
-            String::new()
-        } else {
-            format!("; {}", notes.join("; "))
-        }
+        notes
+            .iter()
+            .chain(&snapshot_note)
+            .map(|n| format!("; {n}"))
+            .collect::<String>()
     ));
     status.completion_time = Some(time(Utc::now()));
     state.state = "Completed".into();
@@ -1455,6 +1501,78 @@ async fn run(
     location.put(&state_key, state_bytes(&state)).await?;
     ctx.report(records, Some(records), "records restored");
     Ok(())
+}
+
+/// `restoredTopics`: the records routed to each topic so far (none in a dry run, which writes
+/// nothing).
+fn restored_topics(env: &UnitEnv, dry_run: bool) -> Vec<RestoredTopic> {
+    env.plans
+        .iter()
+        .zip(&env.topic_records)
+        .map(|(p, records)| RestoredTopic {
+            name: p.source.clone(),
+            target_name: (p.target != p.source).then(|| p.target.clone()),
+            records: Some(if dry_run {
+                0
+            } else {
+                records.load(Ordering::Relaxed) as i64
+            }),
+        })
+        .collect()
+}
+
+/// The status of a restore while its records are written: what `known` holds (set, start,
+/// snapshot) and the counters so far, the topics being restored, the throughput since the
+/// previous report (`since`: when, records, bytes) and the time left at that rate.
+fn running_status(
+    known: &KafkaRestoreStatus,
+    env: &UnitEnv,
+    total: u64,
+    since: (Instant, u64, u64),
+    dry_run: bool,
+) -> serde_json::Value {
+    let records = env.records.load(Ordering::Relaxed);
+    let bytes = env.bytes.load(Ordering::Relaxed);
+    let secs = since.0.elapsed().as_secs_f64().max(1e-3);
+    let records_per_second = records.saturating_sub(since.1) as f64 / secs;
+    let current: Vec<&str> = env
+        .plans
+        .iter()
+        .zip(&env.topic_units)
+        .filter(|(_, units)| units.load(Ordering::Relaxed) > 0)
+        .map(|(p, _)| p.source.as_str())
+        .collect();
+    let percent = if total == 0 {
+        100.0
+    } else {
+        (records as f64 * 100.0 / total as f64).min(100.0)
+    };
+    let written = |n: u64| Some(if dry_run { 0 } else { n as i64 });
+    let status = KafkaRestoreStatus {
+        phase: Some(Phase::Running),
+        backup_id: known.backup_id.clone(),
+        start_time: known.start_time.clone(),
+        snapshot: known.snapshot.clone(),
+        progress_percent: Some((percent * 10.0).round() / 10.0),
+        records_restored: written(records),
+        bytes_restored: written(bytes),
+        segments_processed: Some(env.segments.load(Ordering::Relaxed) as i64),
+        restored_topics: Some(restored_topics(env, dry_run)),
+        current_topic: (!current.is_empty()).then(|| current.join(", ")),
+        throughput: Some(RestoreThroughput {
+            records_per_second: Some(records_per_second),
+            bytes_per_second: Some(bytes.saturating_sub(since.2) as f64 / secs),
+        }),
+        eta_seconds: (records_per_second > 0.0)
+            .then(|| (total.saturating_sub(records) as f64 / records_per_second).ceil() as i64),
+        ..Default::default()
+    };
+    let mut value = serde_json::to_value(status).unwrap_or_default();
+    // Between two topics none is being restored: the previous one's name goes.
+    if value.get("currentTopic").is_none() {
+        value["currentTopic"] = serde_json::Value::Null;
+    }
+    value
 }
 
 /// Commits a group's translated offsets as a non-member; `Ok(Err)` for a group with active
@@ -1487,6 +1605,28 @@ async fn commit_group(
         .collect();
     admin.commit(group, &commit).await?;
     Ok(Ok(()))
+}
+
+/// What `snapshotBeforeRestore` stored (with `dry_run`: would store), for the status message.
+fn snapshot_note(
+    snapshot_id: &str,
+    offsets: &BTreeMap<String, BTreeMap<Partition, Committed>>,
+    dry_run: bool,
+) -> String {
+    let verb = if dry_run { "would store" } else { "stored" };
+    if offsets.is_empty() {
+        return format!(
+            "snapshotBeforeRestore {verb} snapshot {snapshot_id} with no group: no consumer group has committed offsets on the target topics and none is reset"
+        );
+    }
+    let groups: Vec<String> = offsets
+        .iter()
+        .map(|(g, o)| format!("{g} ({} partitions)", o.len()))
+        .collect();
+    format!(
+        "snapshotBeforeRestore {verb} snapshot {snapshot_id} with the offsets from before the restore of {}",
+        groups.join(", ")
+    )
 }
 
 fn state_bytes(state: &RestoreState) -> Bytes {
@@ -1557,6 +1697,7 @@ async fn run_unit(
     sender: Option<BatchSender>,
 ) -> Result<BTreeMap<Partition, PartitionTally>, RestoreError> {
     let plan = &env.plans[unit.topic];
+    let _running = RunningUnit::on(&env.topic_units[unit.topic]);
     let segments: Vec<(i32, SegmentEntry)> = unit
         .source_partitions
         .iter()
@@ -1689,12 +1830,13 @@ async fn run_unit(
                         .unwrap_or(0);
                     let tally = tallies.entry(tp).or_default();
                     let index = tally.records;
-                    tally.add(sp, record.offset, tp, base, &record);
+                    tally.add(sp, record.offset, tp, base, &record, env2.reset_time);
+                    env2.records.fetch_add(1, Ordering::Relaxed);
+                    env2.bytes.fetch_add(record.data_len(), Ordering::Relaxed);
+                    env2.topic_records[topic_index].fetch_add(1, Ordering::Relaxed);
                     if index < done {
                         continue;
                     }
-                    env2.records.fetch_add(1, Ordering::Relaxed);
-                    env2.bytes.fetch_add(record.data_len() as u64, Ordering::Relaxed);
                     if let Some(batches) = &mut batches {
                         tally.produced += 1;
                         batches.add(&env2, tp, sp, &record)?;
@@ -1727,6 +1869,22 @@ async fn run_unit(
         .into_iter()
         .map(|(p, t)| ((plan.target.clone(), p), t))
         .collect())
+}
+
+/// Counts a unit as running on its topic while it lives (`currentTopic`).
+struct RunningUnit<'a>(&'a AtomicU64);
+
+impl<'a> RunningUnit<'a> {
+    fn on(units: &'a AtomicU64) -> Self {
+        units.fetch_add(1, Ordering::Relaxed);
+        RunningUnit(units)
+    }
+}
+
+impl Drop for RunningUnit<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A unit's batches in the making, one per target partition (each target partition is written
@@ -1775,12 +1933,7 @@ impl Batches {
         if full {
             self.flush(partition)?;
         }
-        // A record without a timestamp gets the time it is written, as a producer would give it.
-        let timestamp = if record.timestamp >= 0 {
-            record.timestamp
-        } else {
-            Utc::now().timestamp_millis()
-        };
+        let timestamp = written_timestamp(record.timestamp);
         let max_bytes = self.max_bytes;
         self.open
             .entry(partition)

@@ -2434,6 +2434,8 @@ async fn restore_drill(
             );
         }
     };
+    // The drill's progress is the validation's, its status is not.
+    let progress = ctx.progress.clone();
     let restore_ctx = Context {
         resource: ResourceRef {
             kind: "KafkaRestore".into(),
@@ -2441,6 +2443,7 @@ async fn restore_drill(
             name: drill_name.clone(),
             uid: None,
         },
+        progress: Arc::new(move |p| progress(super::Progress { status: None, ..p })),
         ..ctx.clone()
     };
     let status = super::restore::execute(&restore, &restore_ctx).await;

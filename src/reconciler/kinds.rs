@@ -162,9 +162,17 @@ pub trait Operation:
         (None, None)
     }
 
-    /// The status fields a progress report updates.
+    /// Status fields known before the operation starts, written with phase Running.
+    fn start_status(&self) -> Value {
+        json!({})
+    }
+
+    /// The status fields a progress report updates: the operation's status so far (without the
+    /// lifecycle fields, which are the reconciler's) and the message.
     fn progress_status(progress: &Progress) -> Value {
-        json!({ "message": progress_message(progress) })
+        let mut status = super::lifecycle::without_lifecycle(progress.status.clone().unwrap_or_default());
+        status.insert("message".into(), json!(progress_message(progress)));
+        Value::Object(status)
     }
 
     /// When the last run finished (schedules: ticks before it passed during the run).
@@ -376,6 +384,10 @@ impl Operation for KafkaBackup {
     const KIND: Kind = Kind::Backup;
     const OWN_EXECUTION_POLICY: bool = true;
 
+    fn start_status(&self) -> Value {
+        ops::backup::start_status(self)
+    }
+
     fn mode(&self) -> Mode {
         match (&self.spec.schedule, self.spec.continuous) {
             (Some(cron), _) => Mode::Scheduled(cron.clone()),
@@ -423,14 +435,6 @@ impl Operation for KafkaBackup {
         )
     }
 
-    fn progress_status(progress: &Progress) -> Value {
-        let mut status = json!({ "message": progress_message(progress) });
-        if progress.message.contains("record") {
-            status["progress"] = json!({ "records": progress.done });
-        }
-        status
-    }
-
     fn last_finished(status: &Value) -> Option<DateTime<Utc>> {
         status.pointer("/lastRun/completionTime").and_then(parse_time)
     }
@@ -439,6 +443,13 @@ impl Operation for KafkaBackup {
 impl Operation for KafkaRestore {
     const KIND: Kind = Kind::Restore;
     const OWN_EXECUTION_POLICY: bool = true;
+
+    fn start_status(&self) -> Value {
+        match &self.spec.backup_ref.backup_id {
+            Some(id) => json!({ "backupId": id }),
+            None => json!({}),
+        }
+    }
 
     fn execution(&self) -> Option<&ExecutionSpec> {
         self.spec.execution.as_ref()
@@ -469,7 +480,15 @@ impl Operation for KafkaRestore {
 
     // The one dispatch point of KafkaRestore.
     fn execute(self: Arc<Self>, ctx: Context) -> BoxFuture<'static, Value> {
-        async move { to_json(&ops::restore::execute(&self, &ctx).await) }.boxed()
+        async move {
+            let mut status = to_json(&ops::restore::execute(&self, &ctx).await);
+            // Nothing is being restored any more: the progress reports' topic goes.
+            if status.get("currentTopic").is_none() {
+                status["currentTopic"] = Value::Null;
+            }
+            status
+        }
+        .boxed()
     }
 
     fn resolve(
@@ -501,15 +520,6 @@ impl Operation for KafkaRestore {
             u64_at(status, "/recordsRestored"),
             u64_at(status, "/bytesRestored"),
         )
-    }
-
-    fn progress_status(progress: &Progress) -> Value {
-        let mut status = json!({ "message": progress_message(progress) });
-        if let Some(total) = progress.total.filter(|t| *t > 0) {
-            let percent = (progress.done as f64 * 100.0 / total as f64).min(100.0);
-            status["progressPercent"] = json!((percent * 10.0).round() / 10.0);
-        }
-        status
     }
 }
 
@@ -593,13 +603,45 @@ mod tests {
     }
 
     #[test]
-    fn progress_is_summarised() {
-        let p = Progress {
+    fn progress_is_summarised_with_the_operations_status() {
+        let mut p = Progress {
             done: 3,
             total: Some(4),
             message: "groups reset".into(),
+            status: None,
         };
         assert_eq!(progress_message(&p), "groups reset: 3/4");
-        assert_eq!(KafkaRestore::progress_status(&p)["progressPercent"], json!(75.0));
+        assert_eq!(
+            KafkaOffsetReset::progress_status(&p),
+            json!({"message": "groups reset: 3/4"})
+        );
+        // The operation's fields, its nulls included; the lifecycle stays the reconciler's.
+        p.status = Some(json!({"phase": "Running", "message": "x", "backupId": "b",
+            "progress": {"records": 7, "bytes": 70}, "currentTopic": null}));
+        assert_eq!(
+            KafkaBackup::progress_status(&p),
+            json!({"message": "groups reset: 3/4", "backupId": "b",
+                "progress": {"records": 7, "bytes": 70}, "currentTopic": null})
+        );
+    }
+
+    #[test]
+    fn backups_and_restores_name_their_set_when_they_start() {
+        let backup: KafkaBackup = serde_json::from_value(json!({
+            "apiVersion": "kafka.oso.sh/v1beta1", "kind": "KafkaBackup", "metadata": {"name": "nightly"},
+            "spec": {"kafkaCluster": {"bootstrapServers": ["k:9092"]}, "topics": ["t"],
+                "storage": {"type": "PVC", "pvc": {"claimName": "c"}}}}))
+        .unwrap();
+        let status = backup.start_status();
+        assert_eq!(status["backupId"], "nightly");
+        // The previous run's counters do not stay next to the new run's.
+        assert_eq!(status["progress"]["records"], 0);
+        assert_eq!(status["progress"]["partitionsTotal"], Value::Null);
+        let restore: KafkaRestore = serde_json::from_value(json!({
+            "apiVersion": "kafka.oso.sh/v1beta1", "kind": "KafkaRestore", "metadata": {"name": "r"},
+            "spec": {"kafkaCluster": {"bootstrapServers": ["k:9092"]},
+                "backupRef": {"backupId": "set-1", "storage": {"type": "PVC", "pvc": {"claimName": "c"}}}}}))
+        .unwrap();
+        assert_eq!(restore.start_status(), json!({"backupId": "set-1"}));
     }
 }

@@ -229,7 +229,7 @@ async fn run_inner<K: Operation>(env: RunEnv<K>, handle: TaskHandle) {
         StartReason::Scheduled => "scheduled run started".to_owned(),
         StartReason::New => "started".to_owned(),
     };
-    let mut extra = json!({});
+    let mut extra = env.object.start_status();
     if let Some(field) = K::KIND.start_time_field() {
         extra[field] = json!(time(started));
     }

@@ -353,14 +353,16 @@ pub struct KafkaBackupStatus {
     pub last_schedule_time: Option<Time>,
     /// When the next scheduled run is due (RFC 3339).
     pub next_schedule_time: Option<Time>,
-    /// Summary of the last finished run.
+    /// Summary of the last finished run. While a continuous backup runs (its run does not
+    /// finish), its run so far: start time and counters, no completion time or outcome yet.
     pub last_run: Option<BackupRunSummary>,
-    /// Counters of the run in progress; after a run they keep its final values until the next
-    /// run starts.
+    /// Counters of the run in progress, all written at every progress report; after a run they
+    /// keep its final values until the next run starts (which sets them to 0).
     pub progress: Option<BackupProgress>,
-    /// When the last checkpoint was stored (RFC 3339).
+    /// When the last checkpoint was stored (RFC 3339), updated while the run goes.
     pub last_checkpoint_time: Option<Time>,
-    /// An interrupted run can resume from a stored checkpoint.
+    /// An interrupted run can resume from a stored checkpoint (while a run goes: once its first
+    /// checkpoint is stored).
     pub resumable: Option<bool>,
     /// Outcome of the last retention pass.
     pub retention: Option<BackupRetentionStatus>,
@@ -383,7 +385,9 @@ pub struct BackupRunSummary {
     pub completion_time: Option<Time>,
     /// Records stored by the run.
     pub records: Option<i64>,
-    /// Bytes of record data stored by the run, uncompressed.
+    /// Bytes of the records stored by the run: keys, values and headers (names and values), the
+    /// data the records carry in Kafka. Framing, tracking headers and compression are not counted:
+    /// a KafkaRestore of these records reports the same `bytesRestored`.
     pub bytes: Option<i64>,
     /// Segments written by the run.
     pub segments: Option<i64>,
@@ -400,15 +404,18 @@ pub struct BackupRunSummary {
 pub struct BackupProgress {
     /// Records stored so far.
     pub records: Option<i64>,
-    /// Bytes of record data stored so far, uncompressed.
+    /// Bytes of the records stored so far, counted as `lastRun.bytes` counts them (keys, values,
+    /// headers).
     pub bytes: Option<i64>,
     /// Segments written so far.
     pub segments: Option<i64>,
-    /// Recent throughput in records per second.
+    /// Records per second: since the previous progress report while the run goes, the run's
+    /// average once it ended.
     pub records_per_second: Option<f64>,
-    /// Recent throughput in bytes per second, uncompressed.
+    /// Bytes (as `bytes` counts them) per second, over the same time as `recordsPerSecond`.
     pub bytes_per_second: Option<f64>,
-    /// Partitions finished (caught up or at their target offset).
+    /// Partitions finished: caught up or at their target offset. A continuous run's partitions
+    /// count once they reached the end of the log.
     pub partitions_done: Option<i32>,
     /// Partitions selected for the run.
     pub partitions_total: Option<i32>,

@@ -115,8 +115,10 @@ pub struct KafkaRestoreSpec {
     /// offsets; groups named in `offsetReset` are left to it (default false).
     #[serde(default)]
     pub auto_consumer_groups: bool,
-    /// Snapshot of the target cluster's consumer-group offsets taken before anything is changed,
-    /// restorable with a KafkaOffsetRollback. Absent: no snapshot.
+    /// Snapshot of consumer-group offsets taken before anything is changed, restorable with a
+    /// KafkaOffsetRollback: every group with committed offsets on the target topics, plus the
+    /// groups `offsetReset` and `autoConsumerGroups` move (recorded even when they have none).
+    /// Taken whenever enabled, also when no group is moved. Absent: no snapshot.
     pub snapshot_before_restore: Option<SnapshotBeforeRestoreSpec>,
     /// How records are produced to the target cluster (default: batches of 1000, acks All,
     /// 30 s timeout).
@@ -282,7 +284,8 @@ pub enum RestoreOffsetResetStrategy {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SnapshotBeforeRestoreSpec {
-    /// Take the snapshot (default true when the block is present). Skipped in a dry run.
+    /// Take the snapshot (default true when the block is present). A dry run stores none and
+    /// says in its plan which groups it would hold.
     #[serde(default = "default_true")]
     pub enabled: bool,
     /// Id of the snapshot. Absent: `<metadata.name>-<UTC YYYYMMDD-HHMMSS>` (shortened to fit).
@@ -361,21 +364,25 @@ pub struct KafkaRestoreStatus {
     pub start_time: Option<Time>,
     /// When the restore finished, successfully or not (RFC 3339).
     pub completion_time: Option<Time>,
-    /// Share of the selected records restored, 0 to 100.
+    /// Share of the selected records restored, 0 to 100, updated while the restore runs.
     pub progress_percent: Option<f64>,
-    /// Records written to the target cluster.
+    /// Records written to the target cluster (so far, while the restore runs; 0 in a dry run).
     pub records_restored: Option<i64>,
-    /// Bytes of record data written, uncompressed.
+    /// Bytes of the records written: keys, values and headers (names and values), the data the
+    /// records carry in Kafka, as KafkaBackup counts them (`lastRun.bytes`); tracking headers
+    /// the restore adds are not counted.
     pub bytes_restored: Option<i64>,
     /// Backup segments read.
     pub segments_processed: Option<i64>,
-    /// Records restored per topic.
+    /// Records restored per topic (so far, while the restore runs).
     pub restored_topics: Option<Vec<RestoredTopic>>,
-    /// Topic being restored now.
+    /// Topic being restored now (several, comma-separated, when they are restored at once);
+    /// absent once the records are written.
     pub current_topic: Option<String>,
-    /// Recent throughput.
+    /// Throughput: since the previous progress report while records are written, the whole
+    /// restore's average at the end.
     pub throughput: Option<RestoreThroughput>,
-    /// Estimated seconds until the records are restored.
+    /// Estimated seconds until the records are restored, at the recent throughput (0 at the end).
     pub eta_seconds: Option<i64>,
     /// Outcome of `offsetReset`.
     pub offset_reset: Option<RestoreOffsetResetStatus>,
@@ -442,7 +449,8 @@ pub struct PlannedTopic {
     pub segments: Option<i64>,
     /// Records that would be written into it.
     pub records: Option<i64>,
-    /// Bytes of record data that would be written into it, uncompressed.
+    /// Bytes of the records that would be written into it, counted as `bytesRestored` counts
+    /// them.
     pub bytes: Option<i64>,
 }
 
@@ -495,7 +503,7 @@ pub struct RestoredTopic {
     pub name: String,
     /// Topic name in the target cluster, when mapped to another name.
     pub target_name: Option<String>,
-    /// Records restored into it.
+    /// Records restored into it (0 in a dry run).
     pub records: Option<i64>,
 }
 
@@ -506,7 +514,7 @@ pub struct RestoredTopic {
 pub struct RestoreThroughput {
     /// Records per second.
     pub records_per_second: Option<f64>,
-    /// Bytes per second, uncompressed.
+    /// Bytes (as `bytesRestored` counts them) per second.
     pub bytes_per_second: Option<f64>,
 }
 

@@ -311,7 +311,7 @@ pub struct RunEntry {
     pub finished_at: DateTime<Utc>,
     /// Records stored.
     pub records: u64,
-    /// Uncompressed bytes stored.
+    /// Bytes of the records stored ([`segment::record_bytes`]).
     pub bytes: u64,
     /// Segments stored.
     pub segments: u64,

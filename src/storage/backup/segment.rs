@@ -202,6 +202,23 @@ impl SegmentHeader {
 /// One header of a record.
 pub type HeaderRef<'a> = (&'a str, Option<&'a [u8]>);
 
+/// The bytes of a record as backup and restore count them (`bytes` in their status): its key,
+/// its value and its headers' names and values, the data a Kafka record carries; a null key,
+/// value or header value counts 0. Framing (lengths, offsets, timestamps) is not counted, so the
+/// figure is the same whether the records are read from Kafka, stored or written back.
+pub fn record_bytes<'h>(
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    headers: impl Iterator<Item = HeaderRef<'h>>,
+) -> u64 {
+    let len = |b: Option<&[u8]>| b.map_or(0, <[u8]>::len) as u64;
+    len(key)
+        + len(value)
+        + headers
+            .map(|(name, value)| name.len() as u64 + len(value))
+            .sum::<u64>()
+}
+
 /// Appends records of one partition to an uncompressed segment body.
 #[derive(Debug)]
 pub struct SegmentBuilder {
@@ -576,18 +593,16 @@ impl<'a> RecordRef<'a> {
         self.header_count.saturating_sub(u32::from(self.tracking)) as usize
     }
 
-    /// Bytes of key, value and the record's own headers, each header with its name and value
-    /// length fields (the size the record's data has in Kafka terms); tracking headers the
-    /// backup added are not the record's and not counted.
-    pub fn data_len(&self) -> usize {
-        let headers = if self.tracking == 0 {
-            self.headers.len()
+    /// The record's [`record_bytes`]: tracking headers the backup added are not the record's and
+    /// not counted.
+    pub fn data_len(&self) -> u64 {
+        if self.tracking == 0 {
+            // Each header is stored as two 4-byte lengths plus its name and value.
+            let headers = self.headers.len() - 8 * self.header_count as usize;
+            (self.key.map_or(0, <[u8]>::len) + self.value.map_or(0, <[u8]>::len) + headers) as u64
         } else {
-            self.headers()
-                .map(|(name, value)| 8 + name.len() + value.map_or(0, <[u8]>::len))
-                .sum()
-        };
-        self.key.map_or(0, <[u8]>::len) + self.value.map_or(0, <[u8]>::len) + headers
+            record_bytes(self.key, self.value, self.headers())
+        }
     }
 }
 
@@ -765,8 +780,12 @@ mod tests {
                 0,
                 "tracking headers are not the record's own"
             );
-            // k, v and three headers of 8 + 1 + 1, 8 + 1 and 8 + 1 bytes.
-            assert_eq!(records[0].data_len(), 2 + 10 + 9 + 9);
+            // k, v and three headers of 1 + 1, 1 and 1 bytes.
+            assert_eq!(records[0].data_len(), 2 + 2 + 1 + 1);
+            assert_eq!(
+                records[0].data_len(),
+                record_bytes(records[0].key, records[0].value, records[0].headers())
+            );
             assert_eq!(records[1].data_len(), 0, "nor counted as its data");
         }
     }
