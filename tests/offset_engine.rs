@@ -490,16 +490,7 @@ fn storages() -> Vec<(&'static str, Value, SecretStore)> {
         ));
     }
     if let Some(url) = service("KBO_TEST_AZURITE_URL") {
-        // Azurite's well-known development account.
-        let key = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
-        let secrets = SecretStore::Map {
-            origin: "test".into(),
-            secrets: [(
-                "azure".to_owned(),
-                [("AZURE_STORAGE_KEY".to_owned(), key.as_bytes().to_vec())].into(),
-            )]
-            .into(),
-        };
+        let secrets = support::azurite_secrets();
         out.push((
             "azure",
             json!({"type": "Azure", "azure": {"container": std::env::var("KBO_TEST_AZURE_CONTAINER").unwrap(),

@@ -25,6 +25,7 @@
 //! written create-only ([`Location::put_new`]): a conditional put that fails when the key exists,
 //! so two writers cannot both believe they wrote it.
 
+pub mod azure;
 pub mod backup;
 pub mod configmap;
 pub mod offset_mapping;
@@ -35,8 +36,8 @@ use std::{path::PathBuf, sync::Arc};
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::{
-    ObjectStore, ObjectStoreExt, PutMode, PutOptions, aws::AmazonS3Builder, azure::MicrosoftAzureBuilder,
-    gcp::GoogleCloudStorageBuilder, local::LocalFileSystem, path::Path,
+    ObjectStore, ObjectStoreExt, PutMode, PutOptions, aws::AmazonS3Builder, gcp::GoogleCloudStorageBuilder,
+    local::LocalFileSystem, path::Path,
 };
 
 use crate::{
@@ -234,32 +235,9 @@ impl Location {
             }
             StorageType::Azure => {
                 let azure = spec.azure.as_ref().ok_or_else(|| missing("azure"))?;
-                // Workload identity and the default chain read AZURE_* from the environment.
-                let mut builder = MicrosoftAzureBuilder::from_env()
-                    .with_account(&azure.account_name)
-                    .with_container_name(&azure.container);
-                if let Some(secret) = &azure.credentials_secret {
-                    builder =
-                        builder.with_access_key(secrets.get_text(&secret.name, &secret.account_key_key)?);
-                }
-                if let Some(secret) = &azure.sas_token_secret {
-                    let token = secrets.get_text(&secret.name, &secret.sas_token_key)?;
-                    builder = builder.with_config(
-                        object_store::azure::AzureConfigKey::SasKey,
-                        token.trim_start_matches('?'),
-                    );
-                }
-                if let Some(secret) = &azure.service_principal_secret {
-                    builder = builder
-                        .with_client_id(secrets.get_text(&secret.name, &secret.client_id_key)?)
-                        .with_tenant_id(secrets.get_text(&secret.name, &secret.tenant_id_key)?)
-                        .with_client_secret(secrets.get_text(&secret.name, &secret.client_secret_key)?);
-                }
-                if let Some(endpoint) = &azure.endpoint {
-                    builder = builder
-                        .with_endpoint(endpoint.trim_end_matches('/').to_owned())
-                        .with_allow_http(endpoint.starts_with("http://"));
-                }
+                let env = azure::AzureEnv::from_process();
+                let credentials = azure::credentials(azure, secrets, &env)?;
+                let builder = azure::builder(azure, &credentials, &env);
                 let uri = format!("az://{}", azure.container);
                 let store = builder.build().map_err(|source| StorageError::Open {
                     uri: uri.clone(),

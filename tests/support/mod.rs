@@ -31,6 +31,27 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{nanos}", std::process::id())
 }
 
+/// The account key of Azurite's well-known development account `devstoreaccount1`.
+pub const AZURITE_ACCOUNT_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// Secrets holding Secret `azure` with Azurite's account key under `AZURE_STORAGE_KEY` (what
+/// `credentialsSecret: {name: azure}` reads).
+pub fn azurite_secrets() -> kafka_backup_operator::secrets::SecretStore {
+    kafka_backup_operator::secrets::SecretStore::Map {
+        origin: "test".into(),
+        secrets: [(
+            "azure".to_owned(),
+            [(
+                "AZURE_STORAGE_KEY".to_owned(),
+                AZURITE_ACCOUNT_KEY.as_bytes().to_vec(),
+            )]
+            .into(),
+        )]
+        .into(),
+    }
+}
+
 /// The `serve` binary and a TLS client for it.
 pub mod https;
 /// Admission and conversion reviews, and the HTTPS router in-process.
