@@ -136,6 +136,35 @@ pub enum StorageError {
     },
 }
 
+impl StorageError {
+    /// Another attempt of the operation, after a backoff, may succeed: the store answered with a
+    /// server error or not at all (object_store has retried such requests itself by then), or the
+    /// Kubernetes API was busy. Missing or existing objects, refused credentials and wrong
+    /// settings fail the same way again.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StorageError::Object { source, .. } => matches!(
+                source,
+                object_store::Error::Generic { .. } | object_store::Error::JoinError { .. }
+            ),
+            StorageError::Kube { source, .. } => match source {
+                kube::Error::Api(status) => status.code >= 500 || matches!(status.code, 409 | 429),
+                kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+                _ => false,
+            },
+            StorageError::Invalid(_)
+            | StorageError::Secret(_)
+            | StorageError::Open { .. }
+            | StorageError::AlreadyExists { .. }
+            | StorageError::NotFound { .. }
+            | StorageError::LocalRead { .. }
+            | StorageError::NoKubernetes { .. }
+            | StorageError::TooLarge { .. }
+            | StorageError::NotText { .. } => false,
+        }
+    }
+}
+
 /// What opening a location needs besides the storage block.
 #[derive(Clone, Debug)]
 pub struct StorageEnv {
