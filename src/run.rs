@@ -155,6 +155,7 @@ pub async fn run(args: &RunArgs) -> Result<RunOutcome, RunError> {
         progress: progress_sink(),
         cancel,
         scratch_dir: std::env::temp_dir(),
+        attempt_failed: Arc::new(print_retry),
     };
     let status = match kind.as_str() {
         "KafkaOffsetReset" => {
@@ -365,6 +366,13 @@ fn decode<T: DeserializeOwned>(path: &Path, object: Value) -> Result<T, RunError
 
 fn to_value<T: Serialize>(status: T) -> Result<Value, RunError> {
     serde_json::to_value(status).map_err(|e| RunError::Print(e.to_string()))
+}
+
+/// Says on stderr that an attempt failed and when the next starts (`execution.retries`).
+fn print_retry(failed: &ops::execution::AttemptFailed) {
+    if let Some(message) = failed.retry_message() {
+        eprintln!("{message}");
+    }
 }
 
 /// A progress bar on a terminal, plain lines otherwise (at most one per second).

@@ -10,10 +10,7 @@ use std::{
     collections::{BTreeMap, HashMap},
     path::Path,
     process::{Command, Stdio},
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::{Arc, Mutex, atomic::Ordering},
     time::{Duration, Instant},
 };
 
@@ -38,7 +35,7 @@ use rdkafka::{
     producer::{FutureProducer, FutureRecord, Producer},
 };
 use serde_json::{Value, json};
-use support::{create_topic, service, start_broker, unique};
+use support::{create_topic, proxied_broker, service, unique};
 
 /// A record as read back from Kafka.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -1328,84 +1325,6 @@ async fn every_acks_setting_restores_each_record_once_and_broker_refusals_are_na
             "{message}"
         );
     }
-}
-
-/// What a [`proxy`] saw.
-#[derive(Default)]
-struct ProxyStats {
-    /// Connections cut.
-    cuts: AtomicUsize,
-    /// Bytes each connection's client sent.
-    sent: std::sync::Mutex<Vec<usize>>,
-}
-
-/// A proxy to the broker on `broker_port`; with `cut_after`, every connection is cut once its
-/// client has sent that many bytes (mid-request, as a broker restart or a network fault would).
-async fn proxy(
-    listener: tokio::net::TcpListener,
-    broker_port: u16,
-    cut_after: Option<usize>,
-    stats: Arc<ProxyStats>,
-) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    while let Ok((client, _)) = listener.accept().await {
-        let stats = stats.clone();
-        tokio::spawn(async move {
-            let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", broker_port)).await else {
-                return;
-            };
-            let index = {
-                let mut sent = stats.sent.lock().unwrap();
-                sent.push(0);
-                sent.len() - 1
-            };
-            let (mut from_client, mut to_client) = client.into_split();
-            let (mut from_server, mut to_server) = server.into_split();
-            let answers =
-                tokio::spawn(async move { tokio::io::copy(&mut from_server, &mut to_client).await });
-            let mut sent = 0;
-            let mut buf = vec![0u8; 16 * 1024];
-            loop {
-                let n = match from_client.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
-                };
-                if cut_after.is_some_and(|limit| sent + n > limit) {
-                    // Half of this chunk goes through: the broker sees a truncated request.
-                    let _ = to_server.write_all(&buf[..n / 2]).await;
-                    stats.cuts.fetch_add(1, Ordering::Relaxed);
-                    break;
-                }
-                sent += n;
-                stats.sent.lock().unwrap()[index] = sent;
-                if to_server.write_all(&buf[..n]).await.is_err() {
-                    break;
-                }
-            }
-            answers.abort();
-        });
-    }
-}
-
-/// A broker of its own that clients reach only through a [`proxy`] (it advertises the proxy's
-/// address): the broker, the proxy's address and what the proxy sees.
-async fn proxied_broker(
-    nisshi: &str,
-    dir: &Path,
-    cut_after: Option<usize>,
-) -> (
-    support::Broker,
-    String,
-    Arc<ProxyStats>,
-    tokio::task::JoinHandle<()>,
-) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let advertised = format!("tcp://127.0.0.1:{port}");
-    let broker = start_broker(nisshi, dir, &["--advertised-listener-url", &advertised]);
-    let stats = Arc::new(ProxyStats::default());
-    let proxying = tokio::spawn(proxy(listener, broker.port, cut_after, stats.clone()));
-    (broker, format!("127.0.0.1:{port}"), stats, proxying)
 }
 
 /// Produce connections cut in the middle of requests cost nothing: the batches that came back

@@ -490,16 +490,7 @@ fn storages() -> Vec<(&'static str, Value, SecretStore)> {
         ));
     }
     if let Some(url) = service("KBO_TEST_AZURITE_URL") {
-        // Azurite's well-known development account.
-        let key = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
-        let secrets = SecretStore::Map {
-            origin: "test".into(),
-            secrets: [(
-                "azure".to_owned(),
-                [("AZURE_STORAGE_KEY".to_owned(), key.as_bytes().to_vec())].into(),
-            )]
-            .into(),
-        };
+        let secrets = support::azurite_secrets();
         out.push((
             "azure",
             json!({"type": "Azure", "azure": {"container": std::env::var("KBO_TEST_AZURE_CONTAINER").unwrap(),
@@ -835,6 +826,47 @@ fn run_f_executes_a_v1alpha1_manifest_and_prints_the_status() {
         stderr.contains("timestamp: is required by strategy Timestamp"),
         "{stderr}"
     );
+}
+
+/// `connectionsPerBroker` sets how many connections the group-offset client opens to a broker
+/// (1 unless set), its requests spread over them: a reset of 12 groups through a proxy, whose
+/// broker advertises the proxy, counts them.
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_per_broker_sets_the_group_clients_connections() {
+    let Some(_) = broker() else { return };
+    let Some(nisshi) = service("KBO_TEST_NISSHI_BIN") else {
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    for (connection, expected) in [(json!({}), 1), (json!({"connectionsPerBroker": 3}), 3)] {
+        let (_broker, through_proxy, stats, proxying) =
+            support::proxied_broker(&nisshi, root.path(), None).await;
+        let topic = unique("per-broker");
+        create_topic(&through_proxy, &topic, 2).await;
+        produce(&through_proxy, &topic, 2, 5, BASE_MS, |_, _| Vec::new()).await;
+        let groups: Vec<String> = (0..12).map(|i| unique(&format!("per-broker-{i}"))).collect();
+        for group in &groups {
+            commit(&through_proxy, group, &[(&topic, 0, 3), (&topic, 1, 3)]);
+        }
+        let before = stats.sent.lock().unwrap().len();
+        let ctx = context("per-broker", root.path(), SecretStore::None);
+        let status = reset(
+            json!({"kafkaCluster": {"bootstrapServers": [through_proxy], "connection": connection},
+                   "consumerGroups": groups, "strategy": "Earliest", "topics": [{"name": topic}],
+                   "snapshot": {"enabled": false}, "parallelism": 12}),
+            &ctx,
+        )
+        .await;
+        assert_eq!(status.phase, Some(Phase::Completed), "{status:?}");
+        assert_eq!(status.groups_reset, Some(12));
+        let sent = stats.sent.lock().unwrap()[before..].to_vec();
+        assert_eq!(sent.len(), expected, "bytes sent per connection: {sent:?}");
+        assert!(
+            sent.iter().all(|n| *n > 0),
+            "every connection carried requests: {sent:?}"
+        );
+        proxying.abort();
+    }
 }
 
 /// The group-offset protocol client on its own: describe, commit from outside the group, read

@@ -675,6 +675,64 @@ async fn a_reset_interrupted_by_a_restart_is_failed_with_guidance() {
     api.none_within(Duration::from_millis(300)).await;
 }
 
+/// `execution.retries` in the reconciler: the engine's attempts (ops::execution) against a
+/// broker that refuses connections; before the retry the task writes status Retrying (condition
+/// Progressing, reason Retrying) and a Warning Event, after the last attempt Failed with the last
+/// error.
+#[tokio::test]
+async fn a_failed_attempt_is_retried_with_status_retrying_and_an_event() {
+    let refused = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().to_string()
+    };
+    let (client, mut api) = mock_client();
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = ctx(client, dir.path(), SECOND * 3600);
+    let (path, meta) = metadata("kafkaoffsetresets", "unreachable");
+    let mut stored = Stored(json!({
+        "apiVersion": "kafka.oso.sh/v1beta1", "kind": "KafkaOffsetReset", "metadata": meta,
+        "spec": {"kafkaCluster": {"bootstrapServers": [refused]}, "consumerGroups": ["g"],
+            "strategy": "Earliest", "snapshot": {"enabled": false}, "execution": {"retries": 1}},
+        "status": {"phase": "Pending", "observedGeneration": 1},
+    }));
+    stored.0["metadata"]["finalizers"] = json!([FINALIZER]);
+    reconcile(stored.typed::<KafkaOffsetReset>(), Arc::clone(&ctx))
+        .await
+        .unwrap();
+    let status = stored.merge_status(api.expect("PATCH", &format!("{path}/status"), SECOND * 5).await);
+    assert_eq!(status["phase"], "Running");
+    assert_eq!(api.expect_event(SECOND * 5).await["reason"], "Started");
+
+    let status = stored.merge_status(api.expect("PATCH", &format!("{path}/status"), SECOND * 30).await);
+    assert_eq!(status["phase"], "Running", "{status}");
+    let message = status["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(&format!(
+            "attempt 1 of 2 failed: connecting to Kafka broker {refused}"
+        )),
+        "{message}"
+    );
+    assert!(message.contains("the next attempt starts in"), "{message}");
+    assert_eq!(condition(&status, "Progressing")["reason"], "Retrying");
+    assert_eq!(condition(&status, "Degraded")["reason"], "AttemptFailed");
+    let event = api.expect_event(SECOND * 5).await;
+    assert_eq!(
+        (event["type"].as_str(), event["reason"].as_str()),
+        (Some("Warning"), Some("Retrying"))
+    );
+
+    let status = stored.merge_status(api.expect("PATCH", &format!("{path}/status"), SECOND * 30).await);
+    assert_eq!(status["phase"], "Failed", "{status}");
+    let message = status["message"].as_str().unwrap();
+    assert!(message.starts_with("connecting to Kafka broker"), "{message}");
+    assert!(message.ends_with("(attempt 2 of 2)"), "{message}");
+    assert_eq!(condition(&status, "Ready")["reason"], "OperationFailed");
+    assert_eq!(api.expect_event(SECOND * 5).await["reason"], "OperationFailed");
+    ctx.supervisor
+        .wait(stored.0["metadata"]["uid"].as_str().unwrap())
+        .await;
+}
+
 /// A scheduled KafkaBackupValidation: at tick + 2 s the tick is persisted as lastScheduleTime
 /// (with the resourceVersion as precondition) before the run starts; looking again at the same
 /// time fires nothing; a conflicting write (another replica fired it) starts nothing.

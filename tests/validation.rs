@@ -727,8 +727,7 @@ async fn no_credential_ends_up_in_the_report_the_envelope_or_the_status() {
     let (private, public) = evidence::generate_key_pair(SigningAlgorithm::Ed25519).unwrap();
     let password = "hook-password-5f1c9e";
     let token = "hook-token-a83d7b";
-    let azure_key =
-        "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+    let azure_key = support::AZURITE_ACCOUNT_KEY;
     let mut secrets = HashMap::from([(
         "signing".to_owned(),
         BTreeMap::from([

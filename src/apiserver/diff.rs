@@ -80,7 +80,7 @@ impl ClusterRegistry {
             ca_pem: None,
             client_cert: None,
             sasl: None,
-            tcp_keepalive: None,
+            keepalive: Default::default(),
             tcp_nodelay: None,
             connections_per_broker: None,
         }

@@ -7,13 +7,12 @@ pub mod headers;
 pub mod protocol;
 pub mod topics;
 
-use rdkafka::ClientConfig;
+use std::time::Duration;
+
+use rdkafka::{ClientConfig, types::RDKafkaErrorCode};
 
 use crate::{
-    api::{
-        v1beta1::{KafkaClusterSpec, SaslMechanism, SecurityProtocol},
-        validation::common::{UNSUPPORTED_CONNECTIONS_PER_BROKER, UNSUPPORTED_KEEPALIVE_TIMING},
-    },
+    api::v1beta1::{ConnectionSpec, KafkaClusterSpec, SaslMechanism, SecurityProtocol},
     secrets::{SecretError, SecretStore},
 };
 
@@ -23,14 +22,6 @@ pub enum KafkaError {
     /// A Secret named by `kafkaCluster` could not be read.
     #[error("kafkaCluster: {0}")]
     Secret(#[from] SecretError),
-    /// A `kafkaCluster` setting has no librdkafka equivalent.
-    #[error("kafkaCluster.{field}: {message}")]
-    Unsupported {
-        /// Field path under kafkaCluster.
-        field: &'static str,
-        /// Why.
-        message: String,
-    },
     /// librdkafka refused the configuration or a request failed.
     #[error("{what}: {source}")]
     Client {
@@ -57,7 +48,41 @@ impl From<protocol::ProtocolError> for KafkaError {
     }
 }
 
+/// librdkafka's own error codes (below 0) that a later attempt may not meet: the broker could
+/// not be resolved, reached or heard from in time.
+const LIBRDKAFKA_TRANSIENT: [RDKafkaErrorCode; 8] = [
+    RDKafkaErrorCode::BrokerTransportFailure,
+    RDKafkaErrorCode::Resolve,
+    RDKafkaErrorCode::MessageTimedOut,
+    RDKafkaErrorCode::AllBrokersDown,
+    RDKafkaErrorCode::OperationTimedOut,
+    RDKafkaErrorCode::TimedOutQueue,
+    RDKafkaErrorCode::WaitCache,
+    RDKafkaErrorCode::Retry,
+];
+
 impl KafkaError {
+    /// Another attempt of the operation, after a backoff, may succeed: the cluster was
+    /// unreachable (also when its name did not resolve), slow, or in a passing state (a leader
+    /// or coordinator moving, too few replicas), or it answered unexpectedly. Secrets, settings,
+    /// TLS and SASL failures fail the same way again.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            KafkaError::Secret(_) | KafkaError::Join(_) => false,
+            KafkaError::Client { source, .. } => source.rdkafka_error_code().is_some_and(|code| {
+                let value = code as i32;
+                match i16::try_from(value) {
+                    Ok(kafka) if value >= 0 => {
+                        kafka_protocol::ResponseError::try_from_code(kafka).is_some_and(|e| e.is_retriable())
+                    }
+                    _ => LIBRDKAFKA_TRANSIENT.contains(&code),
+                }
+            }),
+            KafkaError::Protocol(e) => e.is_retryable(),
+            KafkaError::Broker(_) => true,
+        }
+    }
+
     /// Wraps an rdkafka error with what was being done.
     pub fn client(what: impl Into<String>) -> impl FnOnce(rdkafka::error::KafkaError) -> KafkaError {
         let what = what.into();
@@ -79,17 +104,58 @@ pub struct ClusterAccess {
     pub client_cert: Option<(String, String)>,
     /// SASL mechanism and credentials.
     pub sasl: Option<protocol::Sasl>,
-    /// `connection.tcpKeepalive`.
-    pub tcp_keepalive: Option<bool>,
+    /// `connection.tcpKeepalive`, `keepaliveTimeSecs` and `keepaliveIntervalSecs`.
+    pub keepalive: Keepalive,
     /// `connection.tcpNodelay`.
     pub tcp_nodelay: Option<bool>,
-    /// `connection.connectionsPerBroker` (only 1 is accepted).
+    /// `connection.connectionsPerBroker`: connections each protocol client opens to a broker.
     pub connections_per_broker: Option<i32>,
 }
 
+/// TCP keep-alive of the broker sockets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Keepalive {
+    /// SO_KEEPALIVE on.
+    pub enabled: bool,
+    /// Idle time before the first probe (TCP_KEEPIDLE); the node's when unset.
+    pub time: Option<Duration>,
+    /// Time between probes (TCP_KEEPINTVL); the node's when unset.
+    pub interval: Option<Duration>,
+}
+
+impl Keepalive {
+    /// From a `connection` block: `tcpKeepalive`, on by default when a timing is set.
+    pub fn of(connection: &ConnectionSpec) -> Keepalive {
+        let secs = |s: Option<i32>| s.map(|s| Duration::from_secs(s.max(1) as u64));
+        let time = secs(connection.keepalive_time_secs);
+        let interval = secs(connection.keepalive_interval_secs);
+        Keepalive {
+            enabled: connection
+                .tcp_keepalive
+                .unwrap_or(time.is_some() || interval.is_some()),
+            time,
+            interval,
+        }
+    }
+
+    /// The socket option to set; `None` when keep-alive is off.
+    pub fn socket_option(&self) -> Option<socket2::TcpKeepalive> {
+        if !self.enabled {
+            return None;
+        }
+        let mut option = socket2::TcpKeepalive::new();
+        if let Some(time) = self.time {
+            option = option.with_time(time);
+        }
+        if let Some(interval) = self.interval {
+            option = option.with_interval(interval);
+        }
+        Some(option)
+    }
+}
+
 impl ClusterAccess {
-    /// Reads the Secrets a `kafkaCluster` block names and refuses the settings neither client
-    /// can honour.
+    /// Reads the Secrets a `kafkaCluster` block names.
     pub fn read(cluster: &KafkaClusterSpec, secrets: &SecretStore) -> Result<Self, KafkaError> {
         let ca_pem = match (&cluster.ca_secret, &cluster.tls_secret) {
             (Some(ca), _) => Some(secrets.get_text(&ca.name, &ca.ca_key)?),
@@ -115,36 +181,13 @@ impl ClusterAccess {
             None => None,
         };
         let connection = cluster.connection.clone().unwrap_or_default();
-        for (field, set) in [
-            (
-                "connection.keepaliveTimeSecs",
-                connection.keepalive_time_secs.is_some(),
-            ),
-            (
-                "connection.keepaliveIntervalSecs",
-                connection.keepalive_interval_secs.is_some(),
-            ),
-        ] {
-            if set {
-                return Err(KafkaError::Unsupported {
-                    field,
-                    message: UNSUPPORTED_KEEPALIVE_TIMING.into(),
-                });
-            }
-        }
-        if connection.connections_per_broker.is_some_and(|n| n != 1) {
-            return Err(KafkaError::Unsupported {
-                field: "connection.connectionsPerBroker",
-                message: UNSUPPORTED_CONNECTIONS_PER_BROKER.into(),
-            });
-        }
         Ok(ClusterAccess {
             bootstrap_servers: cluster.bootstrap_servers.clone(),
             security_protocol: cluster.security_protocol,
             ca_pem,
             client_cert,
             sasl,
-            tcp_keepalive: connection.tcp_keepalive,
+            keepalive: Keepalive::of(&connection),
             tcp_nodelay: connection.tcp_nodelay,
             connections_per_broker: connection.connections_per_broker,
         })
@@ -179,8 +222,10 @@ impl ClusterAccess {
             config.set("sasl.username", &sasl.username);
             config.set("sasl.password", &sasl.password);
         }
-        if let Some(keepalive) = self.tcp_keepalive {
-            config.set("socket.keepalive.enable", keepalive.to_string());
+        // librdkafka sets SO_KEEPALIVE only: its sockets probe with the node's timing
+        // (net.ipv4.tcp_keepalive_time / _intvl), whatever keepaliveTimeSecs says.
+        if self.keepalive.enabled {
+            config.set("socket.keepalive.enable", "true");
         }
         if let Some(nodelay) = self.tcp_nodelay {
             config.set("socket.nagle.disable", nodelay.to_string());
@@ -269,20 +314,69 @@ mod tests {
     }
 
     #[test]
-    fn settings_without_librdkafka_equivalent_are_refused_by_name() {
-        let mut c = cluster();
-        c.connection = Some(ConnectionSpec {
+    fn keep_alive_timing_turns_keep_alive_on_for_both_clients() {
+        let access = |connection: ConnectionSpec| {
+            let mut c = cluster();
+            c.connection = Some(connection);
+            ClusterAccess::read(&c, &secrets()).unwrap()
+        };
+        let timed = access(ConnectionSpec {
             keepalive_time_secs: Some(60),
-            ..Default::default()
-        });
-        let e = client_config(&c, &secrets()).unwrap_err().to_string();
-        assert!(e.starts_with("kafkaCluster.connection.keepaliveTimeSecs:"), "{e}");
-        c.connection = Some(ConnectionSpec {
+            keepalive_interval_secs: Some(5),
             connections_per_broker: Some(4),
             ..Default::default()
         });
-        let e = client_config(&c, &secrets()).unwrap_err().to_string();
-        assert!(e.contains("connectionsPerBroker"), "{e}");
+        assert_eq!(
+            timed.keepalive,
+            Keepalive {
+                enabled: true,
+                time: Some(Duration::from_secs(60)),
+                interval: Some(Duration::from_secs(5)),
+            }
+        );
+        assert_eq!(timed.connections_per_broker, Some(4));
+        // librdkafka has no per-socket timing: keep-alive on, with the node's timing.
+        let config = timed.rdkafka_config();
+        assert_eq!(config.get("socket.keepalive.enable"), Some("true"));
+        assert!(timed.keepalive.socket_option().is_some());
+
+        let off = access(ConnectionSpec::default());
+        assert_eq!(off.keepalive, Keepalive::default());
+        assert_eq!(off.rdkafka_config().get("socket.keepalive.enable"), None);
+        assert!(off.keepalive.socket_option().is_none());
+        let on = access(ConnectionSpec {
+            tcp_keepalive: Some(true),
+            ..Default::default()
+        });
+        assert!(on.keepalive.enabled && on.keepalive.time.is_none());
+    }
+
+    #[test]
+    fn transient_failures_are_retryable_and_wrong_settings_are_not() {
+        let refused = KafkaError::from(protocol::ProtocolError::Connect {
+            broker: "k:9092".into(),
+            message: "cannot resolve: Temporary failure in name resolution".into(),
+        });
+        assert!(refused.is_retryable());
+        let address = KafkaError::from(protocol::ProtocolError::Address {
+            broker: "k".into(),
+            message: "expected host:port".into(),
+        });
+        assert!(!address.is_retryable());
+        let client = |code| KafkaError::Client {
+            what: "metadata".into(),
+            source: rdkafka::error::KafkaError::MetadataFetch(code),
+        };
+        assert!(client(RDKafkaErrorCode::Resolve).is_retryable());
+        assert!(client(RDKafkaErrorCode::AllBrokersDown).is_retryable());
+        assert!(client(RDKafkaErrorCode::LeaderNotAvailable).is_retryable());
+        assert!(!client(RDKafkaErrorCode::SaslAuthenticationFailed).is_retryable());
+        assert!(!client(RDKafkaErrorCode::TopicAuthorizationFailed).is_retryable());
+        let creation = KafkaError::Client {
+            what: "creating the consumer".into(),
+            source: rdkafka::error::KafkaError::ClientCreation("bad config".into()),
+        };
+        assert!(!creation.is_retryable());
     }
 
     #[test]

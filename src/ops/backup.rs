@@ -47,7 +47,11 @@ use rdkafka::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Context, blocking, time};
+use super::{
+    Context, blocking,
+    execution::{self, Retryable},
+    time,
+};
 use crate::{
     api::v1beta1::{
         BackupProgress, BackupRunSummary, Compression, KafkaBackup, KafkaBackupSpec, KafkaBackupStatus,
@@ -128,6 +132,22 @@ pub enum BackupError {
     Worker(String),
 }
 
+impl Retryable for BackupError {
+    fn is_retryable(&self) -> bool {
+        match self {
+            BackupError::Kafka(e) => e.is_retryable(),
+            BackupError::Storage(e) => e.is_retryable(),
+            BackupError::Format(e) => e.is_retryable(),
+            // A task that stopped: its cause is not known to be lasting.
+            BackupError::Worker(_) => true,
+            BackupError::Topic(_)
+            | BackupError::Refused { .. }
+            | BackupError::Segment { .. }
+            | BackupError::Recreated { .. } => false,
+        }
+    }
+}
+
 /// What a run did.
 #[derive(Clone, Debug, Default)]
 pub struct RunReport {
@@ -203,40 +223,11 @@ pub async fn execute(backup: &KafkaBackup, ctx: &Context) -> KafkaBackupStatus {
         status.message = Some("suspend is set: no run started".into());
         return status;
     }
-    let (retries, deadline) = super::retries_and_deadline(spec.execution.as_ref());
-    let mut attempt = 0;
-    let result = loop {
-        let cancel = ctx.cancel.child_token();
-        let run = run(backup, &id, ctx, cancel.clone(), started);
-        let result = match deadline {
-            None => run.await,
-            Some(limit) => {
-                tokio::pin!(run);
-                tokio::select! {
-                    r = &mut run => r,
-                    () = tokio::time::sleep(limit) => {
-                        cancel.cancel();
-                        // The run stops after a final checkpoint.
-                        match run.await {
-                            Ok(_) => Err(BackupError::Worker(format!(
-                                "execution.deadlineSeconds: the run did not finish within {}s; it stopped after a final checkpoint and resumes on the next run",
-                                limit.as_secs()
-                            ))),
-                            Err(e) => Err(e),
-                        }
-                    }
-                }
-            }
-        };
-        match result {
-            Err(e) if attempt < retries && !ctx.cancel.is_cancelled() => {
-                attempt += 1;
-                tracing::warn!("backup {id}: attempt {attempt} failed, retrying: {e}");
-                tokio::time::sleep(Duration::from_secs(1 << attempt.min(5))).await;
-            }
-            other => break other,
-        }
-    };
+    let result = execution::attempts(spec.execution.as_ref(), ctx, |attempt| {
+        let id = &id;
+        async move { run(backup, id, &attempt, started).await }
+    })
+    .await;
     let finished = Utc::now();
     let mut last_run = BackupRunSummary {
         start_time: Some(time(started)),
@@ -292,12 +283,17 @@ pub async fn execute(backup: &KafkaBackup, ctx: &Context) -> KafkaBackupStatus {
                 ));
             }
         }
-        Err(e) => {
+        Err(failure) => {
+            let message = if failure.deadline_exceeded() && spec.checkpoint.enabled {
+                format!("{failure}; it stopped after a final checkpoint and resumes on the next run")
+            } else {
+                failure.to_string()
+            };
             status.phase = Some(RunPhase::Failed);
             status.resumable = Some(spec.checkpoint.enabled);
-            status.message = Some(e.to_string());
+            status.message = Some(message.clone());
             last_run.outcome = Some(RunOutcome::Failed);
-            last_run.message = Some(e.to_string());
+            last_run.message = Some(message);
         }
     }
     status.last_run = Some(last_run);
@@ -429,10 +425,10 @@ async fn run(
     backup: &KafkaBackup,
     id: &str,
     ctx: &Context,
-    cancel: CancellationToken,
     started: DateTime<Utc>,
 ) -> Result<RunReport, BackupError> {
     let spec = &backup.spec;
+    let cancel = ctx.cancel.clone();
     let clock = Instant::now();
     let location = match Location::open(&spec.storage, &ctx.secrets, &ctx.storage)? {
         Location::Object(o) => o,

@@ -3,6 +3,7 @@
 //! status to report; the reconciler and `run -f` call the same functions.
 
 pub mod backup;
+pub mod execution;
 pub mod offset_reset;
 pub mod offset_rollback;
 pub mod restore;
@@ -20,7 +21,7 @@ use rdkafka::consumer::BaseConsumer;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    api::v1beta1::{BackupRef, ConfigMapStorage, ExecutionSpec, StorageSpec, StorageType},
+    api::v1beta1::{BackupRef, ConfigMapStorage, StorageSpec, StorageType},
     kafka::{
         ClusterAccess, KafkaError,
         groups::{Committed, Partition},
@@ -78,10 +79,12 @@ pub struct Context {
     pub cancel: CancellationToken,
     /// Directory for scratch files that need not survive (never durable state).
     pub scratch_dir: PathBuf,
+    /// Hears of every failed attempt ([`execution::attempts`]).
+    pub attempt_failed: execution::AttemptHook,
 }
 
 impl Context {
-    /// A context with no progress sink, for tests and tools.
+    /// A context with no progress sink and no attempt hook, for tests and tools.
     pub fn new(resource: ResourceRef, secrets: SecretStore, storage: StorageEnv) -> Self {
         Context {
             resource,
@@ -90,6 +93,7 @@ impl Context {
             progress: Arc::new(|_| {}),
             cancel: CancellationToken::new(),
             scratch_dir: std::env::temp_dir(),
+            attempt_failed: Arc::new(|_| {}),
         }
     }
 
@@ -216,14 +220,4 @@ pub fn stored_backup_ref(backup_ref: &BackupRef) -> Result<(&StorageSpec, String
         )),
         (None, None) => Err(("spec.backupRef", "needs storage and backupId".into())),
     }
-}
-
-/// `execution.retries` (0 when absent or negative) and `execution.deadlineSeconds` (at least one
-/// second) of an operation that applies them itself.
-pub fn retries_and_deadline(execution: Option<&ExecutionSpec>) -> (u32, Option<std::time::Duration>) {
-    let retries = execution.and_then(|e| e.retries).unwrap_or(0).max(0) as u32;
-    let deadline = execution
-        .and_then(|e| e.deadline_seconds)
-        .map(|s| std::time::Duration::from_secs(s.max(1) as u64));
-    (retries, deadline)
 }

@@ -28,7 +28,11 @@ use std::{
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, stream};
 
-use super::{Context, blocking, default_snapshot_id, default_snapshot_storage, time};
+use super::{
+    Context, blocking, default_snapshot_id, default_snapshot_storage,
+    execution::{self, Retryable},
+    time,
+};
 use crate::{
     api::v1beta1::{
         GroupResetOutcome, GroupResetResult, HeaderBasedReset, KafkaOffsetReset, KafkaOffsetResetSpec,
@@ -100,6 +104,39 @@ pub enum ResetError {
         /// Why.
         message: String,
     },
+    /// Cancelled (or stopped at its deadline) before any group was changed.
+    #[error("cancelled before any consumer group was changed")]
+    Cancelled,
+    /// Cancelled (or stopped at its deadline) after some groups were reset.
+    #[error(
+        "cancelled after {changed} of {total} consumer group(s) were reset (see results); not run again, because a second run would snapshot the partly reset offsets (and ShiftBy or ByDuration would move them again){}",
+        .snapshot.as_deref().map(|id| format!(": snapshot {id} holds the offsets from before, for a KafkaOffsetRollback")).unwrap_or_default()
+    )]
+    Interrupted {
+        /// Groups reset.
+        changed: usize,
+        /// Groups in the spec.
+        total: usize,
+        /// The pre-change snapshot.
+        snapshot: Option<String>,
+    },
+}
+
+impl Retryable for ResetError {
+    fn is_retryable(&self) -> bool {
+        match self {
+            ResetError::Kafka(e) => e.is_retryable(),
+            ResetError::Storage(e) => e.is_retryable(),
+            ResetError::Snapshot { source, .. } => source.is_retryable(),
+            // Nothing was changed.
+            ResetError::Cancelled => true,
+            ResetError::UnknownTopic { .. }
+            | ResetError::UnknownPartition { .. }
+            | ResetError::Mapping(_)
+            | ResetError::Time { .. }
+            | ResetError::Interrupted { .. } => false,
+        }
+    }
 }
 
 /// The planned change of one partition.
@@ -399,16 +436,26 @@ struct GroupRead {
 /// Runs a KafkaOffsetReset and returns its final status.
 pub async fn execute(reset: &KafkaOffsetReset, ctx: &Context) -> KafkaOffsetResetStatus {
     let started = Utc::now();
-    let mut status = KafkaOffsetResetStatus {
+    let status = KafkaOffsetResetStatus {
         phase: Some(Phase::Running),
         start_time: Some(time(started)),
         groups_total: Some(reset.spec.consumer_groups.len() as i32),
         observed_generation: reset.metadata.generation,
         ..Default::default()
     };
-    if let Err(e) = run(reset, ctx, started, &mut status).await {
+    // Each attempt plans from its own start (ByDuration is back from then) and names its default
+    // snapshot after it, so a retry never meets the snapshot an earlier attempt stored.
+    // Every attempt writes into the one status; the lock hands it from one attempt to the next.
+    let shared = tokio::sync::Mutex::new(status);
+    let result = execution::attempts(reset.spec.execution.as_ref(), ctx, |attempt| {
+        let shared = &shared;
+        async move { run(reset, &attempt, Utc::now(), &mut *shared.lock().await).await }
+    })
+    .await;
+    let mut status = shared.into_inner();
+    if let Err(failure) = result {
         status.phase = Some(Phase::Failed);
-        status.message = Some(e.to_string());
+        status.message = Some(failure.to_string());
     }
     status.completion_time = Some(time(Utc::now()));
     status
@@ -600,6 +647,10 @@ async fn run(
         return Ok(());
     }
 
+    if ctx.cancel.is_cancelled() {
+        return Err(ResetError::Cancelled);
+    }
+
     // 3. Snapshot of every group that changes, before the first commit.
     let changing: Vec<&String> = plans
         .iter()
@@ -723,8 +774,22 @@ async fn run(
         .inspect(|_| ctx.report(done.load(Ordering::SeqCst), Some(total), "groups reset"))
         .collect()
         .await;
+    let changed = committed
+        .iter()
+        .filter(|(_, r)| r.outcome == GroupResetOutcome::Succeeded)
+        .count();
     results.extend(committed);
     finish(status, groups, results, false);
+    if ctx.cancel.is_cancelled() {
+        return Err(match changed {
+            0 => ResetError::Cancelled,
+            _ => ResetError::Interrupted {
+                changed,
+                total: groups.len(),
+                snapshot: status.snapshot.as_ref().and_then(|s| s.snapshot_id.clone()),
+            },
+        });
+    }
     Ok(())
 }
 

@@ -9,7 +9,11 @@ use std::{
 use chrono::Utc;
 use futures::{StreamExt, stream};
 
-use super::{Context, default_snapshot_storage, time};
+use super::{
+    Context, default_snapshot_storage,
+    execution::{self, Retryable},
+    time,
+};
 use crate::{
     api::v1beta1::{
         KafkaOffsetRollback, KafkaOffsetRollbackSpec, KafkaOffsetRollbackStatus, OffsetDifference, Phase,
@@ -60,6 +64,16 @@ pub enum RollbackError {
         /// Why.
         message: String,
     },
+}
+
+impl Retryable for RollbackError {
+    fn is_retryable(&self) -> bool {
+        match self {
+            RollbackError::Kafka(e) => e.is_retryable(),
+            RollbackError::Storage(e) => e.is_retryable(),
+            RollbackError::Snapshot(_) | RollbackError::NotFound { .. } | RollbackError::Spec { .. } => false,
+        }
+    }
 }
 
 /// The comparison of committed offsets with a snapshot. Pure. `strict`: offsets must be equal
@@ -115,16 +129,24 @@ pub fn compare(
 
 /// Runs a KafkaOffsetRollback and returns its final status.
 pub async fn execute(rollback: &KafkaOffsetRollback, ctx: &Context) -> KafkaOffsetRollbackStatus {
-    let mut status = KafkaOffsetRollbackStatus {
+    let status = KafkaOffsetRollbackStatus {
         phase: Some(Phase::Running),
         operation: Some(rollback.spec.operation),
         start_time: Some(time(Utc::now())),
         observed_generation: rollback.metadata.generation,
         ..Default::default()
     };
-    if let Err(e) = run(&rollback.spec, ctx, &mut status).await {
+    // Every attempt writes into the one status; the lock hands it from one attempt to the next.
+    let shared = tokio::sync::Mutex::new(status);
+    let result = execution::attempts(rollback.spec.execution.as_ref(), ctx, |attempt| {
+        let shared = &shared;
+        async move { run(&rollback.spec, &attempt, &mut *shared.lock().await).await }
+    })
+    .await;
+    let mut status = shared.into_inner();
+    if let Err(failure) = result {
         status.phase = Some(Phase::Failed);
-        status.message = Some(e.to_string());
+        status.message = Some(failure.to_string());
     }
     status.completion_time = Some(time(Utc::now()));
     status

@@ -46,7 +46,11 @@ use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::{Context, blocking, default_snapshot_id, default_snapshot_storage, time};
+use super::{
+    Context, blocking, default_snapshot_id, default_snapshot_storage,
+    execution::{self, Retryable},
+    time,
+};
 use crate::{
     api::v1beta1::{
         KafkaRestore, KafkaRestoreSpec, KafkaRestoreStatus, Phase, PlannedGroupOffsets, PlannedOffset,
@@ -128,6 +132,24 @@ pub enum RestoreError {
     /// A worker failed.
     #[error("{0}")]
     Worker(String),
+}
+
+impl Retryable for RestoreError {
+    fn is_retryable(&self) -> bool {
+        match self {
+            RestoreError::Kafka(e) => e.is_retryable(),
+            RestoreError::Storage(e) => e.is_retryable(),
+            RestoreError::Format(e) => e.is_retryable(),
+            RestoreError::Snapshot { source, .. } => source.is_retryable(),
+            // The producer retries passing errors itself; what stops it may still pass, and a
+            // restore run again continues after what was written.
+            RestoreError::Produce(_) | RestoreError::Worker(_) => true,
+            RestoreError::Topic(_)
+            | RestoreError::Refused { .. }
+            | RestoreError::Segment { .. }
+            | RestoreError::Verify(_) => false,
+        }
+    }
 }
 
 fn refused(field: impl Into<String>, message: impl Into<String>) -> RestoreError {
@@ -627,45 +649,24 @@ impl UnitEnv {
 /// Runs a KafkaRestore and returns its final status.
 pub async fn execute(restore: &KafkaRestore, ctx: &Context) -> KafkaRestoreStatus {
     let started = Utc::now();
-    let mut status = KafkaRestoreStatus {
+    let status = KafkaRestoreStatus {
         phase: Some(Phase::Running),
         start_time: Some(time(started)),
         observed_generation: restore.metadata.generation,
         backup_id: restore.spec.backup_ref.backup_id.clone(),
         ..Default::default()
     };
-    let (retries, deadline) = super::retries_and_deadline(restore.spec.execution.as_ref());
-    let mut attempt = 0;
-    loop {
-        let attempt_status = &mut status;
-        let run = run(restore, ctx, started, attempt_status);
-        let result = match deadline {
-            None => run.await,
-            Some(limit) => match tokio::time::timeout(limit, run).await {
-                Ok(r) => r,
-                Err(_) => Err(RestoreError::Worker(format!(
-                    "execution.deadlineSeconds: the restore did not finish within {}s; run it again to continue",
-                    limit.as_secs()
-                ))),
-            },
-        };
-        match result {
-            Ok(()) => break,
-            Err(e)
-                if attempt < retries
-                    && !ctx.cancel.is_cancelled()
-                    && !matches!(e, RestoreError::Refused { .. }) =>
-            {
-                attempt += 1;
-                tracing::warn!("restore: attempt {attempt} failed, retrying: {e}");
-                tokio::time::sleep(Duration::from_secs(1 << attempt.min(5))).await;
-            }
-            Err(e) => {
-                status.phase = Some(Phase::Failed);
-                status.message = Some(e.to_string());
-                break;
-            }
-        }
+    // Every attempt writes into the one status; the lock hands it from one attempt to the next.
+    let shared = tokio::sync::Mutex::new(status);
+    let result = execution::attempts(restore.spec.execution.as_ref(), ctx, |attempt| {
+        let shared = &shared;
+        async move { run(restore, &attempt, started, &mut *shared.lock().await).await }
+    })
+    .await;
+    let mut status = shared.into_inner();
+    if let Err(failure) = result {
+        status.phase = Some(Phase::Failed);
+        status.message = Some(failure.to_string());
     }
     if status.completion_time.is_none() {
         status.completion_time = Some(time(Utc::now()));

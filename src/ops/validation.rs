@@ -117,7 +117,11 @@ use rdkafka::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{Context, ResourceRef, time};
+use super::{
+    Context, ResourceRef,
+    execution::{self, Retryable},
+    time,
+};
 use crate::{
     api::v1beta1::{
         CheckOutcome, CustomWebhookCheckSpec, EvidenceSpec, EvidenceStatus, KafkaBackupValidation,
@@ -204,6 +208,20 @@ pub enum ValidationError {
     /// The validation was cancelled.
     #[error("cancelled before the validation finished")]
     Cancelled,
+}
+
+impl Retryable for ValidationError {
+    fn is_retryable(&self) -> bool {
+        match self {
+            ValidationError::Storage(e) => e.is_retryable(),
+            ValidationError::Format(e) => e.is_retryable(),
+            ValidationError::Kafka(e) => e.is_retryable(),
+            ValidationError::Worker(_) | ValidationError::Cancelled => true,
+            ValidationError::Refused { .. }
+            | ValidationError::Secret { .. }
+            | ValidationError::Signing(_) => false,
+        }
+    }
 }
 
 /// A verdict: outcome, message and details. What the pure judging functions return.
@@ -1370,37 +1388,10 @@ pub async fn execute(validation: &KafkaBackupValidation, ctx: &Context) -> Kafka
     }
     status.phase = Some(RunPhase::Running);
     status.start_time = Some(time(started));
-    let (retries, deadline) = super::retries_and_deadline(spec.execution.as_ref());
-    let mut attempt = 0;
-    let result = loop {
-        let run = run_once(validation, ctx, started);
-        let result = match deadline {
-            None => run.await,
-            Some(limit) => tokio::time::timeout(limit, run).await.unwrap_or_else(|_| {
-                Err(ValidationError::Worker(format!(
-                    "execution.deadlineSeconds: the validation did not finish within {}s",
-                    limit.as_secs()
-                )))
-            }),
-        };
-        match result {
-            Err(e)
-                if attempt < retries
-                    && !ctx.cancel.is_cancelled()
-                    && !matches!(
-                        e,
-                        ValidationError::Refused { .. }
-                            | ValidationError::Signing(_)
-                            | ValidationError::Secret { .. }
-                    ) =>
-            {
-                attempt += 1;
-                tracing::warn!("validation: attempt {attempt} failed, retrying: {e}");
-                tokio::time::sleep(Duration::from_secs(1 << attempt.min(5))).await;
-            }
-            other => break other,
-        }
-    };
+    let result = execution::attempts(spec.execution.as_ref(), ctx, |attempt| async move {
+        run_once(validation, &attempt, started).await
+    })
+    .await;
     let finished = Utc::now();
     status.completion_time = Some(time(finished));
     let secrets = secret_values(spec, ctx);
@@ -2444,6 +2435,8 @@ async fn restore_drill(
             uid: None,
         },
         progress: Arc::new(move |p| progress(super::Progress { status: None, ..p })),
+        // The drill is one check of this validation, not an operation of its own.
+        attempt_failed: Arc::new(|_| {}),
         ..ctx.clone()
     };
     let status = super::restore::execute(&restore, &restore_ctx).await;

@@ -113,10 +113,6 @@ pub trait Operation:
     /// The kind.
     const KIND: Kind;
 
-    /// The operation applies `execution.retries` and `deadlineSeconds` itself (the supervisor then
-    /// runs it once per start).
-    const OWN_EXECUTION_POLICY: bool = false;
-
     /// How it runs.
     fn mode(&self) -> Mode {
         Mode::Once
@@ -127,7 +123,8 @@ pub trait Operation:
         false
     }
 
-    /// `spec.execution`.
+    /// `spec.execution` (its retries and deadline are applied by the engine, through
+    /// [`crate::ops::execution`]; the reconciler reads its TTL).
     fn execution(&self) -> Option<&ExecutionSpec>;
 
     /// See [`RestartPolicy`].
@@ -382,7 +379,6 @@ impl Operation for KafkaOffsetRollback {
 
 impl Operation for KafkaBackup {
     const KIND: Kind = Kind::Backup;
-    const OWN_EXECUTION_POLICY: bool = true;
 
     fn start_status(&self) -> Value {
         ops::backup::start_status(self)
@@ -442,7 +438,6 @@ impl Operation for KafkaBackup {
 
 impl Operation for KafkaRestore {
     const KIND: Kind = Kind::Restore;
-    const OWN_EXECUTION_POLICY: bool = true;
 
     fn start_status(&self) -> Value {
         match &self.spec.backup_ref.backup_id {
@@ -525,7 +520,6 @@ impl Operation for KafkaRestore {
 
 impl Operation for KafkaBackupValidation {
     const KIND: Kind = Kind::BackupValidation;
-    const OWN_EXECUTION_POLICY: bool = true;
 
     fn mode(&self) -> Mode {
         match &self.spec.schedule {

@@ -1,6 +1,6 @@
 //! The lifecycle as pure functions: what to do next with an object ([`decide`]), which conditions
-//! a state has ([`State::conditions`]), the status patch of a state ([`status_patch`]), retry
-//! backoff and TTL.
+//! a state has ([`State::conditions`]), the status patch of a state ([`status_patch`]) and TTL.
+//! (Retries and their backoff are the engines', in [`crate::ops::execution`].)
 //!
 //! Conditions, one per type, `observedGeneration` set:
 //!
@@ -382,13 +382,6 @@ pub fn without_lifecycle(status: Value) -> Map<String, Value> {
         map.remove(key);
     }
     map
-}
-
-/// Seconds to wait before attempt `attempt + 1` after attempt `attempt` (1-based) failed: 10 s
-/// doubling up to 5 minutes. Pure.
-pub fn retry_backoff(attempt: u32) -> Duration {
-    let secs = 10u64.saturating_mul(1u64 << attempt.saturating_sub(1).min(10));
-    Duration::from_secs(secs.min(300))
 }
 
 /// The time left until a finished object with `ttlSecondsAfterFinished: ttl` is deleted;
@@ -846,9 +839,6 @@ mod tests {
                 ..
             }
         ));
-        assert_eq!(retry_backoff(1), Duration::from_secs(10));
-        assert_eq!(retry_backoff(3), Duration::from_secs(40));
-        assert_eq!(retry_backoff(30), Duration::from_secs(300));
     }
 
     #[test]

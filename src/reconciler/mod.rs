@@ -14,8 +14,9 @@
 //!   namespace.
 //! - [`supervisor`]: operations as tokio tasks keyed by UID: at most one per object, a global
 //!   concurrency limit, cancellation.
-//! - [`runner`]: the body of one supervised task: queueing, attempts with backoff and deadline,
-//!   progress written at a bounded rate, the final status, Events, metrics, catalog notices.
+//! - [`runner`]: the body of one supervised task: queueing, each retry of the engine's attempts
+//!   ([`crate::ops::execution`]) as status Retrying and an Event, progress written at a bounded
+//!   rate, the final status, Events, metrics, catalog notices.
 //! - [`controller`]: the reconcile function (finalizer, validation, Secrets, start/cancel/TTL) and
 //!   the controllers.
 //! - [`leader`]: leader election on a `coordination.k8s.io/v1` Lease.

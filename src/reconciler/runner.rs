@@ -1,7 +1,8 @@
 //! The body of one supervised operation task: wait for a slot (status Queued), write Running,
-//! run attempts (retries with backoff, a deadline per attempt, unless the operation applies them
-//! itself), write progress at most once per interval, then the final status, an Event, metrics and
-//! a catalog notice.
+//! run the operation (its engine applies `execution.retries` and `deadlineSeconds` through
+//! [`crate::ops::execution`]; each retry is written here as status Retrying with an Event), write
+//! progress at most once per interval, then the final status, an Event, metrics and a catalog
+//! notice.
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -15,7 +16,10 @@ use kube::{
     runtime::events::{Event, EventType, Recorder},
 };
 use serde_json::{Value, json};
-use tokio::{sync::watch, time::Instant};
+use tokio::{
+    sync::{mpsc, watch},
+    time::Instant,
+};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::{
@@ -26,13 +30,14 @@ use super::{
 };
 use crate::{
     metrics::Metrics,
-    ops::{Context, Progress, ResourceRef, time},
+    ops::{
+        Context, Progress, ResourceRef,
+        execution::{AttemptFailed, STOP_GRACE},
+        time,
+    },
     secrets::SecretStore,
     storage::{Location, StorageEnv},
 };
-
-/// How long a cancelled operation may take to return before it is abandoned.
-pub const STOP_GRACE: Duration = Duration::from_secs(30);
 
 /// Publishes Events about one object; failures are logged, never fatal.
 #[derive(Clone)]
@@ -259,74 +264,37 @@ async fn run_inner<K: Operation>(env: RunEnv<K>, handle: TaskHandle) {
         .await;
     info!(reason = event_reason, "operation started");
 
-    // 3. Attempts.
-    let execution = env.object.execution().cloned().unwrap_or_default();
-    let (retries, deadline) = if K::OWN_EXECUTION_POLICY {
-        (0, None)
-    } else {
-        (
-            execution.retries.unwrap_or(0).max(0) as u32,
-            execution
-                .deadline_seconds
-                .map(|s| Duration::from_secs(s.max(1) as u64)),
-        )
+    // 3. The operation, its attempts run by the engine (ops::execution); each retry is written
+    // here as status Retrying with an Event.
+    let (progress_tx, progress_rx) = watch::channel(None::<Progress>);
+    let (failed_tx, failed_rx) = mpsc::unbounded_channel();
+    let ctx = Context {
+        resource: env.resource.clone(),
+        secrets: env.secrets.clone(),
+        storage: env.storage.clone(),
+        progress: Arc::new(move |p| {
+            let _ = progress_tx.send(Some(p));
+        }),
+        cancel: handle.cancel.child_token(),
+        scratch_dir: env.scratch_dir.clone(),
+        attempt_failed: Arc::new(move |failed: &AttemptFailed| {
+            let _ = failed_tx.send(failed.clone());
+        }),
     };
-    let mut attempt = 1u32;
-    let (final_status, deadline_hit) = loop {
-        let attempt_cancel = handle.cancel.child_token();
-        let (tx, rx) = watch::channel(None::<Progress>);
-        let ctx = Context {
-            resource: env.resource.clone(),
-            secrets: env.secrets.clone(),
-            storage: env.storage.clone(),
-            progress: Arc::new(move |p| {
-                let _ = tx.send(Some(p));
-            }),
-            cancel: attempt_cancel.clone(),
-            scratch_dir: env.scratch_dir.clone(),
-        };
-        let operation = Arc::clone(&env.object).execute(ctx);
-        let (status, hit) = drive::<K>(
-            operation,
-            rx,
-            attempt_cancel,
-            deadline,
-            env.progress_interval,
-            &env.writer,
-        )
-        .await;
-        let phase = status.get("phase").and_then(Value::as_str).unwrap_or("Failed");
-        if phase == "Failed" && attempt <= retries && !handle.cancel.is_cancelled() {
-            let wait = lifecycle::retry_backoff(attempt);
-            let why = status
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("no message")
-                .to_owned();
-            let message = format!(
-                "attempt {attempt} of {} failed: {why}; the next attempt starts in {} s",
-                retries + 1,
-                wait.as_secs()
-            );
-            let patch = view.patch(
-                &State::Retrying {
-                    message: message.clone(),
-                },
-                json!({}),
-            );
-            env.writer.patch_retrying(&patch).await;
-            env.events
-                .emit(EventType::Warning, reason::RETRYING, "Run", message)
-                .await;
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                () = handle.cancel.cancelled() => break (status, hit),
-            }
-            attempt += 1;
-            continue;
-        }
-        break (status, hit);
-    };
+    let operation = Arc::clone(&env.object).execute(ctx.clone());
+    let (final_status, deadline_hit) = drive::<K>(
+        operation,
+        Channels {
+            progress: progress_rx,
+            failed: failed_rx,
+        },
+        ctx.cancel,
+        env.progress_interval,
+        &env.writer,
+        &env.events,
+        &mut view,
+    )
+    .await;
     drop(slot);
     let elapsed = clock.elapsed();
 
@@ -381,12 +349,6 @@ async fn run_inner<K: Operation>(env: RunEnv<K>, handle: TaskHandle) {
         Some(CancelReason::Suspended) => State::Suspended,
         _ => State::from_final(phase.as_deref(), message.as_deref(), deadline_hit),
     };
-    if deadline_hit && let State::Failed { message, .. } = &mut state {
-        *message = format!(
-            "execution.deadlineSeconds: the attempt did not finish within {} s: {message}",
-            deadline.map(|d| d.as_secs()).unwrap_or_default()
-        );
-    }
     if cancel_reason == Some(CancelReason::Shutdown)
         && let State::Failed { message, .. }
         | State::PartiallyCompleted { message }
@@ -444,32 +406,64 @@ impl Drop for RunningGuard {
     }
 }
 
-/// Runs one attempt: writes progress at a bounded rate, cancels it at its deadline, abandons it
-/// when it does not stop within [`STOP_GRACE`] of being cancelled. Returns its status and whether
-/// the deadline was hit.
+/// What an operation reports while it runs.
+struct Channels {
+    /// Its latest progress.
+    progress: watch::Receiver<Option<Progress>>,
+    /// Its failed attempts.
+    failed: mpsc::UnboundedReceiver<AttemptFailed>,
+}
+
+/// Drives the operation: writes progress at a bounded rate and each retry as status Retrying
+/// with a Warning Event, abandons it when it does not stop within [`STOP_GRACE`] of being
+/// cancelled. Returns its status and whether it ended with an attempt stopped at its deadline.
 async fn drive<K: Operation>(
     operation: BoxFuture<'static, Value>,
-    mut progress: watch::Receiver<Option<Progress>>,
+    channels: Channels,
     cancel: tokio_util::sync::CancellationToken,
-    deadline: Option<Duration>,
     interval: Duration,
     writer: &StatusWriter<K>,
+    events: &EventSink,
+    view: &mut View<K>,
 ) -> (Value, bool) {
+    let Channels {
+        mut progress,
+        mut failed,
+    } = channels;
     let mut operation = operation;
-    let deadline_at = deadline.map(|d| Instant::now() + d);
     let mut deadline_hit = false;
     let mut last_write = Instant::now();
     let mut pending: Option<Progress> = None;
     let mut progress_open = true;
+    let mut failed_open = true;
     let mut stop_by: Option<Instant> = None;
     loop {
         let write_at = last_write + interval;
         tokio::select! {
-            status = &mut operation => return (status, deadline_hit),
+            status = &mut operation => {
+                // The last attempt is reported before the operation returns.
+                while let Ok(attempt) = failed.try_recv() {
+                    deadline_hit = attempt.ended_at_deadline();
+                }
+                return (status, deadline_hit);
+            }
             changed = progress.changed(), if progress_open => {
                 match changed {
                     Ok(()) => pending = progress.borrow_and_update().clone(),
                     Err(_) => progress_open = false,
+                }
+            }
+            attempt = failed.recv(), if failed_open => {
+                match attempt {
+                    Some(attempt) => {
+                        deadline_hit = attempt.ended_at_deadline();
+                        if let Some(message) = attempt.retry_message() {
+                            let patch = view.patch(&State::Retrying { message: message.clone() }, json!({}));
+                            writer.patch_retrying(&patch).await;
+                            events.emit(EventType::Warning, reason::RETRYING, "Run", message).await;
+                        }
+                    }
+                    None => failed_open = false,
                 }
             }
             () = tokio::time::sleep_until(write_at), if pending.is_some() => {
@@ -479,10 +473,6 @@ async fn drive<K: Operation>(
                     }
                     last_write = Instant::now();
                 }
-            }
-            () = sleep_until_opt(deadline_at), if !deadline_hit => {
-                deadline_hit = true;
-                cancel.cancel();
             }
             () = cancel.cancelled(), if stop_by.is_none() => {
                 stop_by = Some(Instant::now() + STOP_GRACE);

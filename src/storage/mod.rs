@@ -25,6 +25,7 @@
 //! written create-only ([`Location::put_new`]): a conditional put that fails when the key exists,
 //! so two writers cannot both believe they wrote it.
 
+pub mod azure;
 pub mod backup;
 pub mod configmap;
 pub mod offset_mapping;
@@ -35,8 +36,8 @@ use std::{path::PathBuf, sync::Arc};
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::{
-    ObjectStore, ObjectStoreExt, PutMode, PutOptions, aws::AmazonS3Builder, azure::MicrosoftAzureBuilder,
-    gcp::GoogleCloudStorageBuilder, local::LocalFileSystem, path::Path,
+    ObjectStore, ObjectStoreExt, PutMode, PutOptions, aws::AmazonS3Builder, gcp::GoogleCloudStorageBuilder,
+    local::LocalFileSystem, path::Path,
 };
 
 use crate::{
@@ -133,6 +134,35 @@ pub enum StorageError {
         #[source]
         source: kube::Error,
     },
+}
+
+impl StorageError {
+    /// Another attempt of the operation, after a backoff, may succeed: the store answered with a
+    /// server error or not at all (object_store has retried such requests itself by then), or the
+    /// Kubernetes API was busy. Missing or existing objects, refused credentials and wrong
+    /// settings fail the same way again.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StorageError::Object { source, .. } => matches!(
+                source,
+                object_store::Error::Generic { .. } | object_store::Error::JoinError { .. }
+            ),
+            StorageError::Kube { source, .. } => match source {
+                kube::Error::Api(status) => status.code >= 500 || matches!(status.code, 409 | 429),
+                kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+                _ => false,
+            },
+            StorageError::Invalid(_)
+            | StorageError::Secret(_)
+            | StorageError::Open { .. }
+            | StorageError::AlreadyExists { .. }
+            | StorageError::NotFound { .. }
+            | StorageError::LocalRead { .. }
+            | StorageError::NoKubernetes { .. }
+            | StorageError::TooLarge { .. }
+            | StorageError::NotText { .. } => false,
+        }
+    }
 }
 
 /// What opening a location needs besides the storage block.
@@ -236,32 +266,9 @@ impl Location {
             }
             StorageType::Azure => {
                 let azure = spec.azure.as_ref().ok_or_else(|| missing("azure"))?;
-                // Workload identity and the default chain read AZURE_* from the environment.
-                let mut builder = MicrosoftAzureBuilder::from_env()
-                    .with_account(&azure.account_name)
-                    .with_container_name(&azure.container);
-                if let Some(secret) = &azure.credentials_secret {
-                    builder =
-                        builder.with_access_key(secrets.get_text(&secret.name, &secret.account_key_key)?);
-                }
-                if let Some(secret) = &azure.sas_token_secret {
-                    let token = secrets.get_text(&secret.name, &secret.sas_token_key)?;
-                    builder = builder.with_config(
-                        object_store::azure::AzureConfigKey::SasKey,
-                        token.trim_start_matches('?'),
-                    );
-                }
-                if let Some(secret) = &azure.service_principal_secret {
-                    builder = builder
-                        .with_client_id(secrets.get_text(&secret.name, &secret.client_id_key)?)
-                        .with_tenant_id(secrets.get_text(&secret.name, &secret.tenant_id_key)?)
-                        .with_client_secret(secrets.get_text(&secret.name, &secret.client_secret_key)?);
-                }
-                if let Some(endpoint) = &azure.endpoint {
-                    builder = builder
-                        .with_endpoint(endpoint.trim_end_matches('/').to_owned())
-                        .with_allow_http(endpoint.starts_with("http://"));
-                }
+                let env = azure::AzureEnv::from_process();
+                let credentials = azure::credentials(azure, secrets, &env)?;
+                let builder = azure::builder(azure, &credentials, &env);
                 let uri = format!("az://{}", azure.container);
                 let store = builder.build().map_err(|source| StorageError::Open {
                     uri: uri.clone(),

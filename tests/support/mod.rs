@@ -31,6 +31,27 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{nanos}", std::process::id())
 }
 
+/// The account key of Azurite's well-known development account `devstoreaccount1`.
+pub const AZURITE_ACCOUNT_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// Secrets holding Secret `azure` with Azurite's account key under `AZURE_STORAGE_KEY` (what
+/// `credentialsSecret: {name: azure}` reads).
+pub fn azurite_secrets() -> kafka_backup_operator::secrets::SecretStore {
+    kafka_backup_operator::secrets::SecretStore::Map {
+        origin: "test".into(),
+        secrets: [(
+            "azure".to_owned(),
+            [(
+                "AZURE_STORAGE_KEY".to_owned(),
+                AZURITE_ACCOUNT_KEY.as_bytes().to_vec(),
+            )]
+            .into(),
+        )]
+        .into(),
+    }
+}
+
 /// The `serve` binary and a TLS client for it.
 pub mod https;
 /// Admission and conversion reviews, and the HTTPS router in-process.
@@ -116,4 +137,82 @@ pub fn start_broker(bin: &str, dir: &std::path::Path, extra: &[&str]) -> Broker 
         bootstrap: format!("127.0.0.1:{port}"),
         port,
     }
+}
+
+/// What a [`proxy`] saw.
+#[derive(Default)]
+pub struct ProxyStats {
+    /// Connections cut.
+    pub cuts: std::sync::atomic::AtomicUsize,
+    /// Bytes each connection's client sent.
+    pub sent: std::sync::Mutex<Vec<usize>>,
+}
+
+/// A proxy to the broker on `broker_port`; with `cut_after`, every connection is cut once its
+/// client has sent that many bytes (mid-request, as a broker restart or a network fault would).
+pub async fn proxy(
+    listener: tokio::net::TcpListener,
+    broker_port: u16,
+    cut_after: Option<usize>,
+    stats: std::sync::Arc<ProxyStats>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    while let Ok((client, _)) = listener.accept().await {
+        let stats = stats.clone();
+        tokio::spawn(async move {
+            let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", broker_port)).await else {
+                return;
+            };
+            let index = {
+                let mut sent = stats.sent.lock().unwrap();
+                sent.push(0);
+                sent.len() - 1
+            };
+            let (mut from_client, mut to_client) = client.into_split();
+            let (mut from_server, mut to_server) = server.into_split();
+            let answers =
+                tokio::spawn(async move { tokio::io::copy(&mut from_server, &mut to_client).await });
+            let mut sent = 0;
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                let n = match from_client.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                if cut_after.is_some_and(|limit| sent + n > limit) {
+                    // Half of this chunk goes through: the broker sees a truncated request.
+                    let _ = to_server.write_all(&buf[..n / 2]).await;
+                    stats.cuts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    break;
+                }
+                sent += n;
+                stats.sent.lock().unwrap()[index] = sent;
+                if to_server.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+            answers.abort();
+        });
+    }
+}
+
+/// A broker of its own that clients reach only through a [`proxy`] (it advertises the proxy's
+/// address): the broker, the proxy's address and what the proxy sees.
+pub async fn proxied_broker(
+    nisshi: &str,
+    dir: &std::path::Path,
+    cut_after: Option<usize>,
+) -> (
+    Broker,
+    String,
+    std::sync::Arc<ProxyStats>,
+    tokio::task::JoinHandle<()>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let advertised = format!("tcp://127.0.0.1:{port}");
+    let broker = start_broker(nisshi, dir, &["--advertised-listener-url", &advertised]);
+    let stats = std::sync::Arc::new(ProxyStats::default());
+    let proxying = tokio::spawn(proxy(listener, broker.port, cut_after, stats.clone()));
+    (broker, format!("127.0.0.1:{port}"), stats, proxying)
 }

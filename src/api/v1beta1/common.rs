@@ -129,23 +129,32 @@ pub enum SaslMechanism {
     ScramSha512,
 }
 
-/// TCP tuning of the broker connections.
+/// TCP tuning of the broker connections. The operator talks to Kafka through two clients: its
+/// own Kafka protocol client (consumer-group offsets, metadata and log offsets of resets,
+/// rollbacks and restores, the restore producer) and librdkafka (the records a backup reads, the
+/// record reads of HeaderBased resets and of validations, topic creation).
 #[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectionSpec {
-    /// Enable TCP keep-alive on broker sockets.
+    /// Enable TCP keep-alive (SO_KEEPALIVE) on the sockets of both clients. Unset: on when
+    /// keepaliveTimeSecs or keepaliveIntervalSecs is set, off otherwise.
     pub tcp_keepalive: Option<bool>,
-    /// Idle seconds before the first keep-alive probe.
+    /// Idle seconds before the first keep-alive probe (TCP_KEEPIDLE) on the protocol client's
+    /// sockets. librdkafka has no per-socket setting: its sockets probe after the node's
+    /// net.ipv4.tcp_keepalive_time (a namespaced sysctl the pod's securityContext can set).
     #[schemars(range(min = 1))]
     pub keepalive_time_secs: Option<i32>,
-    /// Seconds between keep-alive probes.
+    /// Seconds between keep-alive probes (TCP_KEEPINTVL) on the protocol client's sockets;
+    /// librdkafka's use the node's net.ipv4.tcp_keepalive_intvl.
     #[schemars(range(min = 1))]
     pub keepalive_interval_secs: Option<i32>,
     /// Disable Nagle's algorithm (TCP_NODELAY).
     pub tcp_nodelay: Option<bool>,
-    /// Connections opened to each broker. Only 1 can be set (librdkafka's clients open one);
-    /// unset, a restore's producer opens 4 to each partition leader.
+    /// Connections the protocol client opens to each broker, its requests spread over them (a
+    /// broker handles one request of a connection at a time); unset: 1, and 4 to each partition
+    /// leader for a restore's producer. librdkafka opens one per broker and client and has no
+    /// setting for more, so a KafkaBackup, whose records only librdkafka reads, accepts only 1.
     #[schemars(range(min = 1, max = 64))]
     pub connections_per_broker: Option<i32>,
 }
@@ -270,7 +279,11 @@ pub struct AzureStorage {
     pub prefix: Option<String>,
     /// Endpoint URL, for sovereign clouds or an emulator.
     pub endpoint: Option<String>,
-    /// Authenticate with Azure Workload Identity.
+    /// Azure Workload Identity. true: the federated token, client id and tenant id that AKS's
+    /// workload identity webhook injects into the operator's pod (AZURE_FEDERATED_TOKEN_FILE,
+    /// AZURE_CLIENT_ID, AZURE_TENANT_ID); refused when one is missing. false: never, even where
+    /// AKS injected them. Unset, with no credentials Secret: the AZURE_* environment (workload
+    /// identity included), then the node's managed identity.
     pub use_workload_identity: Option<bool>,
     /// Secret with the storage account key.
     pub credentials_secret: Option<AzureAccountKeySecretRef>,
@@ -399,10 +412,14 @@ pub struct ConfigMapKeyRef {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ExecutionSpec {
-    /// Retries after a failed attempt before the resource is marked Failed.
+    /// Attempts after a failed one before the resource is marked Failed, made only when the
+    /// failure may pass (the broker or storage unreachable, a timeout, a leader moving; not a
+    /// wrong spec, Secret or credential). The wait before attempt n+1 is 2 s * 2^(n-1), at most
+    /// 5 minutes, times a random factor in [0.5, 1].
     #[schemars(range(min = 0, max = 100))]
     pub retries: Option<i32>,
-    /// Seconds an attempt may run before it is cancelled and counted as failed.
+    /// Seconds an attempt may run before it is cancelled (it then has 30 s to stop at a safe
+    /// point) and counted as failed.
     #[schemars(range(min = 1))]
     pub deadline_seconds: Option<i64>,
     /// Seconds after completion or failure before the resource is deleted.

@@ -254,6 +254,7 @@ impl Admit for beta::KafkaBackup {
     fn validate_hub(hub: &Self, v: &mut Verdict) {
         let spec = &hub.spec;
         common::kafka_cluster(v, "spec.kafkaCluster", &spec.kafka_cluster);
+        common::record_reader_connection(v, "spec.kafkaCluster", &spec.kafka_cluster);
         if spec.topics.is_empty() {
             v.missing(
                 "spec.topics",

@@ -13,12 +13,6 @@ use crate::api::v1beta1::{
 /// Longest legal Kafka topic name.
 pub const MAX_TOPIC_NAME_LEN: usize = 249;
 
-/// Why keep-alive timing is refused: said the same way by admission and by the Kafka client.
-pub const UNSUPPORTED_KEEPALIVE_TIMING: &str = "librdkafka has no per-connection keep-alive timing (only socket.keepalive.enable, set by tcpKeepalive); the node's net.ipv4.tcp_keepalive_time/intvl apply. Remove the field";
-
-/// Why more than one connection per broker is refused.
-pub const UNSUPPORTED_CONNECTIONS_PER_BROKER: &str = "librdkafka opens one connection per broker and client; it cannot be changed. Remove the field or set it to 1";
-
 /// Checks a Kafka connection block.
 pub fn kafka_cluster(v: &mut Verdict, at: &str, cluster: &KafkaClusterSpec) {
     let servers = path(at, "bootstrapServers");
@@ -75,7 +69,9 @@ pub fn kafka_cluster(v: &mut Verdict, at: &str, cluster: &KafkaClusterSpec) {
     if let Some(sasl) = &cluster.sasl_secret {
         secret_name(v, &path(at, "saslSecret.name"), &sasl.name);
     }
-    if let Some(connection) = &cluster.connection {
+    if let Some(connection) = &cluster.connection
+        && connection.tcp_keepalive == Some(false)
+    {
         for (field, value) in [
             ("connection.keepaliveTimeSecs", connection.keepalive_time_secs),
             (
@@ -84,15 +80,42 @@ pub fn kafka_cluster(v: &mut Verdict, at: &str, cluster: &KafkaClusterSpec) {
             ),
         ] {
             if let Some(value) = value {
-                v.error(path(at, field), UNSUPPORTED_KEEPALIVE_TIMING, value);
+                v.error(
+                    path(at, field),
+                    "times keep-alive probes, but tcpKeepalive is false: remove it or set tcpKeepalive to true",
+                    value,
+                );
             }
         }
-        if let Some(n) = connection.connections_per_broker.filter(|n| *n != 1) {
-            v.error(
-                path(at, "connection.connectionsPerBroker"),
-                UNSUPPORTED_CONNECTIONS_PER_BROKER,
-                n,
-            );
+    }
+}
+
+/// The connection rules of a cluster whose records only librdkafka reads (KafkaBackup): its
+/// consumer opens one connection per broker and has no per-socket keep-alive timing, so more
+/// connections are refused and keep-alive timing is said to reach the protocol client only.
+pub fn record_reader_connection(v: &mut Verdict, at: &str, cluster: &KafkaClusterSpec) {
+    let Some(connection) = &cluster.connection else {
+        return;
+    };
+    if let Some(n) = connection.connections_per_broker.filter(|n| *n != 1) {
+        v.error(
+            path(at, "connection.connectionsPerBroker"),
+            "a backup reads its records with librdkafka's consumer, which opens one connection per broker and has no setting for more; remove the field or set it to 1",
+            n,
+        );
+    }
+    for (field, set) in [
+        ("keepaliveTimeSecs", connection.keepalive_time_secs.is_some()),
+        (
+            "keepaliveIntervalSecs",
+            connection.keepalive_interval_secs.is_some(),
+        ),
+    ] {
+        if set {
+            v.warn(format!(
+                "{}: applies to the operator's own Kafka connections (the consumer-group snapshot); librdkafka's consumer, which reads the records, gets keep-alive with the node's timing (net.ipv4.tcp_keepalive_time and tcp_keepalive_intvl), as librdkafka has no per-socket setting",
+                path(at, &format!("connection.{field}"))
+            ));
         }
     }
 }

@@ -531,14 +531,38 @@ fn close(pending: &Mutex<Pending>, why: String) {
 
 /// TCP (with the configured socket options), then TLS when configured.
 async fn dial(broker: &str, settings: &Settings) -> Result<Box<dyn Io>, ProtocolError> {
-    let error = |message: String| ProtocolError::Connect {
+    let address_error = |message: String| ProtocolError::Address {
         broker: broker.to_owned(),
         message,
     };
     let (host, _) = broker
         .rsplit_once(':')
-        .ok_or_else(|| error("expected host:port".into()))?;
+        .ok_or_else(|| address_error("expected host:port".into()))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
+    let stream = connect_tcp(broker, settings).await?;
+    let Some(tls) = &settings.tls else {
+        return Ok(Box::new(stream));
+    };
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+        .map_err(|e| address_error(format!("{host} is not a valid TLS server name: {e}")))?;
+    let stream = tokio_rustls::TlsConnector::from(tls.clone())
+        .connect(name, stream)
+        .await
+        .map_err(|e| ProtocolError::Tls {
+            broker: broker.to_owned(),
+            message: e.to_string(),
+        })?;
+    Ok(Box::new(stream))
+}
+
+/// The TCP connection to `broker` (host:port, each address it resolves to in turn), with the
+/// socket options of `settings`: keep-alive (with its idle time and probe interval where set) and
+/// TCP_NODELAY.
+async fn connect_tcp(broker: &str, settings: &Settings) -> Result<TcpStream, ProtocolError> {
+    let error = |message: String| ProtocolError::Connect {
+        broker: broker.to_owned(),
+        message,
+    };
     let mut last = None;
     let addresses = tokio::net::lookup_host(broker)
         .await
@@ -551,8 +575,10 @@ async fn dial(broker: &str, settings: &Settings) -> Result<Box<dyn Io>, Protocol
             tokio::net::TcpSocket::new_v6()
         }
         .map_err(|e| error(e.to_string()))?;
-        if settings.tcp_keepalive {
-            socket.set_keepalive(true).map_err(|e| error(e.to_string()))?;
+        if let Some(keepalive) = settings.keepalive.socket_option() {
+            socket2::SockRef::from(&socket)
+                .set_tcp_keepalive(&keepalive)
+                .map_err(|e| error(format!("setting TCP keep-alive: {e}")))?;
         }
         match socket.connect(address).await {
             Ok(s) => {
@@ -567,19 +593,7 @@ async fn dial(broker: &str, settings: &Settings) -> Result<Box<dyn Io>, Protocol
     stream
         .set_nodelay(settings.tcp_nodelay)
         .map_err(|e| error(e.to_string()))?;
-    let Some(tls) = &settings.tls else {
-        return Ok(Box::new(stream));
-    };
-    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
-        .map_err(|e| error(format!("{host} is not a valid TLS server name: {e}")))?;
-    let stream = tokio_rustls::TlsConnector::from(tls.clone())
-        .connect(name, stream)
-        .await
-        .map_err(|e| ProtocolError::Tls {
-            broker: broker.to_owned(),
-            message: e.to_string(),
-        })?;
-    Ok(Box::new(stream))
+    Ok(stream)
 }
 
 #[cfg(test)]
@@ -593,6 +607,52 @@ mod tests {
         assert_eq!(common_version((0, 0), (0, 0)), Some(0));
         assert_eq!(common_version((2, 9), (0, 1)), None);
         assert_eq!(common_version((0, 1), (3, 5)), None);
+    }
+
+    #[tokio::test]
+    async fn sockets_carry_the_keep_alive_time_and_interval_of_the_settings() {
+        use crate::kafka::Keepalive;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let broker = listener.local_addr().unwrap().to_string();
+        let settings = |keepalive| Settings {
+            bootstrap: vec![broker.clone()],
+            tls: None,
+            sasl: None,
+            keepalive,
+            tcp_nodelay: true,
+            connections_per_broker: None,
+        };
+        let timed = Keepalive {
+            enabled: true,
+            time: Some(Duration::from_secs(37)),
+            interval: Some(Duration::from_secs(11)),
+        };
+        let stream = connect_tcp(&broker, &settings(timed)).await.unwrap();
+        let socket = socket2::SockRef::from(&stream);
+        assert!(socket.keepalive().unwrap());
+        assert_eq!(socket.tcp_keepalive_time().unwrap(), Duration::from_secs(37));
+        assert_eq!(socket.tcp_keepalive_interval().unwrap(), Duration::from_secs(11));
+        assert!(socket.tcp_nodelay().unwrap());
+
+        // Enabled without timing: the node's defaults stay.
+        let plain = Keepalive {
+            enabled: true,
+            time: None,
+            interval: None,
+        };
+        let node_default = {
+            let fresh = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            fresh.tcp_keepalive_time().unwrap()
+        };
+        let stream = connect_tcp(&broker, &settings(plain)).await.unwrap();
+        let socket = socket2::SockRef::from(&stream);
+        assert!(socket.keepalive().unwrap());
+        assert_eq!(socket.tcp_keepalive_time().unwrap(), node_default);
+
+        let stream = connect_tcp(&broker, &settings(Keepalive::default()))
+            .await
+            .unwrap();
+        assert!(!socket2::SockRef::from(&stream).keepalive().unwrap());
     }
 
     #[test]

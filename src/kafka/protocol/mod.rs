@@ -36,7 +36,7 @@ use kafka_protocol::{
 pub use self::connection::REQUEST_TIMEOUT;
 use self::connection::{Connection, Request, api_name};
 use super::{
-    ClusterAccess,
+    ClusterAccess, Keepalive,
     groups::{Committed, GroupDescription, Partition},
 };
 use crate::api::v1beta1::{SaslMechanism, SecurityProtocol};
@@ -47,7 +47,16 @@ pub enum ProtocolError {
     /// `kafkaCluster.bootstrapServers` is empty.
     #[error("kafkaCluster.bootstrapServers: no broker to connect to")]
     NoBootstrap,
-    /// The connection could not be opened.
+    /// The broker's address cannot be dialled (not host:port, no TLS server name).
+    #[error("Kafka broker address {broker}: {message}")]
+    Address {
+        /// host:port.
+        broker: String,
+        /// Why.
+        message: String,
+    },
+    /// The connection could not be opened: the name did not resolve, the connection was refused
+    /// or did not open in time.
     #[error("connecting to Kafka broker {broker}: {message}")]
     Connect {
         /// host:port.
@@ -181,7 +190,31 @@ impl ProtocolError {
         }
     }
 
-    /// Worth another attempt with a fresh coordinator lookup or connection.
+    /// Worth another attempt of the whole operation after a backoff ([`crate::ops::execution`]):
+    /// by then the broker may resolve, accept connections, answer in time or have finished
+    /// moving a leader or coordinator (Kafka's retriable error codes). Wrong addresses, TLS and
+    /// SASL failures, versions the broker lacks and undecodable answers fail the same way again.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ProtocolError::Connect { .. }
+            | ProtocolError::Closed { .. }
+            | ProtocolError::Timeout { .. }
+            | ProtocolError::NoLogOffsets { .. } => true,
+            ProtocolError::Kafka { code, .. } => {
+                kafka_protocol::ResponseError::try_from_code(*code).is_some_and(|e| e.is_retriable())
+            }
+            ProtocolError::NoBootstrap
+            | ProtocolError::Address { .. }
+            | ProtocolError::Tls { .. }
+            | ProtocolError::TlsSettings(_)
+            | ProtocolError::Auth { .. }
+            | ProtocolError::Unsupported { .. }
+            | ProtocolError::Transport { .. } => false,
+        }
+    }
+
+    /// Worth sending the request again at once, after looking the coordinator up again or on a
+    /// new connection (within one call; [`ProtocolError::is_retryable`] is about whole attempts).
     fn is_retriable(&self) -> bool {
         match self {
             ProtocolError::Kafka { code, .. } => COORDINATOR_MOVED.contains(code),
@@ -208,7 +241,7 @@ pub struct Settings {
     bootstrap: Vec<String>,
     tls: Option<Arc<rustls::ClientConfig>>,
     sasl: Option<Sasl>,
-    tcp_keepalive: bool,
+    keepalive: Keepalive,
     tcp_nodelay: bool,
     connections_per_broker: Option<i32>,
 }
@@ -235,7 +268,7 @@ impl Settings {
             bootstrap: access.bootstrap_servers.clone(),
             tls,
             sasl,
-            tcp_keepalive: access.tcp_keepalive.unwrap_or(false),
+            keepalive: access.keepalive,
             // Small request/response exchanges: waiting to coalesce them only adds latency.
             tcp_nodelay: access.tcp_nodelay.unwrap_or(true),
             connections_per_broker: access.connections_per_broker,
@@ -290,11 +323,14 @@ fn tls_config(access: &ClusterAccess) -> Result<rustls::ClientConfig, ProtocolEr
 }
 
 /// Consumer-group offsets of one cluster, and the metadata and log offsets they are planned
-/// against: one connection per broker (coordinator or leader), shared by every request.
+/// against: `connectionsPerBroker` connections (1 unless set) to each broker (coordinator or
+/// leader), opened as requests need them and taken in turn by every request.
 pub struct GroupAdmin {
     settings: Settings,
     /// Open connections by the address they were dialled with.
-    connections: tokio::sync::Mutex<HashMap<String, Arc<Connection>>>,
+    connections: tokio::sync::Mutex<HashMap<String, Vec<Arc<Connection>>>>,
+    /// Turns through each broker's connections.
+    turn: std::sync::atomic::AtomicUsize,
     /// Each group's coordinator (host:port), once looked up.
     coordinators: std::sync::Mutex<HashMap<String, String>>,
     /// Each partition's leader (host:port), from the last Metadata answer.
@@ -308,6 +344,7 @@ impl GroupAdmin {
         let admin = GroupAdmin {
             settings,
             connections: tokio::sync::Mutex::new(HashMap::new()),
+            turn: std::sync::atomic::AtomicUsize::new(0),
             coordinators: std::sync::Mutex::new(HashMap::new()),
             leaders: std::sync::Mutex::new(HashMap::new()),
         };
@@ -315,13 +352,18 @@ impl GroupAdmin {
         Ok(admin)
     }
 
+    /// The next of `broker`'s connections, opened while it has fewer than `connectionsPerBroker`.
     async fn connection(&self, broker: &str) -> Result<Arc<Connection>, ProtocolError> {
+        let wanted = self.settings.connections_per_broker.unwrap_or(1).max(1) as usize;
         let mut connections = self.connections.lock().await;
-        if let Some(c) = connections.get(broker).filter(|c| !c.is_closed()) {
-            return Ok(c.clone());
+        let open = connections.entry(broker.to_owned()).or_default();
+        open.retain(|c| !c.is_closed());
+        if open.len() >= wanted {
+            let turn = self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Ok(open[turn % open.len()].clone());
         }
         let opened = Arc::new(Connection::open(broker, &self.settings).await?);
-        connections.insert(broker.to_owned(), opened.clone());
+        open.push(opened.clone());
         Ok(opened)
     }
 
@@ -329,7 +371,7 @@ impl GroupAdmin {
     async fn bootstrap(&self) -> Result<Arc<Connection>, ProtocolError> {
         {
             let connections = self.connections.lock().await;
-            if let Some(c) = connections.values().find(|c| !c.is_closed()) {
+            if let Some(c) = connections.values().flatten().find(|c| !c.is_closed()) {
                 return Ok(c.clone());
             }
         }

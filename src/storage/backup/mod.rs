@@ -351,6 +351,16 @@ pub enum BackupFormatError {
     },
 }
 
+impl BackupFormatError {
+    /// Another attempt may read it: only when storage itself failed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            BackupFormatError::Storage(e) => e.is_retryable(),
+            BackupFormatError::Manifest { .. } => false,
+        }
+    }
+}
+
 impl Manifest {
     /// A new, empty set.
     pub fn new(backup_id: &str, now: DateTime<Utc>) -> Self {
