@@ -12,7 +12,7 @@ use kube::{
     Api,
     api::{Patch, PatchParams},
     core::DeserializeGuard,
-    runtime::events::{Event, EventType, Recorder},
+    runtime::events::EventType,
 };
 use serde_json::{Value, json};
 use tokio::{sync::watch, time::Instant};
@@ -20,8 +20,10 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::{
     CatalogNotice, FIELD_MANAGER, Hooks, Written,
-    kinds::{Mode, Operation, RestartPolicy, WrittenId},
+    events::Recorder,
+    kinds::{Mode, Operation, RestartPolicy, WrittenId, parse_time},
     lifecycle::{self, CancelReason, StartReason, State, reason},
+    schedule,
     supervisor::TaskHandle,
 };
 use crate::{
@@ -54,14 +56,11 @@ impl EventSink {
             }
             note.truncate(end);
         }
-        let event = Event {
-            type_,
-            reason: reason.to_owned(),
-            note: Some(note),
-            action: action.to_owned(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&event, &self.reference).await {
+        if let Err(e) = self
+            .recorder
+            .publish(type_, reason, action, &note, &self.reference)
+            .await
+        {
             warn!(error = %e, reason, "failed to publish Event");
         }
     }
@@ -186,6 +185,19 @@ async fn run_inner<K: Operation>(env: RunEnv<K>, handle: TaskHandle) {
     };
     let mode = env.object.mode();
     let continuous = mode == Mode::Continuous;
+    // A scheduled run's Events name its tick, so those of later runs say their own facts.
+    let tick = match mode {
+        Mode::Scheduled(_) => env
+            .status
+            .get("lastScheduleTime")
+            .and_then(parse_time)
+            .map(schedule::tick_label),
+        _ => None,
+    };
+    let of_this_run = |note: String| match &tick {
+        Some(tick) => format!("run for the tick {tick}: {note}"),
+        None => note,
+    };
 
     // 1. An operation slot.
     let slot = match handle.try_slot() {
@@ -203,7 +215,7 @@ async fn run_inner<K: Operation>(env: RunEnv<K>, handle: TaskHandle) {
             );
             env.writer.patch_retrying(&patch).await;
             env.events
-                .emit(EventType::Normal, reason::QUEUED, "Run", message)
+                .emit(EventType::Normal, reason::QUEUED, "Run", of_this_run(message))
                 .await;
             match handle.slot().await {
                 Some(slot) => slot,
@@ -254,7 +266,7 @@ async fn run_inner<K: Operation>(env: RunEnv<K>, handle: TaskHandle) {
             EventType::Normal,
             event_reason,
             "Run",
-            format!("{kind} {}: {start_message}", env.resource.name),
+            of_this_run(format!("{kind} {}: {start_message}", env.resource.name)),
         )
         .await;
     info!(reason = event_reason, "operation started");
@@ -316,7 +328,7 @@ async fn run_inner<K: Operation>(env: RunEnv<K>, handle: TaskHandle) {
             );
             env.writer.patch_retrying(&patch).await;
             env.events
-                .emit(EventType::Warning, reason::RETRYING, "Run", message)
+                .emit(EventType::Warning, reason::RETRYING, "Run", of_this_run(message))
                 .await;
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
@@ -426,7 +438,7 @@ async fn run_inner<K: Operation>(env: RunEnv<K>, handle: TaskHandle) {
         .operator
         .operation_finished(kind, outcome, elapsed, records, bytes);
     env.events
-        .emit(event_type, event_reason, "Run", state.message())
+        .emit(event_type, event_reason, "Run", of_this_run(state.message()))
         .await;
     info!(outcome, seconds = elapsed.as_secs_f64(), "operation finished");
     notify_catalog(&env, &final_status);
