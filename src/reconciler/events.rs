@@ -177,3 +177,82 @@ impl Recorder {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use http::{Request, Response};
+    use kube::client::Body;
+    use serde_json::Value;
+
+    use super::*;
+
+    /// The next request: method, path and JSON body; answered with the body itself.
+    async fn answer(
+        handle: &mut tower_test::mock::Handle<Request<Body>, Response<Body>>,
+    ) -> (String, String, Value) {
+        let (request, send) = handle.next_request().await.expect("a request");
+        let method = request.method().to_string();
+        let path = request.uri().path().to_owned();
+        let body: Value =
+            serde_json::from_slice(&request.into_body().collect_bytes().await.unwrap()).unwrap();
+        send.send_response(
+            Response::builder()
+                .status(200)
+                .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                .unwrap(),
+        );
+        (method, path, body)
+    }
+
+    #[tokio::test]
+    async fn a_repeat_is_counted_and_a_new_note_is_a_new_event() {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let recorder = Recorder::new(Client::new(service, "ns"), "kbo", Some("pod-1".into()));
+        let regarding = ObjectReference {
+            kind: Some("KafkaBackup".into()),
+            namespace: Some("ns".into()),
+            name: Some("nightly".into()),
+            uid: Some("u1".into()),
+            ..Default::default()
+        };
+        let publish = |note: &'static str| {
+            let recorder = recorder.clone();
+            let regarding = regarding.clone();
+            tokio::spawn(async move {
+                recorder
+                    .publish(EventType::Normal, "Completed", "Run", note, &regarding)
+                    .await
+                    .unwrap();
+            })
+        };
+        let events = "/apis/events.k8s.io/v1/namespaces/ns/events";
+
+        let done = publish("run for the tick 12:00:00: 5 records");
+        let (method, path, first) = answer(&mut handle).await;
+        done.await.unwrap();
+        assert_eq!((method.as_str(), path.as_str()), ("POST", events));
+        assert_eq!(first["note"], "run for the tick 12:00:00: 5 records");
+        assert_eq!(first["reportingController"], "kbo");
+        assert_eq!(first["reportingInstance"], "pod-1");
+        assert_eq!(first["regarding"]["uid"], "u1");
+        let name = first["metadata"]["name"].as_str().unwrap();
+        assert!(name.starts_with("nightly."), "{name}");
+
+        // The same Event again: a series on the first one.
+        let done = publish("run for the tick 12:00:00: 5 records");
+        let (method, path, patch) = answer(&mut handle).await;
+        done.await.unwrap();
+        assert_eq!((method.as_str(), path), ("PATCH", format!("{events}/{name}")));
+        assert_eq!(patch["series"]["count"], 2);
+        assert!(patch.get("note").is_none(), "{patch}");
+
+        // Another note (the next run's tick): a new Event saying so.
+        let done = publish("run for the tick 12:00:10: 7 records");
+        let (method, path, next) = answer(&mut handle).await;
+        done.await.unwrap();
+        assert_eq!((method.as_str(), path.as_str()), ("POST", events));
+        assert_eq!(next["note"], "run for the tick 12:00:10: 7 records");
+        assert_ne!(next["metadata"]["name"], first["metadata"]["name"]);
+    }
+}
