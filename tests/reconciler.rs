@@ -1273,50 +1273,94 @@ async fn leader_election_respects_held_leases_and_takes_over_expired_ones() {
     assert!(!attempt.await.unwrap());
 }
 
-/// End to end against a real cluster: the reconciler runs in this test process (as the leader of
-/// nothing: no election) against the cluster of `KUBECONFIG`, and a KafkaOffsetReset created in
-/// namespace `$KBO_E2E_NAMESPACE` (default `default`) goes Pending -> Running -> Completed against
-/// the broker at `$KBO_TEST_KAFKA_BOOTSTRAP` (reachable from this process); deleting it removes
-/// the finalizer.
-///
-/// Run with the CRDs installed (`kubectl apply -f crds/`) and the broker up:
-///
-/// ```text
-/// source /tmp/kbo-env.sh   # or export KBO_TEST_KAFKA_BOOTSTRAP=host:port
-/// KUBECONFIG=~/.kube/config cargo test --test reconciler -- --ignored e2e
-/// ```
-#[tokio::test]
-#[ignore = "needs a cluster"]
-async fn e2e_offset_reset_in_a_cluster() {
-    use kube::api::{Api, DeleteParams, PostParams};
-    let bootstrap = std::env::var("KBO_TEST_KAFKA_BOOTSTRAP").expect("KBO_TEST_KAFKA_BOOTSTRAP");
-    let namespace = std::env::var("KBO_E2E_NAMESPACE").unwrap_or_else(|_| "default".into());
-    let client = Client::try_default().await.expect("a cluster from KUBECONFIG");
-    let topic = unique("e2e-topic");
-    let group = unique("e2e-group");
-    topic_with_records(&bootstrap, &topic, 5).await;
-    commit(&bootstrap, &group, &topic, 5);
+// ---------------------------------------------------------------------------------------------
+// Against a real cluster (ignored; README.md, "In a cluster").
 
+/// The broker of the `e2e_*` tests, reachable from this process.
+fn e2e_broker() -> String {
+    support::cluster::required(
+        "KBO_TEST_KAFKA_BOOTSTRAP",
+        "the host:port of a Kafka broker this process reaches",
+    )
+}
+
+/// The namespace the `e2e_*` tests with an in-process reconciler create their resources in.
+fn e2e_namespace() -> String {
+    std::env::var("KBO_E2E_NAMESPACE").unwrap_or_else(|_| "default".into())
+}
+
+/// The reconciler of `namespace`, in this process (no leader election) against the cluster of
+/// `client`, PVC storage below `pvc_root`; cancel the token and await the handle to stop it.
+fn e2e_reconciler(
+    client: Client,
+    namespace: &str,
+    pvc_root: &std::path::Path,
+) -> (tokio_util::sync::CancellationToken, tokio::task::JoinHandle<()>) {
     let shutdown = tokio_util::sync::CancellationToken::new();
     let config = Config {
-        namespaces: vec![namespace.clone()],
+        namespaces: vec![namespace.to_owned()],
         progress_interval: SECOND * 2,
+        storage: StorageEnv {
+            pvc_root: pvc_root.to_owned(),
+            kube: None,
+        },
         ..Config::default()
     };
-    let ctx = Ctx::new(
-        client.clone(),
-        config,
-        Arc::new(Metrics::new()),
-        Hooks { catalog: None },
-    );
+    let ctx = Ctx::new(client, config, Arc::new(Metrics::new()), Hooks { catalog: None });
     let reconciler = tokio::spawn(kafka_backup_operator::reconciler::controller::run_with(
         ctx,
         shutdown.clone(),
         shutdown.clone(),
     ));
+    (shutdown, reconciler)
+}
+
+/// Deletes `name` and waits until its finalizer is removed and it is gone.
+async fn e2e_delete<K>(api: &kube::Api<K>, name: &str)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.delete(name, &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
+    for _ in 0..60 {
+        if api.get_opt(name).await.unwrap().is_none() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("{name} was not deleted within 30 s: is its finalizer removed?");
+}
+
+/// End to end against a real cluster: the reconciler runs in this test process (no election)
+/// against the cluster of `KUBECONFIG`, and a KafkaOffsetReset created in namespace
+/// `$KBO_E2E_NAMESPACE` (default `default`) goes Pending -> Running -> Completed against the
+/// broker at `$KBO_TEST_KAFKA_BOOTSTRAP` (reachable from this process); deleting it removes the
+/// finalizer.
+///
+/// Needs the CRDs (`kubectl apply -f crds/`) and no other reconciler for that namespace; the
+/// webhooks need not be installed.
+///
+/// ```text
+/// source /tmp/kbo/env.sh   # or export KBO_TEST_KAFKA_BOOTSTRAP=host:port
+/// KUBECONFIG=~/.kube/config cargo test --test reconciler -- --ignored e2e
+/// ```
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a cluster: KUBECONFIG, the CRDs (kubectl apply -f crds/), KBO_TEST_KAFKA_BOOTSTRAP; see README.md, In a cluster"]
+async fn e2e_offset_reset_in_a_cluster() {
+    use kube::api::{Api, PostParams};
+    let client = support::cluster::client().await;
+    let bootstrap = e2e_broker();
+    let namespace = e2e_namespace();
+    let topic = unique("e2e-topic");
+    let group = unique("e2e-group");
+    topic_with_records(&bootstrap, &topic, 5).await;
+    commit(&bootstrap, &group, &topic, 5);
+    let dir = tempfile::tempdir().unwrap();
+    let (shutdown, reconciler) = e2e_reconciler(client.clone(), &namespace, dir.path());
 
     let api: Api<KafkaOffsetReset> = Api::namespaced(client, &namespace);
-    let name = unique("e2e").replace('_', "-");
+    let name = unique("e2e");
     let reset: KafkaOffsetReset = serde_json::from_value(json!({
         "apiVersion": "kafka.oso.sh/v1beta1", "kind": "KafkaOffsetReset",
         "metadata": {"name": name},
@@ -1345,17 +1389,98 @@ async fn e2e_offset_reset_in_a_cluster() {
     }
     assert_eq!(phases.last().map(String::as_str), Some("Completed"), "{phases:?}");
     assert_eq!(committed(&bootstrap, &group, &topic), Some(0));
-    api.delete(&name, &DeleteParams::default()).await.unwrap();
-    for _ in 0..60 {
-        if api.get_opt(&name).await.unwrap().is_none() {
-            break;
+    e2e_delete(&api, &name).await;
+    shutdown.cancel();
+    reconciler.await.unwrap();
+}
+
+/// End to end against a real cluster (issue 15 item 1): a KafkaBackup on `*/10 * * * * *`
+/// created in `$KBO_E2E_NAMESPACE`, reconciled by this process (PVC storage in a temporary
+/// directory), runs at two consecutive ticks, each to Completed, with no MissedSchedule Event, and
+/// each run's Scheduled Event names its own tick. Same needs as [`e2e_offset_reset_in_a_cluster`].
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a cluster: KUBECONFIG, the CRDs (kubectl apply -f crds/), KBO_TEST_KAFKA_BOOTSTRAP; see README.md, In a cluster"]
+async fn e2e_scheduled_backup_runs_at_consecutive_ticks() {
+    use k8s_openapi::api::events::v1::Event;
+    use kube::api::{Api, ListParams, PostParams};
+    let client = support::cluster::client().await;
+    let bootstrap = e2e_broker();
+    let namespace = e2e_namespace();
+    let topic = unique("e2e-sched");
+    topic_with_records(&bootstrap, &topic, 5).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (shutdown, reconciler) = e2e_reconciler(client.clone(), &namespace, dir.path());
+
+    let api: Api<KafkaBackup> = Api::namespaced(client.clone(), &namespace);
+    let name = unique("e2e-sched");
+    let backup: KafkaBackup = serde_json::from_value(json!({
+        "apiVersion": "kafka.oso.sh/v1beta1", "kind": "KafkaBackup",
+        "metadata": {"name": name},
+        "spec": {"kafkaCluster": {"bootstrapServers": [bootstrap]}, "topics": [topic],
+            "storage": {"type": "PVC", "pvc": {"claimName": "backups"}},
+            "schedule": EVERY_10_S, "stopAtCurrentOffsets": true},
+    }))
+    .unwrap();
+    let uid = api
+        .create(&PostParams::default(), &backup)
+        .await
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
+    // The ticks fired, and the status once the second one's run has completed.
+    let mut fired: Vec<DateTime<Utc>> = Vec::new();
+    let deadline = tokio::time::Instant::now() + SECOND * 90;
+    let status = loop {
+        let status = serde_json::to_value(api.get(&name).await.unwrap().status).unwrap();
+        let last = status["lastScheduleTime"].as_str().map(|t| t.parse().unwrap());
+        if let Some(tick) = last
+            && fired.last() != Some(&tick)
+        {
+            fired.push(tick);
         }
+        let completed_after = |tick: DateTime<Utc>| {
+            status["lastRun"]["completionTime"]
+                .as_str()
+                .and_then(|t| t.parse::<DateTime<Utc>>().ok())
+                .is_some_and(|done| done >= tick)
+        };
+        if fired.len() >= 2 && status["phase"] == "Completed" && completed_after(fired[1]) {
+            break status;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "two ticks did not run in 90 s; fired {fired:?}, status {status}"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    assert!(
-        api.get_opt(&name).await.unwrap().is_none(),
-        "the finalizer was removed"
+    };
+    assert_eq!(
+        fired[1] - fired[0],
+        chrono::Duration::seconds(10),
+        "consecutive ticks ran: {fired:?}"
     );
+    assert_eq!(status["lastRun"]["outcome"], "Succeeded", "{status}");
+
+    let events: Api<Event> = Api::namespaced(client, &namespace);
+    let ours: Vec<Event> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.uid.as_deref()) == Some(uid.as_str()))
+        .collect();
+    let reasons: Vec<_> = ours.iter().filter_map(|e| e.reason.clone()).collect();
+    assert!(!reasons.iter().any(|r| r == "MissedSchedule"), "{reasons:?}");
+    for tick in &fired[..2] {
+        let tick = rfc3339(*tick);
+        assert!(
+            ours.iter().any(|e| e.reason.as_deref() == Some("Scheduled")
+                && e.note.as_deref().is_some_and(|n| n.contains(&tick))),
+            "a Scheduled Event names the tick {tick}: {ours:?}"
+        );
+    }
+    e2e_delete(&api, &name).await;
     shutdown.cancel();
     reconciler.await.unwrap();
 }

@@ -31,6 +31,8 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{nanos}", std::process::id())
 }
 
+/// The cluster of `KUBECONFIG`, for the ignored cluster tests.
+pub mod cluster;
 /// The `serve` binary and a TLS client for it.
 pub mod https;
 /// Admission and conversion reviews, and the HTTPS router in-process.
