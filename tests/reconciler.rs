@@ -9,7 +9,11 @@
 
 mod support;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use chrono::{DateTime, TimeZone, Utc};
 use http::{Method, Request, Response};
@@ -20,8 +24,11 @@ use kafka_backup_operator::{
     reconciler::{
         FINALIZER, Hooks,
         controller::{Config, Ctx, reconcile},
+        kinds::Operation,
         leader::LeaderElector,
         lifecycle::CancelReason,
+        schedule::Schedule,
+        supervisor::TaskOwner,
     },
     secrets::SecretStore,
     storage::StorageEnv,
@@ -247,6 +254,11 @@ fn broker() -> Option<String> {
 
 async fn topic_with_records(bootstrap: &str, topic: &str, records: i64) {
     create_topic(bootstrap, topic, 1).await;
+    produce(bootstrap, topic, records).await;
+}
+
+/// Produces `records` records to partition 0 of `topic`.
+async fn produce(bootstrap: &str, topic: &str, records: i64) {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()
@@ -818,6 +830,335 @@ async fn a_schedule_tick_is_persisted_before_the_run_and_fires_once() {
     api.none_within(Duration::from_millis(300)).await;
 }
 
+/// One scheduled object driven the way kube-runtime's controller drives it against a real API
+/// server: every status patch is applied to the server's copy and comes back as a watch event,
+/// so the next reconcile (with the object as the server now returns it) comes at once and takes
+/// the place of whatever requeue was asked for before; so does the end of the object's task (the
+/// supervisor's announcement the controller subscribes to). Only when nothing of that is pending
+/// does the requeue of the last reconcile fire, and then the injected clock moves to it. Events
+/// are kept as the API server keeps them (a series patch updates the Event it names).
+struct ScheduleScenario {
+    api: ApiServerVerifier,
+    stored: Stored,
+    path: String,
+    ctx: Arc<Ctx>,
+    clock: Arc<Mutex<DateTime<Utc>>>,
+    schedule: Schedule,
+    ended: tokio::sync::broadcast::Receiver<TaskOwner>,
+    /// A watch event (or an ended task) is due: the next reconcile comes at once.
+    triggered: bool,
+    /// The Events as the API server holds them, by name.
+    events: BTreeMap<String, Value>,
+    /// Each Event occurrence: its reason and the note the server shows for it then.
+    occurrences: Vec<(String, String)>,
+    /// The time of the last reconcile and the requeue it asked for.
+    last: Option<(DateTime<Utc>, Action)>,
+    reconciles: usize,
+}
+
+/// `*/10 * * * * *`, the schedule of the scenarios.
+const EVERY_10_S: &str = "*/10 * * * * *";
+
+impl ScheduleScenario {
+    /// `object` (kind plural `plural`, with the finalizer, status Pending) whose first tick is
+    /// `first_tick`; the clock starts just after it.
+    fn new(dir: &std::path::Path, plural: &str, object: Value, first_tick: DateTime<Utc>) -> Self {
+        let (client, api) = mock_client();
+        let clock = Arc::new(Mutex::new(first_tick + chrono::Duration::milliseconds(200)));
+        let now = Arc::clone(&clock);
+        let ctx = ctx_with_clock(
+            client,
+            dir,
+            Duration::from_secs(3600),
+            Arc::new(move || *now.lock().unwrap()),
+        );
+        let mut stored = Stored(object);
+        stored.0["metadata"]["finalizers"] = json!([FINALIZER]);
+        stored.0["metadata"]["creationTimestamp"] = json!(rfc3339(first_tick - chrono::Duration::seconds(5)));
+        stored.0["status"] = json!({"phase": "Pending", "observedGeneration": 1});
+        let name = stored.0["metadata"]["name"].as_str().unwrap();
+        ScheduleScenario {
+            api,
+            path: format!("/apis/kafka.oso.sh/v1beta1/namespaces/{NS}/{plural}/{name}"),
+            ended: ctx.supervisor.subscribe_finished(),
+            ctx,
+            stored,
+            clock,
+            schedule: Schedule::parse(EVERY_10_S).unwrap(),
+            triggered: false,
+            events: BTreeMap::new(),
+            occurrences: Vec::new(),
+            last: None,
+            reconciles: 0,
+        }
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        *self.clock.lock().unwrap()
+    }
+
+    /// Answers one request as the API server would.
+    fn serve(&mut self, req: Req) {
+        let events = format!("/apis/events.k8s.io/v1/namespaces/{NS}/events");
+        if req.method == Method::PATCH && req.path == format!("{}/status", self.path) {
+            let precondition = &req.body["metadata"]["resourceVersion"];
+            if !precondition.is_null() && *precondition != self.stored.0["metadata"]["resourceVersion"] {
+                req.reply_status(409, "Conflict");
+                return;
+            }
+            self.stored.merge_status(req);
+            self.triggered = true;
+            return;
+        }
+        let event = if req.method == Method::POST && req.path == events {
+            let name = req.body["metadata"]["name"].as_str().unwrap().to_owned();
+            self.events.insert(name.clone(), req.body.clone());
+            self.events[&name].clone()
+        } else if req.method == Method::PATCH && req.path.starts_with(&format!("{events}/")) {
+            let name = req.path.rsplit('/').next().unwrap();
+            let event = self
+                .events
+                .get_mut(name)
+                .unwrap_or_else(|| panic!("series patch of an unknown Event {name}"));
+            json_patch::merge(event, &req.body);
+            event.clone()
+        } else {
+            panic!("unexpected request {}", req.describe());
+        };
+        self.occurrences.push((
+            event["reason"].as_str().unwrap_or_default().to_owned(),
+            event["note"].as_str().unwrap_or_default().to_owned(),
+        ));
+        let code = if req.method == Method::POST { 201 } else { 200 };
+        req.reply(code, &event);
+    }
+
+    /// One reconcile of the object as the server returns it now, serving its requests (and the
+    /// running task's) until it returns. Whatever it decided, it must ask to run again just
+    /// after the next tick (nothing else in these scenarios asks for sooner).
+    async fn reconcile<K: Operation>(&mut self) {
+        self.triggered = false;
+        self.reconciles += 1;
+        let at = self.now();
+        let seen = self.stored.0["status"]["phase"].clone();
+        let mut run = tokio::spawn(reconcile(self.stored.typed::<K>(), Arc::clone(&self.ctx)));
+        let action = loop {
+            let next = tokio::select! {
+                done = &mut run => Err(done.unwrap().unwrap()),
+                req = self.api.next(SECOND * 60) => Ok(req),
+            };
+            match next {
+                Ok(req) => self.serve(req),
+                Err(action) => break action,
+            }
+        };
+        let next_tick = self.schedule.next_after(at).unwrap();
+        assert_eq!(
+            action,
+            Action::requeue((next_tick - at).to_std().unwrap() + Duration::from_millis(200)),
+            "reconcile {} at {at}, phase {seen}: must requeue by the next tick {next_tick}",
+            self.reconciles
+        );
+        self.last = Some((at, action));
+    }
+
+    /// Reconciles on every watch event until the task of the run has ended and that end has
+    /// been reconciled too.
+    async fn settle<K: Operation>(&mut self) {
+        let mut ended = false;
+        loop {
+            if self.triggered {
+                self.reconcile::<K>().await;
+                continue;
+            }
+            if ended {
+                return;
+            }
+            tokio::select! {
+                req = self.api.next(SECOND * 120) => self.serve(req),
+                owner = self.ended.recv() => {
+                    assert_eq!(owner.unwrap().name, self.stored.0["metadata"]["name"].as_str().unwrap());
+                    ended = true;
+                    self.triggered = true;
+                }
+            }
+        }
+    }
+
+    /// Nothing is pending: the requeue of the last reconcile fires.
+    async fn requeue_fires<K: Operation>(&mut self) {
+        let (at, action) = self.last.clone().expect("a reconcile ran");
+        let next_tick = self.schedule.next_after(at).unwrap();
+        let wait = (next_tick - at).to_std().unwrap() + Duration::from_millis(200);
+        assert_eq!(
+            action,
+            Action::requeue(wait),
+            "a requeue by the next tick is pending"
+        );
+        *self.clock.lock().unwrap() = at + chrono::Duration::from_std(wait).unwrap();
+        self.reconcile::<K>().await;
+    }
+
+    /// The notes of the Event occurrences with this reason.
+    fn notes(&self, reason: &str) -> Vec<&str> {
+        self.occurrences
+            .iter()
+            .filter(|(r, _)| r == reason)
+            .map(|(_, n)| n.as_str())
+            .collect()
+    }
+
+    fn reasons(&self) -> Vec<&str> {
+        self.occurrences.iter().map(|(r, _)| r.as_str()).collect()
+    }
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// The first tick of [`EVERY_10_S`] at least 10 s from now. The scenarios' clock starts there
+/// and moves faster than real time: the runs take their completion times from the real clock,
+/// and a completion after a tick would (rightly) skip that tick as passed during the run.
+fn first_tick_ahead() -> DateTime<Utc> {
+    Schedule::parse(EVERY_10_S)
+        .unwrap()
+        .next_after(Utc::now() + chrono::Duration::seconds(10))
+        .unwrap()
+}
+
+/// Drives `scenario` over three ticks: before each tick `prepare(i)` runs, after each run
+/// `check(i, status)`. Asserts (on top of every reconcile's requeue, see
+/// [`ScheduleScenario::reconcile`]) that each tick fires once and in turn, and that no tick is
+/// reported missed. Returns the ticks.
+async fn three_ticks<K: Operation>(
+    scenario: &mut ScheduleScenario,
+    first_tick: DateTime<Utc>,
+    prepare: impl AsyncFn(usize),
+    check: impl Fn(usize, &Value),
+) -> Vec<DateTime<Utc>> {
+    let ticks: Vec<_> = (0..3)
+        .map(|i| first_tick + chrono::Duration::seconds(10 * i))
+        .collect();
+    for (i, tick) in ticks.iter().enumerate() {
+        prepare(i).await;
+        if i == 0 {
+            scenario.reconcile::<K>().await;
+        } else {
+            scenario.requeue_fires::<K>().await;
+        }
+        assert_eq!(
+            scenario.stored.0["status"]["lastScheduleTime"],
+            rfc3339(*tick),
+            "the run for the tick {tick} started"
+        );
+        scenario.settle::<K>().await;
+        check(i, &scenario.stored.0["status"]);
+    }
+    assert_eq!(scenario.notes("Scheduled").len(), 3, "{:?}", scenario.reasons());
+    assert!(
+        !scenario.reasons().contains(&"MissedSchedule"),
+        "{:?}",
+        scenario.occurrences
+    );
+    for (i, tick) in ticks.iter().enumerate() {
+        let tick = rfc3339(*tick);
+        assert!(
+            scenario.notes("Scheduled")[i].contains(&tick),
+            "the Scheduled Event of run {i} names its tick {tick}: {:?}",
+            scenario.notes("Scheduled")
+        );
+        assert!(
+            scenario.notes("Started")[i].contains(&tick),
+            "the Started Event of run {i} names its tick {tick}: {:?}",
+            scenario.notes("Started")
+        );
+    }
+    ticks
+}
+
+/// Issue 15 items 1 and 7: a KafkaBackup on `*/10 * * * * *` against the real broker runs at
+/// each of three ticks (5 new records each time), and each run's Completed Event names its tick
+/// and its own result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_scheduled_backup_runs_at_every_tick() {
+    let Some(bootstrap) = broker() else { return };
+    let topic = unique("kb-sched");
+    create_topic(&bootstrap, &topic, 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_, meta) = metadata("kafkabackups", "every-ten");
+    let first_tick = first_tick_ahead();
+    let mut scenario = ScheduleScenario::new(
+        dir.path(),
+        "kafkabackups",
+        json!({
+            "apiVersion": "kafka.oso.sh/v1beta1", "kind": "KafkaBackup", "metadata": meta,
+            "spec": {"kafkaCluster": {"bootstrapServers": [bootstrap]}, "topics": [topic],
+                "storage": {"type": "PVC", "pvc": {"claimName": "backups"}},
+                "schedule": EVERY_10_S, "stopAtCurrentOffsets": true},
+        }),
+        first_tick,
+    );
+    let produced = |_: usize| async { produce(&bootstrap, &topic, 5).await };
+    let ticks = three_ticks::<KafkaBackup>(&mut scenario, first_tick, produced, |i, status| {
+        assert_eq!(status["phase"], "Completed", "run {i}: {status}");
+        assert_eq!(
+            status["lastRun"]["records"], 5,
+            "run {i} stored the new records: {status}"
+        );
+    })
+    .await;
+    let completed = scenario.notes("Completed");
+    assert_eq!(completed.len(), 3, "{:?}", scenario.occurrences);
+    for (note, tick) in completed.iter().zip(&ticks) {
+        assert!(note.contains(&rfc3339(*tick)), "{note}");
+        assert!(note.contains("5 records"), "{note}");
+    }
+}
+
+/// Issue 15 items 1 and 7: a KafkaBackupValidation on `*/10 * * * * *` (its backup set does not
+/// exist, so each run fails its checks) runs at each of three ticks, and each run's final Event
+/// names its tick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_scheduled_validation_runs_at_every_tick() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, meta) = metadata("kafkabackupvalidations", "every-ten");
+    let first_tick = first_tick_ahead();
+    let mut scenario = ScheduleScenario::new(
+        dir.path(),
+        "kafkabackupvalidations",
+        json!({
+            "apiVersion": "kafka.oso.sh/v1beta1", "kind": "KafkaBackupValidation", "metadata": meta,
+            "spec": {"backupRef": {"backupId": "orders", "storage": {"type": "PVC", "pvc": {"claimName": "b"}}},
+                "schedule": EVERY_10_S},
+        }),
+        first_tick,
+    );
+    let ticks = three_ticks::<KafkaBackupValidation>(
+        &mut scenario,
+        first_tick,
+        async |_| {},
+        |i, status| {
+            assert!(
+                matches!(status["phase"].as_str(), Some("Failed" | "Completed")),
+                "run {i}: {status}"
+            );
+            assert!(status["completionTime"].is_string(), "run {i}: {status}");
+        },
+    )
+    .await;
+    let finals: Vec<&str> = scenario
+        .occurrences
+        .iter()
+        .filter(|(r, _)| r == "OperationFailed" || r == "Completed")
+        .map(|(_, n)| n.as_str())
+        .collect();
+    assert_eq!(finals.len(), 3, "{:?}", scenario.occurrences);
+    for (note, tick) in finals.iter().zip(&ticks) {
+        assert!(note.contains(&rfc3339(*tick)), "{note}");
+    }
+}
+
 /// A Secret the spec names but the namespace lacks: the operation does not start, phase stays
 /// Pending, Ready=False reason SecretMissing naming the field, Secret and key, and a Warning Event.
 #[tokio::test]
@@ -992,50 +1333,94 @@ async fn leader_election_respects_held_leases_and_takes_over_expired_ones() {
     assert!(!attempt.await.unwrap());
 }
 
-/// End to end against a real cluster: the reconciler runs in this test process (as the leader of
-/// nothing: no election) against the cluster of `KUBECONFIG`, and a KafkaOffsetReset created in
-/// namespace `$KBO_E2E_NAMESPACE` (default `default`) goes Pending -> Running -> Completed against
-/// the broker at `$KBO_TEST_KAFKA_BOOTSTRAP` (reachable from this process); deleting it removes
-/// the finalizer.
-///
-/// Run with the CRDs installed (`kubectl apply -f crds/`) and the broker up:
-///
-/// ```text
-/// source /tmp/kbo-env.sh   # or export KBO_TEST_KAFKA_BOOTSTRAP=host:port
-/// KUBECONFIG=~/.kube/config cargo test --test reconciler -- --ignored e2e
-/// ```
-#[tokio::test]
-#[ignore = "needs a cluster"]
-async fn e2e_offset_reset_in_a_cluster() {
-    use kube::api::{Api, DeleteParams, PostParams};
-    let bootstrap = std::env::var("KBO_TEST_KAFKA_BOOTSTRAP").expect("KBO_TEST_KAFKA_BOOTSTRAP");
-    let namespace = std::env::var("KBO_E2E_NAMESPACE").unwrap_or_else(|_| "default".into());
-    let client = Client::try_default().await.expect("a cluster from KUBECONFIG");
-    let topic = unique("e2e-topic");
-    let group = unique("e2e-group");
-    topic_with_records(&bootstrap, &topic, 5).await;
-    commit(&bootstrap, &group, &topic, 5);
+// ---------------------------------------------------------------------------------------------
+// Against a real cluster (ignored; README.md, "In a cluster").
 
+/// The broker of the `e2e_*` tests, reachable from this process.
+fn e2e_broker() -> String {
+    support::cluster::required(
+        "KBO_TEST_KAFKA_BOOTSTRAP",
+        "the host:port of a Kafka broker this process reaches",
+    )
+}
+
+/// The namespace the `e2e_*` tests with an in-process reconciler create their resources in.
+fn e2e_namespace() -> String {
+    std::env::var("KBO_E2E_NAMESPACE").unwrap_or_else(|_| "default".into())
+}
+
+/// The reconciler of `namespace`, in this process (no leader election) against the cluster of
+/// `client`, PVC storage below `pvc_root`; cancel the token and await the handle to stop it.
+fn e2e_reconciler(
+    client: Client,
+    namespace: &str,
+    pvc_root: &std::path::Path,
+) -> (tokio_util::sync::CancellationToken, tokio::task::JoinHandle<()>) {
     let shutdown = tokio_util::sync::CancellationToken::new();
     let config = Config {
-        namespaces: vec![namespace.clone()],
+        namespaces: vec![namespace.to_owned()],
         progress_interval: SECOND * 2,
+        storage: StorageEnv {
+            pvc_root: pvc_root.to_owned(),
+            kube: None,
+        },
         ..Config::default()
     };
-    let ctx = Ctx::new(
-        client.clone(),
-        config,
-        Arc::new(Metrics::new()),
-        Hooks { catalog: None },
-    );
+    let ctx = Ctx::new(client, config, Arc::new(Metrics::new()), Hooks { catalog: None });
     let reconciler = tokio::spawn(kafka_backup_operator::reconciler::controller::run_with(
         ctx,
         shutdown.clone(),
         shutdown.clone(),
     ));
+    (shutdown, reconciler)
+}
+
+/// Deletes `name` and waits until its finalizer is removed and it is gone.
+async fn e2e_delete<K>(api: &kube::Api<K>, name: &str)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.delete(name, &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
+    for _ in 0..60 {
+        if api.get_opt(name).await.unwrap().is_none() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("{name} was not deleted within 30 s: is its finalizer removed?");
+}
+
+/// End to end against a real cluster: the reconciler runs in this test process (no election)
+/// against the cluster of `KUBECONFIG`, and a KafkaOffsetReset created in namespace
+/// `$KBO_E2E_NAMESPACE` (default `default`) goes Pending -> Running -> Completed against the
+/// broker at `$KBO_TEST_KAFKA_BOOTSTRAP` (reachable from this process); deleting it removes the
+/// finalizer.
+///
+/// Needs the CRDs (`kubectl apply -f crds/`) and no other reconciler for that namespace; the
+/// webhooks need not be installed.
+///
+/// ```text
+/// source /tmp/kbo/env.sh   # or export KBO_TEST_KAFKA_BOOTSTRAP=host:port
+/// KUBECONFIG=~/.kube/config cargo test --test reconciler -- --ignored e2e
+/// ```
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a cluster: KUBECONFIG, the CRDs (kubectl apply -f crds/), KBO_TEST_KAFKA_BOOTSTRAP; see README.md, In a cluster"]
+async fn e2e_offset_reset_in_a_cluster() {
+    use kube::api::{Api, PostParams};
+    let client = support::cluster::client().await;
+    let bootstrap = e2e_broker();
+    let namespace = e2e_namespace();
+    let topic = unique("e2e-topic");
+    let group = unique("e2e-group");
+    topic_with_records(&bootstrap, &topic, 5).await;
+    commit(&bootstrap, &group, &topic, 5);
+    let dir = tempfile::tempdir().unwrap();
+    let (shutdown, reconciler) = e2e_reconciler(client.clone(), &namespace, dir.path());
 
     let api: Api<KafkaOffsetReset> = Api::namespaced(client, &namespace);
-    let name = unique("e2e").replace('_', "-");
+    let name = unique("e2e");
     let reset: KafkaOffsetReset = serde_json::from_value(json!({
         "apiVersion": "kafka.oso.sh/v1beta1", "kind": "KafkaOffsetReset",
         "metadata": {"name": name},
@@ -1064,17 +1449,98 @@ async fn e2e_offset_reset_in_a_cluster() {
     }
     assert_eq!(phases.last().map(String::as_str), Some("Completed"), "{phases:?}");
     assert_eq!(committed(&bootstrap, &group, &topic), Some(0));
-    api.delete(&name, &DeleteParams::default()).await.unwrap();
-    for _ in 0..60 {
-        if api.get_opt(&name).await.unwrap().is_none() {
-            break;
+    e2e_delete(&api, &name).await;
+    shutdown.cancel();
+    reconciler.await.unwrap();
+}
+
+/// End to end against a real cluster (issue 15 item 1): a KafkaBackup on `*/10 * * * * *`
+/// created in `$KBO_E2E_NAMESPACE`, reconciled by this process (PVC storage in a temporary
+/// directory), runs at two consecutive ticks, each to Completed, with no MissedSchedule Event, and
+/// each run's Scheduled Event names its own tick. Same needs as [`e2e_offset_reset_in_a_cluster`].
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a cluster: KUBECONFIG, the CRDs (kubectl apply -f crds/), KBO_TEST_KAFKA_BOOTSTRAP; see README.md, In a cluster"]
+async fn e2e_scheduled_backup_runs_at_consecutive_ticks() {
+    use k8s_openapi::api::events::v1::Event;
+    use kube::api::{Api, ListParams, PostParams};
+    let client = support::cluster::client().await;
+    let bootstrap = e2e_broker();
+    let namespace = e2e_namespace();
+    let topic = unique("e2e-sched");
+    topic_with_records(&bootstrap, &topic, 5).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (shutdown, reconciler) = e2e_reconciler(client.clone(), &namespace, dir.path());
+
+    let api: Api<KafkaBackup> = Api::namespaced(client.clone(), &namespace);
+    let name = unique("e2e-sched");
+    let backup: KafkaBackup = serde_json::from_value(json!({
+        "apiVersion": "kafka.oso.sh/v1beta1", "kind": "KafkaBackup",
+        "metadata": {"name": name},
+        "spec": {"kafkaCluster": {"bootstrapServers": [bootstrap]}, "topics": [topic],
+            "storage": {"type": "PVC", "pvc": {"claimName": "backups"}},
+            "schedule": EVERY_10_S, "stopAtCurrentOffsets": true},
+    }))
+    .unwrap();
+    let uid = api
+        .create(&PostParams::default(), &backup)
+        .await
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
+    // The ticks fired, and the status once the second one's run has completed.
+    let mut fired: Vec<DateTime<Utc>> = Vec::new();
+    let deadline = tokio::time::Instant::now() + SECOND * 90;
+    let status = loop {
+        let status = serde_json::to_value(api.get(&name).await.unwrap().status).unwrap();
+        let last = status["lastScheduleTime"].as_str().map(|t| t.parse().unwrap());
+        if let Some(tick) = last
+            && fired.last() != Some(&tick)
+        {
+            fired.push(tick);
         }
+        let completed_after = |tick: DateTime<Utc>| {
+            status["lastRun"]["completionTime"]
+                .as_str()
+                .and_then(|t| t.parse::<DateTime<Utc>>().ok())
+                .is_some_and(|done| done >= tick)
+        };
+        if fired.len() >= 2 && status["phase"] == "Completed" && completed_after(fired[1]) {
+            break status;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "two ticks did not run in 90 s; fired {fired:?}, status {status}"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    assert!(
-        api.get_opt(&name).await.unwrap().is_none(),
-        "the finalizer was removed"
+    };
+    assert_eq!(
+        fired[1] - fired[0],
+        chrono::Duration::seconds(10),
+        "consecutive ticks ran: {fired:?}"
     );
+    assert_eq!(status["lastRun"]["outcome"], "Succeeded", "{status}");
+
+    let events: Api<Event> = Api::namespaced(client, &namespace);
+    let ours: Vec<Event> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.uid.as_deref()) == Some(uid.as_str()))
+        .collect();
+    let reasons: Vec<_> = ours.iter().filter_map(|e| e.reason.clone()).collect();
+    assert!(!reasons.iter().any(|r| r == "MissedSchedule"), "{reasons:?}");
+    for tick in &fired[..2] {
+        let tick = rfc3339(*tick);
+        assert!(
+            ours.iter().any(|e| e.reason.as_deref() == Some("Scheduled")
+                && e.note.as_deref().is_some_and(|n| n.contains(&tick))),
+            "a Scheduled Event names the tick {tick}: {ours:?}"
+        );
+    }
+    e2e_delete(&api, &name).await;
     shutdown.cancel();
     reconciler.await.unwrap();
 }

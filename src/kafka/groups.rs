@@ -9,11 +9,7 @@ use std::{
     time::Duration,
 };
 
-use rdkafka::{
-    ClientConfig, Message, Offset, TopicPartitionList,
-    consumer::{BaseConsumer, Consumer},
-    message::Headers,
-};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList, consumer::Consumer, message::Headers};
 
 use super::KafkaError;
 
@@ -103,7 +99,7 @@ impl LogBounds {
 /// A connection to one cluster for metadata and offsets.
 pub struct Cluster {
     config: ClientConfig,
-    consumer: BaseConsumer,
+    consumer: super::Consumer,
 }
 
 impl Cluster {
@@ -114,9 +110,7 @@ impl Cluster {
         config.set("internal.termination.signal", TERMINATION_SIGNAL.to_string());
         config.set("enable.auto.commit", "false");
         config.set("enable.partition.eof", "true");
-        let consumer = config
-            .create::<BaseConsumer>()
-            .map_err(KafkaError::client("creating the Kafka client"))?;
+        let consumer = super::consumer(&config).map_err(KafkaError::client("creating the Kafka client"))?;
         Ok(Cluster { config, consumer })
     }
 
@@ -199,7 +193,7 @@ impl Cluster {
     /// record's offset and the value, `None` when the log end comes first.
     pub fn first_match_at<T>(
         &self,
-        reader: &BaseConsumer,
+        reader: &super::Consumer,
         partition: &Partition,
         offset: i64,
         extract: impl Fn(&[(String, Option<Vec<u8>>)]) -> Option<T>,
@@ -250,15 +244,13 @@ impl Cluster {
     }
 
     /// A consumer for [`Cluster::first_match_at`], fetching one small batch at a time.
-    pub fn record_reader(&self) -> Result<BaseConsumer, KafkaError> {
+    pub fn record_reader(&self) -> Result<super::Consumer, KafkaError> {
         let mut config = self.config.clone();
         config.set("group.id", "kafka-backup-operator-reader");
         config.set("enable.auto.commit", "false");
         config.set("enable.partition.eof", "true");
         config.set("fetch.max.bytes", "1048576");
         config.set("max.partition.fetch.bytes", "262144");
-        config
-            .create()
-            .map_err(KafkaError::client("creating the record reader"))
+        super::consumer(&config).map_err(KafkaError::client("creating the record reader"))
     }
 }

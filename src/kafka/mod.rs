@@ -1,6 +1,6 @@
 //! Kafka through rdkafka (librdkafka): the client configuration built from a `kafkaCluster`
-//! block, the tracking headers a restore may add, and the consumer-group operations the offset
-//! engine needs.
+//! block, the consumers' client context (how librdkafka's errors are logged), the tracking
+//! headers a restore may add, and the consumer-group operations the offset engine needs.
 
 pub mod groups;
 pub mod headers;
@@ -9,7 +9,12 @@ pub mod topics;
 
 use std::time::Duration;
 
-use rdkafka::{ClientConfig, types::RDKafkaErrorCode};
+use rdkafka::{
+    ClientConfig, ClientContext,
+    consumer::{BaseConsumer, ConsumerContext},
+    types::RDKafkaErrorCode,
+};
+use tracing::Level;
 
 use crate::{
     api::v1beta1::{ConnectionSpec, KafkaClusterSpec, SaslMechanism, SecurityProtocol},
@@ -234,6 +239,42 @@ impl ClusterAccess {
     }
 }
 
+/// The librdkafka client context of the operator's consumers: librdkafka's error callbacks are
+/// logged at the level [`error_level`] gives them. rdkafka's default context logs every one as an
+/// error, including the end-of-partition notice `enable.partition.eof` asks for, which is how a
+/// backup, a restore drill or a header search knows it has read a partition to its end.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoggingContext;
+
+impl ClientContext for LoggingContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        match error_level(&error) {
+            Level::DEBUG => tracing::debug!(%error, reason, "librdkafka"),
+            _ => tracing::error!(%error, reason, "librdkafka"),
+        }
+    }
+}
+
+impl ConsumerContext for LoggingContext {}
+
+/// A librdkafka consumer with [`LoggingContext`].
+pub type Consumer = BaseConsumer<LoggingContext>;
+
+/// Creates a [`Consumer`] from `config`.
+pub fn consumer(config: &ClientConfig) -> rdkafka::error::KafkaResult<Consumer> {
+    config.create_with_context(LoggingContext)
+}
+
+/// The level an error librdkafka reports through its error callback is logged at: the end of a
+/// partition is a normal event (debug); anything else stays an error. Pure.
+pub fn error_level(error: &rdkafka::error::KafkaError) -> Level {
+    match error {
+        rdkafka::error::KafkaError::PartitionEOF(_) => Level::DEBUG,
+        e if e.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) => Level::DEBUG,
+        _ => Level::ERROR,
+    }
+}
+
 /// The group-offset client of a cluster, connected to a bootstrap server.
 pub async fn group_admin(access: &ClusterAccess) -> Result<protocol::GroupAdmin, KafkaError> {
     Ok(protocol::GroupAdmin::connect(protocol::Settings::new(access)?).await?)
@@ -391,5 +432,26 @@ mod tests {
         });
         let e = client_config(&c, &secrets()).unwrap_err().to_string();
         assert!(e.contains("Secret tls has no key cluster-ca.crt"), "{e}");
+    }
+
+    #[test]
+    fn the_end_of_a_partition_is_not_logged_as_an_error() {
+        use rdkafka::error::KafkaError as Rd;
+        // As librdkafka's error callback reports it (rdkafka wraps every error event in Global)
+        // and as a consumer's poll returns it.
+        assert_eq!(
+            error_level(&Rd::Global(RDKafkaErrorCode::PartitionEOF)),
+            Level::DEBUG
+        );
+        assert_eq!(error_level(&Rd::PartitionEOF(3)), Level::DEBUG);
+        for real in [
+            Rd::Global(RDKafkaErrorCode::AllBrokersDown),
+            Rd::Global(RDKafkaErrorCode::BrokerTransportFailure),
+            Rd::Global(RDKafkaErrorCode::Authentication),
+            Rd::Global(RDKafkaErrorCode::UnknownTopicOrPartition),
+            Rd::MessageConsumption(RDKafkaErrorCode::OffsetOutOfRange),
+        ] {
+            assert_eq!(error_level(&real), Level::ERROR, "{real}");
+        }
     }
 }

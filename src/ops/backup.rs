@@ -1222,7 +1222,7 @@ fn copy_topic(
     if pending.is_empty() {
         return Ok(finished);
     }
-    let consumer: BaseConsumer = config.create().map_err(KafkaError::client(format!(
+    let consumer = kafka::consumer(config).map_err(KafkaError::client(format!(
         "creating the consumer of topic {topic}"
     )))?;
     let mut active: HashMap<i32, Active> = HashMap::new();
@@ -1479,7 +1479,7 @@ fn copy_topic(
 
 #[allow(clippy::too_many_arguments)]
 fn finish(
-    consumer: &BaseConsumer,
+    consumer: &kafka::Consumer,
     topic: &str,
     partition: i32,
     active: &mut HashMap<i32, Active>,

@@ -1187,7 +1187,7 @@ impl HeaderMatcher<'_> {
 /// each probe reads forward from its offset to the next matching record.
 fn search_first_at_or_after(
     cluster: &Cluster,
-    reader: &rdkafka::consumer::BaseConsumer,
+    reader: &crate::kafka::Consumer,
     partition: &Partition,
     bounds: LogBounds,
     source_offset: i64,

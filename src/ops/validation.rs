@@ -111,7 +111,7 @@ use rdkafka::{
     ClientConfig, Message, Offset, TopicPartitionList,
     admin::{AdminClient, AdminOptions},
     client::DefaultClientContext,
-    consumer::{BaseConsumer, Consumer},
+    consumer::Consumer,
     message::Headers,
 };
 use serde::{Deserialize, Serialize};
@@ -2193,7 +2193,7 @@ fn compare_record(
 /// Compares one decoded segment with the next records of a scratch partition: records read,
 /// differences found, the first `limit` of them described.
 fn compare_segment(
-    reader: &BaseConsumer,
+    reader: &crate::kafka::Consumer,
     bytes: Bytes,
     uri: &str,
     scratch: &str,
@@ -2256,9 +2256,8 @@ async fn compare_partition(
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
         .set("auto.offset.reset", "earliest");
-    let consumer: BaseConsumer = consumer_config
-        .create()
-        .map_err(|e| format!("creating the drill's reader: {e}"))?;
+    let consumer =
+        crate::kafka::consumer(&consumer_config).map_err(|e| format!("creating the drill's reader: {e}"))?;
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(scratch, partition, Offset::Beginning)
         .map_err(|e| format!("reading {scratch}-{partition}: {e}"))?;

@@ -12,7 +12,7 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{DeleteParams, ListParams, Patch, PatchParams},
@@ -20,21 +20,24 @@ use kube::{
     runtime::{
         Controller,
         controller::{self, Action},
-        events::{EventType, Recorder, Reporter},
+        events::EventType,
+        reflector::ObjectRef,
         watcher,
     },
 };
 use serde_json::{Value, json};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use super::{
     Error, FIELD_MANAGER, FINALIZER, Hooks, REPORTER,
+    events::Recorder,
     kinds::{Kind, Mode, Operation},
     lifecycle::{self, CancelReason, Decision, Observed, StartReason, State, reason},
     runner::{self, EventSink, RunEnv, StatusWriter},
     schedule::{self, Schedule},
-    supervisor::Supervisor,
+    supervisor::{Supervisor, TaskOwner},
 };
 use crate::{
     api::{
@@ -112,13 +115,7 @@ impl std::fmt::Debug for Ctx {
 impl Ctx {
     /// A context with a fresh supervisor and the system clock.
     pub fn new(client: Client, config: Config, metrics: Arc<Metrics>, hooks: Hooks) -> Arc<Ctx> {
-        let recorder = Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: REPORTER.into(),
-                instance: config.reporter_instance.clone(),
-            },
-        );
+        let recorder = Recorder::new(client.clone(), REPORTER, config.reporter_instance.clone());
         Arc::new(Ctx {
             supervisor: Arc::new(Supervisor::new(config.max_concurrent_operations)),
             client,
@@ -263,16 +260,16 @@ async fn reconcile_inner<K: Operation>(
         let what = what.clone();
         async move { writer.patch(&patch).await.map_err(Error::kube(what)) }
     };
-    match decision {
+    let after = match decision {
         Decision::Initialize => {
             let mut extra = json!({});
             if let Some(Ok(d)) = &observed.schedule {
                 extra["nextScheduleTime"] = json!(d.next.map(crate::ops::time));
             }
             write(patch_state(&State::Pending, extra)).await?;
-            Ok(Action::requeue(Duration::from_secs(1)))
+            Some(Duration::from_secs(1))
         }
-        Decision::Start(reason) => start::<K>(&ctx, &api, object, &status, &t, &events, reason).await,
+        Decision::Start(reason) => start::<K>(&ctx, &api, object, &status, &t, &events, reason).await?,
         Decision::Interrupted(message) => {
             let extra = completion_extra(K::KIND, now);
             write(patch_state(
@@ -289,7 +286,7 @@ async fn reconcile_inner<K: Operation>(
             events
                 .emit(EventType::Warning, reason::INTERRUPTED, "Reconcile", message)
                 .await;
-            Ok(Action::await_change())
+            None
         }
         Decision::Cancel(why) => {
             if ctx.supervisor.cancel(&t.uid, why) {
@@ -302,7 +299,7 @@ async fn reconcile_inner<K: Operation>(
                     )
                     .await;
             }
-            Ok(Action::requeue(Duration::from_secs(2)))
+            Some(Duration::from_secs(2))
         }
         Decision::MarkSuspended => {
             write(patch_state(&State::Suspended, json!({"nextScheduleTime": null}))).await?;
@@ -314,7 +311,7 @@ async fn reconcile_inner<K: Operation>(
                     State::Suspended.message(),
                 )
                 .await;
-            Ok(Action::await_change())
+            None
         }
         Decision::Fire { tick, next, missed } => {
             // lastScheduleTime is persisted first, with the resourceVersion as precondition: a tick
@@ -342,7 +339,8 @@ async fn reconcile_inner<K: Operation>(
                         reason::MISSED_SCHEDULE,
                         "Schedule",
                         format!(
-                            "{missed} scheduled run(s) missed (operator down, or the previous run still running); they are not replayed"
+                            "{missed} scheduled run(s) missed before the tick {} (operator down, or the previous run still running); they are not replayed",
+                            schedule::tick_label(tick)
                         ),
                     )
                     .await;
@@ -352,19 +350,18 @@ async fn reconcile_inner<K: Operation>(
                     EventType::Normal,
                     reason::SCHEDULED,
                     "Schedule",
-                    format!("run for the tick {} starts", tick.to_rfc3339()),
+                    format!("run for the tick {} starts", schedule::tick_label(tick)),
                 )
                 .await;
             let mut status = status.clone();
             if let Some(map) = status.as_object_mut() {
                 map.insert("lastScheduleTime".into(), json!(crate::ops::time(tick)));
             }
-            start::<K>(&ctx, &api, object, &status, &t, &events, StartReason::Scheduled).await?;
-            Ok(requeue_until(next, now))
+            start::<K>(&ctx, &api, object, &status, &t, &events, StartReason::Scheduled).await?
         }
         Decision::UpdateNext { next, missed: _ } => {
             write(json!({ "nextScheduleTime": next.map(crate::ops::time) })).await?;
-            Ok(requeue_until(next, now))
+            None
         }
         Decision::InvalidSchedule(message) => {
             write(patch_state(
@@ -378,7 +375,7 @@ async fn reconcile_inner<K: Operation>(
             events
                 .emit(EventType::Warning, reason::INVALID_SCHEDULE, "Schedule", message)
                 .await;
-            Ok(Action::await_change())
+            None
         }
         Decision::ExpireTtl => {
             info!("ttlSecondsAfterFinished passed: deleting the resource");
@@ -391,20 +388,16 @@ async fn reconcile_inner<K: Operation>(
                 )
                 .await;
             match api.delete(&t.name, &DeleteParams::default()).await {
-                Ok(_) => Ok(Action::await_change()),
-                Err(kube::Error::Api(e)) if e.code == 404 => Ok(Action::await_change()),
-                Err(e) => Err(Error::kube(format!("delete {} after its TTL", t.name))(e)),
+                Ok(_) => None,
+                Err(kube::Error::Api(e)) if e.code == 404 => None,
+                Err(e) => return Err(Error::kube(format!("delete {} after its TTL", t.name))(e)),
             }
         }
-        Decision::Wait(after) => Ok(after.map_or_else(Action::await_change, Action::requeue)),
-    }
-}
-
-fn requeue_until(next: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Action {
-    match next.and_then(|n| (n - now).to_std().ok()) {
-        Some(wait) => Action::requeue(wait + Duration::from_millis(200)),
-        None => Action::await_change(),
-    }
+        Decision::Wait(after) => after,
+    };
+    let after = lifecycle::requeue_after(&observed, after);
+    tracing::debug!(?after, "requeue");
+    Ok(after.map_or_else(Action::await_change, Action::requeue))
 }
 
 fn completion_extra(kind: Kind, now: DateTime<Utc>) -> Value {
@@ -416,6 +409,7 @@ fn completion_extra(kind: Kind, now: DateTime<Utc>) -> Value {
 }
 
 /// Starts the operation: re-judge, resolve references, read Secrets, hand over to the supervisor.
+/// Returns when to look again (a blocked start is retried).
 async fn start<K: Operation>(
     ctx: &Arc<Ctx>,
     api: &Api<DeserializeGuard<K>>,
@@ -424,7 +418,7 @@ async fn start<K: Operation>(
     t: &Target,
     events: &EventSink,
     reason: StartReason,
-) -> Result<Action, Error> {
+) -> Result<Option<Duration>, Error> {
     let generation = object.meta().generation;
     let now = (ctx.clock)();
     let writer = StatusWriter::new(api.clone(), &t.name);
@@ -459,7 +453,7 @@ async fn start<K: Operation>(
         events
             .emit(EventType::Warning, reason::INVALID_SPEC, "Reconcile", message)
             .await;
-        return Ok(Action::await_change());
+        return Ok(None);
     }
 
     // 2. References to other resources.
@@ -487,7 +481,7 @@ async fn start<K: Operation>(
                     )
                     .await;
             }
-            return Ok(Action::requeue(BLOCKED_RETRY));
+            return Ok(Some(BLOCKED_RETRY));
         }
     };
 
@@ -510,7 +504,7 @@ async fn start<K: Operation>(
                     .emit(EventType::Warning, reason::SECRET_MISSING, "Reconcile", message)
                     .await;
             }
-            return Ok(Action::requeue(BLOCKED_RETRY));
+            return Ok(Some(BLOCKED_RETRY));
         }
         Err(SecretRefError::Read { source, secret, .. }) => {
             return Err(Error::kube(format!("read Secret {}/{secret}", t.namespace))(
@@ -547,13 +541,18 @@ async fn start<K: Operation>(
         metrics: Arc::clone(&ctx.metrics),
         hooks: ctx.hooks.clone(),
     };
+    let owner = TaskOwner {
+        kind: K::KIND,
+        namespace: t.namespace.clone(),
+        name: t.name.clone(),
+    };
     if !ctx
         .supervisor
-        .start(&t.uid, generation, move |handle| runner::run(env, handle))
+        .start(&t.uid, owner, generation, move |handle| runner::run(env, handle))
     {
         info!("an operation already runs for this object");
     }
-    Ok(Action::await_change())
+    Ok(None)
 }
 
 /// Deletion: cancel the running operation, wait (by requeueing) until it has stopped, then remove
@@ -716,18 +715,40 @@ pub fn error_policy<K: Operation>(object: Arc<DeserializeGuard<K>>, error: &Erro
     Action::requeue(Duration::from_secs(10))
 }
 
+/// The objects of kind `K` (in `namespace`, or any) whose operation task ended, as reconcile
+/// triggers: the reconcile that saw the final status may have run while the task was still
+/// registered. A subscriber that fell behind skips what it missed (the requeues cover it).
+fn ended_tasks<K: Operation>(
+    ended: broadcast::Receiver<TaskOwner>,
+    namespace: Option<String>,
+) -> impl Stream<Item = ObjectRef<DeserializeGuard<K>>> + Send + 'static {
+    futures::stream::unfold(ended, |mut ended| async move {
+        loop {
+            match ended.recv().await {
+                Ok(owner) => return Some((owner, ended)),
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+    .filter_map(move |owner| {
+        let wanted = owner.kind == K::KIND && namespace.as_ref().is_none_or(|ns| *ns == owner.namespace);
+        futures::future::ready(wanted.then(|| ObjectRef::new(&owner.name).within(&owner.namespace)))
+    })
+}
+
 /// Runs the controller of kind `K` (one per watched namespace) until `stop` fires.
 pub async fn run_kind<K: Operation>(ctx: Arc<Ctx>, stop: CancellationToken) {
-    let apis: Vec<Api<DeserializeGuard<K>>> = if ctx.config.namespaces.is_empty() {
-        vec![Api::all(ctx.client.clone())]
+    let apis: Vec<(Api<DeserializeGuard<K>>, Option<String>)> = if ctx.config.namespaces.is_empty() {
+        vec![(Api::all(ctx.client.clone()), None)]
     } else {
         ctx.config
             .namespaces
             .iter()
-            .map(|ns| Api::namespaced(ctx.client.clone(), ns))
+            .map(|ns| (Api::namespaced(ctx.client.clone(), ns), Some(ns.clone())))
             .collect()
     };
-    let runs = apis.into_iter().map(|api| {
+    let runs = apis.into_iter().map(|(api, namespace)| {
         let ctx = Arc::clone(&ctx);
         let stop = stop.clone();
         async move {
@@ -736,6 +757,10 @@ pub async fn run_kind<K: Operation>(ctx: Arc<Ctx>, stop: CancellationToken) {
             }
             Controller::new(api, watcher::Config::default().any_semantic())
                 .with_config(controller::Config::default().concurrency(16))
+                .reconcile_on(ended_tasks::<K>(
+                    ctx.supervisor.subscribe_finished(),
+                    namespace,
+                ))
                 .graceful_shutdown_on(stop.cancelled_owned())
                 .run(reconcile::<K>, error_policy::<K>, ctx)
                 .for_each(|result| async move {
@@ -800,6 +825,37 @@ pub async fn run_with(ctx: Arc<Ctx>, leading: CancellationToken, shutdown: Cance
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
+
+    /// The controller of one kind and namespace is triggered by the ends of its own objects'
+    /// tasks only.
+    #[tokio::test]
+    async fn ended_tasks_trigger_their_objects_controller() {
+        let supervisor = Supervisor::new(4);
+        let ended = ended_tasks::<KafkaBackup>(supervisor.subscribe_finished(), Some("a".into()));
+        for (kind, namespace, name) in [
+            (Kind::Backup, "a", "nightly"),
+            (Kind::Restore, "a", "put-back"),
+            (Kind::Backup, "b", "other-namespace"),
+            (Kind::Backup, "a", "hourly"),
+        ] {
+            let owner = TaskOwner {
+                kind,
+                namespace: namespace.into(),
+                name: name.into(),
+            };
+            supervisor.start(name, owner, None, |_| async {});
+            supervisor.wait(name).await;
+        }
+        let triggered: Vec<(String, Option<String>)> =
+            ended.take(2).map(|r| (r.name, r.namespace)).collect().await;
+        assert_eq!(
+            triggered,
+            [
+                ("nightly".to_owned(), Some("a".to_owned())),
+                ("hourly".to_owned(), Some("a".to_owned()))
+            ]
+        );
+    }
 
     #[test]
     fn finalizer_patches_are_guarded() {

@@ -507,7 +507,8 @@ pub enum Decision {
     InvalidSchedule(String),
     /// Delete the resource (ttlSecondsAfterFinished).
     ExpireTtl,
-    /// Nothing to do; look again after this long (or on the next change).
+    /// Nothing to do; look again after this long (or on the next change). A scheduled object is
+    /// also looked at just after its next tick ([`requeue_after`]).
     Wait(Option<Duration>),
 }
 
@@ -590,10 +591,6 @@ pub fn decide(o: &Observed<'_>) -> Decision {
                         missed: d.missed,
                     };
                 }
-                let until_next = d
-                    .next
-                    .and_then(|n| (n - o.now).to_std().ok())
-                    .map(|w| w + Duration::from_millis(200));
                 let shown = o.status.get("nextScheduleTime").and_then(parse_time);
                 if shown != d.next {
                     return Decision::UpdateNext {
@@ -601,9 +598,36 @@ pub fn decide(o: &Observed<'_>) -> Decision {
                         missed: d.missed,
                     };
                 }
-                Decision::Wait(until_next)
+                // The next tick is looked at by the requeue every reconcile of a scheduled
+                // object returns ([`requeue_after`]).
+                Decision::Wait(None)
             }
         },
+    }
+}
+
+/// How long after a tick its reconcile is scheduled, so that the clock has passed the tick when
+/// the schedule is looked at.
+pub const AFTER_TICK: Duration = Duration::from_millis(200);
+
+/// When to reconcile an object again without a change, given that its decision asks for `after`
+/// (`None`: only on a change): for a scheduled object that is not suspended, never later than
+/// just after its next tick, whatever the decision was — also while a run is in progress and in
+/// the reconcile that sees a run's final status. Pure.
+///
+/// kube-runtime's controller keeps at most one pending reconcile per object, and a watch event
+/// (every status patch of a run comes back as one) takes the place of a requeue asked for earlier:
+/// the reconcile that follows it must ask for the next tick again, or the schedule stops firing.
+pub fn requeue_after(o: &Observed<'_>, after: Option<Duration>) -> Option<Duration> {
+    let until_tick = match (o.mode, &o.schedule) {
+        (Mode::Scheduled(_), Some(Ok(d))) if !o.suspended => d
+            .next
+            .map(|next| (next - o.now).to_std().unwrap_or(Duration::ZERO) + AFTER_TICK),
+        _ => None,
+    };
+    match (after, until_tick) {
+        (Some(a), Some(t)) => Some(a.min(t)),
+        (a, t) => a.or(t),
     }
 }
 
@@ -779,9 +803,110 @@ mod tests {
             later,
             false,
         )));
+        assert_eq!(decide(&o), Decision::Wait(None));
+        assert_eq!(
+            requeue_after(&o, None),
+            Some(Duration::from_secs(50 * 60) + AFTER_TICK)
+        );
+    }
+
+    /// A scheduled object (every 10 s, last tick 12:00:00) as a reconcile at 12:00:03 sees it.
+    fn at_12_00_03<'a>(
+        mode: &'a Mode,
+        status: &'a Value,
+        task: Option<TaskView>,
+        written: Option<&str>,
+    ) -> Observed<'a> {
+        let Mode::Scheduled(cron) = mode else {
+            panic!("not scheduled")
+        };
+        let mut o = observed(Kind::Backup, mode, status);
+        o.now = now() + chrono::Duration::seconds(3);
+        o.task = task;
+        o.recently_written = written.map(str::to_owned);
+        o.schedule = Some(Ok(schedule_decide(
+            &Schedule::parse(cron).unwrap(),
+            Some(now()),
+            status.pointer("/lastRun/completionTime").and_then(parse_time),
+            now() - chrono::Duration::seconds(5),
+            o.now,
+            task.is_some(),
+        )));
+        o
+    }
+
+    /// Every reconcile of a scheduled object asks to be run again by its next tick: while the
+    /// run is in progress (each of its status patches triggers one), in the one that sees the
+    /// final status while the task is still registered, and after it.
+    #[test]
+    fn every_reconcile_of_a_schedule_requeues_by_its_next_tick() {
+        let mode = Mode::Scheduled("*/10 * * * * *".into());
+        let until_next = Some(Duration::from_secs(7) + AFTER_TICK);
+        let task = Some(TaskView {
+            generation: Some(1),
+            cancelling: false,
+        });
+        let fired = json!({"phase": "Pending", "observedGeneration": 1,
+            "lastScheduleTime": "2025-03-01T12:00:00Z", "nextScheduleTime": "2025-03-01T12:00:10Z"});
+        let running = merged(fired.clone(), json!({"phase": "Running"}));
+        let completed = merged(
+            fired.clone(),
+            json!({"phase": "Completed", "lastRun": {"completionTime": "2025-03-01T12:00:02Z"}}),
+        );
+        // The watch events of lastScheduleTime, of Running and of the final status, while the
+        // task is registered; and the final status once it has ended.
+        for (status, task, written) in [
+            (&fired, task, None),
+            (&running, task, None),
+            (&completed, task, None),
+            (&completed, None, Some("Completed")),
+        ] {
+            let o = at_12_00_03(&mode, status, task, written);
+            assert_eq!(decide(&o), Decision::Wait(None), "{status}");
+            assert_eq!(requeue_after(&o, None), until_next, "{status}");
+        }
+        // The cache still shows Running after the task wrote Completed: look again soon.
+        let o = at_12_00_03(&mode, &running, None, Some("Completed"));
+        let Decision::Wait(soon) = decide(&o) else {
+            panic!("{:?}", decide(&o))
+        };
+        assert_eq!(soon, Some(Duration::from_secs(2)));
+        assert_eq!(requeue_after(&o, soon), soon);
+        // A longer wait a decision asks for (a blocked start) is cut to the next tick.
+        assert_eq!(requeue_after(&o, Some(Duration::from_secs(30))), until_next);
+        // At the tick it fires, and the reconcile that fires asks for the tick after.
+        let next = now() + chrono::Duration::seconds(10);
+        let mut o = at_12_00_03(&mode, &completed, None, None);
+        o.now = next + chrono::Duration::milliseconds(200);
+        o.schedule = Some(Ok(schedule_decide(
+            &Schedule::parse("*/10 * * * * *").unwrap(),
+            Some(now()),
+            Some(now() + chrono::Duration::seconds(2)),
+            now() - chrono::Duration::seconds(5),
+            o.now,
+            false,
+        )));
         assert_eq!(
             decide(&o),
-            Decision::Wait(Some(Duration::from_secs(50 * 60) + Duration::from_millis(200)))
+            Decision::Fire {
+                tick: next,
+                next: Some(next + chrono::Duration::seconds(10)),
+                missed: 0
+            }
+        );
+        assert_eq!(
+            requeue_after(&o, None),
+            Some(Duration::from_millis(9800) + AFTER_TICK)
+        );
+        // Suspended, or not scheduled: no tick to wait for.
+        o.suspended = true;
+        assert_eq!(requeue_after(&o, None), None);
+        let once = Mode::Once;
+        let o = observed(Kind::Backup, &once, &completed);
+        assert_eq!(requeue_after(&o, None), None);
+        assert_eq!(
+            requeue_after(&o, Some(Duration::from_secs(30))),
+            Some(Duration::from_secs(30))
         );
     }
 

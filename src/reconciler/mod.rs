@@ -17,6 +17,7 @@
 //! - [`runner`]: the body of one supervised task: queueing, each retry of the engine's attempts
 //!   ([`crate::ops::execution`]) as status Retrying and an Event, progress written at a bounded
 //!   rate, the final status, Events, metrics, catalog notices.
+//! - [`events`]: Kubernetes Events, a repeated one counted in a series.
 //! - [`controller`]: the reconcile function (finalizer, validation, Secrets, start/cancel/TTL) and
 //!   the controllers.
 //! - [`leader`]: leader election on a `coordination.k8s.io/v1` Lease.
@@ -62,8 +63,25 @@
 //! tick fires once across restarts and leader changes. Ticks that passed while the operator was
 //! down or while the previous run was still running are counted and reported (Event
 //! MissedSchedule, condition `Degraded`) when the next run starts, never replayed.
+//!
+//! The requeue contract: kube-runtime's controller holds at most one pending reconcile per
+//! object, and a watch event takes the place of a requeue asked for earlier (a run's own status
+//! patches, `lastScheduleTime`, Running, progress, the final status, each come back as one).
+//! So every reconcile of a scheduled object that is not suspended returns a requeue no later than
+//! just after its next tick ([`lifecycle::requeue_after`]), whatever it decided: when it fires
+//! the tick, while the run is still in progress, and when it sees the run's final status, with
+//! the task still registered or not. In addition, every task that ends triggers one more
+//! reconcile of its object ([`supervisor::Supervisor::subscribe_finished`], fed to the controller
+//! with `reconcile_on`), so what follows a run (the next tick, a one-shot's TTL, a continuous
+//! backup's restart with a new spec) never waits on a watch event that arrived while the task
+//! was still registered.
+//!
+//! Each scheduled run's Events name its tick (`run for the tick ...: ...`), and Events are only
+//! counted in a series when their note is the same ([`events`]), so every run's Events say that
+//! run's tick and result.
 
 pub mod controller;
+pub mod events;
 pub mod kinds;
 pub mod leader;
 pub mod lifecycle;

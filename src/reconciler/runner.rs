@@ -13,7 +13,7 @@ use kube::{
     Api,
     api::{Patch, PatchParams},
     core::DeserializeGuard,
-    runtime::events::{Event, EventType, Recorder},
+    runtime::events::EventType,
 };
 use serde_json::{Value, json};
 use tokio::{
@@ -24,8 +24,10 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::{
     CatalogNotice, FIELD_MANAGER, Hooks, Written,
-    kinds::{Mode, Operation, RestartPolicy, WrittenId},
+    events::Recorder,
+    kinds::{Mode, Operation, RestartPolicy, WrittenId, parse_time},
     lifecycle::{self, CancelReason, StartReason, State, reason},
+    schedule,
     supervisor::TaskHandle,
 };
 use crate::{
@@ -59,14 +61,11 @@ impl EventSink {
             }
             note.truncate(end);
         }
-        let event = Event {
-            type_,
-            reason: reason.to_owned(),
-            note: Some(note),
-            action: action.to_owned(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&event, &self.reference).await {
+        if let Err(e) = self
+            .recorder
+            .publish(type_, reason, action, &note, &self.reference)
+            .await
+        {
             warn!(error = %e, reason, "failed to publish Event");
         }
     }
@@ -191,6 +190,19 @@ async fn run_inner<K: Operation>(env: RunEnv<K>, handle: TaskHandle) {
     };
     let mode = env.object.mode();
     let continuous = mode == Mode::Continuous;
+    // A scheduled run's Events name its tick, so those of later runs say their own facts.
+    let tick = match mode {
+        Mode::Scheduled(_) => env
+            .status
+            .get("lastScheduleTime")
+            .and_then(parse_time)
+            .map(schedule::tick_label),
+        _ => None,
+    };
+    let events = RunEvents {
+        sink: &env.events,
+        tick,
+    };
 
     // 1. An operation slot.
     let slot = match handle.try_slot() {
@@ -207,7 +219,7 @@ async fn run_inner<K: Operation>(env: RunEnv<K>, handle: TaskHandle) {
                 json!({}),
             );
             env.writer.patch_retrying(&patch).await;
-            env.events
+            events
                 .emit(EventType::Normal, reason::QUEUED, "Run", message)
                 .await;
             match handle.slot().await {
@@ -254,7 +266,7 @@ async fn run_inner<K: Operation>(env: RunEnv<K>, handle: TaskHandle) {
         return;
     }
     let event_reason = if resumed { reason::RESUMED } else { "Started" };
-    env.events
+    events
         .emit(
             EventType::Normal,
             event_reason,
@@ -291,7 +303,7 @@ async fn run_inner<K: Operation>(env: RunEnv<K>, handle: TaskHandle) {
         ctx.cancel,
         env.progress_interval,
         &env.writer,
-        &env.events,
+        &events,
         &mut view,
     )
     .await;
@@ -387,7 +399,7 @@ async fn run_inner<K: Operation>(env: RunEnv<K>, handle: TaskHandle) {
     env.metrics
         .operator
         .operation_finished(kind, outcome, elapsed, records, bytes);
-    env.events
+    events
         .emit(event_type, event_reason, "Run", state.message())
         .await;
     info!(outcome, seconds = elapsed.as_secs_f64(), "operation finished");
@@ -403,6 +415,25 @@ struct RunningGuard {
 impl Drop for RunningGuard {
     fn drop(&mut self) {
         self.metrics.operator.running(self.kind, -1);
+    }
+}
+
+/// The Events of one run: a scheduled run's notes name its tick, so those of later runs say
+/// their own facts.
+struct RunEvents<'a> {
+    /// Where they go.
+    sink: &'a EventSink,
+    /// The tick of a scheduled run.
+    tick: Option<String>,
+}
+
+impl RunEvents<'_> {
+    async fn emit(&self, type_: EventType, reason: &str, action: &str, note: String) {
+        let note = match &self.tick {
+            Some(tick) => format!("run for the tick {tick}: {note}"),
+            None => note,
+        };
+        self.sink.emit(type_, reason, action, note).await;
     }
 }
 
@@ -423,7 +454,7 @@ async fn drive<K: Operation>(
     cancel: tokio_util::sync::CancellationToken,
     interval: Duration,
     writer: &StatusWriter<K>,
-    events: &EventSink,
+    events: &RunEvents<'_>,
     view: &mut View<K>,
 ) -> (Value, bool) {
     let Channels {

@@ -65,6 +65,12 @@ impl Schedule {
     }
 }
 
+/// How a tick is named in messages and Events: RFC 3339 in UTC, to the second, as in
+/// `status.lastScheduleTime`.
+pub fn tick_label(tick: DateTime<Utc>) -> String {
+    tick.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
 /// What a schedule asks for at one moment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScheduleDecision {

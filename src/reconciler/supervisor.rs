@@ -6,6 +6,11 @@
 //! guard), and the table remembers for a while the last phase each task wrote, so a reconcile
 //! that sees an older phase in its cache (the watch lags behind our own writes) waits instead of
 //! starting the operation again or mistaking it for one interrupted by a restart.
+//!
+//! Every task that ends is announced to [`Supervisor::subscribe_finished`] with the object it ran
+//! for, so the controller of its kind reconciles that object once more: the next step (the next
+//! tick, the TTL, a restart with a new spec) then does not hang on a timer or a watch event that
+//! arrived while the task was still registered.
 
 use std::{
     collections::HashMap,
@@ -17,13 +22,31 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::lifecycle::{CancelReason, TaskView};
+use super::{
+    kinds::Kind,
+    lifecycle::{CancelReason, TaskView},
+};
 
 /// How long a finished task is remembered.
 const HISTORY: Duration = Duration::from_secs(30);
+
+/// Ended tasks a slow subscriber may fall behind by before it misses some (it then relies on the
+/// requeue timers, as without the announcement).
+const FINISHED_BACKLOG: usize = 1024;
+
+/// The object a task runs for, announced when the task ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskOwner {
+    /// Its kind.
+    pub kind: Kind,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+}
 
 struct Entry {
     id: u64,
@@ -46,6 +69,7 @@ pub struct Supervisor {
     permits: Arc<Semaphore>,
     max: usize,
     next_id: AtomicU64,
+    finished: broadcast::Sender<TaskOwner>,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -109,6 +133,8 @@ struct Finish {
     id: u64,
     written: Arc<Mutex<Option<String>>>,
     done: watch::Sender<bool>,
+    owner: TaskOwner,
+    finished: broadcast::Sender<TaskOwner>,
 }
 
 impl Drop for Finish {
@@ -123,6 +149,8 @@ impl Drop for Finish {
         }
         drop(table);
         let _ = self.done.send(true);
+        // An error only means nobody subscribed (no controller runs, e.g. in tests).
+        let _ = self.finished.send(self.owner.clone());
     }
 }
 
@@ -135,7 +163,13 @@ impl Supervisor {
             permits: Arc::new(Semaphore::new(max)),
             max,
             next_id: AtomicU64::new(1),
+            finished: broadcast::channel(FINISHED_BACKLOG).0,
         }
+    }
+
+    /// The owners of the tasks that end from now on, in the order they end.
+    pub fn subscribe_finished(&self) -> broadcast::Receiver<TaskOwner> {
+        self.finished.subscribe()
     }
 
     /// The task running for `uid`, if any.
@@ -159,8 +193,9 @@ impl Supervisor {
         lock(&self.table).running.len()
     }
 
-    /// Starts `work` as the task of `uid` (for `generation`), unless one runs already (`false`).
-    pub fn start<F, Fut>(&self, uid: &str, generation: Option<i64>, work: F) -> bool
+    /// Starts `work` as the task of `uid` (object `owner`, at `generation`), unless one runs
+    /// already (`false`).
+    pub fn start<F, Fut>(&self, uid: &str, owner: TaskOwner, generation: Option<i64>, work: F) -> bool
     where
         F: FnOnce(TaskHandle) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
@@ -199,6 +234,8 @@ impl Supervisor {
             id,
             written,
             done: done_tx,
+            owner,
+            finished: self.finished.clone(),
         };
         let future = work(handle);
         tokio::spawn(async move {
@@ -259,13 +296,21 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
 
+    fn owner(name: &str) -> TaskOwner {
+        TaskOwner {
+            kind: Kind::Backup,
+            namespace: "ns".into(),
+            name: name.into(),
+        }
+    }
+
     #[tokio::test]
     async fn one_task_per_uid_and_a_global_limit() {
         let s = Supervisor::new(1);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let gate = Arc::new(tokio::sync::Mutex::new(Some(rx)));
         let g = Arc::clone(&gate);
-        assert!(s.start("a", Some(1), move |h| async move {
+        assert!(s.start("a", owner("a"), Some(1), move |h| async move {
             let _slot = h.slot().await;
             h.record_phase("Completed");
             if let Some(rx) = g.lock().await.take() {
@@ -273,13 +318,13 @@ mod tests {
             }
         }));
         assert!(
-            !s.start("a", Some(1), |_| async {}),
+            !s.start("a", owner("a"), Some(1), |_| async {}),
             "at most one task per object"
         );
         tokio::task::yield_now().await;
         // The single slot is taken: a second object's task cannot get one.
         let (slot_tx, slot_rx) = tokio::sync::oneshot::channel();
-        assert!(s.start("b", Some(1), move |h| async move {
+        assert!(s.start("b", owner("b"), Some(1), move |h| async move {
             let _ = slot_tx.send(h.try_slot().is_some());
         }));
         assert!(!slot_rx.await.unwrap());
@@ -295,7 +340,7 @@ mod tests {
     async fn cancel_tells_the_task_why() {
         let s = Supervisor::new(4);
         let (tx, rx) = tokio::sync::oneshot::channel();
-        s.start("a", None, move |h| async move {
+        s.start("a", owner("a"), None, move |h| async move {
             h.cancel.cancelled().await;
             let _ = tx.send(h.cancel_reason());
         });
@@ -309,7 +354,7 @@ mod tests {
     #[tokio::test]
     async fn a_panicking_task_is_removed() {
         let s = Supervisor::new(1);
-        s.start("p", None, |_| async {
+        s.start("p", owner("p"), None, |_| async {
             #[allow(clippy::panic)]
             if std::hint::black_box(true) {
                 panic!("boom");
@@ -317,5 +362,27 @@ mod tests {
         });
         s.wait("p").await;
         assert!(s.task("p").is_none());
+    }
+
+    #[tokio::test]
+    async fn an_ended_task_announces_its_object() {
+        let s = Supervisor::new(2);
+        let mut finished = s.subscribe_finished();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        s.start("a", owner("nightly"), Some(1), move |_| async move {
+            let _ = rx.await;
+        });
+        tokio::task::yield_now().await;
+        assert!(finished.try_recv().is_err(), "nothing is announced while it runs");
+        tx.send(()).unwrap();
+        assert_eq!(finished.recv().await.unwrap(), owner("nightly"));
+        // Also when it panics.
+        s.start("p", owner("broken"), None, |_| async {
+            #[allow(clippy::panic)]
+            if std::hint::black_box(true) {
+                panic!("boom");
+            }
+        });
+        assert_eq!(finished.recv().await.unwrap(), owner("broken"));
     }
 }
