@@ -763,6 +763,120 @@ fn run_f_executes_a_v1alpha1_manifest_and_prints_the_status() {
     );
 }
 
+/// `run -f` of the binary on `manifest` with `args` and `envs`: success, the printed status, stderr.
+fn run_f(dir: &Path, manifest: &str, args: &[&str], envs: &[(&str, &Path)]) -> (bool, Value, String) {
+    let file = dir.join("resource.yaml");
+    std::fs::write(&file, manifest).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_kafka-backup-operator"))
+        .args(["run", "-f"])
+        .arg(&file)
+        .args(args)
+        .env_remove("KBO_STATE_DIR")
+        .env_remove("KBO_CATALOG_DIR")
+        .envs(envs.iter().map(|(k, v)| (*k, *v)))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let status = serde_saphyr::from_str(&stdout).unwrap_or(Value::Null);
+    (output.status.success(), status, stderr)
+}
+
+/// Without Kubernetes, a reset that names no snapshot storage keeps its pre-change snapshot in the
+/// embedded default location (`--catalog-dir`, default `<state-dir>/catalog`, as `serve` lists it)
+/// and says so in the status and on stderr; a KafkaOffsetRollback naming that snapshot by id alone
+/// finds it there to verify, roll back and delete it, and one naming a missing id fails saying
+/// where it looked.
+#[test]
+fn run_f_keeps_snapshots_without_storage_in_the_embedded_default_location() {
+    let Some(bootstrap) = broker() else { return };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (topic, group) = runtime.block_on(fixture(&bootstrap, BASE_MS));
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let catalog = state.join("catalog");
+    let cluster = format!("  kafkaCluster:\n    bootstrapServers: [\"{bootstrap}\"]\n");
+
+    // The seed's "reset to earliest": no storage named, snapshotBeforeReset defaults to true. The
+    // state directory comes from KBO_STATE_DIR, as for `serve`.
+    let reset = format!(
+        "apiVersion: kafka.oso.sh/v1alpha1\nkind: KafkaOffsetReset\nmetadata:\n  name: reset-to-earliest\nspec:\n{cluster}  consumerGroups: [\"{group}\"]\n  strategy: earliest\n"
+    );
+    let (ok, status, stderr) = run_f(dir.path(), &reset, &[], &[("KBO_STATE_DIR", &state)]);
+    assert!(ok, "{status}\n{stderr}");
+    assert_eq!(status["status"]["phase"], "Completed", "{status}");
+    assert_eq!(committed(&bootstrap, &group, &topic, 3), all(0));
+    let id = status["status"]["snapshot"]["snapshotId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let file = catalog.join("offset-snapshots").join(format!("{id}.json"));
+    assert!(file.is_file(), "{} missing", file.display());
+    let uri = format!("file://{}", file.display());
+    assert_eq!(status["status"]["snapshot"]["location"], uri.as_str());
+    assert!(
+        stderr.contains(&uri) && stderr.contains("embedded default location"),
+        "{stderr}"
+    );
+    let stored: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(
+        stored["groups"][&group]["topics"][&topic]["0"]["offset"], 5,
+        "{stored}"
+    );
+
+    // Rollback by id alone (the seed's "Rollback After Restore" shape), then verify and delete,
+    // with --catalog-dir instead of the state directory.
+    let catalog_arg = catalog.to_str().unwrap();
+    let rollback = |operation: &str, id: &str| {
+        let groups = match operation {
+            "delete" => String::new(),
+            _ => format!("  consumerGroups: [\"{group}\"]\n"),
+        };
+        format!(
+            "apiVersion: kafka.oso.sh/v1alpha1\nkind: KafkaOffsetRollback\nmetadata:\n  name: by-id\nspec:\n{cluster}  operation: {operation}\n  snapshotId: \"{id}\"\n{groups}"
+        )
+    };
+    let by_id = |operation: &str, id: &str| {
+        run_f(
+            dir.path(),
+            &rollback(operation, id),
+            &["--catalog-dir", catalog_arg],
+            &[],
+        )
+    };
+    let (ok, status, stderr) = by_id("rollback", &id);
+    assert!(ok, "{status}\n{stderr}");
+    assert_eq!(status["status"]["phase"], "Completed", "{status}");
+    assert_eq!(status["status"]["snapshot"]["location"], uri.as_str());
+    assert_eq!(committed(&bootstrap, &group, &topic, 3), all(5));
+    let (ok, status, stderr) = by_id("verify", &id);
+    assert!(ok, "{status}\n{stderr}");
+    assert_eq!(status["status"]["verification"]["matched"], true, "{status}");
+    let (ok, status, stderr) = by_id("delete", &id);
+    assert!(ok, "{status}\n{stderr}");
+    assert!(!file.exists(), "deleted");
+
+    // Gone now: the error says where it looked.
+    let (ok, status, _) = by_id("verify", &id);
+    assert!(!ok);
+    let message = status["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("snapshot {id} not found; looked in {uri}")),
+        "{message}"
+    );
+
+    // A snapshot taken by a KafkaOffsetRollback without storage goes there too.
+    let snapshot_id = unique("quick-snapshot");
+    let (ok, status, stderr) = by_id("snapshot", &snapshot_id);
+    assert!(ok, "{status}\n{stderr}");
+    assert!(
+        catalog
+            .join("offset-snapshots")
+            .join(format!("{snapshot_id}.json"))
+            .is_file()
+    );
+}
+
 /// The group-offset protocol client on its own: describe, commit from outside the group, read
 /// (some partitions and all), delete offsets; cross-checked with plain rdkafka.
 #[tokio::test(flavor = "multi_thread")]

@@ -128,6 +128,13 @@ impl Default for ApiServerArgs {
     }
 }
 
+/// The directory of the embedded default location: `--catalog-dir` (`flag`), else
+/// `<state-dir>/catalog`; `None` when neither is known. Shared by `serve` and `run -f`.
+pub fn catalog_dir(flag: Option<&std::path::Path>, state_dir: Option<&std::path::Path>) -> Option<PathBuf> {
+    flag.map(ToOwned::to_owned)
+        .or_else(|| state_dir.map(|state| state.join("catalog")))
+}
+
 /// Parses a number of seconds (fractions allowed), more than 0 and at most a day.
 pub fn parse_seconds(value: &str) -> Result<Duration, String> {
     let seconds: f64 = value

@@ -98,7 +98,7 @@ use crate::{
     routes::{CATALOG_GROUP, CATALOG_VERSION},
     secrets::SecretStore,
     server::Readiness,
-    storage::{Location, ObjectLocation, StorageEnv},
+    storage::{Location, StorageEnv},
 };
 
 /// Largest request body read (DeleteOptions).
@@ -296,24 +296,18 @@ pub async fn start(args: &ApiServerArgs, options: StartOptions) -> Result<Starte
         })?;
         catalog.add_storage(Scope::Default { namespace }, location);
     } else if kube.is_none() || args.catalog_dir.is_some() {
-        let dir = match (&args.catalog_dir, &options.state_dir) {
-            (Some(dir), _) => dir.clone(),
-            (None, Some(state)) => state.join("catalog"),
-            (None, None) => return Err(Error::NoCatalogDir),
-        };
-        let location =
-            ObjectLocation::directory(&dir, format!("file://{}", dir.display())).map_err(|source| {
-                Error::Storage {
-                    what: dir.display().to_string(),
-                    source: Box::new(source),
-                }
-            })?;
+        let dir = config::catalog_dir(args.catalog_dir.as_deref(), options.state_dir.as_deref())
+            .ok_or(Error::NoCatalogDir)?;
+        let location = crate::storage::embedded_default(&dir).map_err(|source| Error::Storage {
+            what: dir.display().to_string(),
+            source: Box::new(source),
+        })?;
         info!(dir = %dir.display(), namespace = %args.catalog_default_namespace, "local directory is the default catalog location");
         catalog.add_storage(
             Scope::Default {
                 namespace: args.catalog_default_namespace.clone(),
             },
-            location.into(),
+            location,
         );
     }
     for (namespace, locations) in &config.namespaces {

@@ -43,7 +43,7 @@ use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::{Context, GROUP_READS_IN_FLIGHT, blocking, default_snapshot_id, default_snapshot_storage, time};
+use super::{Context, GROUP_READS_IN_FLIGHT, blocking, default_snapshot_id, time};
 use crate::{
     api::v1beta1::{
         KafkaRestore, KafkaRestoreSpec, KafkaRestoreStatus, Phase, PlannedGroupOffsets, PlannedOffset,
@@ -912,10 +912,6 @@ async fn run(
                 .snapshot_id
                 .clone()
                 .unwrap_or_else(|| default_snapshot_id(&name, started));
-            let storage = sb
-                .storage
-                .clone()
-                .unwrap_or_else(|| default_snapshot_storage(&name));
             let groups: Vec<String> = snapshot_groups
                 .iter()
                 .cloned()
@@ -947,7 +943,7 @@ async fn run(
             }
             let key = snapshot_key(&snapshot_id);
             let uri = async {
-                let l = Location::open(&storage, &ctx.secrets, &ctx.storage)?;
+                let l = ctx.snapshot_location(sb.storage.as_ref(), &name)?;
                 l.put_new(&key, snapshot.to_bytes()).await?;
                 Ok::<_, StorageError>(l.uri(&key))
             }

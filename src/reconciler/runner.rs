@@ -26,7 +26,7 @@ use super::{
 };
 use crate::{
     metrics::Metrics,
-    ops::{Context, Progress, ResourceRef, time},
+    ops::{Context, DefaultSnapshots, Progress, ResourceRef, time},
     secrets::SecretStore,
     storage::{Location, StorageEnv},
 };
@@ -284,6 +284,7 @@ async fn run_inner<K: Operation>(env: RunEnv<K>, handle: TaskHandle) {
             }),
             cancel: attempt_cancel.clone(),
             scratch_dir: env.scratch_dir.clone(),
+            default_snapshots: DefaultSnapshots::Cluster(env.hooks.snapshot_lookup.clone()),
         };
         let operation = Arc::clone(&env.object).execute(ctx);
         let (status, hit) = drive::<K>(
