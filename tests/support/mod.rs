@@ -117,3 +117,40 @@ pub fn start_broker(bin: &str, dir: &std::path::Path, extra: &[&str]) -> Broker 
         port,
     }
 }
+
+/// A nisshi broker requiring SASL/SCRAM (`bin` must be built with a user store, `--features
+/// libsql`), its database in `dir`. nisshi creates users only through an unauthenticated broker:
+/// `users` (mechanism `scram256` or `scram512`, name, password) are made first, then the broker
+/// restarts with `--authentication` (and `extra`, e.g. `--cert`/`--key`) on the same database.
+pub fn scram_broker(
+    bin: &str,
+    dir: &std::path::Path,
+    users: &[(&str, &str, &str)],
+    extra: &[&str],
+) -> Broker {
+    let sqlite = ["--storage-engine", "sqlite://nisshi.db"];
+    {
+        let setup = start_broker(bin, dir, &sqlite);
+        for (mechanism, name, password) in users {
+            let created = std::process::Command::new(bin)
+                .args([
+                    "user",
+                    "create",
+                    "--broker",
+                    &format!("tcp://{}", setup.bootstrap),
+                ])
+                .args(["--mechanism", mechanism, name, password])
+                .output()
+                .unwrap_or_else(|e| panic!("running {bin} user create: {e}"));
+            assert!(
+                created.status.success(),
+                "{}",
+                String::from_utf8_lossy(&created.stderr)
+            );
+        }
+    }
+    let mut args = sqlite.to_vec();
+    args.push("--authentication");
+    args.extend_from_slice(extra);
+    start_broker(bin, dir, &args)
+}
