@@ -8,7 +8,6 @@ mod support;
 
 use std::{
     path::Path,
-    process::Command,
     time::{Duration, Instant},
 };
 
@@ -173,19 +172,13 @@ fn sasl_bin() -> Option<String> {
 fn run_f_in(manifest: &str, secrets: &Path, pvc_root: &Path) -> (bool, Value, String) {
     let file = pvc_root.join("resource.yaml");
     std::fs::write(&file, manifest).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_kafka-backup-operator"))
-        .args(["run", "-f"])
-        .arg(&file)
-        .arg("--secrets-dir")
-        .arg(secrets)
-        .arg("--pvc-root")
-        .arg(pvc_root)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    let status = serde_saphyr::from_str(&stdout).unwrap_or(Value::Null);
-    (output.status.success(), status, stderr)
+    support::run_f(&file, |command| {
+        command
+            .arg("--secrets-dir")
+            .arg(secrets)
+            .arg("--pvc-root")
+            .arg(pvc_root)
+    })
 }
 
 #[tokio::test(flavor = "multi_thread")]

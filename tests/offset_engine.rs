@@ -41,31 +41,9 @@ async fn produce(
     base_ms: i64,
     headers: impl Fn(i32, i64) -> Vec<(String, Vec<u8>)>,
 ) {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("linger.ms", "5")
-        .create()
-        .unwrap();
-    for p in 0..partitions {
-        for i in 0..count {
-            let key = format!("k{i}");
-            let value = format!("v{p}-{i}");
-            let mut h = OwnedHeaders::new();
-            for (name, value) in headers(p, i) {
-                h = h.insert(Header {
-                    key: &name,
-                    value: Some(&value),
-                });
-            }
-            let record = FutureRecord::to(topic)
-                .partition(p)
-                .key(&key)
-                .payload(&value)
-                .timestamp(base_ms + i * 1000)
-                .headers(h);
-            producer.send(record, Duration::from_secs(10)).await.unwrap();
-        }
-    }
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap);
+    support::produce(&config, topic, partitions, count, |i| base_ms + i * 1000, headers).await;
 }
 
 fn group_consumer(bootstrap: &str, group: &str) -> BaseConsumer {
@@ -90,20 +68,7 @@ fn commit(bootstrap: &str, group: &str, offsets: &[(&str, i32, i64)]) {
 
 /// The group's committed offsets on the topic's partitions (absent: none committed).
 fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
-    let consumer = group_consumer(bootstrap, group);
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(topic, p);
-    }
-    let answer = consumer.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
-    answer
-        .elements()
-        .iter()
-        .filter_map(|e| match e.offset() {
-            Offset::Offset(o) => Some((e.partition(), o)),
-            _ => None,
-        })
-        .collect()
+    support::committed(&group_consumer(bootstrap, group), topic, partitions)
 }
 
 fn context(name: &str, pvc_root: &Path, secrets: SecretStore) -> Context {
@@ -767,19 +732,13 @@ fn run_f_executes_a_v1alpha1_manifest_and_prints_the_status() {
 fn run_f(dir: &Path, manifest: &str, args: &[&str], envs: &[(&str, &Path)]) -> (bool, Value, String) {
     let file = dir.join("resource.yaml");
     std::fs::write(&file, manifest).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_kafka-backup-operator"))
-        .args(["run", "-f"])
-        .arg(&file)
-        .args(args)
-        .env_remove("KBO_STATE_DIR")
-        .env_remove("KBO_CATALOG_DIR")
-        .envs(envs.iter().map(|(k, v)| (*k, *v)))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    let status = serde_saphyr::from_str(&stdout).unwrap_or(Value::Null);
-    (output.status.success(), status, stderr)
+    support::run_f(&file, |command| {
+        command
+            .args(args)
+            .env_remove("KBO_STATE_DIR")
+            .env_remove("KBO_CATALOG_DIR")
+            .envs(envs.iter().map(|(k, v)| (*k, *v)))
+    })
 }
 
 /// Without Kubernetes, a reset that names no snapshot storage keeps its pre-change snapshot in the

@@ -25,7 +25,6 @@ mod support;
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
-    process::Command,
     time::Duration,
 };
 
@@ -35,8 +34,6 @@ use rdkafka::{
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
     client::DefaultClientContext,
     consumer::{BaseConsumer, CommitMode, Consumer},
-    message::{Header, OwnedHeaders},
-    producer::{FutureProducer, FutureRecord},
 };
 use serde_json::{Value, json};
 use support::{Broker, service, start_broker, unique};
@@ -172,26 +169,8 @@ impl Cluster {
         partitions: i32,
         headers: impl Fn(i32, i64) -> Vec<(&'static str, Vec<u8>)>,
     ) {
-        let producer: FutureProducer = self.config().set("linger.ms", "5").create().unwrap();
-        for p in 0..partitions {
-            for i in 0..RECORDS {
-                let (key, value) = (format!("{topic}-{p}-{i}"), format!("value {i}"));
-                let mut h = OwnedHeaders::new();
-                for (name, value) in headers(p, i) {
-                    h = h.insert(Header {
-                        key: name,
-                        value: Some(&value),
-                    });
-                }
-                let record = FutureRecord::to(topic)
-                    .partition(p)
-                    .key(&key)
-                    .payload(&value)
-                    .timestamp(BASE_MS + i * 300_000)
-                    .headers(h);
-                producer.send(record, Duration::from_secs(30)).await.unwrap();
-            }
-        }
+        let timestamp = |i| BASE_MS + i * 300_000;
+        support::produce(&self.config(), topic, partitions, RECORDS, timestamp, headers).await;
     }
 
     fn consumer(&self, group: &str) -> BaseConsumer {
@@ -216,22 +195,7 @@ impl Cluster {
 
     /// The group's committed offsets on the topic's partitions (absent: none).
     fn committed(&self, group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..partitions {
-            tpl.add_partition(topic, p);
-        }
-        let answer = self
-            .consumer(group)
-            .committed_offsets(tpl, Duration::from_secs(10))
-            .unwrap();
-        answer
-            .elements()
-            .iter()
-            .filter_map(|e| match e.offset() {
-                Offset::Offset(o) => Some((e.partition(), o)),
-                _ => None,
-            })
-            .collect()
+        support::committed(&self.consumer(group), topic, partitions)
     }
 
     /// Records in the topic: the sum of its partitions' high watermarks.
@@ -346,31 +310,24 @@ impl World {
 
     /// `run -f` of a manifest file: success, the printed status, stderr.
     fn run_f(&self, manifest: &Path, args: &[&str]) -> (bool, Value, String) {
-        let output = Command::new(env!("CARGO_BIN_EXE_kafka-backup-operator"))
-            .args(["run", "-f"])
-            .arg(manifest)
-            .arg("--secrets-dir")
-            .arg(self.secrets())
-            .arg("--catalog-dir")
-            .arg(self.catalog())
-            .arg("--pvc-root")
-            .arg(self.dir.path().join("pvc"))
-            .args(args)
-            // A seed without credentialsSecret uses the default AWS chain.
-            .env("AWS_ACCESS_KEY_ID", &self.s3_key.0)
-            .env("AWS_SECRET_ACCESS_KEY", &self.s3_key.1)
-            // The seeds name no tlsSecret: the brokers' CA is the system's trust.
-            .env("SSL_CERT_FILE", &self.ca_file)
-            .env_remove("KBO_STATE_DIR")
-            .env_remove("KBO_CATALOG_DIR")
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-        let status = serde_saphyr::from_str::<Value>(&stdout)
-            .map(|v| v["status"].clone())
-            .unwrap_or(Value::Null);
-        (output.status.success(), status, stderr)
+        let (ok, document, stderr) = support::run_f(manifest, |command| {
+            command
+                .arg("--secrets-dir")
+                .arg(self.secrets())
+                .arg("--catalog-dir")
+                .arg(self.catalog())
+                .arg("--pvc-root")
+                .arg(self.dir.path().join("pvc"))
+                .args(args)
+                // A seed without credentialsSecret uses the default AWS chain.
+                .env("AWS_ACCESS_KEY_ID", &self.s3_key.0)
+                .env("AWS_SECRET_ACCESS_KEY", &self.s3_key.1)
+                // The seeds name no tlsSecret: the brokers' CA is the system's trust.
+                .env("SSL_CERT_FILE", &self.ca_file)
+                .env_remove("KBO_STATE_DIR")
+                .env_remove("KBO_CATALOG_DIR")
+        });
+        (ok, document["status"].clone(), stderr)
     }
 
     /// Runs the seed `file` and asserts phase Completed; returns its status.
