@@ -111,7 +111,7 @@ pub enum RunError {
         message: String,
     },
     /// Neither the embedded default location nor a state directory is known.
-    #[error("no embedded default location for snapshots: {0}; pass --catalog-dir or --state-dir")]
+    #[error("no embedded default location for snapshots: {0}, or --catalog-dir")]
     NoDefaultLocation(String),
     /// This kind cannot be run here yet.
     #[error("{kind} cannot be executed by run -f")]
@@ -336,15 +336,12 @@ pub fn run_blocking(args: &RunArgs) -> Result<bool, RunError> {
 
 /// The directory of the embedded default location, as `serve` computes it.
 fn embedded_default_dir(args: &RunArgs) -> Result<PathBuf, RunError> {
-    let state_dir = match &args.catalog_dir {
-        Some(_) => None,
-        None => Some(
-            crate::server::state_dir(args.state_dir.as_deref())
-                .map_err(|e| RunError::NoDefaultLocation(e.to_string()))?,
-        ),
-    };
-    crate::apiserver::config::catalog_dir(args.catalog_dir.as_deref(), state_dir.as_deref())
-        .ok_or_else(|| RunError::NoDefaultLocation("no directory given".into()))
+    match &args.catalog_dir {
+        Some(dir) => Ok(dir.clone()),
+        None => crate::server::state_dir(args.state_dir.as_deref())
+            .map(|state| crate::apiserver::config::default_catalog_dir(&state))
+            .map_err(|e| RunError::NoDefaultLocation(e.to_string())),
+    }
 }
 
 fn read_manifest(path: &Path) -> Result<Value, RunError> {

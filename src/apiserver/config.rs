@@ -128,11 +128,10 @@ impl Default for ApiServerArgs {
     }
 }
 
-/// The directory of the embedded default location: `--catalog-dir` (`flag`), else
-/// `<state-dir>/catalog`; `None` when neither is known. Shared by `serve` and `run -f`.
-pub fn catalog_dir(flag: Option<&std::path::Path>, state_dir: Option<&std::path::Path>) -> Option<PathBuf> {
-    flag.map(ToOwned::to_owned)
-        .or_else(|| state_dir.map(|state| state.join("catalog")))
+/// The directory of the embedded default location without `--catalog-dir`:
+/// `<state-dir>/catalog`. Shared by `serve` and `run -f`.
+pub fn default_catalog_dir(state_dir: &std::path::Path) -> PathBuf {
+    state_dir.join("catalog")
 }
 
 /// Parses a number of seconds (fractions allowed), more than 0 and at most a day.

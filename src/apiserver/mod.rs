@@ -296,8 +296,11 @@ pub async fn start(args: &ApiServerArgs, options: StartOptions) -> Result<Starte
         })?;
         catalog.add_storage(Scope::Default { namespace }, location);
     } else if kube.is_none() || args.catalog_dir.is_some() {
-        let dir = config::catalog_dir(args.catalog_dir.as_deref(), options.state_dir.as_deref())
-            .ok_or(Error::NoCatalogDir)?;
+        let dir = match (&args.catalog_dir, &options.state_dir) {
+            (Some(dir), _) => dir.clone(),
+            (None, Some(state)) => config::default_catalog_dir(state),
+            (None, None) => return Err(Error::NoCatalogDir),
+        };
         let location = crate::storage::embedded_default(&dir).map_err(|source| Error::Storage {
             what: dir.display().to_string(),
             source: Box::new(source),
