@@ -820,7 +820,7 @@ fn run_f_keeps_snapshots_without_storage_in_the_embedded_default_location() {
     assert!(!ok);
     let message = status["status"]["message"].as_str().unwrap();
     assert!(
-        message.contains(&format!("snapshot {id} not found; looked in {uri}")),
+        message.contains(&format!("snapshot {id} not found: looked in {uri}")),
         "{message}"
     );
 

@@ -760,7 +760,7 @@ async fn a_rollback_by_snapshot_id_finds_the_snapshot_in_the_catalog() {
     let message = status["message"].as_str().unwrap();
     assert!(
         message.contains(&format!(
-            "snapshot {missing} not found; looked in {}, {}",
+            "snapshot {missing} not found: looked in {}, {}",
             first.uri(&snapshot_key(&missing)),
             second.uri(&snapshot_key(&missing))
         )),

@@ -53,7 +53,7 @@ pub enum RollbackError {
         uri: String,
     },
     /// No default location holds the snapshot named by id alone.
-    #[error("snapshot {snapshot_id} not found; looked in {searched}; name its storage in spec.storage")]
+    #[error("snapshot {snapshot_id} not found: {searched}; name its storage in spec.storage")]
     NotFoundIn {
         /// The id.
         snapshot_id: String,
@@ -342,7 +342,7 @@ fn the_one_holding(
                     "no storage location is known to namespace {} (none is configured for it and none of its resources names one)",
                     namespace.unwrap_or("default")
                 ),
-                false => search.searched.join(", "),
+                false => format!("looked in {}", search.searched.join(", ")),
             },
         }),
         _ => Err(RollbackError::Ambiguous {
@@ -570,7 +570,7 @@ mod tests {
         assert_eq!(
             message,
             format!(
-                "snapshot pre-restore not found; looked in {}, {} (cannot be read: denied); name its storage in spec.storage",
+                "snapshot pre-restore not found: looked in {}, {} (cannot be read: denied); name its storage in spec.storage",
                 a.uri(&key),
                 b.uri(&key)
             )
