@@ -4,8 +4,10 @@
 //!
 //! Of each seed only what points it at the test services is rewritten, in a copy: the
 //! `bootstrapServers` (each host name of the seed stands for one broker of the test), and the S3
-//! location (`endpoint`, `pathStyle`, `allowHttp` added, the bucket suffixed with this run's id so
-//! runs do not meet). Topics and groups keep the seeds' names: every broker is started by this
+//! location: `endpoint`, `pathStyle`, `allowHttp` added, and the bucket is the test bucket, the
+//! seed's bucket becoming a prefix `<run id>/<bucket>` in front of the seed's own prefix, so runs
+//! do not meet (a bucket per run would use up the shared SeaweedFS's volumes: each bucket is a
+//! collection with volumes of its own). Topics and groups keep the seeds' names: every broker is started by this
 //! test, empty. What a seed assumes exists is made first: topics with records, groups with
 //! committed offsets, Secrets, and the backup sets the restore seeds name (no backup seed writes
 //! those ids: they are written by a KafkaBackup of the same topics into the restore seed's
@@ -222,6 +224,7 @@ struct World {
     sasl_nisshi: Option<String>,
     run: String,
     s3_endpoint: String,
+    s3_bucket: String,
     s3_key: (String, String),
     /// The CA that signed the SASL brokers' certificate, as a file (SSL_CERT_FILE of `run -f`:
     /// the seeds name no tlsSecret, so the system's trust store is used).
@@ -297,11 +300,8 @@ impl World {
             }
         }
         if let Some(s3) = spec.get_mut("storage").and_then(|s| s.get_mut("s3")) {
-            let bucket = s3["bucket"].as_str().unwrap();
-            s3["bucket"] = json!(format!("{bucket}-{}", self.run));
-            s3["endpoint"] = json!(self.s3_endpoint);
-            s3["pathStyle"] = json!(true);
-            s3["allowHttp"] = json!(true);
+            let (bucket, prefix) = (s3["bucket"].as_str().unwrap(), s3["prefix"].as_str());
+            *s3 = self.s3_location(bucket, prefix, s3["region"].as_str());
         }
         let path = self.dir.path().join(file.replace('/', "-"));
         std::fs::write(&path, serde_json::to_string_pretty(&seed).unwrap()).unwrap();
@@ -355,15 +355,26 @@ impl World {
         status
     }
 
-    /// Writes the backup set `backup_id` a restore seed names into its S3 location (`bucket` of
-    /// the seed, `prefix`): orders and payments of `source`, which is production-us-west-2, with
-    /// its consumer-group snapshot.
-    fn backup_set(&self, source: &Cluster, backup_id: &str, bucket: &str, prefix: Option<&str>) {
-        let mut s3 = json!({"bucket": format!("{bucket}-{}", self.run), "region": "us-west-2",
-            "endpoint": self.s3_endpoint, "pathStyle": true, "allowHttp": true});
-        if let Some(prefix) = prefix {
-            s3["prefix"] = json!(prefix);
+    /// The `s3` block standing for a seed's `bucket` and `prefix`: the test bucket, prefix
+    /// `<run>/<bucket>/<prefix>`, the seed's region.
+    fn s3_location(&self, bucket: &str, prefix: Option<&str>, region: Option<&str>) -> Value {
+        let prefix = match prefix {
+            Some(prefix) => format!("{}/{bucket}/{prefix}", self.run),
+            None => format!("{}/{bucket}", self.run),
+        };
+        let mut s3 = json!({"bucket": self.s3_bucket, "prefix": prefix, "endpoint": self.s3_endpoint,
+            "pathStyle": true, "allowHttp": true});
+        if let Some(region) = region {
+            s3["region"] = json!(region);
         }
+        s3
+    }
+
+    /// Writes the backup set `backup_id` a restore seed names into its S3 location (`bucket` and
+    /// `prefix` of the seed): orders and payments of `source`, which is production-us-west-2,
+    /// with its consumer-group snapshot.
+    fn backup_set(&self, source: &Cluster, backup_id: &str, bucket: &str, prefix: Option<&str>) {
+        let s3 = self.s3_location(bucket, prefix, Some("us-west-2"));
         self.setup(
             backup_id,
             &json!({
@@ -394,50 +405,6 @@ async fn production_data(cluster: &Cluster) {
     cluster.commit("payment-handler", &[("payments", 2)], 6);
     cluster.commit("notification-service", &[("orders", 2)], 2);
     cluster.commit("analytics-consumer", &[("orders", 2)], 2);
-}
-
-/// Creates the S3 bucket `bucket` (SigV4-signed CreateBucket).
-async fn create_bucket(endpoint: &str, bucket: &str, (key, secret): &(String, String)) {
-    use object_store::{
-        aws::{AwsAuthorizer, AwsCredential},
-        client::{ClientOptions, HttpConnector, HttpRequestBody, ReqwestConnector},
-    };
-    let credential = AwsCredential {
-        key_id: key.clone(),
-        secret_key: secret.clone(),
-        token: None,
-    };
-    let mut request = http::Request::builder()
-        .method("PUT")
-        .uri(format!("{endpoint}/{bucket}"))
-        .body(HttpRequestBody::from(Vec::new()))
-        .unwrap();
-    AwsAuthorizer::new(&credential, "s3", "us-east-1")
-        .try_authorize(&mut request, None)
-        .unwrap();
-    let client = ReqwestConnector::default()
-        .connect(&ClientOptions::new().with_allow_http(true))
-        .unwrap();
-    let response = client.execute(request).await.unwrap();
-    assert!(
-        response.status().is_success(),
-        "CreateBucket {bucket}: {}",
-        response.status()
-    );
-}
-
-/// The S3 buckets the seeds name.
-fn seed_buckets() -> BTreeSet<String> {
-    seed_files()
-        .iter()
-        .filter_map(|file| {
-            let text = std::fs::read_to_string(Path::new(SEEDS).join(file)).unwrap();
-            let seed: Value = serde_saphyr::from_str(&text).unwrap();
-            seed["spec"]["storage"]["s3"]["bucket"]
-                .as_str()
-                .map(str::to_owned)
-        })
-        .collect()
 }
 
 fn seed_files() -> BTreeSet<String> {
@@ -473,9 +440,10 @@ fn exempt_files() -> BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_complete_seed_runs_through_run_f() {
-    let (Some(nisshi), Some(s3_endpoint), Some(access), Some(secret)) = (
+    let (Some(nisshi), Some(s3_endpoint), Some(s3_bucket), Some(access), Some(secret)) = (
         service("KBO_TEST_NISSHI_BIN"),
         service("KBO_TEST_S3_ENDPOINT"),
+        service("KBO_TEST_S3_BUCKET"),
         service("KBO_TEST_S3_ACCESS_KEY"),
         service("KBO_TEST_S3_SECRET_KEY"),
     ) else {
@@ -494,19 +462,12 @@ async fn every_complete_seed_runs_through_run_f() {
         sasl_nisshi,
         run: unique("seeds"),
         s3_endpoint,
+        s3_bucket,
         s3_key: (access.clone(), secret.clone()),
         ca_file,
         broker_pki,
         ran: BTreeSet::new(),
     };
-    for bucket in seed_buckets() {
-        create_bucket(
-            &world.s3_endpoint,
-            &format!("{bucket}-{}", world.run),
-            &world.s3_key,
-        )
-        .await;
-    }
     world.write_secret(
         "s3-credentials",
         &[("AWS_ACCESS_KEY_ID", &access), ("AWS_SECRET_ACCESS_KEY", &secret)],
@@ -737,7 +698,7 @@ async fn sasl_seeds(world: &mut World, production: &Cluster) {
         BTreeMap::from([(0, 0), (1, 0)])
     );
 
-    // PITR into kafka:9092 over SASL_SSL: the records before 10:30 (six per partition).
+    // PITR into kafka:9092 over SASL_SSL: the records at or before 10:30 (seven per partition).
     let pitr_target = world.sasl("kafka-user");
     pitr_target.create_topics(PRODUCTION_TOPICS).await;
     world.seed(
@@ -745,7 +706,7 @@ async fn sasl_seeds(world: &mut World, production: &Cluster) {
         &[("kafka:9092", &pitr_target)],
         &[],
     );
-    assert_eq!(pitr_target.records("orders", 2), 12);
+    assert_eq!(pitr_target.records("orders", 2), 14);
 
     // Cross-region restore with a HeaderBased offset reset.
     let east = world.sasl("dr-kafka-user");
@@ -771,6 +732,11 @@ async fn sasl_seeds(world: &mut World, production: &Cluster) {
     assert_eq!(
         status["snapshot"]["snapshotId"], "pre-restore-20241201",
         "{status}"
+    );
+    assert_eq!(
+        dr.committed("order-processor", "orders", 2),
+        BTreeMap::from([(0, 4), (1, 4)]),
+        "the HeaderBased reset moved the group from 0"
     );
     let id = status["snapshot"]["snapshotId"].as_str().unwrap().to_owned();
     assert!(
