@@ -11,6 +11,12 @@
 //! directory `<--pvc-root>/X` (default `/data`, as in the operator's pod). ConfigMap storage and
 //! references to other resources' status need the Kubernetes API and are refused with a message
 //! saying so.
+//!
+//! Offset snapshots of a resource that names no storage go to the embedded default location: the
+//! directory a local `serve` lists as its default catalog location (`--catalog-dir`, default
+//! `<state-dir>/catalog`, the same flags and variables as `serve`), so `kubectl get
+//! offsetsnapshots` shows them. A KafkaOffsetRollback naming a snapshot by id alone looks it up
+//! there. Where a snapshot went is in the status and on stderr.
 
 use std::{
     io::IsTerminal,
@@ -24,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     api::{GROUP, STORAGE_VERSION, admission, conversion, v1beta1},
-    ops::{self, Context, Progress, ResourceRef},
+    ops::{self, Context, DefaultSnapshots, Progress, ResourceRef},
     secrets::SecretStore,
     storage::StorageEnv,
 };
@@ -48,6 +54,15 @@ pub struct RunArgs {
     /// Run a scheduled resource once, now, instead of on its schedule.
     #[arg(long)]
     pub once: bool,
+    /// State directory, as for `serve`
+    /// [default: $XDG_STATE_HOME/kafka-backup-operator or $HOME/.local/state/kafka-backup-operator].
+    #[arg(long, env = "KBO_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// The embedded default location, as for `serve`: offset snapshots of a resource that names no
+    /// storage go there, and a snapshot named by id alone is looked up there [default:
+    /// <state-dir>/catalog].
+    #[arg(long, env = "KBO_CATALOG_DIR", value_name = "DIR")]
+    pub catalog_dir: Option<PathBuf>,
 }
 
 /// Why `run` could not execute the resource.
@@ -95,6 +110,9 @@ pub enum RunError {
         /// Why.
         message: String,
     },
+    /// Neither the embedded default location nor a state directory is known.
+    #[error("no embedded default location for snapshots: {0}, or --catalog-dir")]
+    NoDefaultLocation(String),
     /// This kind cannot be run here yet.
     #[error("{kind} cannot be executed by run -f")]
     Unsupported {
@@ -137,6 +155,7 @@ pub async fn run(args: &RunArgs) -> Result<RunOutcome, RunError> {
         name: text("name").unwrap_or_default(),
         uid: text("uid"),
     };
+    let embedded = embedded_default_dir(args)?;
     let cancel = CancellationToken::new();
     let on_signal = cancel.clone();
     tokio::spawn(async move {
@@ -156,6 +175,7 @@ pub async fn run(args: &RunArgs) -> Result<RunOutcome, RunError> {
         cancel,
         scratch_dir: std::env::temp_dir(),
         attempt_failed: Arc::new(print_retry),
+        default_snapshots: DefaultSnapshots::Embedded(embedded.clone()),
     };
     let status = match kind.as_str() {
         "KafkaOffsetReset" => {
@@ -194,6 +214,15 @@ pub async fn run(args: &RunArgs) -> Result<RunOutcome, RunError> {
         }
         other => return Err(RunError::Unsupported { kind: other.into() }),
     };
+    if let Some(uri) = status.pointer("/snapshot/location").and_then(Value::as_str)
+        && let Some(path) = uri.strip_prefix("file://")
+        && Path::new(path).starts_with(&embedded)
+    {
+        eprintln!(
+            "offset snapshot {uri}: in the embedded default location {} (listed by `kubectl get offsetsnapshots` of a local `serve` with this catalog directory)",
+            embedded.display()
+        );
+    }
     // A validation that ran but found the backup wanting is not a success either.
     let completed = status.get("phase").and_then(Value::as_str) == Some("Completed")
         && status.get("result").and_then(Value::as_str) != Some("Failed");
@@ -304,6 +333,16 @@ pub fn run_blocking(args: &RunArgs) -> Result<bool, RunError> {
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     print!("{}", outcome.status_yaml);
     Ok(outcome.completed)
+}
+
+/// The directory of the embedded default location, as `serve` computes it.
+fn embedded_default_dir(args: &RunArgs) -> Result<PathBuf, RunError> {
+    match &args.catalog_dir {
+        Some(dir) => Ok(dir.clone()),
+        None => crate::server::state_dir(args.state_dir.as_deref())
+            .map(|state| crate::apiserver::config::default_catalog_dir(&state))
+            .map_err(|e| RunError::NoDefaultLocation(e.to_string())),
+    }
 }
 
 fn read_manifest(path: &Path) -> Result<Value, RunError> {

@@ -623,6 +623,49 @@ async fn kubectl_gets_lists_and_deletes_offset_snapshots() {
     assert!(fx.default_dir.is_dir());
 }
 
+/// A snapshot `run -f` keeps in the embedded default location (a resource that names no
+/// storage) is what a local `serve` with the same catalog directory lists: `kubectl get
+/// offsetsnapshots` shows it in the resource's namespace.
+#[tokio::test]
+async fn kubectl_lists_the_snapshots_run_f_keeps_in_the_embedded_default_location() {
+    let Some(bootstrap) = support::service("KBO_TEST_KAFKA_BOOTSTRAP") else {
+        return;
+    };
+    let fx = Fixture::start("").await;
+    let id = support::unique("quick-snapshot");
+    let manifest = fx.dir.path().join("quick-snapshot.yaml");
+    fs::write(
+        &manifest,
+        format!(
+            "apiVersion: kafka.oso.sh/v1alpha1\nkind: KafkaOffsetRollback\nmetadata:\n  name: quick-snapshot\n  namespace: team-a\nspec:\n  kafkaCluster:\n    bootstrapServers: [\"{bootstrap}\"]\n  consumerGroups: [my-small-group]\n  operation: snapshot\n  snapshotId: \"{id}\"\n"
+        ),
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_kafka-backup-operator"))
+        .args(["run", "-f"])
+        .arg(&manifest)
+        .arg("--catalog-dir")
+        .arg(&fx.default_dir)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let ops = fx.user("carol", &["ops"]);
+    fx.eventually("serve lists the snapshot run -f stored", |fx| {
+        fx.kubectl(&ops, &["get", "osnap", &id, "-n", "team-a", "-o", "json"])
+            .ok
+    })
+    .await;
+    let listed = fx
+        .kubectl(&ops, &["get", "osnap", &id, "-n", "team-a", "-o", "json"])
+        .json();
+    assert_eq!(listed["metadata"]["namespace"], "team-a", "{listed}");
+}
+
 #[tokio::test]
 async fn kubectl_lists_backup_sets_across_namespaces() {
     let fx = Fixture::start("").await;

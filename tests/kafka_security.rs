@@ -8,7 +8,6 @@ mod support;
 
 use std::{
     path::Path,
-    process::Command,
     time::{Duration, Instant},
 };
 
@@ -147,35 +146,14 @@ async fn run_f_resets_a_group_over_tls_with_the_ca_and_client_certificate_from_s
     assert!(started.elapsed() < Duration::from_secs(60));
 }
 
-/// nisshi creates users only through an unauthenticated broker: the users (`user-scram256`,
-/// `user-scram512`, password `s3cret`) are made first, then the broker restarts with
-/// `--authentication` (and `extra`) on the same database in `dir`.
+/// The users of the SCRAM brokers: `user-scram256` and `user-scram512`, password `s3cret`.
+const SCRAM_USERS: &[(&str, &str, &str)] = &[
+    ("scram256", "user-scram256", "s3cret"),
+    ("scram512", "user-scram512", "s3cret"),
+];
+
 fn scram_broker(bin: &str, dir: &Path, extra: &[&str]) -> Broker {
-    let sqlite = ["--storage-engine", "sqlite://nisshi.db"];
-    {
-        let setup = start_broker(bin, dir, &sqlite);
-        for mechanism in ["scram256", "scram512"] {
-            let created = Command::new(bin)
-                .args([
-                    "user",
-                    "create",
-                    "--broker",
-                    &format!("tcp://{}", setup.bootstrap),
-                ])
-                .args(["--mechanism", mechanism, &format!("user-{mechanism}"), "s3cret"])
-                .output()
-                .unwrap();
-            assert!(
-                created.status.success(),
-                "{}",
-                String::from_utf8_lossy(&created.stderr)
-            );
-        }
-    }
-    let mut args = sqlite.to_vec();
-    args.push("--authentication");
-    args.extend_from_slice(extra);
-    start_broker(bin, dir, &args)
+    support::scram_broker(bin, dir, SCRAM_USERS, extra)
 }
 
 /// SASL/SCRAM needs a nisshi built with a storage engine that keeps users (`--features libsql`);
@@ -194,19 +172,13 @@ fn sasl_bin() -> Option<String> {
 fn run_f_in(manifest: &str, secrets: &Path, pvc_root: &Path) -> (bool, Value, String) {
     let file = pvc_root.join("resource.yaml");
     std::fs::write(&file, manifest).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_kafka-backup-operator"))
-        .args(["run", "-f"])
-        .arg(&file)
-        .arg("--secrets-dir")
-        .arg(secrets)
-        .arg("--pvc-root")
-        .arg(pvc_root)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    let status = serde_saphyr::from_str(&stdout).unwrap_or(Value::Null);
-    (output.status.success(), status, stderr)
+    support::run_f(&file, |command| {
+        command
+            .arg("--secrets-dir")
+            .arg(secrets)
+            .arg("--pvc-root")
+            .arg(pvc_root)
+    })
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -41,31 +41,9 @@ async fn produce(
     base_ms: i64,
     headers: impl Fn(i32, i64) -> Vec<(String, Vec<u8>)>,
 ) {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("linger.ms", "5")
-        .create()
-        .unwrap();
-    for p in 0..partitions {
-        for i in 0..count {
-            let key = format!("k{i}");
-            let value = format!("v{p}-{i}");
-            let mut h = OwnedHeaders::new();
-            for (name, value) in headers(p, i) {
-                h = h.insert(Header {
-                    key: &name,
-                    value: Some(&value),
-                });
-            }
-            let record = FutureRecord::to(topic)
-                .partition(p)
-                .key(&key)
-                .payload(&value)
-                .timestamp(base_ms + i * 1000)
-                .headers(h);
-            producer.send(record, Duration::from_secs(10)).await.unwrap();
-        }
-    }
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap);
+    support::produce(&config, topic, partitions, count, |i| base_ms + i * 1000, headers).await;
 }
 
 fn group_consumer(bootstrap: &str, group: &str) -> BaseConsumer {
@@ -90,20 +68,7 @@ fn commit(bootstrap: &str, group: &str, offsets: &[(&str, i32, i64)]) {
 
 /// The group's committed offsets on the topic's partitions (absent: none committed).
 fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
-    let consumer = group_consumer(bootstrap, group);
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(topic, p);
-    }
-    let answer = consumer.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
-    answer
-        .elements()
-        .iter()
-        .filter_map(|e| match e.offset() {
-            Offset::Offset(o) => Some((e.partition(), o)),
-            _ => None,
-        })
-        .collect()
+    support::committed(&group_consumer(bootstrap, group), topic, partitions)
 }
 
 fn context(name: &str, pvc_root: &Path, secrets: SecretStore) -> Context {
@@ -867,6 +832,114 @@ async fn connections_per_broker_sets_the_group_clients_connections() {
         );
         proxying.abort();
     }
+}
+
+/// `run -f` of the binary on `manifest` with `args` and `envs`: success, the printed status, stderr.
+fn run_f(dir: &Path, manifest: &str, args: &[&str], envs: &[(&str, &Path)]) -> (bool, Value, String) {
+    let file = dir.join("resource.yaml");
+    std::fs::write(&file, manifest).unwrap();
+    support::run_f(&file, |command| {
+        command
+            .args(args)
+            .env_remove("KBO_STATE_DIR")
+            .env_remove("KBO_CATALOG_DIR")
+            .envs(envs.iter().map(|(k, v)| (*k, *v)))
+    })
+}
+
+/// Without Kubernetes, a reset that names no snapshot storage keeps its pre-change snapshot in the
+/// embedded default location (`--catalog-dir`, default `<state-dir>/catalog`, as `serve` lists it)
+/// and says so in the status and on stderr; a KafkaOffsetRollback naming that snapshot by id alone
+/// finds it there to verify, roll back and delete it, and one naming a missing id fails saying
+/// where it looked.
+#[test]
+fn run_f_keeps_snapshots_without_storage_in_the_embedded_default_location() {
+    let Some(bootstrap) = broker() else { return };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (topic, group) = runtime.block_on(fixture(&bootstrap, BASE_MS));
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let catalog = state.join("catalog");
+    let cluster = format!("  kafkaCluster:\n    bootstrapServers: [\"{bootstrap}\"]\n");
+
+    // The seed's "reset to earliest": no storage named, snapshotBeforeReset defaults to true. The
+    // state directory comes from KBO_STATE_DIR, as for `serve`.
+    let reset = format!(
+        "apiVersion: kafka.oso.sh/v1alpha1\nkind: KafkaOffsetReset\nmetadata:\n  name: reset-to-earliest\nspec:\n{cluster}  consumerGroups: [\"{group}\"]\n  strategy: earliest\n"
+    );
+    let (ok, status, stderr) = run_f(dir.path(), &reset, &[], &[("KBO_STATE_DIR", &state)]);
+    assert!(ok, "{status}\n{stderr}");
+    assert_eq!(status["status"]["phase"], "Completed", "{status}");
+    assert_eq!(committed(&bootstrap, &group, &topic, 3), all(0));
+    let id = status["status"]["snapshot"]["snapshotId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let file = catalog.join("offset-snapshots").join(format!("{id}.json"));
+    assert!(file.is_file(), "{} missing", file.display());
+    let uri = format!("file://{}", file.display());
+    assert_eq!(status["status"]["snapshot"]["location"], uri.as_str());
+    assert!(
+        stderr.contains(&uri) && stderr.contains("embedded default location"),
+        "{stderr}"
+    );
+    let stored: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(
+        stored["groups"][&group]["topics"][&topic]["0"]["offset"], 5,
+        "{stored}"
+    );
+
+    // Rollback by id alone (the seed's "Rollback After Restore" shape), then verify and delete,
+    // with --catalog-dir instead of the state directory.
+    let catalog_arg = catalog.to_str().unwrap();
+    let rollback = |operation: &str, id: &str| {
+        let groups = match operation {
+            "delete" => String::new(),
+            _ => format!("  consumerGroups: [\"{group}\"]\n"),
+        };
+        format!(
+            "apiVersion: kafka.oso.sh/v1alpha1\nkind: KafkaOffsetRollback\nmetadata:\n  name: by-id\nspec:\n{cluster}  operation: {operation}\n  snapshotId: \"{id}\"\n{groups}"
+        )
+    };
+    let by_id = |operation: &str, id: &str| {
+        run_f(
+            dir.path(),
+            &rollback(operation, id),
+            &["--catalog-dir", catalog_arg],
+            &[],
+        )
+    };
+    let (ok, status, stderr) = by_id("rollback", &id);
+    assert!(ok, "{status}\n{stderr}");
+    assert_eq!(status["status"]["phase"], "Completed", "{status}");
+    assert_eq!(status["status"]["snapshot"]["location"], uri.as_str());
+    assert_eq!(committed(&bootstrap, &group, &topic, 3), all(5));
+    let (ok, status, stderr) = by_id("verify", &id);
+    assert!(ok, "{status}\n{stderr}");
+    assert_eq!(status["status"]["verification"]["matched"], true, "{status}");
+    let (ok, status, stderr) = by_id("delete", &id);
+    assert!(ok, "{status}\n{stderr}");
+    assert!(!file.exists(), "deleted");
+
+    // Gone now: the error says where it looked.
+    let (ok, status, _) = by_id("verify", &id);
+    assert!(!ok);
+    let message = status["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("snapshot {id} not found: looked in {uri}")),
+        "{message}"
+    );
+
+    // A snapshot taken by a KafkaOffsetRollback without storage goes there too.
+    let snapshot_id = unique("quick-snapshot");
+    let (ok, status, stderr) = by_id("snapshot", &snapshot_id);
+    assert!(ok, "{status}\n{stderr}");
+    assert!(
+        catalog
+            .join("offset-snapshots")
+            .join(format!("{snapshot_id}.json"))
+            .is_file()
+    );
 }
 
 /// The group-offset protocol client on its own: describe, commit from outside the group, read

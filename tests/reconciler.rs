@@ -159,6 +159,20 @@ fn ctx_with_clock(
     progress_interval: Duration,
     clock: kafka_backup_operator::reconciler::controller::Clock,
 ) -> Arc<Ctx> {
+    let hooks = Hooks {
+        catalog: None,
+        snapshot_lookup: None,
+    };
+    ctx_with_hooks(client, pvc_root, progress_interval, clock, hooks)
+}
+
+fn ctx_with_hooks(
+    client: Client,
+    pvc_root: &std::path::Path,
+    progress_interval: Duration,
+    clock: kafka_backup_operator::reconciler::controller::Clock,
+    hooks: Hooks,
+) -> Arc<Ctx> {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
@@ -173,13 +187,7 @@ fn ctx_with_clock(
         },
         reporter_instance: Some("test-pod".into()),
     };
-    Ctx::with_clock(
-        client,
-        config,
-        Arc::new(Metrics::new()),
-        Hooks { catalog: None },
-        clock,
-    )
+    Ctx::with_clock(client, config, Arc::new(Metrics::new()), hooks, clock)
 }
 
 /// The server's copy of one object: merge patches and JSON patches are applied to it, so replies
@@ -642,6 +650,135 @@ async fn a_restore_interrupted_by_a_restart_resumes_without_duplicates() {
         high_watermark(&bootstrap, &target),
         RECORDS,
         "every record exactly once in the target (first run had written {after_first})"
+    );
+}
+
+/// Drives a KafkaOffsetRollback `name` with `spec` through the reconciler to its final status,
+/// answering the mock API (finalizer, Pending, the task's status writes, Events).
+async fn rollback_to_the_end(ctx: &Arc<Ctx>, api: &mut ApiServerVerifier, name: &str, spec: Value) -> Value {
+    use kafka_backup_operator::api::v1beta1::KafkaOffsetRollback;
+    let (path, meta) = metadata("kafkaoffsetrollbacks", name);
+    let uid = meta["uid"].as_str().unwrap().to_owned();
+    let mut stored = Stored(json!({
+        "apiVersion": "kafka.oso.sh/v1beta1", "kind": "KafkaOffsetRollback", "metadata": meta,
+        "spec": spec,
+    }));
+    let run = tokio::spawn(reconcile(stored.typed::<KafkaOffsetRollback>(), Arc::clone(ctx)));
+    stored.json_patch(api.expect("PATCH", &path, SECOND * 5).await);
+    run.await.unwrap().unwrap();
+    let run = tokio::spawn(reconcile(stored.typed::<KafkaOffsetRollback>(), Arc::clone(ctx)));
+    stored.merge_status(api.expect("PATCH", &format!("{path}/status"), SECOND * 5).await);
+    run.await.unwrap().unwrap();
+    reconcile(stored.typed::<KafkaOffsetRollback>(), Arc::clone(ctx))
+        .await
+        .unwrap();
+    loop {
+        let req = api.next(SECOND * 60).await;
+        if req.path == format!("{path}/status") {
+            let status = stored.merge_status(req);
+            if ["Completed", "Failed", "PartiallyCompleted"].contains(&status["phase"].as_str().unwrap_or(""))
+            {
+                api.expect_event(SECOND * 5).await;
+                ctx.supervisor.wait(&uid).await;
+                return stored.0["status"].clone();
+            }
+        } else if req.path.contains("/events") {
+            let (body, code) = (
+                req.body.clone(),
+                if req.method == Method::POST { 201 } else { 200 },
+            );
+            req.reply(code, &body);
+        } else {
+            panic!("unexpected request: {}", req.describe());
+        }
+    }
+}
+
+/// In the operator, a KafkaOffsetRollback that names a snapshot by id alone (the seed's "Rollback
+/// After Restore") finds it among the catalog's locations of its namespace and rolls back to it;
+/// once a second location of the namespace holds the same id it is refused, naming both; a
+/// missing id fails listing where it was looked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rollback_by_snapshot_id_finds_the_snapshot_in_the_catalog() {
+    use kafka_backup_operator::{
+        apiserver::{
+            catalog::{Catalog, Scope},
+            feed,
+        },
+        storage::{
+            embedded_default,
+            snapshot::{OffsetSnapshot, snapshot_key},
+        },
+    };
+    let Some(bootstrap) = broker() else { return };
+    let topic = unique("korb-topic");
+    let group = unique("korb-group");
+    topic_with_records(&bootstrap, &topic, 10).await;
+    commit(&bootstrap, &group, &topic, 8);
+    let snapshot_id = unique("pre-restore");
+    let snapshot = json!({
+        "snapshotId": snapshot_id, "timestamp": "2025-03-01T11:00:00Z", "cluster": bootstrap,
+        "groups": {group.clone(): {"topics": {topic.clone(): {"0": {"offset": 3, "metadata": "", "timestamp": 1}}}}},
+    });
+    let snapshot: OffsetSnapshot = serde_json::from_value(snapshot).unwrap();
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let [first, second] = [0, 1].map(|i| embedded_default(dirs[i].path()).unwrap());
+    first
+        .put_new(&snapshot_key(&snapshot_id), snapshot.to_bytes())
+        .await
+        .unwrap();
+    let catalog = Arc::new(Catalog::default());
+    catalog.add_storage(Scope::Namespace(NS.into()), first.clone());
+    catalog.add_storage(Scope::Namespace(NS.into()), second.clone());
+    let hooks = Hooks {
+        catalog: Some(feed::reconciler_hook(Arc::clone(&catalog))),
+        snapshot_lookup: Some(feed::snapshot_lookup(Arc::clone(&catalog))),
+    };
+    let (client, mut api) = mock_client();
+    let pvc = tempfile::tempdir().unwrap();
+    let ctx = ctx_with_hooks(client, pvc.path(), SECOND * 3600, Arc::new(Utc::now), hooks);
+    let spec = |id: &str| {
+        json!({"kafkaCluster": {"bootstrapServers": [bootstrap]}, "operation": "Rollback",
+            "snapshotId": id, "consumerGroups": [group]})
+    };
+
+    let status = rollback_to_the_end(&ctx, &mut api, "rollback-restore", spec(&snapshot_id)).await;
+    assert_eq!(status["phase"], "Completed", "{status}");
+    assert_eq!(
+        status["snapshot"]["location"],
+        first.uri(&snapshot_key(&snapshot_id)).as_str()
+    );
+    assert_eq!(committed(&bootstrap, &group, &topic), Some(3));
+
+    // The same id in a second location of the namespace: refused, both named, nothing changed.
+    commit(&bootstrap, &group, &topic, 8);
+    second
+        .put_new(&snapshot_key(&snapshot_id), snapshot.to_bytes())
+        .await
+        .unwrap();
+    let status = rollback_to_the_end(&ctx, &mut api, "ambiguous", spec(&snapshot_id)).await;
+    assert_eq!(status["phase"], "Failed", "{status}");
+    let message = status["message"].as_str().unwrap();
+    assert!(
+        message.contains("is in more than one storage location")
+            && message.contains(&first.uri(&snapshot_key(&snapshot_id)))
+            && message.contains(&second.uri(&snapshot_key(&snapshot_id))),
+        "{message}"
+    );
+    assert_eq!(committed(&bootstrap, &group, &topic), Some(8));
+
+    // An id no location holds: the message lists where it looked.
+    let missing = unique("missing");
+    let status = rollback_to_the_end(&ctx, &mut api, "missing", spec(&missing)).await;
+    assert_eq!(status["phase"], "Failed", "{status}");
+    let message = status["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!(
+            "snapshot {missing} not found: looked in {}, {}",
+            first.uri(&snapshot_key(&missing)),
+            second.uri(&snapshot_key(&missing))
+        )),
+        "{message}"
     );
 }
 
@@ -1366,7 +1503,15 @@ fn e2e_reconciler(
         },
         ..Config::default()
     };
-    let ctx = Ctx::new(client, config, Arc::new(Metrics::new()), Hooks { catalog: None });
+    let ctx = Ctx::new(
+        client,
+        config,
+        Arc::new(Metrics::new()),
+        Hooks {
+            catalog: None,
+            snapshot_lookup: None,
+        },
+    );
     let reconciler = tokio::spawn(kafka_backup_operator::reconciler::controller::run_with(
         ctx,
         shutdown.clone(),

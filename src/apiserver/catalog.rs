@@ -66,7 +66,10 @@ use super::{
     },
     sources::{self, BackupSetSource, Listed, SnapshotStore, SourceError, location_uri},
 };
-use crate::storage::{Location, snapshot::OffsetSnapshot};
+use crate::{
+    ops::SnapshotSearch,
+    storage::{Location, snapshot::OffsetSnapshot},
+};
 
 /// How many objects one location reads concurrently during a refresh.
 const READ_CONCURRENCY: usize = 16;
@@ -135,6 +138,9 @@ pub struct CatalogLocation {
     backups: Arc<dyn BackupSetSource>,
     /// Its directory, when it is on local disk (watched, see [`super::watch`]).
     local_dir: Option<PathBuf>,
+    /// The storage location itself, when added as one: operations open through it what
+    /// [`Catalog::find_snapshot`] finds.
+    storage: Option<Location>,
     state: Mutex<LocationState>,
     /// Incremented for each object recorded by the operator; see [`Cached::recorded`].
     epoch: AtomicU64,
@@ -148,6 +154,7 @@ impl CatalogLocation {
         snapshots: Arc<dyn SnapshotStore>,
         backups: Arc<dyn BackupSetSource>,
         local_dir: Option<PathBuf>,
+        storage: Option<Location>,
     ) -> Self {
         CatalogLocation {
             uri: snapshots.uri().to_owned(),
@@ -155,6 +162,7 @@ impl CatalogLocation {
             snapshots,
             backups,
             local_dir,
+            storage,
             state: Mutex::new(LocationState::default()),
             epoch: AtomicU64::new(0),
             listing: tokio::sync::Mutex::new(()),
@@ -306,14 +314,14 @@ impl Catalog {
         snapshots: Arc<dyn SnapshotStore>,
         backups: Arc<dyn BackupSetSource>,
     ) {
-        self.add_location(scope, snapshots, backups, None);
+        self.add_location(scope, snapshots, backups, None, None);
     }
 
     /// Adds a storage location with `scope` (see [`Catalog::add_source`]).
     pub fn add_storage(&self, scope: Scope, location: Location) {
         let local_dir = local_dir_of(&location);
-        let (snapshots, backups) = sources::shared(location);
-        self.add_location(scope, snapshots, backups, local_dir);
+        let (snapshots, backups) = sources::shared(location.clone());
+        self.add_location(scope, snapshots, backups, local_dir, Some(location));
     }
 
     fn add_location(
@@ -322,6 +330,7 @@ impl Catalog {
         snapshots: Arc<dyn SnapshotStore>,
         backups: Arc<dyn BackupSetSource>,
         local_dir: Option<PathBuf>,
+        storage: Option<Location>,
     ) -> Arc<CatalogLocation> {
         let mut locations = self.locations.write().unwrap_or_else(PoisonError::into_inner);
         if let Some(existing) = locations.iter().find(|l| l.uri == snapshots.uri()) {
@@ -331,7 +340,9 @@ impl Catalog {
             }
             return Arc::clone(existing);
         }
-        let location = Arc::new(CatalogLocation::new(scope, snapshots, backups, local_dir));
+        let location = Arc::new(CatalogLocation::new(
+            scope, snapshots, backups, local_dir, storage,
+        ));
         info!(location = %location.uri, "catalog location added");
         locations.push(Arc::clone(&location));
         self.locations_changed.notify_one();
@@ -437,6 +448,7 @@ impl Catalog {
             snapshots,
             backups,
             local_dir_of(location),
+            Some(location.clone()),
         )
     }
 
@@ -601,6 +613,41 @@ impl Catalog {
                 }
             })
             .collect()
+    }
+
+    /// The storage locations holding snapshot `id` for `namespace`, read from storage now (not
+    /// from the index, which may be a refresh behind), and every location of the namespace looked
+    /// in: what a KafkaOffsetRollback naming a snapshot by id alone may use.
+    pub async fn find_snapshot(&self, namespace: &str, id: &str) -> SnapshotSearch {
+        let mut search = SnapshotSearch::default();
+        for location in self.locations() {
+            let scopes = location.scopes();
+            if !scopes.iter().any(|s| s.may_cover(namespace)) {
+                continue;
+            }
+            let uri = location.snapshots.snapshot_uri(id);
+            match location.snapshots.read_snapshot(id).await {
+                Ok(Some((snapshot, _))) => {
+                    let source_ns = snapshot.source.as_ref().and_then(|s| s.namespace.as_deref());
+                    let listed_here = scopes.iter().any(|s| s.namespace_of(source_ns) == namespace);
+                    match (&location.storage, listed_here) {
+                        (Some(storage), true) => {
+                            search.found.push(storage.clone());
+                            search.searched.push(uri);
+                        }
+                        (None, true) => search
+                            .searched
+                            .push(format!("{uri} (not a storage location operations can open)")),
+                        (_, false) => search
+                            .searched
+                            .push(format!("{uri} (belongs to another namespace)")),
+                    }
+                }
+                Ok(None) => search.searched.push(uri),
+                Err(e) => search.searched.push(format!("{uri} (cannot be read: {e})")),
+            }
+        }
+        search
     }
 
     fn origin_of(&self, index: &Index, entry: &SnapshotEntry) -> Result<Arc<CatalogLocation>, CatalogError> {
@@ -1089,5 +1136,66 @@ pub(super) mod tests {
         assert!(catalog.delete_snapshot(&entry).await.unwrap());
         assert!(catalog.index().snapshots.is_empty());
         assert_eq!(location.get(&snapshot_key("s")).await.unwrap(), None);
+    }
+
+    /// What a KafkaOffsetRollback naming a snapshot by id alone finds: the locations of its
+    /// namespace holding the id, read from storage (no refresh needed); in the default location
+    /// only the snapshots listed in that namespace.
+    #[tokio::test]
+    async fn a_snapshot_id_is_found_in_the_locations_of_the_namespace() {
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let [team, shared, default] = [0, 1, 2].map(|i| dir_location(dirs[i].path()));
+        let write = |location: &Location, id: &str, ns: Option<&str>| {
+            let location = location.clone();
+            let bytes = snapshot(id, ns).to_bytes();
+            let key = snapshot_key(id);
+            async move { location.put_new(&key, bytes).await.unwrap() }
+        };
+        write(&team, "only-team", None).await;
+        write(&team, "twice", None).await;
+        write(&shared, "twice", None).await;
+        write(&default, "team-b-own", Some("team-b")).await;
+        write(&default, "team-a-own", Some("team-a")).await;
+        let catalog = Catalog::default();
+        catalog.add_storage(Scope::Namespace("team-a".into()), team.clone());
+        catalog.add_storage(Scope::Resources("team-a".into()), shared.clone());
+        catalog.add_storage(
+            Scope::Default {
+                namespace: "default".into(),
+            },
+            default.clone(),
+        );
+        let uris = |search: &SnapshotSearch| -> Vec<String> {
+            search.found.iter().map(sources::location_uri).collect()
+        };
+
+        let found = catalog.find_snapshot("team-a", "only-team").await;
+        assert_eq!(uris(&found), [sources::location_uri(&team)]);
+        assert_eq!(found.searched.len(), 3, "{:?}", found.searched);
+        let found = catalog.find_snapshot("team-a", "twice").await;
+        assert_eq!(
+            uris(&found),
+            [sources::location_uri(&team), sources::location_uri(&shared)]
+        );
+        let found = catalog.find_snapshot("team-a", "team-a-own").await;
+        assert_eq!(uris(&found), [sources::location_uri(&default)]);
+        // Another namespace's snapshot in the default location is not found, and says why.
+        let found = catalog.find_snapshot("team-a", "team-b-own").await;
+        assert!(found.found.is_empty());
+        assert!(
+            found
+                .searched
+                .iter()
+                .any(|s| s.ends_with("team-b-own.json (belongs to another namespace)")),
+            "{:?}",
+            found.searched
+        );
+        // Team b sees only the default location.
+        let found = catalog.find_snapshot("team-b", "team-b-own").await;
+        assert_eq!(uris(&found), [sources::location_uri(&default)]);
+        assert_eq!(found.searched.len(), 1);
+        let found = catalog.find_snapshot("team-b", "only-team").await;
+        assert!(found.found.is_empty());
+        assert_eq!(found.searched, [default.uri(&snapshot_key("only-team"))]);
     }
 }

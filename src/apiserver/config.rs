@@ -128,6 +128,12 @@ impl Default for ApiServerArgs {
     }
 }
 
+/// The directory of the embedded default location without `--catalog-dir`:
+/// `<state-dir>/catalog`. Shared by `serve` and `run -f`.
+pub fn default_catalog_dir(state_dir: &std::path::Path) -> PathBuf {
+    state_dir.join("catalog")
+}
+
 /// Parses a number of seconds (fractions allowed), more than 0 and at most a day.
 pub fn parse_seconds(value: &str) -> Result<Duration, String> {
     let seconds: f64 = value

@@ -8,6 +8,8 @@
 //!   one refresh interval, and a location no resource names any more is dropped.
 //! - [`reconciler_hook`]: on the leader, the reconciler reports what each finished operation wrote;
 //!   the hook records it at once (read in the background, never blocking the operation).
+//! - [`snapshot_lookup`]: a KafkaOffsetRollback that names a snapshot by id alone (no `storage`)
+//!   finds it among the catalog's locations of its namespace.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -25,6 +27,7 @@ use super::{
 };
 use crate::{
     api::v1beta1::{KafkaBackup, KafkaBackupValidation, KafkaOffsetReset, KafkaOffsetRollback, KafkaRestore},
+    ops::SnapshotLookup,
     reconciler::{CatalogHook, CatalogNotice, Written, kinds::Operation},
     secrets::refs as secret_refs,
     storage::{Location, StorageEnv, configmap::KubeTarget},
@@ -188,6 +191,15 @@ pub fn reconciler_hook(catalog: Arc<Catalog>) -> CatalogHook {
         }
         let catalog = Arc::clone(&catalog);
         tokio::spawn(async move { record_written(&catalog, notice).await });
+    })
+}
+
+/// The reconciler's snapshot lookup: a snapshot a KafkaOffsetRollback names by id alone is looked
+/// for in the catalog's locations of its namespace ([`Catalog::find_snapshot`]).
+pub fn snapshot_lookup(catalog: Arc<Catalog>) -> SnapshotLookup {
+    Arc::new(move |namespace: String, id: String| {
+        let catalog = Arc::clone(&catalog);
+        Box::pin(async move { catalog.find_snapshot(&namespace, &id).await })
     })
 }
 

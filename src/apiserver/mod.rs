@@ -123,7 +123,7 @@ use crate::{
     routes::{CATALOG_GROUP, CATALOG_VERSION},
     secrets::SecretStore,
     server::Readiness,
-    storage::{Location, ObjectLocation, StorageEnv},
+    storage::{Location, StorageEnv},
 };
 
 /// Largest request body read (DeleteOptions).
@@ -336,22 +336,19 @@ pub async fn start(args: &ApiServerArgs, options: StartOptions) -> Result<Starte
     } else if kube.is_none() || args.catalog_dir.is_some() {
         let dir = match (&args.catalog_dir, &options.state_dir) {
             (Some(dir), _) => dir.clone(),
-            (None, Some(state)) => state.join("catalog"),
+            (None, Some(state)) => config::default_catalog_dir(state),
             (None, None) => return Err(Error::NoCatalogDir),
         };
-        let location =
-            ObjectLocation::directory(&dir, format!("file://{}", dir.display())).map_err(|source| {
-                Error::Storage {
-                    what: dir.display().to_string(),
-                    source: Box::new(source),
-                }
-            })?;
+        let location = crate::storage::embedded_default(&dir).map_err(|source| Error::Storage {
+            what: dir.display().to_string(),
+            source: Box::new(source),
+        })?;
         info!(dir = %dir.display(), namespace = %args.catalog_default_namespace, "local directory is the default catalog location");
         catalog.add_storage(
             Scope::Default {
                 namespace: args.catalog_default_namespace.clone(),
             },
-            location.into(),
+            location,
         );
     }
     for (namespace, locations) in &config.namespaces {
@@ -1398,9 +1395,10 @@ mod tests {
 
     /// A location directory holding snapshots `ids` of namespace team-a.
     async fn team_a_location(dir: &Path, ids: &[&str]) -> Location {
-        let location: Location = ObjectLocation::directory(dir, format!("file://{}", dir.display()))
-            .unwrap()
-            .into();
+        let location: Location =
+            crate::storage::ObjectLocation::directory(dir, format!("file://{}", dir.display()))
+                .unwrap()
+                .into();
         for id in ids {
             location
                 .put_new(

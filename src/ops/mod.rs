@@ -16,6 +16,7 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use rdkafka::consumer::BaseConsumer;
 use tokio_util::sync::CancellationToken;
@@ -29,7 +30,7 @@ use crate::{
         topics,
     },
     secrets::SecretStore,
-    storage::StorageEnv,
+    storage::{self, Location, StorageEnv, StorageError},
 };
 
 /// A progress report: `done` of `total` units (groups, records, bytes) and what is happening.
@@ -81,6 +82,52 @@ pub struct Context {
     pub scratch_dir: PathBuf,
     /// Hears of every failed attempt ([`execution::attempts`]).
     pub attempt_failed: execution::AttemptHook,
+    /// Where offset snapshots go, and are looked for, when the resource names no storage.
+    pub default_snapshots: DefaultSnapshots,
+}
+
+/// Where offset snapshots go, and are looked for by id, when a resource names no storage.
+#[derive(Clone)]
+pub enum DefaultSnapshots {
+    /// In a cluster: snapshots go to a ConfigMap named after the resource, in its namespace; a
+    /// snapshot named by id alone is looked up among the catalog's locations of the namespace
+    /// (`None`: there is no catalog to ask).
+    Cluster(Option<SnapshotLookup>),
+    /// Without Kubernetes (`run -f`): the embedded default location, the directory `serve` lists
+    /// as its default catalog location (`--catalog-dir`, default `<state-dir>/catalog`). Opened
+    /// when first needed.
+    Embedded(PathBuf),
+}
+
+impl Default for DefaultSnapshots {
+    fn default() -> Self {
+        DefaultSnapshots::Cluster(None)
+    }
+}
+
+impl std::fmt::Debug for DefaultSnapshots {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DefaultSnapshots::Cluster(lookup) => f
+                .debug_tuple("Cluster")
+                .field(&lookup.as_ref().map(|_| "catalog lookup"))
+                .finish(),
+            DefaultSnapshots::Embedded(dir) => f.debug_tuple("Embedded").field(dir).finish(),
+        }
+    }
+}
+
+/// Finds a snapshot by id among the storage locations known to a namespace (the catalog's):
+/// called with the namespace and the snapshot id.
+pub type SnapshotLookup = Arc<dyn Fn(String, String) -> BoxFuture<'static, SnapshotSearch> + Send + Sync>;
+
+/// The outcome of looking a snapshot id up in several locations.
+#[derive(Clone, Debug, Default)]
+pub struct SnapshotSearch {
+    /// The locations holding it.
+    pub found: Vec<Location>,
+    /// Every location looked in, by URI, with why it could not be read where that happened.
+    pub searched: Vec<String>,
 }
 
 impl Context {
@@ -94,6 +141,26 @@ impl Context {
             cancel: CancellationToken::new(),
             scratch_dir: std::env::temp_dir(),
             attempt_failed: Arc::new(|_| {}),
+            default_snapshots: DefaultSnapshots::default(),
+        }
+    }
+
+    /// Opens where a snapshot of the resource `resource_name` goes: `storage` when the resource
+    /// names it, else the default ([`DefaultSnapshots`]: a ConfigMap named `resource_name` in a
+    /// cluster, the embedded default location without one).
+    pub fn snapshot_location(
+        &self,
+        storage: Option<&StorageSpec>,
+        resource_name: &str,
+    ) -> Result<Location, StorageError> {
+        match (storage, &self.default_snapshots) {
+            (Some(storage), _) => Location::open(storage, &self.secrets, &self.storage),
+            (None, DefaultSnapshots::Embedded(dir)) => storage::embedded_default(dir),
+            (None, DefaultSnapshots::Cluster(_)) => Location::open(
+                &default_snapshot_storage(resource_name),
+                &self.secrets,
+                &self.storage,
+            ),
         }
     }
 
@@ -142,8 +209,8 @@ pub fn default_snapshot_id(name: &str, at: DateTime<Utc>) -> String {
     format!("{name}{suffix}")
 }
 
-/// Where a snapshot goes when the resource names no storage: a ConfigMap named after the
-/// resource, in its namespace.
+/// Where a snapshot goes in a cluster when the resource names no storage: a ConfigMap named after
+/// the resource, in its namespace (see [`Context::snapshot_location`]).
 pub fn default_snapshot_storage(resource_name: &str) -> StorageSpec {
     StorageSpec {
         type_: StorageType::ConfigMap,

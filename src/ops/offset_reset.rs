@@ -663,11 +663,6 @@ async fn run(
             .snapshot_id
             .clone()
             .unwrap_or_else(|| default_snapshot_id(&ctx.resource.name, started));
-        let storage = spec
-            .snapshot
-            .storage
-            .clone()
-            .unwrap_or_else(|| default_snapshot_storage(&ctx.resource.name));
         let mut snapshot = OffsetSnapshot {
             snapshot_id: snapshot_id.clone(),
             timestamp: Utc::now(),
@@ -696,7 +691,7 @@ async fn run(
         }
         let key = snapshot_key(&snapshot_id);
         let stored = async {
-            let location = Location::open(&storage, &ctx.secrets, &ctx.storage)?;
+            let location = ctx.snapshot_location(spec.snapshot.storage.as_ref(), &ctx.resource.name)?;
             location.put_new(&key, snapshot.to_bytes()).await?;
             Ok::<_, StorageError>(location.uri(&key))
         }

@@ -10,7 +10,7 @@ use chrono::Utc;
 use futures::{StreamExt, stream};
 
 use super::{
-    Context, default_snapshot_storage,
+    Context, DefaultSnapshots, SnapshotSearch,
     execution::{self, Retryable},
     time,
 };
@@ -25,7 +25,7 @@ use crate::{
         protocol::GroupAdmin,
     },
     storage::{
-        Location, StorageError,
+        self, Location, StorageError,
         snapshot::{GroupOffsets, OffsetSnapshot, SnapshotError, SnapshotSource, snapshot_key},
     },
 };
@@ -56,6 +56,24 @@ pub enum RollbackError {
         /// Where it was looked for.
         uri: String,
     },
+    /// No default location holds the snapshot named by id alone.
+    #[error("snapshot {snapshot_id} not found: {searched}; name its storage in spec.storage")]
+    NotFoundIn {
+        /// The id.
+        snapshot_id: String,
+        /// Where it was looked for.
+        searched: String,
+    },
+    /// Several locations hold a snapshot named by id alone.
+    #[error(
+        "snapshot {snapshot_id} is in more than one storage location: {locations}; name the one to use in spec.storage"
+    )]
+    Ambiguous {
+        /// The id.
+        snapshot_id: String,
+        /// The snapshot's URI in each.
+        locations: String,
+    },
     /// The spec lacks what the operation needs here.
     #[error("{field}: {message}")]
     Spec {
@@ -71,7 +89,11 @@ impl Retryable for RollbackError {
         match self {
             RollbackError::Kafka(e) => e.is_retryable(),
             RollbackError::Storage(e) => e.is_retryable(),
-            RollbackError::Snapshot(_) | RollbackError::NotFound { .. } | RollbackError::Spec { .. } => false,
+            RollbackError::Snapshot(_)
+            | RollbackError::NotFound { .. }
+            | RollbackError::NotFoundIn { .. }
+            | RollbackError::Ambiguous { .. }
+            | RollbackError::Spec { .. } => false,
         }
     }
 }
@@ -159,7 +181,7 @@ async fn run(
 ) -> Result<(), RollbackError> {
     let snapshot_id = resolve_snapshot_id(spec)?;
     status.snapshot_id = Some(snapshot_id.clone());
-    let location = open_location(spec, ctx)?;
+    let location = open_location(spec, &snapshot_id, ctx).await?;
     let key = snapshot_key(&snapshot_id);
     let uri = location.uri(&key);
     match spec.operation {
@@ -292,18 +314,74 @@ fn resolve_snapshot_id(spec: &KafkaOffsetRollbackSpec) -> Result<String, Rollbac
     })
 }
 
-fn open_location(spec: &KafkaOffsetRollbackSpec, ctx: &Context) -> Result<Location, RollbackError> {
-    let storage = match (&spec.storage, spec.operation) {
-        (Some(storage), _) => storage.clone(),
-        (None, RollbackOperation::Snapshot) => default_snapshot_storage(&ctx.resource.name),
-        (None, _) => {
+/// The location of the snapshot: the storage the spec names; else for operation Snapshot the
+/// default ([`Context::snapshot_location`]); else the one location among the defaults that holds
+/// `snapshot_id` ([`DefaultSnapshots`]: the catalog of the namespace in a cluster, the embedded
+/// default location without one).
+async fn open_location(
+    spec: &KafkaOffsetRollbackSpec,
+    snapshot_id: &str,
+    ctx: &Context,
+) -> Result<Location, RollbackError> {
+    if spec.storage.is_some() || spec.operation == RollbackOperation::Snapshot {
+        return Ok(ctx.snapshot_location(spec.storage.as_ref(), &ctx.resource.name)?);
+    }
+    let search = match &ctx.default_snapshots {
+        DefaultSnapshots::Embedded(dir) => {
+            let location = storage::embedded_default(dir)?;
+            let mut search = SnapshotSearch {
+                searched: vec![location.uri(&snapshot_key(snapshot_id))],
+                ..Default::default()
+            };
+            if location.get(&snapshot_key(snapshot_id)).await?.is_some() {
+                search.found.push(location);
+            }
+            search
+        }
+        DefaultSnapshots::Cluster(Some(lookup)) => {
+            let namespace = ctx.resource.namespace.clone().unwrap_or_default();
+            lookup(namespace, snapshot_id.to_owned()).await
+        }
+        DefaultSnapshots::Cluster(None) => {
             return Err(RollbackError::Spec {
                 field: "spec.storage",
-                message: "finding a snapshot by id in the namespace's catalog needs the operator; here name its storage".into(),
+                message: "finding a snapshot by id needs the catalog of the namespace's snapshots, and there is none here: name the snapshot's storage".into(),
             });
         }
     };
-    Ok(Location::open(&storage, &ctx.secrets, &ctx.storage)?)
+    the_one_holding(snapshot_id, ctx.resource.namespace.as_deref(), search)
+}
+
+/// The one location of a search that holds the snapshot: none or several are errors naming where
+/// it was looked for or found. Pure.
+fn the_one_holding(
+    snapshot_id: &str,
+    namespace: Option<&str>,
+    mut search: SnapshotSearch,
+) -> Result<Location, RollbackError> {
+    let key = snapshot_key(snapshot_id);
+    match search.found.len() {
+        1 => Ok(search.found.remove(0)),
+        0 => Err(RollbackError::NotFoundIn {
+            snapshot_id: snapshot_id.to_owned(),
+            searched: match search.searched.is_empty() {
+                true => format!(
+                    "no storage location is known to namespace {} (none is configured for it and none of its resources names one)",
+                    namespace.unwrap_or("default")
+                ),
+                false => format!("looked in {}", search.searched.join(", ")),
+            },
+        }),
+        _ => Err(RollbackError::Ambiguous {
+            snapshot_id: snapshot_id.to_owned(),
+            locations: search
+                .found
+                .iter()
+                .map(|l| l.uri(&key))
+                .collect::<Vec<_>>()
+                .join(" and "),
+        }),
+    }
 }
 
 fn cluster_name(spec: &KafkaOffsetRollbackSpec) -> String {
@@ -470,4 +548,66 @@ async fn roll_back(
     status.phase = Some(phase);
     status.message = Some(message);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn dir(path: &std::path::Path) -> Location {
+        storage::embedded_default(path).unwrap()
+    }
+
+    #[test]
+    fn a_snapshot_id_must_be_in_exactly_one_location() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, b) = (dir(a.path()), dir(b.path()));
+        let key = snapshot_key("pre-restore");
+        let one = SnapshotSearch {
+            found: vec![a.clone()],
+            searched: vec![a.uri(&key), b.uri(&key)],
+        };
+        let found = the_one_holding("pre-restore", Some("team-a"), one).unwrap();
+        assert_eq!(found.uri(&key), a.uri(&key));
+
+        let two = SnapshotSearch {
+            found: vec![a.clone(), b.clone()],
+            searched: vec![a.uri(&key), b.uri(&key)],
+        };
+        let message = the_one_holding("pre-restore", Some("team-a"), two)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            message,
+            format!(
+                "snapshot pre-restore is in more than one storage location: {} and {}; name the one to use in spec.storage",
+                a.uri(&key),
+                b.uri(&key)
+            )
+        );
+
+        let none = SnapshotSearch {
+            found: Vec::new(),
+            searched: vec![a.uri(&key), format!("{} (cannot be read: denied)", b.uri(&key))],
+        };
+        let message = the_one_holding("pre-restore", Some("team-a"), none)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            message,
+            format!(
+                "snapshot pre-restore not found: looked in {}, {} (cannot be read: denied); name its storage in spec.storage",
+                a.uri(&key),
+                b.uri(&key)
+            )
+        );
+        let nowhere = the_one_holding("pre-restore", Some("team-a"), SnapshotSearch::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            nowhere.contains("no storage location is known to namespace team-a"),
+            "{nowhere}"
+        );
+    }
 }

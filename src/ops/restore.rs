@@ -47,7 +47,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::{
-    Context, blocking, default_snapshot_id, default_snapshot_storage,
+    Context, blocking, default_snapshot_id,
     execution::{self, Retryable},
     time,
 };
@@ -972,10 +972,6 @@ async fn run(
         .map(|(_, id, offsets)| snapshot_note(id, offsets, spec.dry_run));
     if !spec.dry_run {
         if let Some((sb, snapshot_id, offsets)) = &snapshot_offsets {
-            let storage = sb
-                .storage
-                .clone()
-                .unwrap_or_else(|| default_snapshot_storage(&name));
             let taken = Utc::now();
             let mut snapshot = OffsetSnapshot {
                 snapshot_id: snapshot_id.clone(),
@@ -999,7 +995,7 @@ async fn run(
             }
             let key = snapshot_key(snapshot_id);
             let uri = async {
-                let l = Location::open(&storage, &ctx.secrets, &ctx.storage)?;
+                let l = ctx.snapshot_location(sb.storage.as_ref(), &name)?;
                 l.put_new(&key, snapshot.to_bytes()).await?;
                 Ok::<_, StorageError>(l.uri(&key))
             }

@@ -99,6 +99,7 @@ use tracing::{info, warn};
 
 use crate::{
     metrics::Metrics,
+    ops::SnapshotLookup,
     storage::{Location, StorageEnv},
 };
 
@@ -282,12 +283,16 @@ pub type CatalogHook = Arc<dyn Fn(CatalogNotice) + Send + Sync>;
 pub struct Hooks {
     /// Told about stored snapshots and backup sets; `None`: nobody listens.
     pub catalog: Option<CatalogHook>,
+    /// Finds a snapshot a KafkaOffsetRollback names by id alone among the catalog's locations of
+    /// its namespace; `None`: such a rollback fails, asking for its storage.
+    pub snapshot_lookup: Option<SnapshotLookup>,
 }
 
 impl std::fmt::Debug for Hooks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hooks")
             .field("catalog", &self.catalog.is_some())
+            .field("snapshot_lookup", &self.snapshot_lookup.is_some())
             .finish()
     }
 }

@@ -33,7 +33,7 @@ use super::{
 use crate::{
     metrics::Metrics,
     ops::{
-        Context, Progress, ResourceRef,
+        Context, DefaultSnapshots, Progress, ResourceRef,
         execution::{AttemptFailed, STOP_GRACE},
         time,
     },
@@ -292,6 +292,7 @@ async fn run_inner<K: Operation>(env: RunEnv<K>, handle: TaskHandle) {
         attempt_failed: Arc::new(move |failed: &AttemptFailed| {
             let _ = failed_tx.send(failed.clone());
         }),
+        default_snapshots: DefaultSnapshots::Cluster(env.hooks.snapshot_lookup.clone()),
     };
     let operation = Arc::clone(&env.object).execute(ctx.clone());
     let (final_status, deadline_hit) = drive::<K>(

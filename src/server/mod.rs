@@ -170,18 +170,7 @@ impl ServeArgs {
     /// The state directory: `--state-dir`, else `$XDG_STATE_HOME/kafka-backup-operator`, else
     /// `$HOME/.local/state/kafka-backup-operator`.
     pub fn state_dir(&self) -> Result<PathBuf, Error> {
-        if let Some(dir) = &self.state_dir {
-            return Ok(dir.clone());
-        }
-        let non_empty = |name: &str| {
-            std::env::var_os(name)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        };
-        non_empty("XDG_STATE_HOME")
-            .or_else(|| non_empty("HOME").map(|home| home.join(".local").join("state")))
-            .map(|base| base.join(STATE_DIR_NAME))
-            .ok_or(Error::NoStateDir)
+        state_dir(self.state_dir.as_deref())
     }
 
     /// The certificate files to serve: the flags', or development ones (created if needed).
@@ -202,6 +191,23 @@ impl ServeArgs {
             (None, None) => dev_tls_files(&self.state_dir()?.join("tls")),
         }
     }
+}
+
+/// The state directory of `serve` and `run`: `flag` (`--state-dir`), else
+/// `$XDG_STATE_HOME/kafka-backup-operator`, else `$HOME/.local/state/kafka-backup-operator`.
+pub fn state_dir(flag: Option<&Path>) -> Result<PathBuf, Error> {
+    if let Some(dir) = flag {
+        return Ok(dir.to_owned());
+    }
+    let non_empty = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    non_empty("XDG_STATE_HOME")
+        .or_else(|| non_empty("HOME").map(|home| home.join(".local").join("state")))
+        .map(|base| base.join(STATE_DIR_NAME))
+        .ok_or(Error::NoStateDir)
 }
 
 fn dev_tls_files(dir: &Path) -> Result<tls::TlsFiles, Error> {
@@ -346,6 +352,7 @@ pub async fn run(args: ServeArgs) -> Result<(), Error> {
     .await?;
     state.apiserver = Some(Arc::clone(&api.api));
     let catalog_hook = crate::apiserver::feed::reconciler_hook(Arc::clone(&api.api.catalog));
+    let snapshot_lookup = crate::apiserver::feed::snapshot_lookup(Arc::clone(&api.api.catalog));
 
     let https_listener = bind_std(args.listen).map_err(|source| Error::Bind {
         what: "HTTPS",
@@ -438,6 +445,7 @@ pub async fn run(args: ServeArgs) -> Result<(), Error> {
         };
         let hooks = crate::reconciler::Hooks {
             catalog: Some(catalog_hook),
+            snapshot_lookup: Some(snapshot_lookup),
         };
         let mut reconciler_args = args.reconciler.clone();
         reconciler_args.pvc_root = args.apiserver.pvc_root.clone();

@@ -12,7 +12,9 @@
 //! | `ConfigMap` | one key per object in a ConfigMap (snapshots only)  | `configmap://<name>/<key>`       |
 //!
 //! The PVC root is `/data` in a cluster (the chart mounts claims there) and `--pvc-root` with
-//! `run -f`, which makes any local directory a storage location.
+//! `run -f`, which makes any local directory a storage location. The embedded default location
+//! ([`embedded_default`], `file://<dir>`) is a local directory too: `serve`'s default catalog
+//! location, where `run -f` keeps the snapshots of resources that name no storage.
 //!
 //! # Layout below the prefix
 //!
@@ -354,6 +356,13 @@ impl Location {
             Location::ConfigMap(c) => c.list().await,
         }
     }
+}
+
+/// A local directory (created when missing) as the location `file://<dir>`: the embedded default,
+/// which `serve` lists as its default catalog location and where `run -f` keeps the snapshots of
+/// resources that name no storage.
+pub fn embedded_default(dir: &std::path::Path) -> Result<Location, StorageError> {
+    ObjectLocation::directory(dir, format!("file://{}", dir.display())).map(Location::Object)
 }
 
 impl From<ObjectLocation> for Location {

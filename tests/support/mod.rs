@@ -218,3 +218,122 @@ pub async fn proxied_broker(
     let proxying = tokio::spawn(proxy(listener, broker.port, cut_after, stats.clone()));
     (broker, format!("127.0.0.1:{port}"), stats, proxying)
 }
+
+/// A nisshi broker requiring SASL/SCRAM (`bin` must be built with a user store, `--features
+/// libsql`), its database in `dir`. nisshi creates users only through an unauthenticated broker:
+/// `users` (mechanism `scram256` or `scram512`, name, password) are made first, then the broker
+/// restarts with `--authentication` (and `extra`, e.g. `--cert`/`--key`) on the same database.
+pub fn scram_broker(
+    bin: &str,
+    dir: &std::path::Path,
+    users: &[(&str, &str, &str)],
+    extra: &[&str],
+) -> Broker {
+    let sqlite = ["--storage-engine", "sqlite://nisshi.db"];
+    {
+        let setup = start_broker(bin, dir, &sqlite);
+        for (mechanism, name, password) in users {
+            let created = std::process::Command::new(bin)
+                .args([
+                    "user",
+                    "create",
+                    "--broker",
+                    &format!("tcp://{}", setup.bootstrap),
+                ])
+                .args(["--mechanism", mechanism, name, password])
+                .output()
+                .unwrap_or_else(|e| panic!("running {bin} user create: {e}"));
+            assert!(
+                created.status.success(),
+                "{}",
+                String::from_utf8_lossy(&created.stderr)
+            );
+        }
+    }
+    let mut args = sqlite.to_vec();
+    args.push("--authentication");
+    args.extend_from_slice(extra);
+    start_broker(bin, dir, &args)
+}
+
+/// Runs `run -f <manifest>` of the binary under test, `configure` adding arguments and
+/// environment: success, the printed document (`status: ...`), stderr.
+pub fn run_f(
+    manifest: &std::path::Path,
+    configure: impl FnOnce(&mut std::process::Command) -> &mut std::process::Command,
+) -> (bool, serde_json::Value, String) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_kafka-backup-operator"));
+    command.args(["run", "-f"]).arg(manifest);
+    let output = configure(&mut command)
+        .output()
+        .unwrap_or_else(|e| panic!("running run -f: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let document = serde_saphyr::from_str(&stdout).unwrap_or(serde_json::Value::Null);
+    (output.status.success(), document, stderr)
+}
+
+/// Produces `count` records to each of the topic's `partitions` through a client of `config`:
+/// record i of partition p has key `k{i}`, value `v{p}-{i}`, timestamp `timestamp(i)` and the
+/// headers `headers(p, i)` (name, value), in order.
+pub async fn produce<N: AsRef<str>>(
+    config: &rdkafka::ClientConfig,
+    topic: &str,
+    partitions: i32,
+    count: i64,
+    timestamp: impl Fn(i64) -> i64,
+    headers: impl Fn(i32, i64) -> Vec<(N, Vec<u8>)>,
+) {
+    use rdkafka::{
+        message::{Header, OwnedHeaders},
+        producer::{FutureProducer, FutureRecord},
+    };
+    let producer: FutureProducer = config.clone().set("linger.ms", "5").create().unwrap();
+    for p in 0..partitions {
+        for i in 0..count {
+            let (key, value) = (format!("k{i}"), format!("v{p}-{i}"));
+            let pairs = headers(p, i);
+            let h = pairs.iter().fold(OwnedHeaders::new(), |h, (name, value)| {
+                h.insert(Header {
+                    key: name.as_ref(),
+                    value: Some(value),
+                })
+            });
+            let record = FutureRecord::to(topic)
+                .partition(p)
+                .key(&key)
+                .payload(&value)
+                .timestamp(timestamp(i))
+                .headers(h);
+            producer
+                .send(record, std::time::Duration::from_secs(30))
+                .await
+                .unwrap_or_else(|(e, _)| panic!("producing to {topic}: {e}"));
+        }
+    }
+}
+
+/// What `consumer`'s group has committed on the topic's `partitions` (a partition without a
+/// committed offset is left out).
+pub fn committed(
+    consumer: &rdkafka::consumer::BaseConsumer,
+    topic: &str,
+    partitions: i32,
+) -> std::collections::BTreeMap<i32, i64> {
+    use rdkafka::{Offset, TopicPartitionList, consumer::Consumer};
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let answer = consumer
+        .committed_offsets(tpl, std::time::Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("reading committed offsets of {topic}: {e}"));
+    answer
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect()
+}

@@ -297,7 +297,8 @@ pub struct OffsetResetSnapshotSpec {
     pub snapshot_id: Option<String>,
     /// Where the snapshot is stored, as `<snapshotId>.json`. Default: a ConfigMap in this
     /// namespace with the same name as this KafkaOffsetReset (created when missing; a ConfigMap
-    /// holds at most 1 MiB, so use object storage for many groups).
+    /// holds at most 1 MiB, so use object storage for many groups); with `run -f`, which has no
+    /// Kubernetes API, the embedded default location (`--catalog-dir`).
     pub storage: Option<StorageSpec>,
 }
 

@@ -99,6 +99,8 @@ pub struct KafkaOffsetRollbackSpec {
     /// a ConfigMap in this namespace with the same name as this KafkaOffsetRollback; Rollback,
     /// Verify and Delete look `snapshotId` up among the snapshots known in this namespace (the
     /// `offsetsnapshots` catalog) and fail when it is missing or found in more than one location.
+    /// With `run -f`, which has no Kubernetes API, both use the embedded default location
+    /// (`--catalog-dir`).
     /// ConfigMap storage suits small snapshots (a ConfigMap holds at most 1 MiB).
     pub storage: Option<StorageSpec>,
     /// Consumer group ids. Snapshot: the groups to capture (required). Rollback and Verify: only

@@ -293,7 +293,9 @@ pub struct SnapshotBeforeRestoreSpec {
     #[schemars(pattern(SNAPSHOT_ID_PATTERN))]
     pub snapshot_id: Option<String>,
     /// Where the snapshot is stored, as `<snapshotId>.json`. Default: a ConfigMap in this
-    /// namespace with the same name as this KafkaRestore (created when missing; at most 1 MiB).
+    /// namespace with the same name as this KafkaRestore (created when missing; at most 1 MiB);
+    /// with `run -f`, which has no Kubernetes API, the embedded default location
+    /// (`--catalog-dir`).
     pub storage: Option<StorageSpec>,
     /// Hours after which the operator deletes the snapshot. Absent: kept until deleted.
     #[schemars(range(min = 1))]
