@@ -616,7 +616,7 @@ impl Catalog {
     pub async fn read_snapshot(&self, entry: &SnapshotEntry) -> Result<Option<OffsetSnapshot>, CatalogError> {
         let location = self.origin_of(&self.index(), entry)?;
         match location.snapshots.read_snapshot(&entry.name).await? {
-            Some((snapshot, _)) => Ok(Some(snapshot)),
+            Some(stored) => Ok(Some(stored.snapshot)),
             None => {
                 location.state().snapshots.remove(&entry.name);
                 self.rebuild_index();
@@ -765,13 +765,13 @@ async fn refresh_location(location: &CatalogLocation) -> Result<(usize, usize), 
     }
     for (listed, result) in snapshots {
         match result {
-            Ok(Some((snapshot, size))) => {
-                let uri = store.snapshot_uri(&listed.id);
+            Ok(Some(stored)) => {
+                let uri = stored.uri;
                 state.snapshots.insert(
                     listed.id,
                     Cached {
                         version: listed.version,
-                        summary: Arc::new(SnapshotSummary::of(&snapshot, &uri, size)),
+                        summary: Arc::new(SnapshotSummary::of(&stored.snapshot, &uri, stored.size)),
                         recorded: 0,
                     },
                 );
