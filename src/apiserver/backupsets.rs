@@ -5,10 +5,13 @@
 //!
 //! The storage implementation ([`super::sources::StorageSource`]) finds backups by their manifest
 //! (written last by a backup, so a backup without one is still running or failed before the end) at
-//! [`manifest_key`] and turns the manifest's bytes into a summary with **[`summary_from_manifest`]**:
-//! that function and the two layout functions [`manifest_key`] / [`backup_id_of_manifest_key`] are
-//! the only places that know the format; the manifest itself is parsed and summarised by
-//! [`crate::storage::backup`].
+//! [`manifest_key`], and sets of the prior art (kafka-backup 0.x) by theirs directly below the
+//! prefix ([`crate::storage::backup_set::list_prior_art_sets`]). It opens a set of either format
+//! with [`crate::storage::backup_set::open`] and turns its summary into the catalog's with
+//! **[`summary_of`]** (with its `format`, and the note that a set of the prior art cannot be
+//! proven complete); [`summary_from_manifest`] does the same from the bytes of one of this
+//! operator's manifests. The manifests themselves are parsed and summarised by
+//! [`crate::storage::backup`] and [`crate::storage::prior_art`].
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

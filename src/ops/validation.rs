@@ -20,7 +20,11 @@
 //!   of the gaps the manifest records (the log start moved past offsets before they were backed
 //!   up): listed gaps are reported, unexpected holes and overlaps fail. A consumer-group snapshot
 //!   the manifest lists must be stored. Segment objects the manifest does not list are reported
-//!   (a warning for a Complete set; normal while a run writes an InProgress set).
+//!   (a warning for a Complete set; normal while a run writes an InProgress set). A set of the
+//!   prior art (kafka-backup 0.x, [`crate::storage::prior_art`]) is checked the same way against
+//!   its own layout (magic, header fields, CRC-32, counts, offsets, first and last timestamps, gaps)
+//!   and never called complete: the verdict says its completeness cannot be proven and lists what
+//!   its format cannot tell apart (offsets between segments without records, empty header values).
 //! - **MessageCount**: per partition, the records in the backup against `end - start` of the same
 //!   partition in `kafkaCluster` (or, without `kafkaCluster`, in the restore drill's scratch
 //!   topics); differences up to `failThreshold` warn, beyond it fail; `topics` (names or globs)
@@ -71,7 +75,8 @@
 //!                  restoreDrillCluster?: same}
 //! backup          {backupId, location (URI of the set's directory), manifestUri,
 //!                  manifestSha256 (of the manifest bytes as stored; null when missing),
-//!                  manifestBytes, state (Complete | InProgress), createdAt, updatedAt,
+//!                  manifestBytes, state (Complete | InProgress | Unknown: a set of the
+//!                  prior art, whose manifest cannot prove it), format, createdAt, updatedAt,
 //!                  sourceClusterId?, kafkaClusterId?, sourceBootstrapServers, compression,
 //!                  topics [{name, partitions, records, bytes}], partitions, segments, records,
 //!                  bytes (uncompressed), storedBytes, firstRecordTime?, lastRecordTime?,
@@ -2317,6 +2322,7 @@ fn compare_segment(
 }
 
 /// Reads one scratch partition and compares it with the segments of its source partition.
+#[allow(clippy::too_many_arguments)] // the drill's running totals are passed in
 async fn compare_partition(
     location: &ObjectLocation,
     format: SetFormat,

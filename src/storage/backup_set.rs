@@ -117,7 +117,7 @@ pub fn detect(bytes: &[u8], backup_id: &str, uri: &str) -> Result<Detected, Back
         return Err(refuse(format!("{neither}: found a JSON {}", json_kind(&value))));
     };
     if object.contains_key("format") {
-        return Manifest::parse(bytes, backup_id, uri).map(Detected::Operator);
+        return Manifest::parse(bytes, backup_id, uri).map(|m| Detected::Operator(Box::new(m)));
     }
     if ["backup_id", "created_at", "topics"]
         .iter()
@@ -136,7 +136,7 @@ pub fn detect(bytes: &[u8], backup_id: &str, uri: &str) -> Result<Detected, Back
 #[derive(Clone, Debug, PartialEq)]
 pub enum Detected {
     /// This operator's manifest.
-    Operator(Manifest),
+    Operator(Box<Manifest>),
     /// The prior art's.
     PriorArt(prior_art::Manifest),
 }
@@ -224,18 +224,18 @@ impl BackupSet {
         Ok(match detect(&bytes, backup_id, &uri)? {
             Detected::Operator(manifest) => BackupSet {
                 format: SetFormat::Operator,
-                manifest,
+                manifest: *manifest,
                 manifest_key: key,
                 manifest_bytes: bytes,
                 prior_art: None,
             },
             Detected::PriorArt(stored) => {
                 let group_key = prior_art::group_snapshot_key(backup_id);
-                let groups = match location.get(&group_key).await? {
-                    None => None,
-                    // An unreadable snapshot is listed with no groups; reading it reports why.
-                    Some(b) => Some(prior_art::parse_group_snapshot(&b).unwrap_or_default()),
-                };
+                // An unreadable snapshot is listed with no groups; reading it reports why.
+                let groups = location
+                    .get(&group_key)
+                    .await?
+                    .map(|b| prior_art::parse_group_snapshot(&b).unwrap_or_default());
                 BackupSet {
                     format: SetFormat::PriorArt,
                     manifest: stored.view(groups.as_ref().map(|g| (group_key.as_str(), g))),
