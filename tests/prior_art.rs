@@ -1564,3 +1564,75 @@ async fn rollback_and_verify_find_a_prior_art_snapshot_by_id() {
             .exists()
     );
 }
+
+/// `run -f` of a KafkaBackupValidation of a real prior-art set: passes (exit code 0), and says it
+/// cannot prove the set complete.
+#[test]
+fn run_f_validates_a_prior_art_set() {
+    let root = real_root();
+    let manifest = root.path().join("kbv.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: kafka.oso.sh/v1beta1\nkind: KafkaBackupValidation\nmetadata: {name: old}\nspec:\n  backupRef: {backupId: b-zstd, storage: {type: PVC, pvc: {claimName: claim, subPath: store}}}\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kafka-backup-operator"))
+        .args(["run", "-f"])
+        .arg(&manifest)
+        .arg("--pvc-root")
+        .arg(root.path())
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{status}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let yaml: Value = serde_saphyr::from_str(&status).unwrap();
+    let status = &yaml["status"];
+    assert_eq!(status["result"], "Passed", "{status}");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot prove the set is complete"),
+        "{status}"
+    );
+    assert_eq!(status["checks"][0]["name"], "Integrity");
+    assert_eq!(status["checks"][0]["outcome"], "Passed");
+}
+
+/// The restore drill of a real prior-art set: restored into scratch topics, compared record for
+/// record with the segments, counted, and the scratch topics deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_restore_drill_of_a_prior_art_set_passes() {
+    let Some(bootstrap) = service("KBO_TEST_KAFKA_BOOTSTRAP") else {
+        return;
+    };
+    let root = real_root();
+    let prefix = format!("{}-", unique("drill"));
+    let v: KafkaBackupValidation = resource(
+        "KafkaBackupValidation",
+        "drill",
+        json!({"backupRef": {"backupId": "b-none", "storage": pvc()},
+            "checks": {"restoreDrill": {"topicPrefix": prefix, "kafkaCluster": {"bootstrapServers": [bootstrap]}},
+                "messageCount": {}, "offsetRange": {}}}),
+    );
+    let status = validation::execute(&v, &ctx(root.path(), "drill")).await;
+    assert_eq!(status.result, Some(CheckOutcome::Passed), "{status:#?}");
+    let drill = status
+        .checks
+        .iter()
+        .flatten()
+        .find(|c| c.name == "RestoreDrill")
+        .unwrap();
+    assert!(drill.message.as_deref().unwrap().contains("2000"), "{drill:?}");
+    assert!(!topic_exists(&bootstrap, &format!("{prefix}orders")));
+    assert!(
+        !store_dir(root.path())
+            .join("backups/b-none/restores")
+            .read_dir()
+            .is_ok_and(|mut d| d.next().is_some())
+    );
+}

@@ -36,23 +36,6 @@ pub enum SetFormat {
 }
 
 impl SetFormat {
-    /// The format's name, as status, the catalog and reports show it.
-    pub fn name(self) -> &'static str {
-        match self {
-            SetFormat::Operator => backup::FORMAT,
-            SetFormat::PriorArt => prior_art::FORMAT,
-        }
-    }
-
-    /// The format a (view of a) manifest was read from.
-    pub fn of(manifest: &Manifest) -> Self {
-        if manifest.format == prior_art::FORMAT {
-            SetFormat::PriorArt
-        } else {
-            SetFormat::Operator
-        }
-    }
-
     /// Verifies and decodes a stored segment of `partition` listed as `entry`, reusing `spare`
     /// (see [`Segment::decode_reusing`]). CPU-bound.
     pub fn decode_segment(
