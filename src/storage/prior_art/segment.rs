@@ -3,6 +3,8 @@
 //! [`Segment`], so the restore engine reads them as it reads its own; [`inspect`] is the
 //! validation's check of a segment against its manifest entry.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 
 use crate::{
@@ -25,8 +27,9 @@ pub const HEADER_LEN: usize = 32;
 /// Size of the footer (CRC-32 and end magic).
 pub const FOOTER_LEN: usize = 8;
 
-/// The CRC-32 of the footer: IEEE (ISO-HDLC), as zlib and crc32fast compute it.
-const CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+/// The CRC-32 of the footer: IEEE (ISO-HDLC), as zlib and crc32fast compute it (16 bytes at a
+/// time).
+const CRC32: crc::Crc<u32, crc::Table<16>> = crc::Crc::<u32, crc::Table<16>>::new(&crc::CRC_32_ISO_HDLC);
 
 /// The header of a segment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,17 +109,23 @@ pub fn frame(bytes: &[u8]) -> Result<(Header, &[u8]), SegmentError> {
     Ok((header, &bytes[HEADER_LEN..end]))
 }
 
-/// The uncompressed body; `size_hint` is the length the manifest lists (zstd's output buffer).
-pub fn decompress(header: &Header, stored: &[u8], size_hint: u64) -> Result<Vec<u8>, SegmentError> {
+/// The uncompressed body (the stored one itself when it is not compressed); `size_hint` is the
+/// length the manifest lists (zstd's output buffer).
+pub fn decompress<'a>(
+    header: &Header,
+    stored: &'a [u8],
+    size_hint: u64,
+) -> Result<Cow<'a, [u8]>, SegmentError> {
     match header.compression {
-        0 => Ok(stored.to_vec()),
+        0 => Ok(Cow::Borrowed(stored)),
         1 => {
             let mut out = Vec::with_capacity(usize::try_from(size_hint).unwrap_or(0).min(1 << 30));
             zstd::stream::copy_decode(stored, &mut out)
                 .map_err(|e| SegmentError::Body(format!("zstd: {e}")))?;
-            Ok(out)
+            Ok(Cow::Owned(out))
         }
         _ => lz4_flex::block::decompress_size_prepended(stored)
+            .map(Cow::Owned)
             .map_err(|e| SegmentError::Body(format!("lz4: {e}"))),
     }
 }
@@ -242,9 +251,9 @@ pub fn tracked_source_cluster(record: &Record<'_>) -> Option<String> {
     }
 }
 
-/// Checks the records of a body against the header: count, first and last offset, increasing
-/// offsets.
-fn check_records(header: &Header, body: &[u8]) -> Result<(), SegmentError> {
+/// Walks the records of a body once, checking them against the header (increasing offsets, then
+/// count, first and last offset) and handing each to `each`.
+fn walk<'a>(header: &Header, body: &'a [u8], mut each: impl FnMut(&Record<'a>)) -> Result<(), SegmentError> {
     let (mut count, mut first, mut last) = (0u64, None, None::<i64>);
     for record in records(body) {
         let record = record?;
@@ -258,6 +267,7 @@ fn check_records(header: &Header, body: &[u8]) -> Result<(), SegmentError> {
         first.get_or_insert(record.offset);
         last = Some(record.offset);
         count += 1;
+        each(&record);
     }
     if count != header.record_count
         || first.is_some_and(|f| f != header.start_offset)
@@ -284,12 +294,9 @@ pub fn decode(
 ) -> Result<(Segment, Vec<u8>), SegmentError> {
     let (header, stored) = frame(&bytes)?;
     let body = decompress(&header, stored, entry.uncompressed_bytes)?;
-    check_records(&header, &body)?;
     let mut builder = SegmentBuilder::new(partition, entry.position_start, spare);
-    for record in records(&body) {
-        let record = record?;
-        let tracking = tracking_headers(&record);
-        let own = record.headers.len() - tracking;
+    walk(&header, &body, |record| {
+        let own = record.headers.len() - tracking_headers(record);
         builder.push(
             record.offset,
             record.timestamp,
@@ -299,7 +306,7 @@ pub fn decode(
             record.headers[..own].iter().copied(),
             &record.headers[own..],
         );
-    }
+    })?;
     let segment = Segment {
         header: SegmentHeader {
             codec: header.compression,
@@ -397,10 +404,8 @@ pub fn inspect(meta: &SegmentMeta, bytes: &[u8]) -> Result<Inspected, String> {
             meta.uncompressed_size
         ));
     }
-    check_records(&header, &body).map_err(|e| e.to_string())?;
     let (mut first_ts, mut last_ts, mut empty) = (None, None, 0u64);
-    for record in records(&body) {
-        let record = record.map_err(|e| e.to_string())?;
+    walk(&header, &body, |record| {
         first_ts.get_or_insert(record.timestamp);
         last_ts = Some(record.timestamp);
         if record
@@ -410,7 +415,8 @@ pub fn inspect(meta: &SegmentMeta, bytes: &[u8]) -> Result<Inspected, String> {
         {
             empty += 1;
         }
-    }
+    })
+    .map_err(|e| e.to_string())?;
     if first_ts.is_some_and(|t| t != meta.start_timestamp) || last_ts.is_some_and(|t| t != meta.end_timestamp)
     {
         return Err(format!(
