@@ -1421,6 +1421,59 @@ async fn the_real_sets_restore_record_for_record() {
     }
 }
 
+/// A real set repartitioned (murmur2, as Kafka's partitioner places keys) and partition-mapped, and
+/// a restore run again under the same name: its state says it completed, nothing is written twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_real_sets_repartition_and_a_completed_restore_is_not_repeated() {
+    let Some(bootstrap) = service("KBO_TEST_KAFKA_BOOTSTRAP") else {
+        return;
+    };
+    let source = source_records();
+    let root = real_root();
+    let (orders, events) = (unique("pa-rp-orders"), unique("pa-rp-events"));
+    let spec = json!({"backupRef": {"backupId": "b-none", "storage": pvc()},
+        "kafkaCluster": {"bootstrapServers": [bootstrap]},
+        "topicMapping": {"orders": orders, "events": events}, "createTopics": {"enabled": true},
+        "repartitioning": {orders.clone(): {"targetPartitions": 2}},
+        "partitionMapping": {"0": 1}});
+    let status = run_restore(root.path(), "rp", spec.clone()).await;
+    assert_eq!(status.phase, Some(Phase::Completed), "{status:?}");
+    let got = consume_all(&bootstrap, &orders, 2);
+    let mut restored: Vec<(Option<Vec<u8>>, Option<Vec<u8>>)> = got
+        .values()
+        .flatten()
+        .map(|g| (g.key.clone(), g.value.clone()))
+        .collect();
+    let mut wanted: Vec<(Option<Vec<u8>>, Option<Vec<u8>>)> = source
+        .iter()
+        .filter(|s| s.topic == "orders")
+        .map(|s| (s.key.clone(), s.value.clone()))
+        .collect();
+    restored.sort();
+    wanted.sort();
+    assert_eq!(restored, wanted, "every record of orders, once");
+    for (p, records) in &got {
+        for g in records.iter().filter(|g| g.key.is_some()) {
+            let want = kafka_backup_operator::kafka::topics::murmur2_partition(g.key.as_deref().unwrap(), 2);
+            assert_eq!(*p, want, "key {:?}", g.key);
+        }
+    }
+    // events' partition 0 went to partition 1 (created with two partitions).
+    let events_got = consume_all(&bootstrap, &events, 2);
+    assert_eq!((events_got[&0].len(), events_got[&1].len()), (0, 500));
+
+    let again = run_restore(root.path(), "rp", spec).await;
+    assert_eq!(again.phase, Some(Phase::Completed), "{again:?}");
+    assert!(again.message.unwrap().contains("already completed"));
+    assert_eq!(
+        consume_all(&bootstrap, &orders, 2)
+            .values()
+            .map(Vec::len)
+            .sum::<usize>(),
+        1500
+    );
+}
+
 /// The prior art's mapping rule for a committed source offset `s`, applied to the restored pairs
 /// `(source offset, target offset)` of a partition (sorted): the exact source offset's target;
 /// else the nearest pair below plus the distance (its restore extrapolated past the restored
