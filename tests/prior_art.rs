@@ -1421,6 +1421,9 @@ async fn the_real_sets_restore_record_for_record() {
     }
 }
 
+/// A record's key and value.
+type KeyValue = (Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// A real set repartitioned (murmur2, as Kafka's partitioner places keys) and partition-mapped, and
 /// a restore run again under the same name: its state says it completed, nothing is written twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1439,12 +1442,12 @@ async fn the_real_sets_repartition_and_a_completed_restore_is_not_repeated() {
     let status = run_restore(root.path(), "rp", spec.clone()).await;
     assert_eq!(status.phase, Some(Phase::Completed), "{status:?}");
     let got = consume_all(&bootstrap, &orders, 2);
-    let mut restored: Vec<(Option<Vec<u8>>, Option<Vec<u8>>)> = got
+    let mut restored: Vec<KeyValue> = got
         .values()
         .flatten()
         .map(|g| (g.key.clone(), g.value.clone()))
         .collect();
-    let mut wanted: Vec<(Option<Vec<u8>>, Option<Vec<u8>>)> = source
+    let mut wanted: Vec<KeyValue> = source
         .iter()
         .filter(|s| s.topic == "orders")
         .map(|s| (s.key.clone(), s.value.clone()))
