@@ -22,6 +22,7 @@ pub mod api;
 pub mod apiserver;
 pub mod certs;
 pub mod evidence;
+pub mod import;
 pub mod kafka;
 pub mod manifests;
 pub mod metrics;

@@ -4,7 +4,7 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use kafka_backup_operator::{certs, evidence, manifests, run, server};
+use kafka_backup_operator::{certs, evidence, import, manifests, run, server};
 
 /// Kubernetes-native backup, restore and consumer-offset management for Apache Kafka.
 #[derive(Parser, Debug)]
@@ -31,6 +31,10 @@ enum Command {
     /// Check an evidence report of a KafkaBackupValidation: its SHA-256 digest and, when signed,
     /// its signature. Exit code 0 only when both hold.
     VerifyEvidence(VerifyEvidenceArgs),
+    /// List the backup sets and offset snapshots of the prior art (OSO kafka-backup 0.x) below a
+    /// storage prefix, with size, record time range and integrity (every segment read). Reads
+    /// only; exit code 0 when every set passed its integrity check.
+    Import(import::ImportArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -115,6 +119,14 @@ fn main() -> ExitCode {
             certs::run(args).map_err(|e| e.to_string())
         }
         Command::VerifyEvidence(args) => verify_evidence_command(args),
+        Command::Import(args) => {
+            server::init_logging();
+            match import::run_blocking(args) {
+                Ok(true) => Ok(()),
+                Ok(false) => return ExitCode::FAILURE,
+                Err(e) => Err(e.to_string()),
+            }
+        }
         Command::Run(args) => {
             server::init_logging();
             match run::run_blocking(args) {

@@ -677,6 +677,7 @@ async fn kubectl_lists_backup_sets_across_namespaces() {
             "NAMESPACE",
             "NAME",
             "COMPLETE",
+            "FORMAT",
             "TOPICS",
             "RECORDS",
             "SIZE",
@@ -688,11 +689,12 @@ async fn kubectl_lists_backup_sets_across_namespaces() {
         ]
     );
     assert_eq!(
-        table[1][..8],
+        table[1][..9],
         [
             "team-a",
             "orders-2024-12-01",
             "true",
+            "kafka-backup-operator/backup-set/v1",
             "2",
             "123000",
             "51.0MiB",
@@ -750,6 +752,110 @@ async fn kubectl_lists_backup_sets_across_namespaces() {
         .kubectl(&ops, &["get", "kbs", "-n", "team-a", "-o", "wide"])
         .success();
     assert!(wide.contains("order-processor,payment-handler"), "{wide}");
+}
+
+/// Sets and an offset snapshot written by the prior art (OSO kafka-backup 0.17.4, the fixtures
+/// of `tests/prior_art.rs`), copied into team-a's location: listed with their format, never as
+/// complete; the snapshot is shown and cannot be deleted through the API.
+#[tokio::test]
+async fn kubectl_lists_the_prior_arts_sets_and_snapshots() {
+    let fx = Fixture::start("").await;
+    let ops = fx.user("carol", &["ops"]);
+    let real = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/prior-art/storage");
+    let target = fx.pvc_root.join("team-a-claim/catalog");
+    let mut stack = vec![real.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let to = target.join(path.strip_prefix(&real).unwrap());
+                fs::create_dir_all(to.parent().unwrap()).unwrap();
+                fs::write(&to, fs::read(&path).unwrap()).unwrap();
+            }
+        }
+    }
+    fx.eventually("the prior art's sets are listed", |fx| {
+        fx.kubectl(&ops, &["get", "kbs", "b-zstd", "-n", "team-a", "-o", "name"])
+            .ok
+    })
+    .await;
+    let table = rows(&fx.kubectl(&ops, &["get", "kbs", "-n", "team-a"]).success());
+    assert_eq!(table[0][..4], ["NAME", "COMPLETE", "FORMAT", "TOPICS"]);
+    let row = |id: &str| table.iter().find(|r| r[0] == id).cloned().unwrap();
+    for id in ["b-none", "b-zstd"] {
+        assert_eq!(
+            row(id)[..8],
+            [
+                id,
+                "false",
+                "kafka-backup/0.x",
+                "2",
+                "2000",
+                "516.5KiB",
+                "2026-01-01T00:00:00Z",
+                "2026-02-01T00:08:19Z"
+            ]
+        );
+    }
+    let set = fx
+        .kubectl(&ops, &["get", "kbs", "b-zstd", "-n", "team-a", "-o", "json"])
+        .json();
+    assert_eq!(set["format"], "kafka-backup/0.x");
+    assert_eq!(set["complete"], false);
+    assert_eq!(set["location"], "pvc://team-a-claim/catalog/b-zstd");
+    assert!(
+        set["note"]
+            .as_str()
+            .unwrap()
+            .contains("cannot prove the set is complete")
+    );
+    assert_eq!(set["groupSnapshot"]["groups"], json!(["billing"]));
+    let old = fx
+        .kubectl(
+            &ops,
+            &[
+                "get",
+                "kbs",
+                "-n",
+                "team-a",
+                "--field-selector",
+                "format=kafka-backup/0.x",
+                "-o",
+                "name",
+            ],
+        )
+        .success();
+    assert_eq!(
+        old.lines().collect::<Vec<_>>(),
+        [
+            "backupset.catalog.kafka.oso.sh/b-none",
+            "backupset.catalog.kafka.oso.sh/b-zstd"
+        ]
+    );
+
+    let id = "snap-1796651891106-8e61874d";
+    let snap = fx
+        .kubectl(&ops, &["get", "osnap", id, "-n", "team-a", "-o", "json"])
+        .json();
+    assert_eq!(snap["cluster"], "127.0.0.1:19092");
+    assert_eq!(snap["groups"]["billing"]["topics"]["orders"]["2"]["offset"], 518);
+    let listed = rows(&fx.kubectl(&ops, &["get", "osnap", "-n", "team-a"]).success());
+    let line = listed.iter().find(|r| r[0] == id).unwrap();
+    assert_eq!(
+        line[1..5],
+        ["1", "3", "127.0.0.1:19092", "kafka-backup/offset-rollback"]
+    );
+    let err = fx
+        .kubectl(&ops, &["delete", "osnap", id, "-n", "team-a"])
+        .failure();
+    assert!(err.contains("was written by kafka-backup 0.x"), "{err}");
+    assert!(
+        target
+            .join(format!("offset-snapshots/{id}/snapshot.json"))
+            .is_file()
+    );
 }
 
 #[tokio::test]

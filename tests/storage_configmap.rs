@@ -199,3 +199,44 @@ fn without_kubernetes_configmap_storage_is_refused_clearly() {
     assert!(error.contains("needs the Kubernetes API"), "{error}");
     assert!(error.contains("use S3, Azure, GCS or PVC"), "{error}");
 }
+
+/// The prior art's offset snapshot in its ConfigMap form (its `snapshot.json` as the key
+/// `<id>.json`, as `kubectl create configmap --from-file` stores it) is found by id, read in the
+/// operator's form and listed by the catalog's source.
+#[tokio::test]
+async fn a_prior_art_snapshot_in_a_configmap_is_read() {
+    use kafka_backup_operator::{
+        apiserver::sources::{SnapshotStore, StorageSource},
+        storage::snapshot::read_snapshot,
+    };
+    let id = "snap-1796651891106-8e61874d";
+    let doc = std::fs::read(format!(
+        "{}/tests/fixtures/prior-art/storage/offset-snapshots/{id}/snapshot.json",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let api = Arc::new(Mutex::new(FakeApi::default()));
+    let store = location(&api);
+    store
+        .put_new(&format!("offset-snapshots/{id}.json"), Bytes::from(doc))
+        .await
+        .unwrap();
+    let stored = read_snapshot(&store, id).await.unwrap().unwrap();
+    assert!(stored.prior_art);
+    assert_eq!(stored.uri, format!("configmap://offset-snapshots/{id}.json"));
+    let orders = &stored.snapshot.groups["billing"].topics["orders"];
+    assert_eq!(
+        orders.iter().map(|(p, o)| (*p, o.offset)).collect::<Vec<_>>(),
+        [(0, 200), (1, 350), (2, 518)]
+    );
+    let source = StorageSource::new(store);
+    let listed: Vec<String> = source
+        .list_snapshots()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.id)
+        .collect();
+    assert_eq!(listed, [id]);
+    assert!(source.read_snapshot(id).await.unwrap().unwrap().prior_art);
+}

@@ -5,10 +5,13 @@
 //!
 //! The storage implementation ([`super::sources::StorageSource`]) finds backups by their manifest
 //! (written last by a backup, so a backup without one is still running or failed before the end) at
-//! [`manifest_key`] and turns the manifest's bytes into a summary with **[`summary_from_manifest`]**:
-//! that function and the two layout functions [`manifest_key`] / [`backup_id_of_manifest_key`] are
-//! the only places that know the format; the manifest itself is parsed and summarised by
-//! [`crate::storage::backup`].
+//! [`manifest_key`], and sets of the prior art (kafka-backup 0.x) by theirs directly below the
+//! prefix ([`crate::storage::backup_set::list_prior_art_sets`]). It opens a set of either format
+//! with [`crate::storage::backup_set::open`] and turns its summary into the catalog's with
+//! **[`summary_of`]** (with its `format`, and the note that a set of the prior art cannot be
+//! proven complete); [`summary_from_manifest`] does the same from the bytes of one of this
+//! operator's manifests. The manifests themselves are parsed and summarised by
+//! [`crate::storage::backup`] and [`crate::storage::prior_art`].
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -90,9 +93,16 @@ pub struct BackupSetSummary {
     /// Timestamp of the latest record: the end of the window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_record_time: Option<DateTime<Utc>>,
-    /// Whether the backup finished (a manifest of a running continuous backup says `false`).
+    /// Whether the backup finished (a manifest of a running continuous backup says `false`, and
+    /// so does a set of the prior art, whose manifest has no completion marker).
     #[serde(default)]
     pub complete: bool,
+    /// The format it is stored in: [`backup::FORMAT`] or [`crate::storage::prior_art::FORMAT`].
+    #[serde(default)]
+    pub format: String,
+    /// What the format cannot prove (a set of the prior art: that it is complete).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     /// Storage URI of the backup (its directory).
     #[serde(default)]
     pub location: String,
@@ -137,8 +147,14 @@ pub fn summary_from_manifest(
             uri: uri.to_owned(),
             message: source.to_string(),
         })?;
-    let set = backup::summarize(&manifest, location);
-    Ok(BackupSetSummary {
+    Ok(summary_of(backup::summarize(&manifest, location)))
+}
+
+/// The catalog's summary of a set as the backup module summarises it (either format).
+pub fn summary_of(set: backup::SetSummary) -> BackupSetSummary {
+    let note = (set.format == crate::storage::prior_art::FORMAT)
+        .then(|| crate::storage::prior_art::COMPLETENESS_NOTE.to_owned());
+    BackupSetSummary {
         backup_id: set.backup_id,
         topics: set
             .topics
@@ -156,6 +172,8 @@ pub fn summary_from_manifest(
         first_record_time: set.first_record_time,
         last_record_time: set.last_record_time,
         complete: set.complete,
+        format: set.format,
+        note,
         location: set.location,
         created: set.created,
         cluster: set.cluster,
@@ -166,7 +184,7 @@ pub fn summary_from_manifest(
             groups: g.groups,
             partitions: g.partitions,
         }),
-    })
+    }
 }
 
 #[cfg(test)]

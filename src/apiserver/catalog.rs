@@ -627,7 +627,8 @@ impl Catalog {
             }
             let uri = location.snapshots.snapshot_uri(id);
             match location.snapshots.read_snapshot(id).await {
-                Ok(Some((snapshot, _))) => {
+                Ok(Some(stored)) => {
+                    let (snapshot, uri) = (stored.snapshot, stored.uri);
                     let source_ns = snapshot.source.as_ref().and_then(|s| s.namespace.as_deref());
                     let listed_here = scopes.iter().any(|s| s.namespace_of(source_ns) == namespace);
                     match (&location.storage, listed_here) {
@@ -663,7 +664,7 @@ impl Catalog {
     pub async fn read_snapshot(&self, entry: &SnapshotEntry) -> Result<Option<OffsetSnapshot>, CatalogError> {
         let location = self.origin_of(&self.index(), entry)?;
         match location.snapshots.read_snapshot(&entry.name).await? {
-            Some((snapshot, _)) => Ok(Some(snapshot)),
+            Some(stored) => Ok(Some(stored.snapshot)),
             None => {
                 location.state().snapshots.remove(&entry.name);
                 self.rebuild_index();
@@ -812,13 +813,13 @@ async fn refresh_location(location: &CatalogLocation) -> Result<(usize, usize), 
     }
     for (listed, result) in snapshots {
         match result {
-            Ok(Some((snapshot, size))) => {
-                let uri = store.snapshot_uri(&listed.id);
+            Ok(Some(stored)) => {
+                let uri = stored.uri;
                 state.snapshots.insert(
                     listed.id,
                     Cached {
                         version: listed.version,
-                        summary: Arc::new(SnapshotSummary::of(&snapshot, &uri, size)),
+                        summary: Arc::new(SnapshotSummary::of(&stored.snapshot, &uri, stored.size)),
                         recorded: 0,
                     },
                 );

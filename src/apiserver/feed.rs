@@ -213,7 +213,7 @@ async fn record_written(catalog: &Catalog, notice: CatalogNotice) {
                 .read_snapshot(&snapshot_id)
                 .await
             {
-                Ok(Some((snapshot, _))) => catalog.record_snapshot(&notice.namespace, &location, &snapshot),
+                Ok(Some(stored)) => catalog.record_snapshot(&notice.namespace, &location, &stored.snapshot),
                 Ok(None) => {
                     debug!(snapshot = %snapshot_id, "written snapshot not found; the next refresh decides")
                 }

@@ -1270,6 +1270,24 @@ async fn delete_object(
         Ok(reason) => reason,
         Err(response) => return *response,
     };
+    // Snapshots of the prior art are read, never deleted (a namespace's deletion only hides them).
+    if reason.is_none()
+        && entry
+            .summary
+            .source
+            .as_ref()
+            .is_some_and(crate::storage::prior_art::is_snapshot_source)
+    {
+        return status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            format!(
+                "offset snapshot {name:?} ({}) was written by kafka-backup 0.x: the operator reads such snapshots but never deletes them; delete it with that tool or in storage",
+                entry.summary.uri
+            ),
+            Some((&name, resource)),
+        );
+    }
     if dry_run {
         return json(&object);
     }

@@ -123,7 +123,13 @@ impl Resource {
                 "source.kind",
                 "source.name",
             ],
-            Resource::BackupSets => &["metadata.name", "metadata.namespace", "complete", "cluster"],
+            Resource::BackupSets => &[
+                "metadata.name",
+                "metadata.namespace",
+                "complete",
+                "cluster",
+                "format",
+            ],
         }
     }
 }
@@ -285,6 +291,7 @@ pub fn backup_set_entry(namespace: String, name: String, summary: Arc<BackupSetS
         &[
             json!(entry.name),
             json!(s.complete),
+            json!(s.format),
             json!(s.topics.len()),
             json!(s.records),
             json!(super::table::human_bytes(s.bytes)),
@@ -404,6 +411,7 @@ pub fn backup_set_field<'a>(entry: &'a BackupSetEntry, field: &str) -> Option<&'
         "metadata.namespace" => Some(&entry.namespace),
         "complete" => Some(if entry.summary.complete { "true" } else { "false" }),
         "cluster" => entry.summary.cluster.as_deref(),
+        "format" => Some(&entry.summary.format),
         _ => None,
     }
 }
@@ -460,6 +468,7 @@ pub fn backup_set_object(entry: &BackupSetEntry) -> Value {
         "metadata": object_meta(&entry.namespace, &entry.name, &s.location, s.created.as_ref().or(s.first_record_time.as_ref()), &backup_set_labels(s)),
         "backupId": s.backup_id,
         "complete": s.complete,
+        "format": s.format,
         "location": s.location,
         "topics": s.topics,
         "partitions": s.partitions,
@@ -481,6 +490,9 @@ pub fn backup_set_object(entry: &BackupSetEntry) -> Value {
         }
         if let Some(g) = &s.group_snapshot {
             map.insert("groupSnapshot".into(), json!(g));
+        }
+        if let Some(note) = &s.note {
+            map.insert("note".into(), note.clone().into());
         }
     }
     object

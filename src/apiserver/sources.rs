@@ -11,11 +11,13 @@ use object_store::ObjectStoreExt;
 
 use super::backupsets::{
     BACKUP_DIR, BackupSetError, BackupSetSummary, MANIFEST_FILE, backup_id_of_manifest_key, manifest_key,
-    summary_from_manifest,
+    summary_of,
 };
 use crate::storage::{
     Location, StorageError,
-    snapshot::{OffsetSnapshot, SNAPSHOT_DIR, SnapshotError, snapshot_id_of, snapshot_key},
+    backup::BackupFormatError,
+    backup_set, prior_art,
+    snapshot::{self, SNAPSHOT_DIR, SnapshotError, StoredSnapshot, snapshot_id_of, snapshot_key},
 };
 
 /// How many manifests are looked at concurrently when listing backups.
@@ -54,11 +56,10 @@ pub trait SnapshotStore: Send + Sync + fmt::Debug {
     fn snapshot_uri(&self, id: &str) -> String;
     /// The snapshots there, without reading them.
     fn list_snapshots(&self) -> BoxFuture<'_, Result<Vec<Listed>, SourceError>>;
-    /// Reads one snapshot and the size of its document; `None` when it does not exist.
-    fn read_snapshot<'a>(
-        &'a self,
-        id: &'a str,
-    ) -> BoxFuture<'a, Result<Option<(OffsetSnapshot, u64)>, SourceError>>;
+    /// Reads one snapshot (either format: [`snapshot::read_snapshot`]) with its key and size;
+    /// `None` when it does not exist.
+    fn read_snapshot<'a>(&'a self, id: &'a str)
+    -> BoxFuture<'a, Result<Option<StoredSnapshot>, SourceError>>;
     /// Deletes one snapshot; `false` when it did not exist.
     fn delete_snapshot<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, SourceError>>;
 }
@@ -133,7 +134,9 @@ impl SnapshotStore for StorageSource {
             Ok(listed
                 .iter()
                 .filter_map(|info| {
-                    snapshot_id_of(&info.key).map(|id| Listed {
+                    // This operator's documents and the prior art's directories.
+                    let id = snapshot_id_of(&info.key).or_else(|| prior_art::snapshot_id_of(&info.key));
+                    id.map(|id| Listed {
                         id: id.to_owned(),
                         version: version(info),
                         size: info.size,
@@ -146,15 +149,8 @@ impl SnapshotStore for StorageSource {
     fn read_snapshot<'a>(
         &'a self,
         id: &'a str,
-    ) -> BoxFuture<'a, Result<Option<(OffsetSnapshot, u64)>, SourceError>> {
-        Box::pin(async move {
-            let key = snapshot_key(id);
-            let Some(bytes) = self.location.get(&key).await? else {
-                return Ok(None);
-            };
-            let snapshot = OffsetSnapshot::parse(&bytes, id, &self.location.uri(&key))?;
-            Ok(Some((snapshot, bytes.len() as u64)))
-        })
+    ) -> BoxFuture<'a, Result<Option<StoredSnapshot>, SourceError>> {
+        Box::pin(async move { Ok(snapshot::read_snapshot(&self.location, id).await?) })
     }
 
     fn delete_snapshot<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, SourceError>> {
@@ -217,6 +213,17 @@ impl BackupSetSource for StorageSource {
                     listed.push(found);
                 }
             }
+            // Sets of the prior art, directly below the prefix (an id with both is refused as
+            // ambiguous when read).
+            for (id, size, modified) in backup_set::list_prior_art_sets(object).await? {
+                if !listed.iter().any(|l| l.id == id) {
+                    listed.push(Listed {
+                        version: format!("{size}@{}", modified.timestamp_micros()),
+                        size,
+                        id,
+                    });
+                }
+            }
             Ok(listed)
         })
     }
@@ -226,20 +233,17 @@ impl BackupSetSource for StorageSource {
         id: &'a str,
     ) -> BoxFuture<'a, Result<Option<BackupSetSummary>, SourceError>> {
         Box::pin(async move {
-            if matches!(self.location, Location::ConfigMap(_)) {
-                return Ok(None);
-            }
-            let key = manifest_key(id);
-            let Some(bytes) = self.location.get(&key).await? else {
+            let Location::Object(object) = &self.location else {
                 return Ok(None);
             };
-            let dir = format!("{BACKUP_DIR}/{id}");
-            Ok(Some(summary_from_manifest(
-                id,
-                &bytes,
-                &self.location.uri(&key),
-                &self.location.uri(&dir),
-            )?))
+            // Either format, judged by what is stored.
+            match backup_set::open(object, id).await {
+                Ok(set) => Ok(set.map(|s| summary_of(s.summary(object)))),
+                Err(BackupFormatError::Storage(e)) => Err(e.into()),
+                Err(BackupFormatError::Manifest { uri, message }) => {
+                    Err(BackupSetError::Format { uri, message }.into())
+                }
+            }
         })
     }
 }

@@ -81,9 +81,16 @@ pub const SNAPSHOT_COLUMNS: [Column; 8] = [
 ];
 
 /// Columns of backupsets.
-pub const BACKUP_SET_COLUMNS: [Column; 11] = [
+pub const BACKUP_SET_COLUMNS: [Column; 12] = [
     column("Name", "string", "name", "Backup id", 0),
     column("Complete", "boolean", "", "Whether the backup finished", 0),
+    column(
+        "Format",
+        "string",
+        "",
+        "Format of the stored set: kafka-backup-operator/backup-set/v1, or kafka-backup/0.x (the prior art, read only)",
+        0,
+    ),
     column("Topics", "integer", "", "Topics in the backup", 0),
     column("Records", "integer", "", "Records in the backup", 0),
     column("Size", "string", "", "Bytes stored", 0),
@@ -463,7 +470,14 @@ mod tests {
         assert_eq!(list["kind"], "OffsetSnapshotList");
         assert_eq!(list["items"][0]["summary"]["partitions"], 3);
 
-        let set = backup_set_entry("ns".into(), "b".into(), Arc::new(BackupSetSummary::default()));
+        let set = backup_set_entry(
+            "ns".into(),
+            "b".into(),
+            Arc::new(BackupSetSummary {
+                format: "kafka-backup/0.x".into(),
+                ..Default::default()
+            }),
+        );
         let table: serde_json::Value = serde_json::from_slice(&table_body(
             Resource::BackupSets,
             "v1beta1",
@@ -477,6 +491,7 @@ mod tests {
         assert_eq!(table["apiVersion"], "meta.k8s.io/v1beta1");
         let cells = table["rows"][0]["cells"].as_array().unwrap();
         assert_eq!(cells.len(), BACKUP_SET_COLUMNS.len());
-        assert_eq!(cells[7], "<unknown>");
+        assert_eq!(cells[2], "kafka-backup/0.x");
+        assert_eq!(cells[8], "<unknown>");
     }
 }

@@ -70,6 +70,7 @@ use crate::{
             PartitionEntry, RunEntry, SegmentEntry, SetState,
             segment::{self, Codec, Compressor, HeaderRef, SegmentBuilder, SegmentHeader, TimestampType},
         },
+        backup_set,
         snapshot::SnapshotSource,
     },
 };
@@ -439,6 +440,13 @@ async fn run(
             });
         }
     };
+    // A set of the prior art is read, never continued: that would mix two formats in one set.
+    if let Some(message) = backup_set::foreign_set(&location, id).await? {
+        return Err(BackupError::Refused {
+            field: "spec.backupId",
+            message,
+        });
+    }
     let access = ClusterAccess::read(&spec.kafka_cluster, &ctx.secrets)?;
     let config = access.rdkafka_config();
     let cluster = {

@@ -25,8 +25,10 @@ use crate::{
         protocol::GroupAdmin,
     },
     storage::{
-        self, Location, StorageError,
-        snapshot::{GroupOffsets, OffsetSnapshot, SnapshotError, SnapshotSource, snapshot_key},
+        self, Location, StorageError, prior_art,
+        snapshot::{
+            GroupOffsets, OffsetSnapshot, SnapshotError, SnapshotSource, read_snapshot, snapshot_key,
+        },
     },
 };
 
@@ -184,6 +186,14 @@ async fn run(
     let location = open_location(spec, &snapshot_id, ctx).await?;
     let key = snapshot_key(&snapshot_id);
     let uri = location.uri(&key);
+    // Where a snapshot is looked for: this operator's document, then the prior art's directory.
+    let looked_at = match &location {
+        Location::Object(_) => format!(
+            "{uri} or {}",
+            location.uri(&prior_art::snapshot_key(&snapshot_id))
+        ),
+        Location::ConfigMap(_) => uri.clone(),
+    };
     match spec.operation {
         RollbackOperation::Snapshot => {
             let kafka = connect(spec, ctx).await?;
@@ -226,8 +236,20 @@ async fn run(
             ));
         }
         RollbackOperation::Delete => {
-            if location.get(&key).await?.is_none() {
-                return Err(RollbackError::NotFound { snapshot_id, uri });
+            let Some(stored) = read_snapshot(&location, &snapshot_id).await? else {
+                return Err(RollbackError::NotFound {
+                    snapshot_id,
+                    uri: looked_at,
+                });
+            };
+            if stored.prior_art {
+                return Err(RollbackError::Spec {
+                    field: "spec.snapshotId",
+                    message: format!(
+                        "snapshot {snapshot_id} at {} was written by kafka-backup 0.x: this operator reads such snapshots (rollback, verify, catalog) but never changes or deletes them",
+                        stored.uri
+                    ),
+                });
             }
             if spec.dry_run {
                 status.phase = Some(Phase::Completed);
@@ -239,12 +261,16 @@ async fn run(
             status.message = Some(format!("snapshot {snapshot_id} deleted from {uri}"));
         }
         RollbackOperation::Verify | RollbackOperation::Rollback => {
-            let bytes = location.get(&key).await?.ok_or_else(|| RollbackError::NotFound {
-                snapshot_id: snapshot_id.clone(),
-                uri: uri.clone(),
-            })?;
-            let snapshot = OffsetSnapshot::parse(&bytes, &snapshot_id, &uri)?;
-            status.snapshot = Some(info(&snapshot, &uri));
+            // Either format: this operator's snapshots or the prior art's (read only).
+            let stored =
+                read_snapshot(&location, &snapshot_id)
+                    .await?
+                    .ok_or_else(|| RollbackError::NotFound {
+                        snapshot_id: snapshot_id.clone(),
+                        uri: looked_at.clone(),
+                    })?;
+            let snapshot = stored.snapshot;
+            status.snapshot = Some(info(&snapshot, &stored.uri));
             let selected = select_groups(spec, &snapshot)?;
             let kafka = connect(spec, ctx).await?;
             if spec.operation == RollbackOperation::Rollback && !spec.dry_run {
@@ -333,7 +359,8 @@ async fn open_location(
                 searched: vec![location.uri(&snapshot_key(snapshot_id))],
                 ..Default::default()
             };
-            if location.get(&snapshot_key(snapshot_id)).await?.is_some() {
+            // Either format: this operator's document or the prior art's directory.
+            if read_snapshot(&location, snapshot_id).await?.is_some() {
                 search.found.push(location);
             }
             search

@@ -73,6 +73,7 @@ use crate::{
             self, BackupFormatError, GroupSnapshot, Manifest, SegmentEntry,
             segment::{HeaderRef, RecordRef, Segment},
         },
+        backup_set::{self, SetFormat},
         offset_mapping::{OffsetMapping, OffsetRange, TopicMapping},
         snapshot::{OffsetSnapshot, SnapshotSource, snapshot_key},
     },
@@ -619,6 +620,8 @@ struct UnitEnv {
     /// How many idle buffers are kept: one per concurrent unit.
     buffers_kept: usize,
     cancel: tokio_util::sync::CancellationToken,
+    /// The format the segments are read in.
+    format: SetFormat,
 }
 
 impl UnitEnv {
@@ -694,15 +697,18 @@ async fn run(
             ));
         }
     };
-    let manifest = backup::read_manifest(&location, &backup_id).await?.ok_or_else(|| {
+    // Either format: this operator's sets or the prior art's (read only).
+    let set = backup_set::open(&location, &backup_id).await?.ok_or_else(|| {
         refused(
             "spec.backupRef.backupId",
             format!(
-                "backup set {backup_id} not found: {} does not exist (no backup run reached its first checkpoint)",
-                location.uri(&backup::manifest_key(&backup_id))
+                "backup set {backup_id} not found: {} (no backup run reached its first checkpoint)",
+                backup_set::manifest_uris(&location, &backup_id)
             ),
         )
     })?;
+    let mut manifest = set.manifest.clone();
+    manifest.source_cluster_id = set.source_cluster_id(&location).await?;
     let name = if ctx.resource.name.is_empty() {
         "restore".to_owned()
     } else {
@@ -756,8 +762,16 @@ async fn run(
             format!("selects no topic of backup set {backup_id}"),
         ));
     }
-    // Every selected segment must be there with its size, before anything is written.
+    // Every selected segment must be there with its size, before anything is written (and,
+    // for a set of the prior art, intact).
     check_segments(&location, &plans).await?;
+    let selected = plans.iter().flat_map(|p| p.segments.values().flatten().cloned());
+    set.verify_before_writing(&location, selected.collect())
+        .await
+        .map_err(|(uri, message)| RestoreError::Segment {
+            uri,
+            message: format!("{message}; nothing was restored"),
+        })?;
 
     // The target.
     let access = ClusterAccess::read(&spec.kafka_cluster, &ctx.secrets)?;
@@ -864,7 +878,7 @@ async fn run(
     }
 
     // Groups to move afterwards.
-    let group_snapshot = backup::read_group_snapshot(&location, &manifest).await?;
+    let group_snapshot = set.read_group_snapshot(&location).await?;
     let reset_groups: Vec<String> = spec
         .offset_reset
         .as_ref()
@@ -1114,6 +1128,7 @@ async fn run(
         buffers: Mutex::new(Vec::new()),
         buffers_kept: spec.rate_limiting.max_concurrent_partitions.max(1) as usize,
         cancel: cancel.clone(),
+        format: set.format,
     });
     let mut units = Vec::new();
     for (i, plan) in plans.iter().enumerate() {
@@ -1408,8 +1423,15 @@ async fn run(
         })
         .collect();
 
+    // What the set's format could not keep, in the message of the restore.
+    let set_notes: Vec<&str> = set
+        .fidelity_note()
+        .into_iter()
+        .chain(set.completeness_note())
+        .collect();
     if spec.dry_run {
         notes.extend(snapshot_note);
+        notes.extend(set_notes.iter().map(|n| (*n).to_owned()));
         let plan = dry_run_plan(
             &plans,
             &tallies,
@@ -1475,6 +1497,7 @@ async fn run(
     });
     status.progress_percent = Some(100.0);
     let produced: u64 = tallies.values().map(|t| t.produced).sum();
+    notes.extend(set_notes.iter().map(|n| (*n).to_owned()));
     status.message = Some(format!(
         "restored {records} records ({bytes} bytes) of backup set {backup_id} into {}{range}{}{}",
         topics_text.join(", "),
@@ -1720,7 +1743,8 @@ async fn run_unit(
                 let fetched = match location.read_once(&entry.key, env.buffer()).await {
                     Ok(Some(bytes)) => {
                         let spare = env.buffer();
-                        tokio::task::spawn_blocking(move || Segment::decode_reusing(bytes, spare))
+                        let (format, listed) = (env.format, entry.clone());
+                        tokio::task::spawn_blocking(move || format.decode_segment(bytes, spare, p, &listed))
                             .await
                             .map_err(|e| RestoreError::Worker(e.to_string()))
                             .and_then(|r| {

@@ -20,7 +20,11 @@
 //!   of the gaps the manifest records (the log start moved past offsets before they were backed
 //!   up): listed gaps are reported, unexpected holes and overlaps fail. A consumer-group snapshot
 //!   the manifest lists must be stored. Segment objects the manifest does not list are reported
-//!   (a warning for a Complete set; normal while a run writes an InProgress set).
+//!   (a warning for a Complete set; normal while a run writes an InProgress set). A set of the
+//!   prior art (kafka-backup 0.x, [`crate::storage::prior_art`]) is checked the same way against
+//!   its own layout (magic, header fields, CRC-32, counts, offsets, first and last timestamps, gaps)
+//!   and never called complete: the verdict says its completeness cannot be proven and lists what
+//!   its format cannot tell apart (offsets between segments without records, empty header values).
 //! - **MessageCount**: per partition, the records in the backup against `end - start` of the same
 //!   partition in `kafkaCluster` (or, without `kafkaCluster`, in the restore drill's scratch
 //!   topics); differences up to `failThreshold` warn, beyond it fail; `topics` (names or globs)
@@ -71,7 +75,8 @@
 //!                  restoreDrillCluster?: same}
 //! backup          {backupId, location (URI of the set's directory), manifestUri,
 //!                  manifestSha256 (of the manifest bytes as stored; null when missing),
-//!                  manifestBytes, state (Complete | InProgress), createdAt, updatedAt,
+//!                  manifestBytes, state (Complete | InProgress | Unknown: a set of the
+//!                  prior art, whose manifest cannot prove it), format, createdAt, updatedAt,
 //!                  sourceClusterId?, kafkaClusterId?, sourceBootstrapServers, compression,
 //!                  topics [{name, partitions, records, bytes}], partitions, segments, records,
 //!                  bytes (uncompressed), storedBytes, firstRecordTime?, lastRecordTime?,
@@ -141,6 +146,8 @@ use crate::{
             self, BackupFormatError, Gap, GroupSnapshot, Manifest, PartitionEntry, SegmentEntry, SetState,
             segment::{Segment, TimestampType},
         },
+        backup_set::{self, BackupSet, SetFormat},
+        prior_art,
     },
 };
 
@@ -568,6 +575,9 @@ pub struct IntegrityInputs {
     pub state: Option<SetState>,
     /// A consumer-group snapshot the manifest lists but storage lacks or that does not parse.
     pub group_snapshot_problem: Option<String>,
+    /// What the set's format leaves open (sets of the prior art: completeness, offsets between
+    /// segments, header values), appended to the verdict.
+    pub notes: Vec<String>,
 }
 
 /// The integrity verdict from what was gathered. Pure.
@@ -599,7 +609,9 @@ pub fn judge_integrity(inputs: &IntegrityInputs) -> Judgement {
         "gaps": gaps,
         "unlistedSegments": first_details(&inputs.unlisted),
         "positionsWithoutRecords": trailing,
+        "notes": inputs.notes,
     });
+    let notes: String = inputs.notes.iter().map(|n| format!("; {n}")).collect();
     let gap_note = if gaps.is_empty() {
         String::new()
     } else {
@@ -619,7 +631,7 @@ pub fn judge_integrity(inputs: &IntegrityInputs) -> Judgement {
         return Judgement::new(
             CheckOutcome::Failed,
             format!(
-                "{} problem(s), {} of {} segments missing or damaged: {}",
+                "{} problem(s), {} of {} segments missing or damaged: {}{notes}",
                 failures.len(),
                 inputs.problems.len(),
                 inputs.listed_segments,
@@ -632,12 +644,17 @@ pub fn judge_integrity(inputs: &IntegrityInputs) -> Judgement {
         "{} segments verified ({} records, {} bytes uncompressed, checksums, counts, offsets and continuity as the manifest lists){gap_note}",
         inputs.verified_segments, inputs.verified.records, inputs.verified.bytes
     );
-    if !inputs.unlisted.is_empty() && inputs.state == Some(SetState::Complete) {
+    if !inputs.unlisted.is_empty() && inputs.state != Some(SetState::InProgress) {
         return Judgement::new(
             CheckOutcome::Warning,
             format!(
-                "{verified}; {} stored segment(s) are not in the manifest of this Complete set and would not be restored: {}",
+                "{verified}; {} stored segment(s) are not in the manifest of this {} set and would not be restored: {}{notes}",
                 inputs.unlisted.len(),
+                if inputs.state == Some(SetState::Complete) {
+                    "Complete"
+                } else {
+                    "finished-looking"
+                },
                 list_some(&inputs.unlisted)
             ),
             details,
@@ -648,7 +665,11 @@ pub fn judge_integrity(inputs: &IntegrityInputs) -> Judgement {
     } else {
         ""
     };
-    Judgement::new(CheckOutcome::Passed, format!("{verified}{in_progress}"), details)
+    Judgement::new(
+        CheckOutcome::Passed,
+        format!("{verified}{in_progress}{notes}"),
+        details,
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1123,8 +1144,11 @@ pub struct BackupIdentity {
     pub manifest_sha256: Option<String>,
     /// Size of the manifest.
     pub manifest_bytes: Option<u64>,
-    /// Complete or InProgress (none when the manifest is unreadable).
+    /// Complete, InProgress, or Unknown for a set of the prior art (none when the manifest is
+    /// unreadable).
     pub state: Option<SetState>,
+    /// The format of the set (none when the manifest is unreadable).
+    pub format: Option<String>,
     /// When the set was created.
     pub created_at: Option<DateTime<Utc>>,
     /// When the manifest was last written.
@@ -1158,17 +1182,19 @@ pub struct BackupIdentity {
 }
 
 impl BackupIdentity {
-    /// The identity of a set from its location, its manifest bytes and the parsed manifest. Pure.
+    /// The identity of a set from its location, the key and bytes of its manifest (either format)
+    /// and the parsed manifest. Pure.
     pub fn new(
         backup_id: &str,
         location: &ObjectLocation,
+        manifest_key: &str,
         manifest_bytes: Option<&[u8]>,
         manifest: Option<&Manifest>,
     ) -> Self {
-        let dir = location.uri(&backup::set_dir(backup_id));
+        let dir = location.uri(manifest_key.rsplit_once('/').map_or(manifest_key, |(dir, _)| dir));
         let mut identity = BackupIdentity {
             backup_id: backup_id.into(),
-            manifest_uri: location.uri(&backup::manifest_key(backup_id)),
+            manifest_uri: location.uri(manifest_key),
             manifest_sha256: manifest_bytes.map(evidence::sha256_hex),
             manifest_bytes: manifest_bytes.map(|b| b.len() as u64),
             location: dir.clone(),
@@ -1177,6 +1203,7 @@ impl BackupIdentity {
         if let Some(m) = manifest {
             let s = backup::summarize(m, &dir);
             identity.state = Some(m.state);
+            identity.format = Some(m.format.clone());
             identity.created_at = Some(m.created_at);
             identity.updated_at = Some(m.updated_at);
             identity.source_cluster_id = m.source_cluster_id.clone();
@@ -1443,6 +1470,10 @@ pub async fn execute(validation: &KafkaBackupValidation, ctx: &Context) -> Kafka
                 ),
                 CheckOutcome::Skipped => format!("no check ran on backup set {}", outcome.backup.backup_id),
             };
+            // Never "complete" where the format cannot prove it.
+            if outcome.backup.state == Some(SetState::Unknown) {
+                message.push_str(&format!("; {}", prior_art::COMPLETENESS_NOTE));
+            }
             if let Some(path) = outcome.evidence.as_ref().and_then(|e| e.path.as_ref()) {
                 message.push_str(&format!("; evidence report {path}"));
             }
@@ -1569,21 +1600,34 @@ async fn run_once(
     };
     let secrets = secret_values(spec, ctx);
 
-    // The manifest.
-    let manifest_key = backup::manifest_key(&backup_id);
+    // The manifest, in either format (this operator's or the prior art's, read only).
+    let found = match backup_set::find_manifest(&location, &backup_id).await {
+        Ok(found) => Ok(found),
+        Err(BackupFormatError::Storage(e)) => return Err(e.into()),
+        Err(e) => Err(e.to_string()),
+    };
+    let (manifest_key, manifest_bytes) = match &found {
+        Ok(Some((key, bytes))) => (key.clone(), Some(bytes.clone())),
+        _ => (backup::manifest_key(&backup_id), None),
+    };
     let manifest_uri = location.uri(&manifest_key);
-    let manifest_bytes = location.get(&manifest_key).await?;
-    let manifest = match &manifest_bytes {
-        None => Err(format!(
-            "backup set {backup_id} not found: {manifest_uri} does not exist (no backup run reached its first checkpoint, or the set was deleted)"
+    let set = match found {
+        Err(e) => Err(e),
+        Ok(None) => Err(format!(
+            "backup set {backup_id} not found: {} (no backup run reached its first checkpoint, or the set was deleted)",
+            backup_set::manifest_uris(&location, &backup_id)
         )),
-        Some(bytes) => Manifest::parse(bytes, &backup_id, &manifest_uri).map_err(|e| e.to_string()),
+        Ok(Some((key, bytes))) => match BackupSet::read(&location, &backup_id, key, bytes).await {
+            Err(BackupFormatError::Storage(e)) => return Err(e.into()),
+            other => other.map_err(|e| e.to_string()),
+        },
     };
     let identity = BackupIdentity::new(
         &backup_id,
         &location,
+        &manifest_key,
         manifest_bytes.as_deref(),
-        manifest.as_ref().ok(),
+        set.as_ref().ok().map(|s| &s.manifest),
     );
 
     let mut checks = Vec::new();
@@ -1602,7 +1646,7 @@ async fn run_once(
     let groups_check = c.consumer_group_offsets.as_ref().filter(|g| g.enabled);
     let drill = c.restore_drill.as_ref().filter(|d| d.enabled);
 
-    match &manifest {
+    match &set {
         Err(problem) => {
             let at = Utc::now();
             let now = Instant::now();
@@ -1653,11 +1697,12 @@ async fn run_once(
                 ));
             }
         }
-        Ok(manifest) => {
+        Ok(set) => {
+            let manifest = &set.manifest;
             if c.integrity.enabled {
                 let at = Utc::now();
                 let now = Instant::now();
-                let j = integrity(&location, manifest, ctx).await?;
+                let j = integrity(&location, set, ctx).await?;
                 checks.push(CheckReport::from_judgement(INTEGRITY, at, now, j));
             }
             // The drill runs first when the count checks need its scratch topics.
@@ -1676,8 +1721,7 @@ async fn run_once(
                             "needs spec.kafkaCluster or checks.restoreDrill.kafkaCluster to restore into",
                         )
                     })?;
-                let (j, view) =
-                    restore_drill(storage, &backup_id, manifest, target, &d.topic_prefix, ctx).await;
+                let (j, view) = restore_drill(storage, &backup_id, set, target, &d.topic_prefix, ctx).await;
                 drill_report = Some(CheckReport::from_judgement(RESTORE_DRILL, at, now, j));
                 drill_view = view;
             }
@@ -1723,14 +1767,7 @@ async fn run_once(
                 let at = Utc::now();
                 let now = Instant::now();
                 let wanted = g.consumer_groups.clone().unwrap_or_default();
-                let j = consumer_groups(
-                    &location,
-                    manifest,
-                    &wanted,
-                    cluster_access.as_ref(),
-                    &description,
-                )
-                .await;
+                let j = consumer_groups(&location, set, &wanted, cluster_access.as_ref(), &description).await;
                 checks.push(CheckReport::from_judgement(CONSUMER_GROUP_OFFSETS, at, now, j));
             }
             checks.extend(drill_report);
@@ -1816,14 +1853,15 @@ async fn run_once(
 // Integrity: I/O.
 
 /// Reads and checks every segment of a set, and its chains, and judges.
-async fn integrity(
+/// The Integrity check of a set (either format), as KafkaBackupValidation and `import` run it.
+pub async fn integrity(
     location: &ObjectLocation,
-    manifest: &Manifest,
+    set: &BackupSet,
     ctx: &Context,
 ) -> Result<Judgement, ValidationError> {
-    let mut inputs = integrity_inputs(location, manifest, ctx).await?;
-    if manifest.group_snapshot.is_some()
-        && let Err(e) = backup::read_group_snapshot(location, manifest).await
+    let mut inputs = integrity_inputs(location, set, ctx).await?;
+    if set.manifest.group_snapshot.is_some()
+        && let Err(e) = set.read_group_snapshot(location).await
     {
         inputs.group_snapshot_problem = Some(e.to_string());
     }
@@ -1834,22 +1872,38 @@ async fn integrity(
 /// decoded on the blocking pool), each chain judged. Public for the benchmark.
 pub async fn integrity_inputs(
     location: &ObjectLocation,
-    manifest: &Manifest,
+    set: &BackupSet,
     ctx: &Context,
 ) -> Result<IntegrityInputs, ValidationError> {
-    let id = &manifest.backup_id;
-    let topics_dir = format!("{}/topics", backup::set_dir(id));
+    let manifest = &set.manifest;
+    let (topics_dir, is_segment) = set.segments_dir();
     let stored: BTreeMap<String, u64> = location
         .list(&topics_dir)
         .await?
         .into_iter()
-        .filter(|o| o.key.ends_with(".seg"))
+        .filter(|o| is_segment(&o.key))
         .map(|o| (format!("{topics_dir}/{}", o.key), o.size))
         .collect();
     let mut inputs = IntegrityInputs {
         state: Some(manifest.state),
+        notes: set.completeness_note().map(str::to_owned).into_iter().collect(),
         ..Default::default()
     };
+    if let Some(stored) = set.prior_art_manifest() {
+        let between = prior_art::offsets_between_segments(stored);
+        if !between.is_empty() {
+            let total: i64 = between.iter().map(|(_, _, a, b)| b - a).sum();
+            let listed: Vec<String> = between
+                .iter()
+                .map(|(t, p, a, b)| format!("{t}-{p} {a}..{b}"))
+                .collect();
+            inputs.notes.push(format!(
+                "{} range(s) of offsets between segments ({total} offsets) hold no record: compaction, transaction markers or records missing from the set, which kafka-backup 0.x recorded no positions to tell apart: {}",
+                between.len(),
+                list_some(&listed)
+            ));
+        }
+    }
     let mut work: Vec<(String, i32, SegmentEntry)> = Vec::new();
     for (topic, t) in &manifest.topics {
         for (partition, p) in &t.partitions {
@@ -1881,9 +1935,11 @@ pub async fn integrity_inputs(
         .unwrap_or(1)
         .clamp(1, cpus);
     let mut done_bytes = 0u64;
+    let mut empty_header_values = 0u64;
     let mut results = stream::iter(work.into_iter().map(|(_topic, partition, entry)| {
         let present = stored.contains_key(&entry.key);
         let location = location.clone();
+        let prior_art = set.prior_art_segment(&entry.key);
         async move {
             let uri = location.uri(&entry.key);
             if !present {
@@ -1905,9 +1961,19 @@ pub async fn integrity_inputs(
                 Err(e) => return (uri, entry.stored_bytes, Err(format!("cannot be read: {e}"))),
             };
             let size = entry.stored_bytes;
-            let verdict = tokio::task::spawn_blocking(move || inspect_segment(&entry, partition, bytes))
-                .await
-                .unwrap_or_else(|e| Err(format!("inspection failed: {e}")));
+            let verdict = tokio::task::spawn_blocking(move || match prior_art {
+                None => inspect_segment(&entry, partition, bytes).map(|s| (s, 0)),
+                Some(meta) => prior_art::segment::inspect(&meta, &bytes).map(|i| {
+                    let stats = SegmentStats {
+                        records: i.records,
+                        bytes: i.uncompressed_bytes,
+                        stored_bytes: i.stored_bytes,
+                    };
+                    (stats, i.empty_header_values)
+                }),
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("inspection failed: {e}")));
             (uri, size, verdict)
         }
     }))
@@ -1919,7 +1985,8 @@ pub async fn integrity_inputs(
         done_bytes += size;
         ctx.report(done_bytes, Some(total), "bytes of segments verified");
         match verdict {
-            Ok(stats) => {
+            Ok((stats, empty)) => {
+                empty_header_values += empty;
                 inputs.verified_segments += 1;
                 inputs.verified.records += stats.records;
                 inputs.verified.bytes += stats.bytes;
@@ -1927,6 +1994,11 @@ pub async fn integrity_inputs(
             }
             Err(problem) => inputs.problems.push(SegmentProblem { uri, problem }),
         }
+    }
+    if set.format == SetFormat::PriorArt && empty_header_values > 0 {
+        inputs.notes.push(format!(
+            "{empty_header_values} record(s) carry empty header values: kafka-backup before 0.18 stored null header values as empty, so some of them may have been null"
+        ));
     }
     Ok(inputs)
 }
@@ -1982,12 +2054,13 @@ async fn cluster_view(
 
 async fn consumer_groups(
     location: &ObjectLocation,
-    manifest: &Manifest,
+    set: &BackupSet,
     wanted: &[String],
     access: Option<&ClusterAccess>,
     description: &str,
 ) -> Judgement {
-    let snapshot = match backup::read_group_snapshot(location, manifest).await {
+    let manifest = &set.manifest;
+    let snapshot = match set.read_group_snapshot(location).await {
         Ok(s) => s,
         Err(e) => return Judgement::new(CheckOutcome::Failed, e.to_string(), Value::Null),
     };
@@ -2194,13 +2267,12 @@ fn compare_record(
 /// differences found, the first `limit` of them described.
 fn compare_segment(
     reader: &crate::kafka::Consumer,
-    bytes: Bytes,
+    segment: &Segment,
     uri: &str,
     scratch: &str,
     partition: i32,
     limit: usize,
 ) -> Result<(u64, u64, Vec<String>), String> {
-    let segment = Segment::decode(bytes).map_err(|e| format!("segment {uri}: {e}"))?;
     let mut found = Vec::new();
     let (mut n, mut count) = (0u64, 0u64);
     for record in segment.records() {
@@ -2241,8 +2313,10 @@ fn compare_segment(
 }
 
 /// Reads one scratch partition and compares it with the segments of its source partition.
+#[allow(clippy::too_many_arguments)] // the drill's running totals are passed in
 async fn compare_partition(
     location: &ObjectLocation,
+    format: SetFormat,
     config: &ClientConfig,
     scratch: &str,
     partition: i32,
@@ -2276,8 +2350,14 @@ async fn compare_partition(
         let reader = consumer.take().ok_or("the drill's reader was lost")?;
         let scratch = scratch.to_owned();
         let limit = MAX_DETAILS.saturating_sub(differences.len());
+        let listed = seg.clone();
         let (reader, result) = tokio::task::spawn_blocking(move || {
-            let result = compare_segment(&reader, bytes, &uri, &scratch, partition, limit);
+            let segment = format
+                .decode_segment(bytes, Vec::new(), partition, &listed)
+                .map(|(segment, _)| segment)
+                .map_err(|e| format!("segment {uri}: {e}"));
+            let result = segment
+                .and_then(|segment| compare_segment(&reader, &segment, &uri, &scratch, partition, limit));
             (reader, result)
         })
         .await
@@ -2319,11 +2399,12 @@ async fn compare_partition(
 async fn restore_drill(
     storage: &StorageSpec,
     backup_id: &str,
-    manifest: &Manifest,
+    set: &BackupSet,
     target: &KafkaClusterSpec,
     prefix: &str,
     ctx: &Context,
 ) -> (Judgement, Option<TargetView>) {
+    let manifest = &set.manifest;
     let config = match kafka::client_config(target, &ctx.secrets) {
         Ok(c) => c,
         Err(e) => {
@@ -2459,6 +2540,7 @@ async fn restore_drill(
                     for (partition, entry) in &t.partitions {
                         match compare_partition(
                             &location,
+                            set.format,
                             &config,
                             scratch,
                             *partition,

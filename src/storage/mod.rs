@@ -22,6 +22,9 @@
 //!   the key is `<snapshotId>.json`.
 //! - `backups/<backupId>/`: a backup set (manifest, segments, consumer-group snapshot, restore
 //!   state and offset mappings), defined in [`backup`].
+//! - `<backup_id>/` and `offset-snapshots/<snapshot_id>/`: backup sets and offset snapshots of
+//!   the prior art (kafka-backup 0.x), read in place and never written ([`prior_art`]); the
+//!   engines open a set of either format through [`backup_set`].
 //!
 //! Objects that must never be overwritten (snapshots, manifests of finished backups, evidence) are
 //! written create-only ([`Location::put_new`]): a conditional put that fails when the key exists,
@@ -29,8 +32,10 @@
 
 pub mod azure;
 pub mod backup;
+pub mod backup_set;
 pub mod configmap;
 pub mod offset_mapping;
+pub mod prior_art;
 pub mod snapshot;
 
 use std::{path::PathBuf, sync::Arc};

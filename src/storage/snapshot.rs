@@ -27,6 +27,11 @@
 //! `snapshotBeforeRestore.retentionHours`), absent means kept until deleted; the catalog of
 //! `serve` deletes a snapshot at its first refresh after that time ([`crate::apiserver::catalog`]).
 //! Documents without it (every older one) read as before.
+//!
+//! Snapshots of the prior art (kafka-backup 0.x `offset-rollback snapshot`) are read too, never
+//! written: its `snapshot.json` document wherever this operator's would be (`<id>.json`, also in a
+//! ConfigMap) and its own layout `offset-snapshots/<id>/snapshot.json` + `metadata.json` in object
+//! storage ([`read_snapshot`], [`super::prior_art`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -34,6 +39,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::{Location, StorageError, prior_art};
 use crate::kafka::groups::{Committed, Partition};
 
 /// Directory of snapshots below a storage prefix.
@@ -117,6 +123,17 @@ pub enum SnapshotError {
         #[source]
         source: serde_json::Error,
     },
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A snapshot of the prior art is not what its format says.
+    #[error("{uri}: {message}")]
+    PriorArt {
+        /// Where it was read.
+        uri: String,
+        /// Why.
+        message: String,
+    },
     /// The document names another id than its key.
     #[error("{uri} holds snapshot {found}, not {expected}")]
     WrongId {
@@ -130,13 +147,28 @@ pub enum SnapshotError {
 }
 
 impl OffsetSnapshot {
-    /// Parses a stored snapshot and checks it is the one asked for.
+    /// Parses a stored snapshot (this operator's document or the prior art's `snapshot.json`) and
+    /// checks it is the one asked for.
     pub fn parse(bytes: &[u8], expected_id: &str, uri: &str) -> Result<Self, SnapshotError> {
-        let snapshot: OffsetSnapshot =
-            serde_json::from_slice(bytes).map_err(|source| SnapshotError::Parse {
-                uri: uri.into(),
-                source,
-            })?;
+        let snapshot: OffsetSnapshot = match serde_json::from_slice(bytes) {
+            Ok(s) => s,
+            Err(source) => {
+                let prior_art = serde_json::from_slice::<serde_json::Value>(bytes)
+                    .is_ok_and(|v| prior_art::is_offset_snapshot(&v));
+                if !prior_art {
+                    return Err(SnapshotError::Parse {
+                        uri: uri.into(),
+                        source,
+                    });
+                }
+                return prior_art::parse_offset_snapshot(bytes, expected_id, None).map_err(|e| {
+                    SnapshotError::PriorArt {
+                        uri: uri.into(),
+                        message: e.to_string(),
+                    }
+                });
+            }
+        };
         if snapshot.snapshot_id != expected_id {
             return Err(SnapshotError::WrongId {
                 uri: uri.into(),
@@ -175,6 +207,63 @@ impl OffsetSnapshot {
             );
         }
     }
+}
+
+/// A snapshot as stored: the document in this operator's form, its key and size, and whether
+/// the prior art wrote it (then it is read only).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredSnapshot {
+    /// The offsets.
+    pub snapshot: OffsetSnapshot,
+    /// Key of the document.
+    pub key: String,
+    /// Its URI.
+    pub uri: String,
+    /// Size of the document.
+    pub size: u64,
+    /// Written by kafka-backup 0.x.
+    pub prior_art: bool,
+}
+
+/// Reads snapshot `id` in either format: `offset-snapshots/<id>.json` (a ConfigMap's key
+/// `<id>.json`), then, in object storage, the prior art's `offset-snapshots/<id>/snapshot.json`
+/// checked against its `metadata.json`. `None` when neither exists.
+pub async fn read_snapshot(location: &Location, id: &str) -> Result<Option<StoredSnapshot>, SnapshotError> {
+    let key = snapshot_key(id);
+    if let Some(bytes) = location.get(&key).await? {
+        let snapshot = OffsetSnapshot::parse(&bytes, id, &location.uri(&key))?;
+        return Ok(Some(StoredSnapshot {
+            prior_art: snapshot
+                .source
+                .as_ref()
+                .is_some_and(prior_art::is_snapshot_source),
+            snapshot,
+            uri: location.uri(&key),
+            key,
+            size: bytes.len() as u64,
+        }));
+    }
+    if !matches!(location, Location::Object(_)) {
+        return Ok(None);
+    }
+    let key = prior_art::snapshot_key(id);
+    let Some(bytes) = location.get(&key).await? else {
+        return Ok(None);
+    };
+    let metadata = location.get(&prior_art::snapshot_metadata_key(id)).await?;
+    let snapshot = prior_art::parse_offset_snapshot(&bytes, id, metadata.as_deref()).map_err(|e| {
+        SnapshotError::PriorArt {
+            uri: location.uri(&key),
+            message: e.to_string(),
+        }
+    })?;
+    Ok(Some(StoredSnapshot {
+        snapshot,
+        size: bytes.len() as u64,
+        uri: location.uri(&key),
+        key,
+        prior_art: true,
+    }))
 }
 
 impl GroupOffsets {

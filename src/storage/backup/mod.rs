@@ -143,6 +143,9 @@ pub enum SetState {
     InProgress,
     /// The last run finished.
     Complete,
+    /// The writer recorded no completion: a set of the prior art's format
+    /// ([`crate::storage::prior_art`]), which may or may not be complete. Never written.
+    Unknown,
 }
 
 /// The index of a backup set.
@@ -475,6 +478,8 @@ pub struct SetSummary {
     pub location: String,
     /// The last run finished.
     pub complete: bool,
+    /// The format it is stored in ([`FORMAT`] or [`crate::storage::prior_art::FORMAT`]).
+    pub format: String,
     /// Per topic: name, partitions, records, uncompressed bytes.
     pub topics: Vec<TopicSummary>,
     /// Partitions over all topics.
@@ -525,6 +530,7 @@ pub fn summarize(manifest: &Manifest, location: &str) -> SetSummary {
         backup_id: manifest.backup_id.clone(),
         location: location.into(),
         complete: manifest.state == SetState::Complete,
+        format: manifest.format.clone(),
         created: Some(manifest.created_at),
         updated: Some(manifest.updated_at),
         cluster: (!manifest.bootstrap_servers.is_empty()).then(|| manifest.bootstrap_servers.join(",")),
