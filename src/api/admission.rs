@@ -1,6 +1,10 @@
 //! Admission, as pure functions: judge ([`validate`]) and complete ([`mutate`]) an object of any
 //! kind and version. The webhooks, the reconciler and `run -f` all call these.
 //!
+//! Objects are read with [`crate::api::decode`]: a value of the wrong type or outside an enum,
+//! a missing required field, refuse the object with its field path (and the allowed values);
+//! fields the schema does not have are listed in [`Verdict::unknown_fields`].
+//!
 //! Rules are written once, on the hub (v1beta1). A v1alpha1 object is first checked for what only
 //! its spellings can get wrong ([`Admit::validate_spoke`]: two spellings of one field, seconds
 //! passed as milliseconds, settings v1beta1 has no meaning for), then converted and judged as
@@ -11,8 +15,9 @@ use serde_json::Value;
 use super::{
     COMPAT_VERSION, GROUP, STORAGE_VERSION,
     conversion::{ConversionError, Hub},
+    decode::{self, Decoded},
     v1beta1,
-    validation::Verdict,
+    validation::{FieldError, Verdict},
 };
 
 /// What a kind adds to its conversion to be admitted.
@@ -55,16 +60,23 @@ pub enum AdmissionError {
     #[error("version {0} is not served; use {COMPAT_VERSION} or {STORAGE_VERSION}")]
     UnknownVersion(String),
     /// The object does not have the shape of its version.
-    #[error("{kind} {version} cannot be read: {source}")]
+    #[error("{kind} {version} cannot be read: {}", joined(errors))]
     Decode {
         /// The kind.
         kind: String,
         /// The version.
         version: String,
-        /// Why.
-        #[source]
-        source: serde_json::Error,
+        /// Every field at fault.
+        errors: Vec<FieldError>,
     },
+}
+
+fn joined(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// An object completed by [`mutate`], with the warnings that explain each change.
@@ -133,11 +145,11 @@ fn decode<T: serde::de::DeserializeOwned>(
     object: &Value,
     kind: &str,
     version: &str,
-) -> Result<T, AdmissionError> {
-    T::deserialize(object).map_err(|source| AdmissionError::Decode {
+) -> Result<Decoded<T>, AdmissionError> {
+    decode::decode(object, kind, version).map_err(|errors| AdmissionError::Decode {
         kind: kind.into(),
         version: version.into(),
-        source,
+        errors,
     })
 }
 
@@ -149,7 +161,11 @@ fn validate_kind<H: Admit>(
     let mut verdict = Verdict::default();
     match version {
         Version::Alpha => {
-            let spoke: H::Spoke = decode(object, H::KIND, COMPAT_VERSION)?;
+            let Decoded {
+                value: spoke,
+                unknown_fields,
+            } = decode::<H::Spoke>(object, H::KIND, COMPAT_VERSION)?;
+            verdict.unknown_fields = unknown_fields;
             H::validate_spoke(&spoke, &mut verdict);
             match H::from_spoke(spoke) {
                 Ok(hub) => {
@@ -163,7 +179,11 @@ fn validate_kind<H: Admit>(
             }
         }
         Version::Beta => {
-            let hub: H = decode(object, H::KIND, STORAGE_VERSION)?;
+            let Decoded {
+                value: hub,
+                unknown_fields,
+            } = decode::<H>(object, H::KIND, STORAGE_VERSION)?;
+            verdict.unknown_fields = unknown_fields;
             H::validate_hub(&hub, &mut verdict);
         }
     }
@@ -227,12 +247,12 @@ fn mutate_kind<H: Admit>(object: &Value, version: &Version) -> Result<Mutation, 
     let mut warnings = Vec::new();
     let spec = match version {
         Version::Alpha => {
-            let mut spoke: H::Spoke = decode(object, H::KIND, COMPAT_VERSION)?;
+            let mut spoke = decode::<H::Spoke>(object, H::KIND, COMPAT_VERSION)?.value;
             H::mutate_spoke(&mut spoke, &mut warnings);
             spec_of(&spoke)
         }
         Version::Beta => {
-            let mut hub: H = decode(object, H::KIND, STORAGE_VERSION)?;
+            let mut hub = decode::<H>(object, H::KIND, STORAGE_VERSION)?.value;
             H::mutate_hub(&mut hub, &mut warnings);
             spec_of(&hub)
         }
