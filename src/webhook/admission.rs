@@ -27,7 +27,8 @@
 //!
 //! The mutating answer's JSON patch is `json_patch::diff(object, mutated)` (pointer tokens escaped,
 //! parents added before children), sent only when non-empty, base64-encoded as the API's `[]byte`
-//! field is on the wire.
+//! field is on the wire. It only ever adds fields (see [`crate::api::admission`]): what the user
+//! wrote is never rewritten, so `kubectl apply` of the same file finds nothing to change.
 
 use k8s_openapi::ByteString;
 use kube::core::{
