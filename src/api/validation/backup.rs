@@ -1,4 +1,4 @@
-//! Admission rules of KafkaBackup: validation and mutation of both versions.
+//! Admission rules of KafkaBackup: validation of both versions, mutation of v1alpha1.
 //!
 //! Prior-art fields this operator does not implement, decided per field:
 //! - `circuitBreaker`: warning, as for KafkaRestore; the prior art resolved it and never applied

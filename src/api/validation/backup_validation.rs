@@ -1,4 +1,4 @@
-//! Admission rules of KafkaBackupValidation: validation and mutation of both versions.
+//! Admission rules of KafkaBackupValidation: validation of both versions, mutation of v1alpha1.
 //!
 //! Prior-art fields this operator does not implement, decided per field:
 //! - `notifications.slack` / `notifications.pagerduty`: refused; they ask for messages to be sent

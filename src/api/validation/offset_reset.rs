@@ -1,4 +1,4 @@
-//! Admission rules of KafkaOffsetReset: validation and mutation of both versions.
+//! Admission rules of KafkaOffsetReset: validation of both versions, mutation of v1alpha1.
 //!
 //! Rules (v1beta1 paths; on v1alpha1 objects the v1.0.0 spelling of the field is named):
 //! - `kafkaCluster`: brokers as host:port, protocol/SASL/TLS consistency (shared rules);

@@ -1,4 +1,4 @@
-//! Admission rules of KafkaOffsetRollback: validation and mutation of both versions.
+//! Admission rules of KafkaOffsetRollback: validation of both versions, mutation of v1alpha1.
 //!
 //! Rules (v1beta1 paths; on v1alpha1 objects the v1alpha1 field is named):
 //! - the snapshot: `snapshotId` (a valid object-key segment) or `snapshotFrom` (exactly one

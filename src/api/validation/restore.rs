@@ -1,4 +1,4 @@
-//! Admission rules of KafkaRestore: validation and mutation of both versions.
+//! Admission rules of KafkaRestore: validation of both versions, mutation of v1alpha1.
 //!
 //! Rules on the hub (v1beta1), for every version:
 //! - `backupRef`: a KafkaBackup or a storage location with a backup id (shared rule
