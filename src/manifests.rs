@@ -340,7 +340,7 @@ fn webhook_client(options: &Options, path: &str) -> WebhookClientConfig {
 }
 
 /// CREATE and UPDATE of the five kinds in both versions; each request arrives in the version it
-/// was made in (so the mutating webhook can migrate v1alpha1 spellings).
+/// was made in (so the webhooks judge and explain the spelling the user wrote).
 fn webhook_rules(plurals: &[String]) -> Option<Vec<RuleWithOperations>> {
     Some(vec![RuleWithOperations {
         api_groups: Some(vec![GROUP.into()]),

@@ -3,6 +3,10 @@
 //! The manifest (any of the five kinds, v1alpha1 or v1beta1) is judged exactly as the admission
 //! webhook judges it (mutation with its warnings, then validation: a denial is an error listing
 //! every field), converted to v1beta1 and handed to the same operation code the reconciler runs.
+//! It is read strictly, as kubectl's default field validation reads it: a field its version's
+//! schema does not have is refused, naming its path and the nearest known field
+//! (`spec.topcis: unknown field; did you mean spec.topics?`), and so is a value of the wrong type
+//! or outside an enum, naming its path and the allowed values.
 //! The resulting status is printed as YAML on stdout; the exit code is 0 only when the operation
 //! completed.
 //!
@@ -376,10 +380,19 @@ fn admit(path: &Path, object: &Value) -> Result<Admitted, RunError> {
     };
     let mutation = admission::mutate(object).map_err(admission_error)?;
     let verdict = admission::validate(&mutation.object, None).map_err(admission_error)?;
-    if !verdict.is_allowed() {
+    // Strict, as kubectl's default field validation: a field the schema does not have is most
+    // likely a typo, and would otherwise be ignored without a word.
+    if !verdict.is_allowed() || !verdict.unknown_fields.is_empty() {
+        let message = verdict
+            .unknown_fields
+            .iter()
+            .chain(&verdict.errors)
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
         return Err(RunError::Denied {
             path: path.to_owned(),
-            message: verdict.message(),
+            message,
         });
     }
     let mut warnings = mutation.warnings;

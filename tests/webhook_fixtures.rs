@@ -47,7 +47,7 @@ async fn admit(router: &Router, object: &Value, uid: &str) -> Admission {
     let mut all_warnings = warnings(response);
     if response["allowed"] == false {
         return Admission {
-            refused: Some(message(response).to_owned()),
+            refused: Some(refusal(response)),
             warnings: all_warnings,
         };
     }
@@ -57,8 +57,28 @@ async fn admit(router: &Router, object: &Value, uid: &str) -> Admission {
     let response = admission_response(&answer, uid);
     all_warnings.extend(warnings(response));
     Admission {
-        refused: (response["allowed"] == false).then(|| message(response).to_owned()),
+        refused: (response["allowed"] == false).then(|| refusal(response)),
         warnings: all_warnings,
+    }
+}
+
+/// The message of a denial, which must carry one `details.causes` entry per field at fault (what
+/// kubectl prints), each naming its field; a denial without causes reads as its message with
+/// `(no causes)` so that the expectation fails.
+fn refusal(response: &Value) -> String {
+    let causes = response
+        .pointer("/status/details/causes")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let named = !causes.is_empty()
+        && causes
+            .iter()
+            .all(|c| c["field"].as_str().is_some_and(|f| !f.is_empty()) && c["reason"].is_string());
+    if named {
+        message(response).to_owned()
+    } else {
+        format!("{} (no causes)", message(response))
     }
 }
 
@@ -94,8 +114,8 @@ async fn deny_fixtures_are_refused_with_their_expectation() {
                     "{name}: refused, but the message lacks {expect:?}:\n  {message}"
                 ));
             }
-            // Every refusal names the field at fault.
-            Some(message) if !message.contains("spec") => {
+            // Every refusal names the field at fault, in its message and in details.causes.
+            Some(message) if !message.contains("spec") || message.ends_with("(no causes)") => {
                 failures.push(format!("{name}: refused without naming a field:\n  {message}"));
             }
             Some(_) => {}

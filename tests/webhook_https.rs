@@ -53,7 +53,8 @@ async fn webhooks_answer_over_https() {
     assert_eq!(response["status"]["details"]["kind"], "KafkaBackup");
     assert_eq!(response["status"]["details"]["name"], "both-modes");
 
-    // A mutation: the 5-field cron gets its seconds, with a patch and warnings.
+    // A mutation: the 5-field cron is kept as written and explained, the absent defaults come
+    // with a patch.
     let hourly = backup(
         "hourly",
         json!({"schedule": "0 * * * *", "kafkaCluster": {"bootstrapServers": ["kafka:9092"]},
@@ -67,7 +68,8 @@ async fn webhooks_answer_over_https() {
     assert_eq!(response["allowed"], true);
     assert_eq!(response["patchType"], "JSONPatch");
     let mutated = patched(&hourly, response);
-    assert_eq!(mutated["spec"]["schedule"], "0 0 * * * *");
+    assert_eq!(mutated["spec"]["schedule"], "0 * * * *");
+    assert_eq!(mutated["spec"]["compression"], "zstd");
     assert_eq!(mutated["metadata"], hourly["metadata"], "metadata untouched");
     let warnings = warnings(response);
     assert!(

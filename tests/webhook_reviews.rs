@@ -88,6 +88,9 @@ async fn admission_reviews_get_the_pinned_answers() {
                     name(&case)
                 );
                 assert!(!message(response).is_empty(), "{}", name(&case));
+                if response["status"]["code"] == 422 {
+                    assert_causes_name_fields(&name(&case), response);
+                }
             }
             failures.extend(check_expected(
                 &case.join(format!("{webhook}.response.json")),
@@ -140,6 +143,33 @@ async fn admission_reviews_get_the_pinned_answers() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// A 422 denial carries one `details.causes` entry per field, as the API server's own validation
+/// errors do: without them kubectl prints only `The <Kind> "<name>" is invalid`.
+fn assert_causes_name_fields(case: &str, response: &Value) {
+    let causes = response
+        .pointer("/status/details/causes")
+        .and_then(Value::as_array)
+        .unwrap_or_else(|| panic!("{case}: a 422 denial without details.causes: {response}"));
+    assert!(!causes.is_empty(), "{case}: no causes");
+    for cause in causes {
+        let field = cause["field"].as_str().unwrap_or_default();
+        assert!(
+            field.starts_with("spec") || field.starts_with("status"),
+            "{case}: cause without a field path: {cause}"
+        );
+        assert!(
+            cause["reason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("FieldValue")),
+            "{case}: {cause}"
+        );
+        assert!(
+            !cause["message"].as_str().unwrap_or_default().is_empty(),
+            "{case}: {cause}"
+        );
+    }
 }
 
 /// The webhook reads objects without their bulky metadata; its judgement must be the one the pure
@@ -356,6 +386,90 @@ async fn an_object_that_cannot_be_decoded_is_denied_naming_the_problem() {
         assert_eq!(response["allowed"], false);
         assert!(message(response).contains("request.object is missing"));
     }
+}
+
+#[tokio::test]
+async fn values_outside_an_enum_are_denied_with_a_cause_listing_the_allowed_values() {
+    let (router, _) = router();
+    for (kind, spec, field, allowed) in [
+        (
+            "KafkaOffsetReset",
+            json!({"strategy": "middle", "consumerGroups": ["g"], "kafkaCluster": {"bootstrapServers": ["k:9092"]}}),
+            "spec.strategy",
+            "\"earliest\", \"latest\", \"timestamp\", \"offset\", \"headerBased\", \"fromMapping\"",
+        ),
+        (
+            "KafkaBackup",
+            json!({"topics": ["t"], "kafkaCluster": {"bootstrapServers": ["k:9092"], "securityProtocol": "TLS13"},
+                   "storage": {"storageType": "s3", "s3": {"bucket": "b"}}}),
+            "spec.kafkaCluster.securityProtocol",
+            "\"PLAINTEXT\", \"SSL\", \"SASL_PLAINTEXT\", \"SASL_SSL\"",
+        ),
+        (
+            "KafkaBackup",
+            json!({"topics": ["t"], "kafkaCluster": {"bootstrapServers": ["k:9092"]}, "compression": "brotli",
+                   "storage": {"storageType": "minio"}}),
+            "spec.storage.storageType",
+            "\"pvc\", \"s3\", \"azure\", \"gcs\", \"configMap\", \"configmap\"",
+        ),
+        (
+            "KafkaOffsetRollback",
+            json!({"operation": "undo", "snapshotId": "s"}),
+            "spec.operation",
+            "\"snapshot\", \"rollback\", \"verify\", \"delete\"",
+        ),
+    ] {
+        let object = json!({"apiVersion": "kafka.oso.sh/v1alpha1", "kind": kind,
+                            "metadata": {"name": "b", "namespace": "ns"}, "spec": spec});
+        let review = admission_review("u-enum", Operation::Create, Some(&object), None, false);
+        for path in ["/mutate", "/validate"] {
+            let answer = post_review(&router, path, &review).await;
+            let response = admission_response(&answer, "u-enum");
+            assert_eq!(response["allowed"], false, "{kind} {path}");
+            assert_eq!(response["status"]["code"], 422);
+            assert_eq!(response["status"]["details"]["kind"], kind);
+            assert_eq!(response["status"]["details"]["name"], "b");
+            let causes = response["status"]["details"]["causes"].as_array().unwrap();
+            let cause = causes
+                .iter()
+                .find(|c| c["field"] == field)
+                .unwrap_or_else(|| panic!("{kind} {path}: no cause for {field}: {answer}"));
+            assert_eq!(cause["reason"], "FieldValueNotSupported");
+            let text = cause["message"].as_str().unwrap();
+            assert!(
+                text.starts_with("Unsupported value: ")
+                    && text.ends_with(&format!("supported values: {allowed}")),
+                "{kind} {path}: {text}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_field_is_answered_with_a_warning_naming_the_nearest_known_one() {
+    let (router, _) = router();
+    let object = json!({"apiVersion": "kafka.oso.sh/v1alpha1", "kind": "KafkaBackup",
+        "metadata": {"name": "b", "namespace": "ns"},
+        "spec": {"topics": ["t"], "topcis": ["u"], "kafkaCluster": {"bootstrapServers": ["k:9092"]},
+                 "storage": {"storageType": "s3", "s3": {"bucket": "b"}}}});
+    let review = admission_review("u-unknown", Operation::Create, Some(&object), None, false);
+    let answer = post_review(&router, "/validate", &review).await;
+    let response = admission_response(&answer, "u-unknown");
+    assert_eq!(response["allowed"], true, "{answer}");
+    let warnings = support::review::warnings(response);
+    assert!(
+        warnings.contains(&"spec.topcis: unknown field; did you mean spec.topics?: it is ignored".to_owned()),
+        "{warnings:?}"
+    );
+    // Said once per request: the mutating webhook leaves it to the validating one.
+    let answer = post_review(&router, "/mutate", &review).await;
+    let response = admission_response(&answer, "u-unknown");
+    assert!(
+        !support::review::warnings(response)
+            .iter()
+            .any(|w| w.contains("topcis")),
+        "{answer}"
+    );
 }
 
 #[tokio::test]

@@ -1,18 +1,33 @@
 //! Admission, as pure functions: judge ([`validate`]) and complete ([`mutate`]) an object of any
 //! kind and version. The webhooks, the reconciler and `run -f` all call these.
 //!
+//! Objects are read with [`crate::api::decode`]: a value of the wrong type or outside an enum,
+//! a missing required field, refuse the object with its field path (and the allowed values);
+//! fields the schema does not have are listed in [`Verdict::unknown_fields`].
+//!
 //! Rules are written once, on the hub (v1beta1). A v1alpha1 object is first checked for what only
 //! its spellings can get wrong ([`Admit::validate_spoke`]: two spellings of one field, seconds
 //! passed as milliseconds, settings v1beta1 has no meaning for), then converted and judged as
 //! v1beta1, with the error paths translated back to the v1alpha1 spelling.
+//!
+//! The mutation never rewrites, moves or removes what the object says: it only adds defaults that
+//! are absent, and only those whose presence means exactly what their absence means, whatever
+//! else the spec says (so a default left behind by `kubectl apply` can never change what a later
+//! file means). The pre-1.0 spellings and the v1.0.0 migrations that change a value (a 5-field
+//! cron, epoch-millisecond times, renamed fields and enum values) are read by the v1alpha1 ->
+//! v1beta1 conversion, which is what everything that executes reads; converting back gives the
+//! spelling as written. The mutation only tells the user, in a warning, what such a spelling
+//! means in v1.0.0 terms. This keeps apply's bookkeeping (the last-applied annotation of
+//! client-side apply, the managed fields of server-side apply) in step with the object.
 
 use serde_json::Value;
 
 use super::{
     COMPAT_VERSION, GROUP, STORAGE_VERSION,
     conversion::{ConversionError, Hub},
+    decode::{self, Decoded},
     v1beta1,
-    validation::Verdict,
+    validation::{FieldError, Verdict},
 };
 
 /// What a kind adds to its conversion to be admitted.
@@ -29,12 +44,10 @@ pub trait Admit: Hub {
     /// no v1beta1 meaning, epoch seconds passed as milliseconds.
     fn validate_spoke(spoke: &Self::Spoke, verdict: &mut Verdict);
 
-    /// Rewrites pre-1.0 spellings to the v1.0.0 ones, applies the v1.0.0 migrations and makes
-    /// defaults explicit; one warning sentence per change. Applying it twice changes nothing.
+    /// Makes absent defaults explicit and explains the pre-1.0 spellings and v1.0.0 migrations
+    /// the object relies on, one warning sentence each. Only absent fields may be set (anything
+    /// else it changes is not applied), and only to values that mean what their absence means.
     fn mutate_spoke(spoke: &mut Self::Spoke, warnings: &mut Vec<String>);
-
-    /// The v1beta1 migrations and defaults the schema cannot express; one warning per change.
-    fn mutate_hub(hub: &mut Self, warnings: &mut Vec<String>);
 
     /// Every rule on the hub type.
     fn validate_hub(hub: &Self, verdict: &mut Verdict);
@@ -55,16 +68,23 @@ pub enum AdmissionError {
     #[error("version {0} is not served; use {COMPAT_VERSION} or {STORAGE_VERSION}")]
     UnknownVersion(String),
     /// The object does not have the shape of its version.
-    #[error("{kind} {version} cannot be read: {source}")]
+    #[error("{kind} {version} cannot be read: {}", joined(errors))]
     Decode {
         /// The kind.
         kind: String,
         /// The version.
         version: String,
-        /// Why.
-        #[source]
-        source: serde_json::Error,
+        /// Every field at fault.
+        errors: Vec<FieldError>,
     },
+}
+
+fn joined(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// An object completed by [`mutate`], with the warnings that explain each change.
@@ -133,11 +153,11 @@ fn decode<T: serde::de::DeserializeOwned>(
     object: &Value,
     kind: &str,
     version: &str,
-) -> Result<T, AdmissionError> {
-    T::deserialize(object).map_err(|source| AdmissionError::Decode {
+) -> Result<Decoded<T>, AdmissionError> {
+    decode::decode(object, kind, version).map_err(|errors| AdmissionError::Decode {
         kind: kind.into(),
         version: version.into(),
-        source,
+        errors,
     })
 }
 
@@ -149,7 +169,11 @@ fn validate_kind<H: Admit>(
     let mut verdict = Verdict::default();
     match version {
         Version::Alpha => {
-            let spoke: H::Spoke = decode(object, H::KIND, COMPAT_VERSION)?;
+            let Decoded {
+                value: spoke,
+                unknown_fields,
+            } = decode::<H::Spoke>(object, H::KIND, COMPAT_VERSION)?;
+            verdict.unknown_fields = unknown_fields;
             H::validate_spoke(&spoke, &mut verdict);
             match H::from_spoke(spoke) {
                 Ok(hub) => {
@@ -163,7 +187,11 @@ fn validate_kind<H: Admit>(
             }
         }
         Version::Beta => {
-            let hub: H = decode(object, H::KIND, STORAGE_VERSION)?;
+            let Decoded {
+                value: hub,
+                unknown_fields,
+            } = decode::<H>(object, H::KIND, STORAGE_VERSION)?;
+            verdict.unknown_fields = unknown_fields;
             H::validate_hub(&hub, &mut verdict);
         }
     }
@@ -225,22 +253,21 @@ fn immutable_once_started<H: Admit>(object: &Value, old: &Value, verdict: &mut V
 
 fn mutate_kind<H: Admit>(object: &Value, version: &Version) -> Result<Mutation, AdmissionError> {
     let mut warnings = Vec::new();
-    let spec = match version {
+    let completed = match version {
         Version::Alpha => {
-            let mut spoke: H::Spoke = decode(object, H::KIND, COMPAT_VERSION)?;
+            let mut spoke = decode::<H::Spoke>(object, H::KIND, COMPAT_VERSION)?.value;
             H::mutate_spoke(&mut spoke, &mut warnings);
             spec_of(&spoke)
         }
-        Version::Beta => {
-            let mut hub: H = decode(object, H::KIND, STORAGE_VERSION)?;
-            H::mutate_hub(&mut hub, &mut warnings);
-            spec_of(&hub)
-        }
+        // v1beta1 defaults are schema defaults; those the API server has not filled in yet (a
+        // request that bypassed it) are what the typed form adds.
+        Version::Beta => spec_of(&decode::<H>(object, H::KIND, STORAGE_VERSION)?.value),
     };
     let mut mutated = object.clone();
-    // Only the spec is replaced: metadata and status stay byte for byte as received.
-    if let (Value::Object(map), Some(spec)) = (&mut mutated, spec) {
-        map.insert("spec".into(), spec);
+    // Only fields absent from the spec are added: metadata, status and every value the object
+    // gives stay as received.
+    if let (Value::Object(map), Some(completed)) = (&mut mutated, completed) {
+        add_absent(map.entry("spec").or_insert(Value::Null), &completed);
     }
     Ok(Mutation {
         object: mutated,
@@ -248,8 +275,47 @@ fn mutate_kind<H: Admit>(object: &Value, version: &Version) -> Result<Mutation, 
     })
 }
 
+/// Adds to `target` every field of `source` it lacks (a null counts as absent), recursing into
+/// objects, and into lists of the same length element by element; nothing `target` has changes.
+fn add_absent(target: &mut Value, source: &Value) {
+    match (target, source) {
+        (target @ Value::Null, _) => *target = source.clone(),
+        (Value::Object(target), Value::Object(source)) => {
+            for (key, value) in source.iter().filter(|(_, value)| !value.is_null()) {
+                add_absent(target.entry(key.clone()).or_insert(Value::Null), value);
+            }
+        }
+        (Value::Array(target), Value::Array(source)) if target.len() == source.len() => {
+            for (item, value) in target.iter_mut().zip(source) {
+                add_absent(item, value);
+            }
+        }
+        _ => {}
+    }
+}
+
 fn spec_of<T: serde::Serialize>(resource: &T) -> Option<Value> {
     serde_json::to_value(resource)
         .ok()
         .and_then(|mut v| v.get_mut("spec").map(Value::take))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn only_absent_fields_are_added() {
+        let mut target = json!({"a": 1, "b": {"c": "x"}, "d": [{"e": 1}], "f": null, "g": [1, 2]});
+        add_absent(
+            &mut target,
+            &json!({"a": 2, "b": {"c": "y", "h": true}, "d": [{"e": 2, "i": 3}], "f": 4, "g": [3], "j": {}}),
+        );
+        assert_eq!(
+            target,
+            json!({"a": 1, "b": {"c": "x", "h": true}, "d": [{"e": 1, "i": 3}], "f": 4, "g": [1, 2], "j": {}})
+        );
+    }
 }

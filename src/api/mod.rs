@@ -17,6 +17,7 @@ use schemars::{Schema, SchemaGenerator};
 
 pub mod admission;
 pub mod conversion;
+pub mod decode;
 pub mod v1alpha1;
 pub mod v1beta1;
 pub mod validation;

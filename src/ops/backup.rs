@@ -507,7 +507,7 @@ async fn run(
         (SetState::InProgress, Some(run)) => run.stop_offsets.clone(),
         _ => None,
     };
-    let stop_offsets: Option<BTreeMap<String, BTreeMap<i32, i64>>> = if spec.stop_at_current_offsets {
+    let stop_offsets: Option<BTreeMap<String, BTreeMap<i32, i64>>> = if spec.stops_at_current_offsets() {
         Some(resumed_stops.unwrap_or_else(|| {
             let mut stops: BTreeMap<String, BTreeMap<i32, i64>> = BTreeMap::new();
             for ((t, p), b) in &bounds {

@@ -16,14 +16,19 @@
 //!   relabel or to delete past its finalizer. The errors are returned as a warning instead, as
 //!   Kubernetes' own validation ratcheting does.
 //!
-//! Denials carry `status.code` 422 and reason `Invalid` for an object that breaks the rules (with
-//! one `details.causes` entry per field, like the API server's own validation errors), and 400
-//! `BadRequest` for a kind, version or review this webhook does not serve. kube-apiserver prefixes
+//! Denials carry `status.code` 422 and reason `Invalid` for an object that breaks the rules or
+//! does not have the shape of its version (a value outside an enum, of the wrong type), with one
+//! `details.causes` entry per field (`field`, `reason` such as `FieldValueNotSupported`, and a
+//! `message` with the value and, for an enum, the allowed values), like the API server's own
+//! validation errors, so kubectl prints each; and 400 `BadRequest` for a kind, version or review
+//! this webhook does not serve. Fields the schema does not have are answered with a warning by
+//! `/validate`. kube-apiserver prefixes
 //! the message with `admission webhook "..." denied the request: ` and returns that code.
 //!
 //! The mutating answer's JSON patch is `json_patch::diff(object, mutated)` (pointer tokens escaped,
 //! parents added before children), sent only when non-empty, base64-encoded as the API's `[]byte`
-//! field is on the wire.
+//! field is on the wire. It only ever adds fields (see [`crate::api::admission`]): what the user
+//! wrote is never rewritten, so `kubectl apply` of the same file finds nothing to change.
 
 use k8s_openapi::ByteString;
 use kube::core::{
@@ -40,6 +45,7 @@ use crate::{
     api::{
         self,
         admission::{AdmissionError, Mutation},
+        validation::FieldError,
     },
     metrics::WebhookOutcome,
 };
@@ -188,13 +194,27 @@ fn deny(
 
 /// The denial of an object the pure functions could not judge.
 fn refuse(request: &Request, error: &AdmissionError) -> AdmissionResponse {
-    let (code, reason) = match error {
-        AdmissionError::Decode { .. } => (422, "Invalid"),
-        AdmissionError::Malformed(_) | AdmissionError::UnknownKind(_) | AdmissionError::UnknownVersion(_) => {
-            (400, "BadRequest")
+    match error {
+        AdmissionError::Decode { errors, .. } => {
+            deny(request, 422, "Invalid", &error.to_string(), causes(errors))
         }
-    };
-    deny(request, code, reason, &error.to_string(), Vec::new())
+        AdmissionError::Malformed(_) | AdmissionError::UnknownKind(_) | AdmissionError::UnknownVersion(_) => {
+            deny(request, 400, "BadRequest", &error.to_string(), Vec::new())
+        }
+    }
+}
+
+/// One `details.causes` entry per field at fault, as the API server's own validation answers:
+/// kubectl prints `<field>: <message>` for each.
+fn causes(errors: &[FieldError]) -> Vec<StatusCause> {
+    errors
+        .iter()
+        .map(|error| StatusCause {
+            reason: error.reason.as_str().to_owned(),
+            field: error.path.clone(),
+            message: error.cause_message(),
+        })
+        .collect()
 }
 
 fn missing_object(request: &Request) -> AdmissionResponse {
@@ -238,10 +258,15 @@ fn judge(request: &Request) -> Response {
         (Operation::Update, Some(Lean(old))) => Some(old),
         _ => None,
     };
-    let verdict = match api::admission::validate(object, old) {
+    let mut verdict = match api::admission::validate(object, old) {
         Ok(verdict) => verdict,
         Err(error) => return Response::plain(refuse(request, &error)),
     };
+    // The API server drops unknown fields before admission (or refuses them, with kubectl's
+    // strict field validation); one that reaches the webhook is ignored, which the user is told.
+    for unknown in &verdict.unknown_fields {
+        verdict.warnings.push(format!("{unknown}: it is ignored"));
+    }
     if verdict.is_allowed() {
         return Response::plain(with_warnings(allow(request), verdict.warnings));
     }
@@ -254,21 +279,8 @@ fn judge(request: &Request) -> Response {
         ));
         return Response::plain(with_warnings(allow(request), warnings));
     }
-    let causes = verdict
-        .errors
-        .iter()
-        .map(|error| StatusCause {
-            reason: "FieldValueInvalid".to_owned(),
-            field: error.path.clone(),
-            // The field is its own entry, as in the API server's validation errors.
-            message: error
-                .to_string()
-                .strip_prefix(&format!("{}: ", error.path))
-                .map_or_else(|| error.message.clone(), str::to_owned),
-        })
-        .collect();
     Response::plain(with_warnings(
-        deny(request, 422, "Invalid", &message, causes),
+        deny(request, 422, "Invalid", &message, causes(&verdict.errors)),
         warnings,
     ))
 }

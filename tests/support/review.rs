@@ -155,6 +155,15 @@ pub fn admission_review(
     })
 }
 
+/// A ConversionReview v1 of `objects` to `desired_api_version`, as kube-apiserver sends it.
+pub fn conversion_review(uid: &str, desired_api_version: &str, objects: &[Value]) -> Value {
+    json!({
+        "kind": "ConversionReview",
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "request": {"uid": uid, "desiredAPIVersion": desired_api_version, "objects": objects}
+    })
+}
+
 /// `object` with the metadata kube-apiserver has filled in by the time admission sees a CREATE in
 /// `namespace`.
 pub fn as_created(object: &Value, namespace: &str) -> Value {
@@ -218,6 +227,21 @@ pub fn message(response: &Value) -> &str {
         .pointer("/status/message")
         .and_then(Value::as_str)
         .unwrap_or_default()
+}
+
+/// Whether every field of `part` is in `whole` with the same value (`whole` may have more, also
+/// in the elements of lists; a null in `part` is an absent field): what the mutating webhook may
+/// do to an object.
+pub fn contains(whole: &Value, part: &Value) -> bool {
+    match (whole, part) {
+        (Value::Object(whole), Value::Object(part)) => part
+            .iter()
+            .all(|(k, v)| v.is_null() || whole.get(k).is_some_and(|w| contains(w, v))),
+        (Value::Array(whole), Value::Array(part)) => {
+            whole.len() == part.len() && whole.iter().zip(part).all(|(w, p)| contains(w, p))
+        }
+        _ => whole == part,
+    }
 }
 
 /// A YAML manifest with its leading `# key: value` comment lines.

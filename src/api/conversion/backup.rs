@@ -2,10 +2,14 @@
 //!
 //! The shared blocks (Kafka connection, storage, rate limiting, run phase) and the policy are in
 //! [`super::common`]: defaults applied on the way up, values equal to their documented default
-//! left out on the way down (the framework's residue restores explicit ones exactly). One
-//! exception: `stopAtCurrentOffsets` of a scheduled backup is always written, because without it
-//! the v1alpha1 mutation would apply the pre-1.0 migration (scheduled and not continuous: stop at
-//! the current offsets) to an object that says otherwise.
+//! left out on the way down (the framework's residue restores explicit ones exactly).
+//!
+//! The v1.0.0 migrations are read on the way up: a classic 5-field `schedule` (or a macro) in the
+//! seconds-first form, an enabled `retention` without keepLast or maxAgeDays as keepLast: 1 (the
+//! prior art's floor). A scheduled backup that is not continuous stops each run at the offsets
+//! current when it starts in both versions (see
+//! [`beta::KafkaBackupSpec::stops_at_current_offsets`]), so `stopAtCurrentOffsets` maps as
+//! written.
 //!
 //! What one version cannot express is dropped here and kept by the framework's annotations:
 //! v1alpha1 `circuitBreaker`, `metrics`, `checkpoint.storage`, `pvc.create`, a disabled
@@ -15,7 +19,8 @@
 
 use super::common::{
     cluster_down_unless_empty, cluster_up_or_empty, hub, narrow, non_empty_vec, phase_down, phase_up,
-    rate_limiting_down, rate_limiting_up, storage_down_unless_empty, storage_up_or_empty, unless_default,
+    rate_limiting_down, rate_limiting_up, schedule_up, storage_down_unless_empty, storage_up_or_empty,
+    unless_default,
 };
 use crate::api::{v1alpha1 as alpha, v1beta1 as beta};
 
@@ -27,6 +32,8 @@ const DEFAULT_SEGMENT_MAX_INTERVAL_MS: i64 = 60_000;
 const DEFAULT_POLL_INTERVAL_MS: i32 = 100;
 /// Documented default of `checkpoint.intervalSecs` / `checkpoint.intervalSeconds`.
 const DEFAULT_CHECKPOINT_INTERVAL_SECONDS: i32 = 30;
+/// The prior art's retention floor: `enabled: true` with neither limit keeps the newest set.
+const DEFAULT_RETENTION_KEEP_LAST: i32 = 1;
 
 hub!(KafkaBackup);
 
@@ -50,7 +57,7 @@ fn spec_up(spec: alpha::KafkaBackupSpec) -> beta::KafkaBackupSpec {
         include_offset_headers: spec.include_offset_headers.unwrap_or(true),
         source_cluster_id: spec.source_cluster_id,
         consumer_group_snapshot: spec.consumer_group_snapshot.unwrap_or(false),
-        schedule: spec.schedule,
+        schedule: schedule_up(spec.schedule),
         suspend: spec.suspend.unwrap_or(false),
         checkpoint: beta::BackupCheckpointSpec {
             enabled: checkpoint.enabled.unwrap_or(true),
@@ -65,13 +72,17 @@ fn spec_up(spec: alpha::KafkaBackupSpec) -> beta::KafkaBackupSpec {
 
 fn retention_up(retention: alpha::BackupRetentionSpec) -> Option<beta::BackupRetentionSpec> {
     // Disabled (the prior art's default) has no v1beta1 form: no retention block. Enabled with
-    // neither limit stays so (the webhook refuses it; the mutation writes the prior art's floor,
-    // keepLast: 1, first).
+    // neither limit keeps the newest set, the prior art's floor.
     if retention.enabled != Some(true) {
         return None;
     }
+    let unbounded = retention.keep_last.is_none() && retention.max_age_days.is_none();
     Some(beta::BackupRetentionSpec {
-        keep_last: retention.keep_last,
+        keep_last: if unbounded {
+            Some(DEFAULT_RETENTION_KEEP_LAST)
+        } else {
+            retention.keep_last
+        },
         max_age_days: retention.max_age_days,
         dry_run: retention.dry_run.unwrap_or(false),
     })
@@ -87,9 +98,6 @@ fn spec_down(spec: beta::KafkaBackupSpec) -> alpha::KafkaBackupSpec {
         .map(i64::from),
         storage: None,
     };
-    // See the module documentation: absent on a scheduled backup, it would read as true.
-    let stop_at_current_offsets =
-        (spec.stop_at_current_offsets || spec.schedule.is_some()).then_some(spec.stop_at_current_offsets);
     alpha::KafkaBackupSpec {
         kafka_cluster: cluster_down_unless_empty(spec.kafka_cluster),
         topics: non_empty_vec(spec.topics),
@@ -102,7 +110,7 @@ fn spec_down(spec: beta::KafkaBackupSpec) -> alpha::KafkaBackupSpec {
             &DEFAULT_SEGMENT_MAX_INTERVAL_MS,
         ),
         continuous: spec.continuous.then_some(true),
-        stop_at_current_offsets,
+        stop_at_current_offsets: spec.stop_at_current_offsets.then_some(true),
         include_offset_headers: unless_default(spec.include_offset_headers, &true),
         source_cluster_id: spec.source_cluster_id,
         poll_interval_ms: unless_default(spec.poll_interval_ms, &DEFAULT_POLL_INTERVAL_MS).map(i64::from),
@@ -231,7 +239,7 @@ mod tests {
     }
 
     #[test]
-    fn defaults_are_left_out_down_but_a_scheduled_backup_says_where_it_stops() {
+    fn defaults_are_left_out_down_and_a_schedule_implies_where_runs_stop() {
         let hub = json!({"apiVersion": "kafka.oso.sh/v1beta1", "kind": "KafkaBackup", "metadata": {"name": "b"},
             "spec": {"kafkaCluster": {"bootstrapServers": ["k:9092"]}, "topics": ["t"],
                 "storage": {"type": "S3", "s3": {"bucket": "b"}}, "schedule": "0 0 * * * *"}});
@@ -239,11 +247,29 @@ mod tests {
         assert_eq!(
             spoke["spec"],
             json!({"kafkaCluster": {"bootstrapServers": ["k:9092"]}, "topics": ["t"],
-                "storage": {"storageType": "s3", "s3": {"bucket": "b"}}, "schedule": "0 0 * * * *",
-                "stopAtCurrentOffsets": false})
+                "storage": {"storageType": "s3", "s3": {"bucket": "b"}}, "schedule": "0 0 * * * *"})
         );
-        let back = convert(spoke, "kafka.oso.sh/v1beta1").unwrap();
-        assert_eq!(back["spec"]["stopAtCurrentOffsets"], json!(false));
-        assert_eq!(back["spec"]["rateLimiting"]["maxConcurrentPartitions"], json!(4));
+        let back: crate::api::v1beta1::KafkaBackup =
+            serde_json::from_value(convert(spoke, "kafka.oso.sh/v1beta1").unwrap()).unwrap();
+        assert!(!back.spec.stop_at_current_offsets);
+        assert_eq!(back.spec.rate_limiting.max_concurrent_partitions, 4);
+        assert!(
+            back.spec.stops_at_current_offsets(),
+            "a scheduled run stops where it started"
+        );
+    }
+
+    #[test]
+    fn v1_0_0_migrations_are_read_up_and_the_spelling_comes_back_down() {
+        let spoke = json!({"apiVersion": "kafka.oso.sh/v1alpha1", "kind": "KafkaBackup",
+            "metadata": {"name": "b", "namespace": "ns"},
+            "spec": {"kafkaCluster": {"bootstrapServers": ["k:9092"]}, "topics": ["t"],
+                "storage": {"s3": {"bucket": "b"}}, "schedule": "30 2 * * 1-5",
+                "retention": {"enabled": true}}});
+        let hub = convert(spoke.clone(), "kafka.oso.sh/v1beta1").unwrap();
+        assert_eq!(hub["spec"]["schedule"], "0 30 2 * * MON,TUE,WED,THU,FRI");
+        assert_eq!(hub["spec"]["retention"]["keepLast"], 1);
+        assert_eq!(hub["spec"]["storage"]["type"], "S3");
+        assert_eq!(convert(hub, "kafka.oso.sh/v1alpha1").unwrap(), spoke);
     }
 }

@@ -4,16 +4,17 @@
 //! [`super::common`]: defaults applied on the way up, values equal to their documented default
 //! left out on the way down, except inside the elements of `customWebhooks` (the framework's
 //! residue keeps a list only whole, as a changed value, so list elements are written as the
-//! mutating webhook writes them). Dropped here and kept by the framework's annotations: v1alpha1
+//! mutating webhook completes them). Dropped here and kept by the framework's annotations: v1alpha1
 //! `notifications`, evidence format `pdf`, a signing block without a key,
 //! `status.checksCompleted`, phase `Ready`; v1beta1 `checks.integrity`, `checks.restoreDrill`,
 //! `evidence.enabled: false`, signing with algorithm Ed25519 (v1alpha1 signing means the prior
 //! art's ECDSA P-256 keys), `execution`, `status.backupId`, `status.checksSkipped`,
-//! `status.lastScheduleTime`, `status.evidence.sha256`.
+//! `status.lastScheduleTime`, `status.evidence.sha256`. A classic 5-field `schedule` (or a macro)
+//! is read in the seconds-first form v1beta1 takes, the v1.0.0 migration.
 
 use super::common::{
     backup_ref_down, backup_ref_up, cluster_down, cluster_up, hub, narrow, non_empty, phase_down, phase_up,
-    storage_down, storage_up, unless_default,
+    schedule_up, storage_down, storage_up, unless_default,
 };
 use crate::api::{v1alpha1 as alpha, v1beta1 as beta};
 
@@ -34,7 +35,7 @@ fn spec_up(spec: alpha::KafkaBackupValidationSpec) -> beta::KafkaBackupValidatio
         kafka_cluster: spec.kafka_cluster.map(cluster_up),
         checks: checks_up(spec.checks.unwrap_or_default()),
         evidence: spec.evidence.map(evidence_up),
-        schedule: spec.schedule,
+        schedule: schedule_up(spec.schedule),
         suspend: spec.suspend.unwrap_or(false),
         execution: None,
     }
@@ -290,7 +291,7 @@ fn status_down(status: beta::KafkaBackupValidationStatus) -> alpha::KafkaBackupV
 mod tests {
     use serde_json::json;
 
-    use crate::api::conversion::convert;
+    use crate::api::{conversion::convert, v1beta1 as beta};
 
     #[test]
     fn signing_keys_default_to_ecdsa_and_ed25519_travels_in_the_annotation() {
@@ -310,11 +311,11 @@ mod tests {
                 "evidence": {"signing": {"keySecret": {"name": "k"}}}}});
         let spoke = convert(hub, "kafka.oso.sh/v1alpha1").unwrap();
         assert!(spoke["spec"]["evidence"].get("signing").is_none(), "{spoke}");
-        let again = convert(spoke, "kafka.oso.sh/v1beta1").unwrap();
-        assert_eq!(
-            again["spec"]["evidence"]["signing"]["algorithm"],
-            json!("Ed25519")
-        );
+        // Back as written (the algorithm left to its default), which is Ed25519.
+        let again: beta::KafkaBackupValidation =
+            serde_json::from_value(convert(spoke, "kafka.oso.sh/v1beta1").unwrap()).unwrap();
+        let signing = again.spec.evidence.and_then(|e| e.signing).unwrap();
+        assert_eq!(signing.algorithm, beta::SigningAlgorithm::Ed25519);
     }
 
     #[test]

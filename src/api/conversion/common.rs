@@ -1,7 +1,7 @@
 //! The v1alpha1 <-> v1beta1 mappings of the blocks several kinds share: the Kafka connection, a
 //! storage location, `job` <-> `execution`, rate limiting, the backup reference of KafkaRestore
-//! and KafkaBackupValidation and the run phase of KafkaBackup and KafkaBackupValidation, with the
-//! small helpers every kind's mapping uses.
+//! and KafkaBackupValidation, the run phase of KafkaBackup and KafkaBackupValidation and the
+//! v1.0.0 migration of their schedules, with the small helpers every kind's mapping uses.
 //!
 //! One policy for every kind:
 //! - up (v1alpha1 -> v1beta1): an absent value takes its documented default; a value v1beta1
@@ -116,6 +116,89 @@ pub(crate) fn rfc3339_to_millis(time: &str) -> Option<i64> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// schedules
+
+/// A v1alpha1 schedule in the v1beta1 form: a classic 5-field cron or a macro is read with
+/// seconds first (the v1.0.0 migration); the residue keeps the spelling as written.
+pub(crate) fn schedule_up(schedule: Option<String>) -> Option<String> {
+    schedule.map(|s| six_field_form(&s).unwrap_or(s))
+}
+
+/// The 6-field form of a 5-field cron expression or macro (the v1.0.0 schedule migration);
+/// `None` when there is nothing to rewrite.
+pub(crate) fn six_field_form(schedule: &str) -> Option<String> {
+    let macro_form = match schedule.trim() {
+        "@yearly" | "@annually" => Some("0 0 0 1 1 *"),
+        "@monthly" => Some("0 0 0 1 * *"),
+        "@weekly" => Some("0 0 0 * * SUN"),
+        "@daily" | "@midnight" => Some("0 0 0 * * *"),
+        "@hourly" => Some("0 0 * * * *"),
+        _ => None,
+    };
+    if let Some(form) = macro_form {
+        return Some(form.to_owned());
+    }
+    let fields: Vec<&str> = schedule.split_whitespace().collect();
+    let [minute, hour, day, month, weekday] = fields.as_slice() else {
+        return None;
+    };
+    let weekday = weekday_names(weekday).unwrap_or_else(|| (*weekday).to_owned());
+    Some(format!("0 {minute} {hour} {day} {month} {weekday}"))
+}
+
+const DAY_NAMES: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
+
+/// A classic day-of-week field with numbers (0 or 7 = Sunday) written with day names; `None`
+/// when it has no numbers or cannot be read (the validation reports it then).
+fn weekday_names(field: &str) -> Option<String> {
+    if !field.chars().any(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let mut days = [false; 7];
+    let mut names: Vec<String> = Vec::new();
+    for part in field.split(',') {
+        if !part.chars().any(|c| c.is_ascii_digit()) || part.chars().any(|c| c.is_ascii_alphabetic()) {
+            if part.chars().any(|c| c.is_ascii_digit()) {
+                return None;
+            }
+            names.push(part.to_owned());
+            continue;
+        }
+        let (range, step) = match part.split_once('/') {
+            Some((range, step)) => (range, step.parse::<usize>().ok().filter(|s| *s > 0)?),
+            None => (part, 1),
+        };
+        let (first, last) = match range {
+            "*" => (0, 6),
+            _ => match range.split_once('-') {
+                Some((a, b)) => (a.parse::<usize>().ok()?, b.parse::<usize>().ok()?),
+                None => {
+                    let a = range.parse::<usize>().ok()?;
+                    (a, if part.contains('/') { 6 } else { a })
+                }
+            },
+        };
+        if first > 7 || last > 7 || first > last {
+            return None;
+        }
+        for day in (first..=last).step_by(step) {
+            days[day % 7] = true;
+        }
+    }
+    if names.is_empty() && days.iter().all(|d| *d) {
+        return Some("*".into());
+    }
+    let mut out: Vec<String> = DAY_NAMES
+        .iter()
+        .zip(days)
+        .filter(|(_, set)| *set)
+        .map(|(name, _)| (*name).to_owned())
+        .collect();
+    out.extend(names);
+    Some(out.join(","))
+}
+
+// ---------------------------------------------------------------------------------------------
 // Kafka connection
 
 /// A Kafka connection, v1alpha1 -> v1beta1. A SASL Secret without a mechanism gets the stand-in
@@ -203,9 +286,9 @@ pub(crate) fn storage_blocks(storage: &alpha::StorageSpec) -> Vec<beta::StorageT
     .collect()
 }
 
-/// The type of a v1alpha1 location: `storageType`; without it the block given (what the mutating
-/// webhook writes), the first of several (refused by the webhook, so that only the others are
-/// reported as foreign), or with none the documented default `pvc`.
+/// The type of a v1alpha1 location: `storageType`; without it the block given, the first of
+/// several (refused by the webhook, so that only the others are reported as foreign), or with
+/// none the documented default `pvc`.
 pub(crate) fn storage_type_of(storage: &alpha::StorageSpec) -> beta::StorageType {
     match storage.storage_type {
         Some(type_) => storage_type_up(type_),
@@ -648,5 +731,38 @@ mod tests {
         );
         assert_eq!(rfc3339_to_millis("2024-12-01T12:00:00.123456Z"), None);
         assert_eq!(rfc3339_to_millis("1999-12-31T23:59:59Z"), None);
+    }
+
+    #[test]
+    fn five_field_cron_gains_seconds_and_day_names() {
+        assert_eq!(six_field_form("0 * * * *").as_deref(), Some("0 0 * * * *"));
+        assert_eq!(
+            six_field_form("30 2 * * 1-5").as_deref(),
+            Some("0 30 2 * * MON,TUE,WED,THU,FRI")
+        );
+        assert_eq!(six_field_form("0 3 * * 0,7").as_deref(), Some("0 0 3 * * SUN"));
+        assert_eq!(
+            six_field_form("0 3 * * 5-7").as_deref(),
+            Some("0 0 3 * * SUN,FRI,SAT")
+        );
+        assert_eq!(
+            six_field_form("0 3 * * */2").as_deref(),
+            Some("0 0 3 * * SUN,TUE,THU,SAT")
+        );
+        assert_eq!(
+            six_field_form("0 3 * * MON-FRI").as_deref(),
+            Some("0 0 3 * * MON-FRI")
+        );
+        assert_eq!(six_field_form("0 3 * * 0-6").as_deref(), Some("0 0 3 * * *"));
+        assert_eq!(six_field_form("@daily").as_deref(), Some("0 0 0 * * *"));
+        assert_eq!(six_field_form("0 0 * * * *"), None);
+        assert_eq!(six_field_form("0 0 * * * * *"), None);
+        for schedule in [
+            "0 30 2 * * MON,TUE,WED,THU,FRI",
+            "0 0 3 * * SUN,FRI,SAT",
+            "0 0 0 * * SUN",
+        ] {
+            assert!(schedule.parse::<cron::Schedule>().is_ok(), "{schedule}");
+        }
     }
 }

@@ -10,15 +10,24 @@
 //!
 //! The residue is computed, not hand-listed: the object is converted there and back with the typed
 //! mapping and the difference is kept, per section (`spec`, `status`), as
-//! - `fill`: fields the way back dropped, restored wherever the result lacks them;
-//! - `patch`: values the way back changed (a JSON merge patch), applied only while the section it
-//!   was computed against is unchanged (a digest guards it), so an edit made through the other
-//!   version is never overwritten by stale preserved values.
+//! - `fill`: fields the way back dropped that mean nothing in the other version (`resources` of
+//!   a v1alpha1 object, whatever value it has), restored wherever the result lacks them;
+//! - `patch`: the spelling as written (a JSON merge patch): values the way back changed, and
+//!   fields it dropped that do mean something there, such as a pre-1.0 spelling (`spec.storage`
+//!   of a v1alpha1 KafkaRestore, read as `spec.backupRef.storage`). It is applied when the
+//!   section it was computed against is unchanged (a digest says so), or when it still says what
+//!   the section says after an edit made through the other version: read back, it must mean the
+//!   same, and every field it restores must agree with the edited object. Otherwise the edit wins
+//!   and the section keeps the spelling of the conversion.
+//!
+//! Which dropped fields mean something is found by converting each alone: a field whose value
+//! (or absence, or another value of its type) changes the converted object is a spelling of
+//! something there.
 
 use std::collections::BTreeMap;
 
 use serde::{Serialize, de::DeserializeOwned};
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 use super::{COMPAT_VERSION, GROUP, PRESERVED_FIELDS_ANNOTATION, STORAGE_VERSION, v1beta1};
 
@@ -221,32 +230,45 @@ where
         source,
     };
     let source = From::deserialize(&object).map_err(decode_error)?;
-    // Canonical form of the source (serde defaults applied), what the residue is computed against.
-    let source_json = encode(&source, kind)?;
+    // What the residue is computed against: the typed form of the source (its defaults applied,
+    // fields its type does not have left out) with the values as written, so that a value the
+    // typed form writes differently (a quantity given as a number) comes back as it was given.
+    let mut source_json = encode(&source, kind)?;
+    as_written(&mut source_json, &object);
     let target = forward(source)?;
     let mut out = encode(&target, kind)?;
+    // Typed roots need metadata to decode; it is replaced with the final metadata below.
+    if let Value::Object(map) = &mut out {
+        map.insert("metadata".into(), metadata.clone());
+    }
     if let Some(Value::Object(preserved)) = residue_for_target {
         for section in SECTIONS {
             if let Some(entry) = preserved.get(section) {
-                restore_section(&mut out, section, entry, source_json.get(section));
+                restore_section::<To, From>(&mut out, section, entry, &source_json, &back);
             }
         }
     }
     // The residue is what the object as written cannot give back: convert the final object
     // (restored fields included) back and keep the difference from the source.
-    // Typed roots need metadata to decode; it is replaced with the final metadata below.
-    if let Value::Object(map) = &mut out {
-        map.insert("metadata".into(), metadata.clone());
-    }
     let written_target = To::deserialize(&out).map_err(|source| ConversionError::Decode {
         kind: kind.into(),
         version: target_version.into(),
         source,
     })?;
     let round_trip = encode(&back(written_target)?, kind)?;
+    // An object of the source version holding only the parents of one field, for [`reading`].
+    let frame = json!({
+        "apiVersion": object.get("apiVersion"),
+        "kind": kind,
+        "metadata": metadata.clone(),
+        "spec": {},
+    });
     let mut residue = Map::new();
     for section in SECTIONS {
         let (fill, patch) = diff(source_json.get(section), round_trip.get(section));
+        let (fill, patch) = separate_spellings(fill, patch, round_trip.get(section), |at, value| {
+            reading::<From, To>(&forward, &frame, section, at, value).is_some_and(|r| !r.is_empty())
+        });
         if fill.is_none() && patch.is_none() {
             continue;
         }
@@ -275,6 +297,26 @@ where
     Ok(out)
 }
 
+/// Replaces every value of `typed` with the one `written` gives at the same place, where
+/// `written` gives one; fields only `written` has are left out.
+fn as_written(typed: &mut Value, written: &Value) {
+    match (typed, written) {
+        (Value::Object(typed), Value::Object(written)) => {
+            for (key, value) in typed.iter_mut() {
+                if let Some(given) = written.get(key).filter(|v| !v.is_null()) {
+                    as_written(value, given);
+                }
+            }
+        }
+        (Value::Array(typed), Value::Array(written)) if typed.len() == written.len() => {
+            for (value, given) in typed.iter_mut().zip(written) {
+                as_written(value, given);
+            }
+        }
+        (typed, written) => *typed = written.clone(),
+    }
+}
+
 fn encode<T: Serialize>(value: &T, kind: &str) -> Result<Value, ConversionError> {
     let mut json = serde_json::to_value(value).map_err(|source| ConversionError::Encode {
         kind: kind.into(),
@@ -286,18 +328,246 @@ fn encode<T: Serialize>(value: &T, kind: &str) -> Result<Value, ConversionError>
     Ok(json)
 }
 
-fn restore_section(out: &mut Value, section: &str, entry: &Value, source: Option<&Value>) {
+/// Restores the residue `entry` of one section into `out` (see the module documentation);
+/// `source` is the object being converted, `back` its typed mapping from `out`'s version.
+fn restore_section<To, From>(
+    out: &mut Value,
+    section: &str,
+    entry: &Value,
+    source: &Value,
+    back: &impl Fn(To) -> Result<From, ConversionError>,
+) where
+    To: DeserializeOwned,
+    From: Serialize,
+{
+    let unchanged = entry.get("digest").and_then(Value::as_str) == Some(digest(source.get(section)).as_str());
     let Value::Object(map) = out else { return };
-    let unchanged = entry.get("digest").and_then(Value::as_str) == Some(digest(source).as_str());
-    let target = map.entry(section.to_owned()).or_insert(Value::Null);
+    let mut restored = map.remove(section).unwrap_or(Value::Null);
     if let Some(fill) = entry.get("fill") {
-        fill_absent(target, fill);
+        fill_absent(&mut restored, fill);
     }
-    if unchanged && let Some(patch) = entry.get("patch") {
-        json_patch::merge(target, patch);
+    if !restored.is_null() {
+        map.insert(section.to_owned(), restored.clone());
     }
-    if target.is_null() {
-        map.remove(section);
+    let Some(patch) = entry.get("patch") else {
+        return;
+    };
+    json_patch::merge(&mut restored, patch);
+    if unchanged || says_the_same::<To, From>(out, section, &restored, patch, source, back) {
+        let Value::Object(map) = out else { return };
+        if restored.is_null() {
+            map.remove(section);
+        } else {
+            map.insert(section.to_owned(), restored);
+        }
+    }
+}
+
+/// Whether `candidate`, the section of `out` with the preserved spelling `patch` applied, still
+/// says what `source` says after an edit made through `source`'s version: it converts back to
+/// what `out` converts back to, and every field `patch` sets reads as what `source` holds.
+fn says_the_same<To, From>(
+    out: &Value,
+    section: &str,
+    candidate: &Value,
+    patch: &Value,
+    source: &Value,
+    back: &impl Fn(To) -> Result<From, ConversionError>,
+) -> bool
+where
+    To: DeserializeOwned,
+    From: Serialize,
+{
+    let read = |object: &Value| {
+        To::deserialize(object)
+            .ok()
+            .and_then(|typed| back(typed).ok())
+            .and_then(|converted| serde_json::to_value(converted).ok())
+            .map(|mut converted| converted.get_mut(section).map(Value::take))
+    };
+    let mut with_patch = out.clone();
+    if let Value::Object(map) = &mut with_patch {
+        map.insert(section.to_owned(), candidate.clone());
+    }
+    let (Some(before), Some(after)) = (read(out), read(&with_patch)) else {
+        return false;
+    };
+    if before != after {
+        return false;
+    }
+    let mut frame = out.clone();
+    if let Value::Object(map) = &mut frame {
+        map.remove("status");
+        map.insert("spec".into(), json!({}));
+    }
+    let mut set = Vec::new();
+    leaves(patch, out.get(section), &mut Vec::new(), &mut set);
+    set.iter()
+        .filter(|(_, value)| !value.is_null())
+        .all(|(at, value)| {
+            reading::<To, From>(back, &frame, section, at, value).is_some_and(|fields| {
+                fields
+                    .iter()
+                    .all(|(pointer, value)| source.pointer(pointer).unwrap_or(&Value::Null) == value)
+            })
+        })
+}
+
+/// The fields of the other version that the field `at` (below `section`) with `value` decides:
+/// `frame` holding only that field and its parents is converted with `convert`, and compared
+/// with the same frame without the field and with other values of its type. `None` when such a
+/// frame is not an object of its version (a version with required fields).
+fn reading<A, B>(
+    convert: &impl Fn(A) -> Result<B, ConversionError>,
+    frame: &Value,
+    section: &str,
+    at: &[String],
+    value: &Value,
+) -> Option<Vec<(String, Value)>>
+where
+    A: DeserializeOwned,
+    B: Serialize,
+{
+    let converted = |value: Option<&Value>| {
+        let mut object = frame.clone();
+        let mut slot = object
+            .as_object_mut()?
+            .entry(section)
+            .or_insert_with(|| json!({}));
+        for (i, name) in at.iter().enumerate() {
+            if i + 1 == at.len() {
+                if let Some(value) = value {
+                    slot.as_object_mut()?.insert(name.clone(), value.clone());
+                }
+            } else {
+                slot = slot
+                    .as_object_mut()?
+                    .entry(name.clone())
+                    .or_insert_with(|| json!({}));
+            }
+        }
+        let typed = A::deserialize(&object).ok()?;
+        let mut converted = serde_json::to_value(convert(typed).ok()?).ok()?;
+        converted.as_object_mut()?.remove("metadata");
+        let mut flat = BTreeMap::new();
+        flatten(&converted, &mut String::new(), &mut flat);
+        Some(flat)
+    };
+    let given = converted(Some(value))?;
+    let others: Vec<BTreeMap<String, Value>> = std::iter::once(converted(None)?)
+        .chain(other_values(value).iter().filter_map(|v| converted(Some(v))))
+        .collect();
+    let decided = given
+        .keys()
+        .chain(others.iter().flat_map(BTreeMap::keys))
+        .filter(|pointer| {
+            others
+                .iter()
+                .any(|other| other.get(*pointer) != given.get(*pointer))
+        })
+        .map(|pointer| {
+            (
+                pointer.clone(),
+                given.get(pointer).cloned().unwrap_or(Value::Null),
+            )
+        })
+        .collect::<BTreeMap<_, _>>();
+    Some(decided.into_iter().collect())
+}
+
+/// Other values of the type of `value`, to find what it decides beyond its default.
+fn other_values(value: &Value) -> Vec<Value> {
+    match value {
+        Value::Bool(b) => vec![Value::Bool(!b)],
+        Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => vec![Value::from(i.wrapping_add(1))],
+            (None, Some(f)) => vec![json!(f + 1.0)],
+            (None, None) => Vec::new(),
+        },
+        Value::String(s) => vec![Value::String(format!("{s}x"))],
+        _ => Vec::new(),
+    }
+}
+
+/// Every leaf of `value` by JSON pointer (objects are walked, anything else is a leaf; an empty
+/// object holds nothing).
+fn flatten(value: &Value, at: &mut String, out: &mut BTreeMap<String, Value>) {
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map {
+                let len = at.len();
+                at.push('/');
+                at.push_str(&key.replace('~', "~0").replace('/', "~1"));
+                flatten(child, at, out);
+                at.truncate(len);
+            }
+        }
+        _ => {
+            out.insert(at.clone(), value.clone());
+        }
+    }
+}
+
+/// The leaves of a residue tree (a fill or a merge patch) laid over `base`: a node is walked into
+/// where `base` holds an object at its place, else it is a leaf (a value set or dropped whole).
+fn leaves(tree: &Value, base: Option<&Value>, at: &mut Vec<String>, out: &mut Vec<(Vec<String>, Value)>) {
+    let Value::Object(map) = tree else { return };
+    for (key, value) in map {
+        at.push(key.clone());
+        let below = base.and_then(|b| b.get(key));
+        match (value, below) {
+            (Value::Object(_), Some(Value::Object(_))) => leaves(value, below, at, out),
+            _ => out.push((at.clone(), value.clone())),
+        }
+        at.pop();
+    }
+}
+
+/// Moves the fields of `fill` that `is_spelling` says mean something in the other version into
+/// `patch`, where the spelling as written is kept ([`restore_section`] explains why).
+fn separate_spellings(
+    fill: Option<Value>,
+    patch: Option<Value>,
+    round_trip: Option<&Value>,
+    is_spelling: impl Fn(&[String], &Value) -> bool,
+) -> (Option<Value>, Option<Value>) {
+    let Some(fill) = fill else {
+        return (None, patch);
+    };
+    let mut dropped = Vec::new();
+    leaves(&fill, round_trip, &mut Vec::new(), &mut dropped);
+    let mut inert = Value::Null;
+    let mut spellings = patch.unwrap_or(Value::Null);
+    for (at, value) in dropped {
+        let into = if is_spelling(&at, &value) {
+            &mut spellings
+        } else {
+            &mut inert
+        };
+        set_path(into, &at, value);
+    }
+    let some = |v: Value| (!v.is_null()).then_some(v);
+    (some(inert), some(spellings))
+}
+
+/// Sets `value` at `at` below `tree`, creating the objects on the way.
+fn set_path(tree: &mut Value, at: &[String], value: Value) {
+    let Some((last, parents)) = at.split_last() else {
+        return;
+    };
+    let mut node = tree;
+    for name in parents {
+        if !node.is_object() {
+            *node = Value::Object(Map::new());
+        }
+        let Value::Object(map) = node else { return };
+        node = map.entry(name.clone()).or_insert(Value::Null);
+    }
+    if !node.is_object() {
+        *node = Value::Object(Map::new());
+    }
+    if let Value::Object(map) = node {
+        map.insert(last.clone(), value);
     }
 }
 
@@ -418,6 +688,78 @@ mod tests {
         fill_absent(&mut restored, &fill.unwrap());
         json_patch::merge(&mut restored, &patch.unwrap());
         assert_eq!(restored, original);
+    }
+
+    fn restore(spec: Value) -> Value {
+        json!({"apiVersion": "kafka.oso.sh/v1alpha1", "kind": "KafkaRestore",
+               "metadata": {"name": "r", "namespace": "ns"}, "spec": spec})
+    }
+
+    const BETA: &str = "kafka.oso.sh/v1beta1";
+    const ALPHA: &str = "kafka.oso.sh/v1alpha1";
+
+    #[test]
+    fn a_pre_1_0_spelling_comes_back_unless_an_edit_changed_what_it_says() {
+        let spoke = restore(json!({"backupId": "b-1", "storage": {"s3": {"bucket": "old"}},
+            "kafkaCluster": {"bootstrapServers": ["k:9092"]}, "topics": ["a"],
+            "resources": {"limits": {"cpu": "1"}}}));
+        let hub = convert(spoke.clone(), BETA).unwrap();
+        assert_eq!(hub["spec"]["backupRef"]["storage"]["s3"]["bucket"], "old");
+        assert_eq!(convert(hub.clone(), ALPHA).unwrap(), spoke, "unedited: exact");
+
+        // An edit of another field keeps the spelling as written.
+        let mut edited = hub.clone();
+        edited["spec"]["topics"] = json!(["a", "b"]);
+        let down = convert(edited, ALPHA).unwrap();
+        let mut expected = spoke.clone();
+        expected["spec"]["topics"] = json!(["a", "b"]);
+        assert_eq!(down, expected);
+
+        // An edit of the field spelled the old way wins: the v1.0.0 spelling shows it, and the
+        // stale old spelling is not restored beside it.
+        let mut edited = hub;
+        edited["spec"]["backupRef"]["storage"]["s3"]["bucket"] = json!("new");
+        let down = convert(edited.clone(), ALPHA).unwrap();
+        assert_eq!(down["spec"].get("storage"), None, "{down:#}");
+        assert_eq!(down["spec"]["backupRef"]["storage"]["s3"]["bucket"], "new");
+        assert_eq!(
+            down["spec"]["resources"], spoke["spec"]["resources"],
+            "inert fields stay"
+        );
+        let up = convert(down, BETA).unwrap();
+        assert_eq!(up["spec"], edited["spec"]);
+    }
+
+    #[test]
+    fn a_spelling_that_repeats_a_default_does_not_come_back_against_an_edit() {
+        // `rollback.enabled: true` says what the default says; it is still the pre-1.0 spelling
+        // of snapshotBeforeRestore.enabled and must not come back beside an edit to false.
+        let spoke = restore(
+            json!({"backupRef": {"name": "b"}, "kafkaCluster": {"bootstrapServers": ["k:9092"]},
+            "rollback": {"enabled": true}}),
+        );
+        let mut hub = convert(spoke.clone(), BETA).unwrap();
+        assert_eq!(convert(hub.clone(), ALPHA).unwrap(), spoke);
+        hub["spec"]["snapshotBeforeRestore"]["enabled"] = json!(false);
+        let down = convert(hub, ALPHA).unwrap();
+        assert_eq!(
+            down["spec"]["rollback"],
+            json!({"snapshotBeforeRestore": false}),
+            "{down:#}"
+        );
+    }
+
+    #[test]
+    fn fields_without_meaning_elsewhere_are_filled_the_others_kept_as_spelling() {
+        let spoke = restore(
+            json!({"storage": {"s3": {"bucket": "b"}}, "resources": {"limits": {"cpu": "1"}},
+            "produceBatchSize": 1000}),
+        );
+        let hub = convert(spoke, BETA).unwrap();
+        let residue = &preserved_fields(&hub)[PRESERVED_FIELDS_ANNOTATION]["spec"];
+        assert_eq!(residue["fill"], json!({"resources": {"limits": {"cpu": "1"}}}));
+        assert_eq!(residue["patch"]["storage"], json!({"s3": {"bucket": "b"}}));
+        assert_eq!(residue["patch"]["produceBatchSize"], json!(1000));
     }
 
     #[test]

@@ -21,10 +21,10 @@
 //! spell (ShiftBy, ByDuration, DeleteOffsets, `partitionOffsets`, topic partitions, non-PVC mapping
 //! storage, `snapshot.storage`, per-partition results) travel the other way.
 //!
-//! v1beta1 -> v1alpha1 gives the v1.0.0 spelling the mutating webhook writes and leaves out values
-//! that equal what their absence means (default parallelism, `dryRun: false`, default Secret
-//! keys...), so that from_spoke(to_spoke(x)) == x, and a normalized v1alpha1 object only loses
-//! fields on its way up and back, which the annotation restores.
+//! v1beta1 -> v1alpha1 gives the v1.0.0 spelling and leaves out values that equal what their
+//! absence means (default parallelism, `dryRun: false`, default Secret keys...), so that
+//! from_spoke(to_spoke(x)) == x; whatever a v1alpha1 object spells otherwise (a pre-1.0
+//! spelling, an explicit default) the annotation restores.
 
 use super::common::{
     cluster_down_unless_empty, cluster_up_or_empty, execution_up, hub, job_down, millis_to_rfc3339,

@@ -1,7 +1,8 @@
 //! Conversion of KafkaRestore between v1alpha1 and v1beta1.
 //!
-//! The typed mapping, v1alpha1 -> v1beta1 (the way down is the reverse, in the v1.0.0 spelling
-//! the mutating webhook writes, leaving out values equal to their documented default):
+//! The typed mapping, v1alpha1 -> v1beta1 (the way down is the reverse, in the v1.0.0 spelling,
+//! leaving out values equal to their documented default; the annotation restores the spelling an
+//! object was written in):
 //!
 //! | v1alpha1 | v1beta1 |
 //! |---|---|

@@ -139,8 +139,8 @@ pub struct KafkaBackupSpec {
     pub continuous: bool,
     /// Snapshot mode: capture every partition's high watermark when the run starts and finish
     /// once everything below it is stored, so a run has a defined end and does not chase the
-    /// producers (default false; the mutating webhook sets it on scheduled backups). Without it
-    /// and without `continuous`, a run finishes when a poll finds no new records.
+    /// producers (default false). A scheduled backup always runs in this mode. Without it, a
+    /// schedule and `continuous`, a run finishes when a poll finds no new records.
     #[serde(default)]
     pub stop_at_current_offsets: bool,
     /// Milliseconds to wait before fetching again from a partition that had no new records
@@ -167,9 +167,10 @@ pub struct KafkaBackupSpec {
     pub consumer_group_snapshot: bool,
     /// Cron schedule in UTC, seconds first: 6 fields (`sec min hour day-of-month month
     /// day-of-week`) or 7 (plus year), e.g. `0 0 * * * *` for hourly. Each tick starts a run
-    /// unless one is still running. A classic 5-field expression is rewritten to this form by the
-    /// mutating webhook, with a warning. Absent: the backup runs once (or, with `continuous`,
-    /// without end).
+    /// unless one is still running, and each run stops at the offsets current when it starts.
+    /// A classic 5-field expression or a macro is refused, naming its 6-field form (v1alpha1
+    /// accepts them and reads them in this form). Absent: the backup runs once (or, with
+    /// `continuous`, without end).
     #[schemars(length(min = 1, max = 128))]
     pub schedule: Option<String>,
     /// Start no new runs, and cancel a running one after a final checkpoint; clearing it resumes
@@ -194,6 +195,16 @@ pub struct KafkaBackupSpec {
     /// Retries, deadline and clean-up of each run (`ttlSecondsAfterFinished` applies to one-shot
     /// backups only).
     pub execution: Option<ExecutionSpec>,
+}
+
+impl KafkaBackupSpec {
+    /// Whether a run stops at the offsets current when it starts: `stopAtCurrentOffsets`, and
+    /// every run of a scheduled backup that is not continuous (the v1.0.0 behaviour, part of
+    /// the meaning of a schedule rather than a value written into the object, so that editing
+    /// the schedule or `continuous` later never leaves a stale setting behind).
+    pub fn stops_at_current_offsets(&self) -> bool {
+        self.stop_at_current_offsets || (self.schedule.is_some() && !self.continuous)
+    }
 }
 
 fn default_segment_max_bytes() -> i64 {

@@ -93,8 +93,8 @@ pub struct KafkaBackupValidationSpec {
     /// Evidence report of each validation. Absent: no report.
     pub evidence: Option<EvidenceSpec>,
     /// Cron schedule in UTC, seconds first: 6 or 7 fields, e.g. `0 0 3 * * *` daily at 03:00. A
-    /// 5-field expression is rewritten by the mutating webhook, with a warning. Absent: the
-    /// validation runs once.
+    /// classic 5-field expression or a macro is refused, naming its 6-field form (v1alpha1
+    /// accepts them and reads them in this form). Absent: the validation runs once.
     #[schemars(length(min = 1, max = 128))]
     pub schedule: Option<String>,
     /// Start no new validation while true; one in progress is cancelled (default false).

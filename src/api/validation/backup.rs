@@ -1,4 +1,4 @@
-//! Admission rules of KafkaBackup: validation and mutation of both versions.
+//! Admission rules of KafkaBackup: validation of both versions, mutation of v1alpha1.
 //!
 //! Prior-art fields this operator does not implement, decided per field:
 //! - `circuitBreaker`: warning, as for KafkaRestore; the prior art resolved it and never applied
@@ -16,7 +16,7 @@
 
 use super::common::{self, BACKUP_STORAGE, SECONDS_1_TO_3600};
 use super::spoke::{
-    Defaults, mutate_cluster, mutate_rate_limiting, mutate_storage, spoke_cluster, spoke_storage,
+    Defaults, explain_storage, mutate_cluster, mutate_rate_limiting, spoke_cluster, spoke_storage,
     storage_type_path,
 };
 use super::{Verdict, index, path};
@@ -28,8 +28,6 @@ use crate::api::{
 
 const MIB: i64 = 1_048_576;
 const GIB: i64 = 1_073_741_824;
-/// The prior art's retention floor: `enabled: true` with neither limit keeps the newest set.
-const DEFAULT_RETENTION_KEEP_LAST: i32 = 1;
 const POLL_INTERVAL_RANGE: &str = "must be 1 to 60000 milliseconds";
 /// Longest a segment may stay open: a day.
 const MAX_SEGMENT_INTERVAL_MS: i64 = 86_400_000;
@@ -146,11 +144,13 @@ impl Admit for beta::KafkaBackup {
         if let Some(cluster) = &mut spec.kafka_cluster {
             mutate_cluster("spec.kafkaCluster", cluster, &mut defaults);
         }
-        if let Some(storage) = &mut spec.storage {
-            mutate_storage("spec.storage", storage, warnings, &mut defaults);
+        if let Some(storage) = &spec.storage {
+            explain_storage("spec.storage", storage, warnings);
         }
-        common::migrate_schedule("spec.schedule", &mut spec.schedule, warnings);
+        common::explain_schedule("spec.schedule", spec.schedule.as_deref(), warnings);
 
+        // Not a change of meaning: an absent `continuous` is false too. Written so the object
+        // says what the prior art's checkpoint.enabled no longer implies.
         let checkpoint_enabled = spec.checkpoint.as_ref().and_then(|c| c.enabled) == Some(true);
         if spec.continuous.is_none() && checkpoint_enabled {
             spec.continuous = Some(false);
@@ -165,23 +165,14 @@ impl Admit for beta::KafkaBackup {
             && spec.continuous != Some(true)
             && spec.stop_at_current_offsets != Some(true)
         {
-            spec.stop_at_current_offsets = Some(true);
             warnings.push(
-                "spec.stopAtCurrentOffsets: set to true because the backup is scheduled and not continuous: each run \
-                 stops at the offsets current when it starts (v1.0.0 migration)"
+                "spec.schedule: a scheduled backup that is not continuous stops each run at the offsets current when \
+                 it starts, as with stopAtCurrentOffsets: true (v1.0.0 migration)"
                     .into(),
             );
         }
-        defaults.set(
-            &mut spec.stop_at_current_offsets,
-            "spec.stopAtCurrentOffsets",
-            false,
-        );
 
         defaults.set(&mut spec.compression, "spec.compression", BackupCompression::Zstd);
-        if spec.compression == Some(BackupCompression::Zstd) {
-            defaults.set(&mut spec.compression_level, "spec.compressionLevel", 3);
-        }
         defaults.set(&mut spec.segment_max_bytes, "spec.segmentMaxBytes", 134_217_728);
         defaults.set(
             &mut spec.segment_max_interval_ms,
@@ -221,10 +212,9 @@ impl Admit for beta::KafkaBackup {
             }
             if retention.enabled == Some(true) {
                 if retention.keep_last.is_none() && retention.max_age_days.is_none() {
-                    retention.keep_last = Some(DEFAULT_RETENTION_KEEP_LAST);
                     warnings.push(
-                        "spec.retention.keepLast: set to 1 (the prior art's floor) because retention is enabled \
-                         without keepLast or maxAgeDays"
+                        "spec.retention: enabled without keepLast or maxAgeDays keeps the newest backup set only, as \
+                         keepLast: 1 (the prior art's floor)"
                             .into(),
                     );
                 }
@@ -232,23 +222,6 @@ impl Admit for beta::KafkaBackup {
             }
         }
         defaults.finish(warnings);
-    }
-
-    fn mutate_hub(hub: &mut Self, warnings: &mut Vec<String>) {
-        let spec = &mut hub.spec;
-        common::migrate_schedule("spec.schedule", &mut spec.schedule, warnings);
-        if spec.schedule.is_some() && !spec.continuous && !spec.stop_at_current_offsets {
-            spec.stop_at_current_offsets = true;
-            warnings.push(
-                "spec.stopAtCurrentOffsets: set to true because the backup is scheduled and not continuous: each run \
-                 stops at the offsets current when it starts"
-                    .into(),
-            );
-        }
-        if spec.compression == Compression::Zstd && spec.compression_level.is_none() {
-            spec.compression_level = Some(3);
-            warnings.push("spec.compressionLevel: set to 3, the default level of zstd compression".into());
-        }
     }
 
     fn validate_hub(hub: &Self, v: &mut Verdict) {
@@ -461,33 +434,52 @@ mod tests {
     }
 
     #[test]
-    fn seed_hourly_backup_is_migrated_with_one_warning_per_change() {
+    fn seed_hourly_backup_keeps_its_spelling_with_one_warning_per_migration() {
         let object = alpha(with(base(), json!({"schedule": "0 * * * *"})));
         let mutation = mutate(&object).unwrap();
         let spec = &mutation.object["spec"];
-        assert_eq!(spec["schedule"], json!("0 0 * * * *"));
-        assert_eq!(spec["stopAtCurrentOffsets"], json!(true));
+        // What the user wrote stays; only absent defaults that mean what their absence means are
+        // added (not compressionLevel, which only zstd takes, nor stopAtCurrentOffsets).
+        assert_eq!(spec["schedule"], json!("0 * * * *"));
+        assert_eq!(spec.get("stopAtCurrentOffsets"), None);
+        assert_eq!(spec.get("compressionLevel"), None);
         assert_eq!(spec["continuous"], json!(false));
         assert_eq!(spec["compression"], json!("zstd"));
-        assert_eq!(spec["compressionLevel"], json!(3));
+        for expected in [
+            "spec.schedule: \"0 * * * *\" is read as \"0 0 * * * *\"",
+            "spec.schedule: a scheduled backup that is not continuous stops each run",
+        ] {
+            assert_eq!(
+                mutation
+                    .warnings
+                    .iter()
+                    .filter(|w| w.starts_with(expected))
+                    .count(),
+                1,
+                "{expected}: {:?}",
+                mutation.warnings
+            );
+        }
         assert!(
-            mutation
+            !mutation
                 .warnings
                 .iter()
-                .any(|w| w.starts_with("spec.schedule: rewrote")),
-            "{:?}",
-            mutation.warnings
-        );
-        assert!(
-            mutation
-                .warnings
-                .iter()
-                .any(|w| w.starts_with("spec.stopAtCurrentOffsets: set to true"))
+                .any(|w| w.contains("removed") || w.contains("rewr"))
         );
         let again = mutate(&mutation.object).unwrap();
         assert_eq!(again.object, mutation.object);
-        assert!(again.warnings.is_empty(), "{:?}", again.warnings);
+        assert!(
+            again.warnings.iter().all(|w| mutation.warnings.contains(w)),
+            "{:?}",
+            again.warnings
+        );
         assert!(validate(&mutation.object, None).unwrap().is_allowed());
+        // What executes is the migrated form.
+        let hub: beta::KafkaBackup =
+            serde_json::from_value(convert(mutation.object, "kafka.oso.sh/v1beta1").unwrap()).unwrap();
+        assert_eq!(hub.spec.schedule.as_deref(), Some("0 0 * * * *"));
+        assert!(hub.spec.stops_at_current_offsets());
+        assert_eq!(hub.spec.compression_level, None);
     }
 
     #[test]
@@ -574,13 +566,12 @@ mod tests {
     fn storage_type_is_inferred_from_the_only_block() {
         let object = alpha(with(base(), json!({"storage": {"gcs": {"bucket": "b"}}})));
         let mutation = mutate(&object).unwrap();
-        assert_eq!(mutation.object["spec"]["storage"]["storageType"], json!("gcs"));
+        // Read, not written: a later apply may change the blocks.
+        assert_eq!(mutation.object["spec"]["storage"].get("storageType"), None);
         assert!(
-            mutation
-                .warnings
-                .iter()
-                .any(|w| w
-                    .starts_with("spec.storage.storageType was set to gcs, the only storage block given")),
+            mutation.warnings.iter().any(|w| w.starts_with(
+                "spec.storage.storageType is not set: the location is read as gcs, the only storage block given"
+            )),
             "{:?}",
             mutation.warnings
         );
@@ -622,14 +613,19 @@ mod tests {
                 "{expected} not in {errors:#?}"
             );
         }
-        let mutation = mutate(&beta(
-            json!({"kafkaCluster": {"bootstrapServers": ["kafka:9092"]},
-            "topics": ["orders"], "storage": {"type": "S3", "s3": {"bucket": "b"}}, "schedule": "0 2 * * *"}),
-        ))
-        .unwrap();
-        assert_eq!(mutation.object["spec"]["schedule"], json!("0 0 2 * * *"));
-        assert_eq!(mutation.object["spec"]["stopAtCurrentOffsets"], json!(true));
-        assert_eq!(mutate(&mutation.object).unwrap().object, mutation.object);
+        // v1beta1 takes one form of a schedule; the refusal names it. Nothing is rewritten.
+        let object = beta(json!({"kafkaCluster": {"bootstrapServers": ["kafka:9092"]},
+            "topics": ["orders"], "storage": {"type": "S3", "s3": {"bucket": "b"}}, "schedule": "0 2 * * *"}));
+        let mutation = mutate(&object).unwrap();
+        assert_eq!(mutation.object["spec"]["schedule"], json!("0 2 * * *"));
+        assert_eq!(mutation.object["spec"]["stopAtCurrentOffsets"], json!(false));
+        assert_eq!(
+            testing::errors(&object),
+            [
+                "spec.schedule: is a classic 5-field cron expression or macro; v1beta1 schedules take seconds first \
+              (sec min hour day-of-month month day-of-week [year]): write \"0 0 2 * * *\" (got \"0 2 * * *\")"
+            ]
+        );
     }
 
     #[test]

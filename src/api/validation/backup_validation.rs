@@ -1,4 +1,4 @@
-//! Admission rules of KafkaBackupValidation: validation and mutation of both versions.
+//! Admission rules of KafkaBackupValidation: validation of both versions, mutation of v1alpha1.
 //!
 //! Prior-art fields this operator does not implement, decided per field:
 //! - `notifications.slack` / `notifications.pagerduty`: refused; they ask for messages to be sent
@@ -8,8 +8,8 @@
 
 use super::common::{self, BACKUP_STORAGE, SECONDS_1_TO_3600};
 use super::spoke::{
-    BACKUP_REF_PATHS, Defaults, mutate_backup_ref, mutate_cluster, mutate_storage, rename, spoke_backup_ref,
-    spoke_cluster, spoke_storage, storage_type_path,
+    BACKUP_REF_PATHS, Defaults, explain_backup_ref, explain_storage, mutate_cluster, rename,
+    spoke_backup_ref, spoke_cluster, spoke_storage, storage_type_path,
 };
 use super::{Verdict, index, path};
 use crate::api::{admission::Admit, v1alpha1 as alpha, v1beta1 as beta};
@@ -100,13 +100,13 @@ impl Admit for beta::KafkaBackupValidation {
     fn mutate_spoke(spoke: &mut alpha::KafkaBackupValidation, warnings: &mut Vec<String>) {
         let spec = &mut spoke.spec;
         let mut defaults = Defaults::default();
-        if let Some(reference) = &mut spec.backup_ref {
-            mutate_backup_ref("spec.backupRef", reference, warnings, &mut defaults);
+        if let Some(reference) = &spec.backup_ref {
+            explain_backup_ref("spec.backupRef", reference, warnings);
         }
         if let Some(cluster) = &mut spec.kafka_cluster {
             mutate_cluster("spec.kafkaCluster", cluster, &mut defaults);
         }
-        common::migrate_schedule("spec.schedule", &mut spec.schedule, warnings);
+        common::explain_schedule("spec.schedule", spec.schedule.as_deref(), warnings);
         if let Some(checks) = &mut spec.checks {
             if let Some(check) = &mut checks.message_count {
                 defaults.set(&mut check.enabled, "spec.checks.messageCount.enabled", true);
@@ -153,16 +153,12 @@ impl Admit for beta::KafkaBackupValidation {
                         .into(),
                 );
             }
-            if let Some(storage) = &mut evidence.storage {
-                mutate_storage("spec.evidence.storage", storage, warnings, &mut defaults);
+            if let Some(storage) = &evidence.storage {
+                explain_storage("spec.evidence.storage", storage, warnings);
             }
         }
         defaults.set(&mut spec.suspend, "spec.suspend", false);
         defaults.finish(warnings);
-    }
-
-    fn mutate_hub(hub: &mut Self, warnings: &mut Vec<String>) {
-        common::migrate_schedule("spec.schedule", &mut hub.spec.schedule, warnings);
     }
 
     fn validate_hub(hub: &Self, v: &mut Verdict) {
@@ -386,6 +382,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use crate::api::admission::{mutate, validate};
+    use crate::api::conversion::convert;
     use crate::api::validation::testing::{self, errors};
 
     fn alpha(spec: Value) -> Value {
@@ -520,10 +517,27 @@ mod tests {
             "kafkaCluster": {"bootstrapServers": ["kafka:9092"]},
             "evidence": {"signing": {"enabled": true, "keySecret": {"name": "k"}}}}));
         let mutation = mutate(&object).unwrap();
-        assert_eq!(mutation.object["spec"]["schedule"], json!("0 30 3 * * *"));
+        // Kept as written, read with seconds first.
+        assert_eq!(mutation.object["spec"]["schedule"], json!("30 3 * * *"));
+        assert!(
+            mutation
+                .warnings
+                .iter()
+                .any(|w| w.starts_with("spec.schedule: \"30 3 * * *\" is read as \"0 30 3 * * *\"")),
+            "{:?}",
+            mutation.warnings
+        );
+        assert_eq!(
+            convert(mutation.object.clone(), "kafka.oso.sh/v1beta1").unwrap()["spec"]["schedule"],
+            json!("0 30 3 * * *")
+        );
         let again = mutate(&mutation.object).unwrap();
         assert_eq!(again.object, mutation.object);
-        assert!(again.warnings.is_empty(), "{:?}", again.warnings);
+        assert!(
+            again.warnings.iter().all(|w| w.starts_with("spec.schedule:")),
+            "only the explanation comes again: {:?}",
+            again.warnings
+        );
         let mut old = mutation.object.clone();
         old["status"] = json!({"phase": "Completed"});
         let mut new = old.clone();

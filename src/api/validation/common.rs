@@ -1,13 +1,15 @@
 //! Rules shared by several kinds, on their v1beta1 form: the Kafka connection, storage locations,
-//! backup references, rate limits, execution, names, times and schedules (with the v1.0.0
-//! schedule migration both versions apply). The v1alpha1-only rules and mutations of the shared
-//! blocks are in `validation/spoke.rs`.
+//! backup references, rate limits, execution, names, times and schedules (v1beta1 takes the
+//! seconds-first form only; the v1.0.0 migration of classic schedules is read by conversion and
+//! explained here). The v1alpha1-only rules and mutations of the shared blocks are in
+//! `validation/spoke.rs`.
 
 use chrono::{DateTime, Utc};
 
 use super::{Verdict, index, path};
-use crate::api::v1beta1::{
-    BackupRef, KafkaClusterSpec, RateLimitingSpec, SecurityProtocol, StorageSpec, StorageType,
+use crate::api::{
+    conversion::common::six_field_form,
+    v1beta1::{BackupRef, KafkaClusterSpec, RateLimitingSpec, SecurityProtocol, StorageSpec, StorageType},
 };
 
 /// Longest legal Kafka topic name.
@@ -388,17 +390,7 @@ pub fn epoch_millis(v: &mut Verdict, at: &str, millis: i64) -> Option<DateTime<U
 }
 
 /// A cron schedule in the 6- or 7-field form with seconds first (UTC).
-pub fn cron(v: &mut Verdict, at: &str, schedule: &str) {
-    let fields = schedule.split_whitespace().count();
-    if fields == 5 {
-        v.error(
-            at,
-            "has 5 fields; schedules need seconds first (6 or 7 fields, e.g. \"0 0 * * * *\" for hourly); \
-             the mutating webhook rewrites 5-field schedules on apply",
-            schedule,
-        );
-        return;
-    }
+fn cron(v: &mut Verdict, at: &str, schedule: &str) {
     if let Err(e) = schedule.parse::<cron::Schedule>() {
         v.error(
             at,
@@ -548,19 +540,22 @@ pub fn execution(v: &mut Verdict, at: &str, execution: &crate::api::v1beta1::Exe
     }
 }
 
-/// A schedule after mutation: 6 or 7 cron fields, seconds first.
+/// A v1beta1 schedule: 6 or 7 cron fields, seconds first. A classic 5-field expression or a
+/// macro (which v1alpha1 accepts and reads in this form) is refused naming its 6-field form.
 pub fn schedule_rule(v: &mut Verdict, at: &str, schedule: &str) {
-    if schedule.trim_start().starts_with('@') {
+    if let Some(form) = six_field_form(schedule) {
         v.error(
             at,
-            "is a cron macro; write the 6-field form with seconds first, e.g. \"0 0 * * * *\" for @hourly (the \
-             mutating webhook rewrites macros on apply)",
+            format!(
+                "is a classic 5-field cron expression or macro; v1beta1 schedules take seconds first (sec min hour \
+                 day-of-month month day-of-week [year]): write {form:?}"
+            ),
             schedule,
         );
         return;
     }
     let fields = schedule.split_whitespace().count();
-    if fields != 5 && !(6..=7).contains(&fields) {
+    if !(6..=7).contains(&fields) {
         v.error(
             at,
             format!("has {fields} fields; a schedule has 6 or 7 (sec min hour day-of-month month day-of-week [year])"),
@@ -571,94 +566,19 @@ pub fn schedule_rule(v: &mut Verdict, at: &str, schedule: &str) {
     cron(v, at, schedule);
 }
 
-/// The v1.0.0 schedule migration: a classic 5-field cron (or a macro such as `@daily`) becomes
-/// the 6-field form with seconds first; numeric days of the week are written as names, since
-/// classic cron counts Sunday as 0 and the seconds form as 1.
-pub fn migrate_schedule(at: &str, schedule: &mut Option<String>, warnings: &mut Vec<String>) {
-    let Some(current) = schedule.as_deref() else {
+/// The v1.0.0 schedule migration, explained: a classic 5-field cron (or a macro such as
+/// `@daily`) is read in the 6-field form with seconds first (see [`six_field_form`]).
+pub fn explain_schedule(at: &str, schedule: Option<&str>, warnings: &mut Vec<String>) {
+    let Some(current) = schedule else {
         return;
     };
-    let Some(migrated) = six_field_form(current) else {
+    let Some(form) = six_field_form(current) else {
         return;
     };
     warnings.push(format!(
-        "{at}: rewrote {current:?} to {migrated:?}: schedules take seconds first (sec min hour day-of-month month \
-         day-of-week), as since v1.0.0"
+        "{at}: {current:?} is read as {form:?}: schedules take seconds first (sec min hour day-of-month month \
+         day-of-week), as since v1.0.0; kept as written"
     ));
-    *schedule = Some(migrated);
-}
-
-/// The 6-field form of a 5-field cron expression or macro; `None` when there is nothing to rewrite.
-pub fn six_field_form(schedule: &str) -> Option<String> {
-    let macro_form = match schedule.trim() {
-        "@yearly" | "@annually" => Some("0 0 0 1 1 *"),
-        "@monthly" => Some("0 0 0 1 * *"),
-        "@weekly" => Some("0 0 0 * * SUN"),
-        "@daily" | "@midnight" => Some("0 0 0 * * *"),
-        "@hourly" => Some("0 0 * * * *"),
-        _ => None,
-    };
-    if let Some(form) = macro_form {
-        return Some(form.to_owned());
-    }
-    let fields: Vec<&str> = schedule.split_whitespace().collect();
-    let [minute, hour, day, month, weekday] = fields.as_slice() else {
-        return None;
-    };
-    let weekday = weekday_names(weekday).unwrap_or_else(|| (*weekday).to_owned());
-    Some(format!("0 {minute} {hour} {day} {month} {weekday}"))
-}
-
-const DAY_NAMES: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
-
-/// A classic day-of-week field with numbers (0 or 7 = Sunday) written with day names; `None`
-/// when it has no numbers or cannot be read (the validation reports it then).
-fn weekday_names(field: &str) -> Option<String> {
-    if !field.chars().any(|c| c.is_ascii_digit()) {
-        return None;
-    }
-    let mut days = [false; 7];
-    let mut names: Vec<String> = Vec::new();
-    for part in field.split(',') {
-        if !part.chars().any(|c| c.is_ascii_digit()) || part.chars().any(|c| c.is_ascii_alphabetic()) {
-            if part.chars().any(|c| c.is_ascii_digit()) {
-                return None;
-            }
-            names.push(part.to_owned());
-            continue;
-        }
-        let (range, step) = match part.split_once('/') {
-            Some((range, step)) => (range, step.parse::<usize>().ok().filter(|s| *s > 0)?),
-            None => (part, 1),
-        };
-        let (first, last) = match range {
-            "*" => (0, 6),
-            _ => match range.split_once('-') {
-                Some((a, b)) => (a.parse::<usize>().ok()?, b.parse::<usize>().ok()?),
-                None => {
-                    let a = range.parse::<usize>().ok()?;
-                    (a, if part.contains('/') { 6 } else { a })
-                }
-            },
-        };
-        if first > 7 || last > 7 || first > last {
-            return None;
-        }
-        for day in (first..=last).step_by(step) {
-            days[day % 7] = true;
-        }
-    }
-    if names.is_empty() && days.iter().all(|d| *d) {
-        return Some("*".into());
-    }
-    let mut out: Vec<String> = DAY_NAMES
-        .iter()
-        .zip(days)
-        .filter(|(_, set)| *set)
-        .map(|(name, _)| (*name).to_owned())
-        .collect();
-    out.extend(names);
-    Some(out.join(","))
 }
 
 #[cfg(test)]
@@ -709,13 +629,18 @@ mod tests {
     #[test]
     fn cron_needs_seconds() {
         let mut v = Verdict::default();
-        cron(&mut v, "s", "0 0 * * * *");
-        cron(&mut v, "s", "0 0 2 * * * *");
+        schedule_rule(&mut v, "s", "0 0 * * * *");
+        schedule_rule(&mut v, "s", "0 0 2 * * * *");
         assert!(v.is_allowed(), "{:?}", v.errors);
-        cron(&mut v, "s", "0 2 * * *");
-        cron(&mut v, "s", "61 * * * * *");
-        assert_eq!(v.errors.len(), 2, "{:?}", v.errors);
-        assert!(v.errors[0].message.contains("5 fields"));
+        schedule_rule(&mut v, "s", "0 2 * * *");
+        schedule_rule(&mut v, "s", "@hourly");
+        schedule_rule(&mut v, "s", "61 * * * * *");
+        schedule_rule(&mut v, "s", "* * *");
+        assert_eq!(v.errors.len(), 4, "{:?}", v.errors);
+        assert!(v.errors[0].message.contains("5-field") && v.errors[0].message.ends_with("\"0 0 2 * * *\""));
+        assert!(v.errors[1].message.ends_with("\"0 0 * * * *\""));
+        assert!(v.errors[2].message.contains("not a valid cron schedule"));
+        assert!(v.errors[3].message.starts_with("has 3 fields"));
     }
 
     #[test]
@@ -729,38 +654,5 @@ mod tests {
         );
         let paths: Vec<&str> = v.errors.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, ["spec.consumerGroups[1]", "spec.consumerGroups[2]"]);
-    }
-
-    #[test]
-    fn five_field_cron_gains_seconds_and_day_names() {
-        assert_eq!(six_field_form("0 * * * *").as_deref(), Some("0 0 * * * *"));
-        assert_eq!(
-            six_field_form("30 2 * * 1-5").as_deref(),
-            Some("0 30 2 * * MON,TUE,WED,THU,FRI")
-        );
-        assert_eq!(six_field_form("0 3 * * 0,7").as_deref(), Some("0 0 3 * * SUN"));
-        assert_eq!(
-            six_field_form("0 3 * * 5-7").as_deref(),
-            Some("0 0 3 * * SUN,FRI,SAT")
-        );
-        assert_eq!(
-            six_field_form("0 3 * * */2").as_deref(),
-            Some("0 0 3 * * SUN,TUE,THU,SAT")
-        );
-        assert_eq!(
-            six_field_form("0 3 * * MON-FRI").as_deref(),
-            Some("0 0 3 * * MON-FRI")
-        );
-        assert_eq!(six_field_form("0 3 * * 0-6").as_deref(), Some("0 0 3 * * *"));
-        assert_eq!(six_field_form("@daily").as_deref(), Some("0 0 0 * * *"));
-        assert_eq!(six_field_form("0 0 * * * *"), None);
-        assert_eq!(six_field_form("0 0 * * * * *"), None);
-        for schedule in [
-            "0 30 2 * * MON,TUE,WED,THU,FRI",
-            "0 0 3 * * SUN,FRI,SAT",
-            "0 0 0 * * SUN",
-        ] {
-            assert!(schedule.parse::<cron::Schedule>().is_ok(), "{schedule}");
-        }
     }
 }

@@ -20,6 +20,53 @@ mod spoke;
 #[cfg(test)]
 mod testing;
 
+/// What kind of problem a [`FieldError`] is, named as the API server names it in the
+/// `details.causes[].reason` of a 422 Invalid answer (kubectl prints one line per cause).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub enum Reason {
+    /// A value that breaks a rule.
+    #[default]
+    #[serde(rename = "FieldValueInvalid")]
+    Invalid,
+    /// A field that must be given.
+    #[serde(rename = "FieldValueRequired")]
+    Required,
+    /// A value outside a closed set (an enum), the allowed values listed.
+    #[serde(rename = "FieldValueNotSupported")]
+    NotSupported,
+    /// A value of the wrong type (a string where a number is expected).
+    #[serde(rename = "FieldValueTypeInvalid")]
+    TypeInvalid,
+    /// A list entry given twice.
+    #[serde(rename = "FieldValueDuplicate")]
+    Duplicate,
+}
+
+impl Reason {
+    /// The API server's name of the reason.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Invalid => "FieldValueInvalid",
+            Reason::Required => "FieldValueRequired",
+            Reason::NotSupported => "FieldValueNotSupported",
+            Reason::TypeInvalid => "FieldValueTypeInvalid",
+            Reason::Duplicate => "FieldValueDuplicate",
+        }
+    }
+
+    /// The reason of a rule's message, by the convention every rule follows: `is required ...`
+    /// for a missing field, `is listed twice` for a repeated entry.
+    fn of_message(message: &str) -> Self {
+        if message.starts_with("is required") {
+            Reason::Required
+        } else if message.starts_with("is listed twice") {
+            Reason::Duplicate
+        } else {
+            Reason::Invalid
+        }
+    }
+}
+
 /// One problem with one field.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct FieldError {
@@ -30,6 +77,19 @@ pub struct FieldError {
     /// The offending value, when there is one to show.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<Value>,
+    /// The kind of problem.
+    pub reason: Reason,
+}
+
+impl FieldError {
+    /// What is wrong without the path, as a `details.causes[].message` (the path is its `field`).
+    pub fn cause_message(&self) -> String {
+        let text = self.to_string();
+        match text.strip_prefix(&format!("{}: ", self.path)) {
+            Some(rest) => rest.to_owned(),
+            None => self.message.clone(),
+        }
+    }
 }
 
 impl fmt::Display for FieldError {
@@ -50,23 +110,32 @@ pub struct Verdict {
     pub errors: Vec<FieldError>,
     /// Sentences for the user that do not refuse the resource (kubectl prints them).
     pub warnings: Vec<String>,
+    /// Fields the schema of the object's version does not have. The webhooks answer them as
+    /// warnings (the API server drops unknown fields); `run -f` refuses them, as kubectl's strict
+    /// field validation does.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unknown_fields: Vec<FieldError>,
 }
 
 impl Verdict {
     /// Records an error on `path` with the offending value.
     pub fn error(&mut self, path: impl Into<String>, message: impl Into<String>, value: impl Serialize) {
+        let message = message.into();
         self.errors.push(FieldError {
             path: path.into(),
-            message: message.into(),
+            reason: Reason::of_message(&message),
+            message,
             value: serde_json::to_value(value).ok().filter(|v| !v.is_null()),
         });
     }
 
     /// Records an error on `path` that has no single value to show (a missing field).
     pub fn missing(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        let message = message.into();
         self.errors.push(FieldError {
             path: path.into(),
-            message: message.into(),
+            reason: Reason::of_message(&message),
+            message,
             value: None,
         });
     }

@@ -1,4 +1,4 @@
-//! Admission rules of KafkaOffsetReset: validation and mutation of both versions.
+//! Admission rules of KafkaOffsetReset: validation of both versions, mutation of v1alpha1.
 //!
 //! Rules (v1beta1 paths; on v1alpha1 objects the v1.0.0 spelling of the field is named):
 //! - `kafkaCluster`: brokers as host:port, protocol/SASL/TLS consistency (shared rules);
@@ -20,7 +20,7 @@
 
 use chrono::SecondsFormat;
 
-use super::spoke::{Defaults, JOB_PATHS, mutate_cluster, rename, respell, spelling, spoke_cluster};
+use super::spoke::{Defaults, JOB_PATHS, mutate_cluster, note_spelling, rename, spelling, spoke_cluster};
 use super::{Verdict, common, index, path};
 use crate::api::{
     admission::Admit,
@@ -111,7 +111,7 @@ impl Admit for beta::KafkaOffsetReset {
 
     fn mutate_spoke(spoke: &mut alpha::KafkaOffsetReset, warnings: &mut Vec<String>) {
         let spec = &mut spoke.spec;
-        respell_pre_1_0(spec, warnings);
+        explain_pre_1_0(spec, warnings);
         let mut defaults = Defaults::default();
         if let Some(cluster) = &mut spec.kafka_cluster {
             mutate_cluster("spec.kafkaCluster", cluster, &mut defaults);
@@ -136,13 +136,16 @@ impl Admit for beta::KafkaOffsetReset {
                     .into(),
             );
         }
-        if spec.snapshot_before_reset.is_none() && spec.create_snapshot.is_none() {
-            spec.snapshot_before_reset = Some(true);
-            warnings.push(
-                "spec.snapshotBeforeReset was set to true, the default: the groups' offsets are saved before the \
-                 reset (in a ConfigMap named after this resource) so that a KafkaOffsetRollback can undo it"
-                    .into(),
-            );
+        if let Some(reference) = &spec.offset_mapping_ref
+            && reference.pvc_name.is_some()
+            && reference.path.is_none()
+        {
+            // Not written: without pvcName a path names a file on the operator pod, so a path
+            // left behind when a later apply drops pvcName would be refused.
+            warnings.push(format!(
+                "spec.offsetMappingRef.path is not set: the mapping is read from {}, the default file name on the PVC",
+                alpha::KafkaOffsetResetSpec::DEFAULT_MAPPING_PATH
+            ));
         }
         if spec.spelled_strategy() == Some(Strategy::HeaderBased) && spec.scan_all_partitions.is_none() {
             spec.scan_all_partitions = Some(false);
@@ -152,21 +155,6 @@ impl Admit for beta::KafkaOffsetReset {
                     .into(),
             );
         }
-        if let Some(reference) = &mut spec.offset_mapping_ref
-            && reference.pvc_name.is_some()
-            && reference.path.is_none()
-        {
-            reference.path = Some(alpha::KafkaOffsetResetSpec::DEFAULT_MAPPING_PATH.into());
-            warnings.push(format!(
-                "spec.offsetMappingRef.path was set to {}, the default file name on the PVC",
-                alpha::KafkaOffsetResetSpec::DEFAULT_MAPPING_PATH
-            ));
-        }
-    }
-
-    fn mutate_hub(_hub: &mut Self, _warnings: &mut Vec<String>) {
-        // Every v1beta1 default is a schema default (the apiserver fills it) and there is no
-        // v1beta1 migration yet.
     }
 
     fn validate_hub(hub: &Self, v: &mut Verdict) {
@@ -351,35 +339,31 @@ fn mapping_sources(v: &mut Verdict, spec: &alpha::KafkaOffsetResetSpec) {
     }
 }
 
-/// v1alpha1: pre-1.0 spellings to the v1.0.0 ones, where the two agree or only the old one is
-/// given (disagreeing spellings are left for validation to refuse).
-fn respell_pre_1_0(spec: &mut alpha::KafkaOffsetResetSpec, warnings: &mut Vec<String>) {
+/// v1alpha1: explains the pre-1.0 spellings the object uses, which conversion reads as the
+/// v1.0.0 ones, where the two agree or only the old one is given (disagreeing spellings are
+/// refused by validation).
+fn explain_pre_1_0(spec: &alpha::KafkaOffsetResetSpec, warnings: &mut Vec<String>) {
     if let Some(old) = spec.strategy
         && let Some(new) = alpha::KafkaOffsetResetSpec::v1_spelling(old)
     {
         match spec.reset_strategy {
-            None => {
-                spec.reset_strategy = Some(new);
-                spec.strategy = None;
-                warnings.push(format!(
-                    "spec.strategy: {} was rewritten to spec.resetStrategy: {}, its v1.0.0 spelling",
-                    spelling(&old),
-                    spelling(&new)
-                ));
-            }
-            Some(current) if current == new => {
-                spec.strategy = None;
-                warnings.push(format!(
-                    "spec.strategy was removed: it repeats spec.resetStrategy: {}",
-                    spelling(&new)
-                ));
-            }
+            None => warnings.push(format!(
+                "spec.strategy: {} is the pre-1.0 spelling of spec.resetStrategy: {}: kept as written and read as \
+                 that",
+                spelling(&old),
+                spelling(&new)
+            )),
+            Some(current) if current == new => warnings.push(format!(
+                "spec.strategy repeats spec.resetStrategy: {} (the pre-1.0 and the v1.0.0 spelling of one setting); \
+                 one of them is enough",
+                spelling(&new)
+            )),
             Some(_) => {}
         }
     }
-    respell(
-        &mut spec.timestamp_millis,
-        &mut spec.reset_timestamp,
+    note_spelling(
+        spec.timestamp_millis.as_ref(),
+        spec.reset_timestamp.as_ref(),
         "spec.timestampMillis",
         "spec.resetTimestamp",
         warnings,
@@ -388,31 +372,28 @@ fn respell_pre_1_0(spec: &mut alpha::KafkaOffsetResetSpec, warnings: &mut Vec<St
         && let Some(millis) = rfc3339_to_millis(time)
     {
         match spec.reset_timestamp {
-            None => {
-                warnings.push(format!(
-                    "spec.timestamp: {time} was rewritten to spec.resetTimestamp: {millis} (epoch \
-                     milliseconds), its v1.0.0 spelling"
-                ));
-                spec.reset_timestamp = Some(millis);
-                spec.timestamp = None;
-            }
-            Some(current) if current == millis => {
-                spec.timestamp = None;
-                warnings.push("spec.timestamp was removed: it repeats spec.resetTimestamp".into());
-            }
+            None => warnings.push(format!(
+                "spec.timestamp: {time} is the pre-1.0 spelling of spec.resetTimestamp: {millis} (epoch \
+                 milliseconds): kept as written and read as that"
+            )),
+            Some(current) if current == millis => warnings.push(
+                "spec.timestamp repeats spec.resetTimestamp (the pre-1.0 and the v1.0.0 spelling of one setting); \
+                 one of them is enough"
+                    .into(),
+            ),
             Some(_) => {}
         }
     }
-    respell(
-        &mut spec.offset,
-        &mut spec.reset_offset,
+    note_spelling(
+        spec.offset.as_ref(),
+        spec.reset_offset.as_ref(),
         "spec.offset",
         "spec.resetOffset",
         warnings,
     );
-    respell(
-        &mut spec.create_snapshot,
-        &mut spec.snapshot_before_reset,
+    note_spelling(
+        spec.create_snapshot.as_ref(),
+        spec.snapshot_before_reset.as_ref(),
         "spec.createSnapshot",
         "spec.snapshotBeforeReset",
         warnings,
@@ -729,6 +710,7 @@ mod tests {
 
     use super::*;
     use crate::api::admission::{mutate, validate};
+    use crate::api::conversion::convert;
     use crate::api::validation::testing::{self, assert_refused, errors};
 
     fn alpha(spec: Value) -> Value {
@@ -807,7 +789,7 @@ mod tests {
                 json!({"strategy": "timestamp", "timestamp": "2024-12-01T12:00:00Z",
                                    "timestampMillis": 1_701_432_000_000_i64}),
             )),
-            "spec.timestamp: conflicts with spec.resetTimestamp",
+            "spec.timestamp: conflicts with spec.timestampMillis",
         );
         assert_refused(
             alpha(with_base(
@@ -824,40 +806,52 @@ mod tests {
     }
 
     #[test]
-    fn agreeing_spellings_collapse_into_one() {
+    fn agreeing_spellings_are_kept_and_read_as_one() {
         let object = alpha(with_base(json!({
             "strategy": "timestamp", "resetStrategy": "to-timestamp",
             "timestamp": "2023-12-01T12:00:00Z", "timestampMillis": 1_701_432_000_000_i64,
         })));
         let mutation = mutate(&object).unwrap();
         let spec = &mutation.object["spec"];
-        assert_eq!(spec.get("strategy"), None);
-        assert_eq!(spec.get("timestamp"), None);
-        assert_eq!(spec.get("timestampMillis"), None);
-        assert_eq!(spec["resetTimestamp"], json!(1_701_432_000_000_i64));
+        for field in ["strategy", "resetStrategy", "timestamp", "timestampMillis"] {
+            assert_eq!(spec[field], object["spec"][field], "{field}");
+        }
+        for warned in [
+            "spec.strategy repeats",
+            "spec.timestamp: 2023-12-01T12:00:00Z is the pre-1.0 spelling",
+        ] {
+            assert!(
+                mutation.warnings.iter().any(|w| w.starts_with(warned)),
+                "{warned}: {:?}",
+                mutation.warnings
+            );
+        }
         assert!(validate(&mutation.object, None).unwrap().is_allowed());
+        let hub = convert(mutation.object, "kafka.oso.sh/v1beta1").unwrap();
+        assert_eq!(hub["spec"]["timestamp"], "2023-12-01T12:00:00Z");
     }
 
     #[test]
-    fn mutation_respells_and_fills_defaults_once() {
+    fn mutation_keeps_spellings_and_fills_defaults_once() {
         let object = alpha(with_base(json!({
             "strategy": "timestamp", "timestamp": "2024-12-01T12:00:00Z", "createSnapshot": true,
         })));
         let first = mutate(&object).unwrap();
         let spec = &first.object["spec"];
-        assert_eq!(spec["resetStrategy"], "to-timestamp");
-        assert_eq!(spec["resetTimestamp"], json!(1_733_054_400_000_i64));
-        assert_eq!(spec["snapshotBeforeReset"], true);
+        assert_eq!(spec["strategy"], "timestamp");
+        assert_eq!(spec["timestamp"], "2024-12-01T12:00:00Z");
+        assert_eq!(spec["createSnapshot"], true);
         assert_eq!(spec["parallelism"], 10);
         assert_eq!(spec["dryRun"], false);
         assert_eq!(spec["continueOnError"], false);
-        for field in ["strategy", "timestamp", "createSnapshot"] {
+        // A field with two spellings gets no default: the user may write either later.
+        for field in ["resetStrategy", "resetTimestamp", "snapshotBeforeReset"] {
             assert_eq!(spec.get(field), None, "{field}");
         }
         for field in [
-            "spec.strategy",
-            "spec.timestamp",
-            "spec.createSnapshot",
+            "spec.strategy: timestamp is the pre-1.0 spelling of spec.resetStrategy: to-timestamp",
+            "spec.timestamp: 2024-12-01T12:00:00Z is the pre-1.0 spelling of spec.resetTimestamp: 1733054400000",
+            "spec.createSnapshot is the pre-1.0 spelling of spec.snapshotBeforeReset",
             "spec.parallelism",
             "spec.dryRun",
         ] {
@@ -867,9 +861,11 @@ mod tests {
                 first.warnings
             );
         }
+        assert!(!first.warnings.iter().any(|w| w.contains("removed")));
         let second = mutate(&first.object).unwrap();
         assert_eq!(second.object, first.object);
-        assert_eq!(second.warnings, Vec::<String>::new());
+        assert!(second.warnings.iter().all(|w| first.warnings.contains(w)));
+        assert!(!second.warnings.iter().any(|w| w.contains("was set to")));
     }
 
     #[test]
@@ -890,7 +886,7 @@ mod tests {
             alpha(with_base(
                 json!({"strategy": "timestamp", "timestampMillis": 1_701_432_000}),
             )),
-            "spec.resetTimestamp: looks like seconds",
+            "spec.timestampMillis: looks like seconds",
         );
     }
 
@@ -975,16 +971,16 @@ mod tests {
     }
 
     #[test]
-    fn mapping_on_a_pvc_gets_the_default_file_name() {
+    fn mapping_on_a_pvc_reads_the_default_file_name() {
         let object = alpha(with_base(
             json!({"resetStrategy": "from-mapping", "offsetMappingRef": {"pvcName": "data"}}),
         ));
         let mutation = mutate(&object).unwrap();
-        assert_eq!(
-            mutation.object["spec"]["offsetMappingRef"]["path"],
-            "offset-mapping.json"
-        );
+        // Not written: without pvcName a path would mean a file on the operator pod.
+        assert_eq!(mutation.object["spec"]["offsetMappingRef"].get("path"), None);
         assert!(validate(&mutation.object, None).unwrap().is_allowed());
+        let hub = convert(mutation.object, "kafka.oso.sh/v1beta1").unwrap();
+        assert_eq!(hub["spec"]["fromMapping"]["path"], "offset-mapping.json");
     }
 
     #[test]

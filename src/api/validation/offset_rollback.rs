@@ -1,4 +1,4 @@
-//! Admission rules of KafkaOffsetRollback: validation and mutation of both versions.
+//! Admission rules of KafkaOffsetRollback: validation of both versions, mutation of v1alpha1.
 //!
 //! Rules (v1beta1 paths; on v1alpha1 objects the v1alpha1 field is named):
 //! - the snapshot: `snapshotId` (a valid object-key segment) or `snapshotFrom` (exactly one
@@ -18,7 +18,7 @@
 //! accepted with a warning.
 
 use super::spoke::{
-    Defaults, JOB_PATHS, mutate_cluster, mutate_storage, rename, spelling, spoke_cluster, spoke_storage,
+    Defaults, JOB_PATHS, explain_storage, mutate_cluster, rename, spelling, spoke_cluster, spoke_storage,
 };
 use super::{Verdict, common};
 use crate::api::{
@@ -82,45 +82,34 @@ impl Admit for beta::KafkaOffsetRollback {
     fn mutate_spoke(spoke: &mut alpha::KafkaOffsetRollback, warnings: &mut Vec<String>) {
         let spec = &mut spoke.spec;
         if spec.operation.is_none() && spec.snapshot_ref.is_some() {
-            spec.operation = Some(alpha::RollbackOperation::Rollback);
             warnings.push(
-                "spec.operation was set to rollback: a v1.0.0 KafkaOffsetRollback with snapshotRef always rolls back"
+                "spec.operation is not set: a v1.0.0 KafkaOffsetRollback with snapshotRef rolls back, as with \
+                 operation: rollback"
                     .into(),
             );
         }
         let mut defaults = Defaults::default();
-        if let Some(storage) = &mut spec.storage {
-            mutate_storage("spec.storage", storage, warnings, &mut defaults);
+        if let Some(storage) = &spec.storage {
+            explain_storage("spec.storage", storage, warnings);
         }
         if let Some(cluster) = &mut spec.kafka_cluster {
             mutate_cluster("spec.kafkaCluster", cluster, &mut defaults);
         }
         defaults.finish(warnings);
-        let operation = spec.operation;
-        if matches!(
-            operation,
-            Some(
-                alpha::RollbackOperation::Snapshot
-                    | alpha::RollbackOperation::Rollback
-                    | alpha::RollbackOperation::Delete
-            )
-        ) && spec.dry_run.is_none()
-        {
+        let operation = spec.effective_operation();
+        if operation != Operation::Verify && spec.dry_run.is_none() {
             spec.dry_run = Some(false);
             warnings.push(
                 "spec.dryRun was set to false, the default: the operation changes what it names".into(),
             );
         }
-        if operation == Some(alpha::RollbackOperation::Rollback) && spec.verify_after_rollback.is_none() {
+        if operation == Operation::Rollback && spec.verify_after_rollback.is_none() {
             spec.verify_after_rollback = Some(true);
             warnings.push(
                 "spec.verifyAfterRollback was set to true, the default: the offsets are read back and compared \
                  with the snapshot after the rollback"
                     .into(),
             );
-        }
-        if operation == Some(alpha::RollbackOperation::Verify) && spec.verify.is_none() {
-            spec.verify = Some(alpha::RollbackVerifySpec::default());
         }
         if let Some(verify) = &mut spec.verify
             && verify.strict.is_none()
@@ -131,11 +120,6 @@ impl Admit for beta::KafkaOffsetRollback {
                     .into(),
             );
         }
-    }
-
-    fn mutate_hub(_hub: &mut Self, _warnings: &mut Vec<String>) {
-        // Every v1beta1 default is a schema default (the apiserver fills it) and there is no
-        // v1beta1 migration yet.
     }
 
     fn validate_hub(hub: &Self, v: &mut Verdict) {
@@ -480,10 +464,12 @@ mod tests {
             base(json!({"storageType": "pvc", "pvc": {"claimName": "c", "create": {"enabled": true}}})),
             "spec.storage.pvc.create: is not supported",
         );
-        // One block without storageType: the type is made explicit.
+        // One block without storageType: the type is read from it, and left unwritten.
         let mutation = mutate(&base(json!({"s3": {"bucket": "b"}}))).unwrap();
-        assert_eq!(mutation.object["spec"]["storage"]["storageType"], "s3");
+        assert_eq!(mutation.object["spec"]["storage"].get("storageType"), None);
         assert!(validate(&mutation.object, None).unwrap().is_allowed());
+        let hub = crate::api::conversion::convert(mutation.object, "kafka.oso.sh/v1beta1").unwrap();
+        assert_eq!(hub["spec"]["storage"]["type"], "S3");
     }
 
     #[test]
@@ -516,9 +502,16 @@ mod tests {
         ] {
             let first = mutate(&object).unwrap();
             assert!(!first.warnings.is_empty());
+            // Nothing the object says changes: the spellings are only explained.
+            assert!(testing::contains(&first.object, &object), "{:#}", first.object);
+            assert_eq!(
+                first.object["spec"].get("operation"),
+                object["spec"].get("operation")
+            );
             let second = mutate(&first.object).unwrap();
             assert_eq!(second.object, first.object);
-            assert_eq!(second.warnings, Vec::<String>::new());
+            assert!(second.warnings.iter().all(|w| first.warnings.contains(w)));
+            assert!(!second.warnings.iter().any(|w| w.contains("was set to")));
         }
     }
 

@@ -1,4 +1,4 @@
-//! Admission rules of KafkaRestore: validation and mutation of both versions.
+//! Admission rules of KafkaRestore: validation of both versions, mutation of v1alpha1.
 //!
 //! Rules on the hub (v1beta1), for every version:
 //! - `backupRef`: a KafkaBackup or a storage location with a backup id (shared rule
@@ -44,9 +44,9 @@ use serde_json::Value;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::spoke::{
-    BACKUP_REF_PATHS, Defaults, JOB_PATHS, Respelling, mutate_backup_ref, mutate_cluster,
-    mutate_rate_limiting, mutate_storage, onto_v1, rename as rename_path, spelling, spoke_backup_ref,
-    spoke_cluster, spoke_storage, storage_type_path,
+    BACKUP_REF_PATHS, Defaults, JOB_PATHS, explain_backup_ref, explain_storage, mutate_cluster,
+    mutate_rate_limiting, note_spelling, rename as rename_path, spelling, spoke_backup_ref, spoke_cluster,
+    spoke_storage, storage_type_path,
 };
 use super::{Verdict, common, index, path};
 use crate::api::{admission::Admit, v1alpha1 as a, v1beta1 as b};
@@ -66,9 +66,6 @@ impl Admit for b::KafkaRestore {
     fn mutate_spoke(spoke: &mut a::KafkaRestore, warnings: &mut Vec<String>) {
         mutate_spoke(spoke, warnings);
     }
-
-    /// Nothing beyond the schema defaults, which decoding applies.
-    fn mutate_hub(_hub: &mut Self, _warnings: &mut Vec<String>) {}
 
     fn validate_hub(hub: &Self, verdict: &mut Verdict) {
         validate_spec(&hub.spec, verdict);
@@ -671,63 +668,45 @@ fn validate_spoke(s: &a::KafkaRestoreSpec, v: &mut Verdict) {
 // ---------------------------------------------------------------------------------------------
 // v1alpha1 mutation
 
-/// Moves a pre-1.0 field onto its v1.0.0 spelling ([`onto_v1`]), with one warning sentence.
-fn rename<T: PartialEq>(
-    old: &mut Option<T>,
-    new: &mut Option<T>,
-    old_at: &str,
-    new_at: &str,
-    warnings: &mut Vec<String>,
-) {
-    match onto_v1(old, new) {
-        Some(Respelling::Moved) => warnings.push(format!(
-            "{old_at} was rewritten as {new_at} (the v1.0.0 spelling)"
-        )),
-        Some(Respelling::Repeated) => {
-            warnings.push(format!("{old_at} was removed: {new_at} already says the same"))
-        }
-        None => {}
-    }
-}
-
 fn mutate_spoke(spoke: &mut a::KafkaRestore, w: &mut Vec<String>) {
     let s = &mut spoke.spec;
     let mut defaults = Defaults::default();
-    if s.backup_id.is_some() || s.storage.is_some() {
-        let reference = s.backup_ref.get_or_insert_with(Default::default);
-        rename(
-            &mut s.backup_id,
-            &mut reference.backup_id,
-            "spec.backupId",
-            "spec.backupRef.backupId",
-            w,
-        );
-        rename(
-            &mut s.storage,
-            &mut reference.storage,
-            "spec.storage",
-            "spec.backupRef.storage",
-            w,
-        );
-    }
-    rename(
-        &mut s.target_cluster,
-        &mut s.kafka_cluster,
+    let reference = s.backup_ref.as_ref();
+    note_spelling(
+        s.backup_id.as_ref(),
+        reference.and_then(|r| r.backup_id.as_ref()),
+        "spec.backupId",
+        "spec.backupRef.backupId",
+        w,
+    );
+    note_spelling(
+        s.storage.as_ref(),
+        reference.and_then(|r| r.storage.as_ref()),
+        "spec.storage",
+        "spec.backupRef.storage",
+        w,
+    );
+    note_spelling(
+        s.target_cluster.as_ref(),
+        s.kafka_cluster.as_ref(),
         "spec.targetCluster",
         "spec.kafkaCluster",
         w,
     );
-    if let Some(cluster) = s.kafka_cluster.as_mut() {
-        mutate_cluster("spec.kafkaCluster", cluster, &mut defaults);
+    // The connection in use: kafkaCluster, else the pre-1.0 targetCluster.
+    match (s.kafka_cluster.as_mut(), s.target_cluster.as_mut()) {
+        (Some(cluster), _) => mutate_cluster("spec.kafkaCluster", cluster, &mut defaults),
+        (None, Some(cluster)) => mutate_cluster("spec.targetCluster", cluster, &mut defaults),
+        (None, None) => {}
     }
-    if let Some(reference) = s.backup_ref.as_mut() {
-        mutate_backup_ref("spec.backupRef", reference, w, &mut defaults);
+    if let Some(reference) = &s.backup_ref {
+        explain_backup_ref("spec.backupRef", reference, w);
     }
-    if let Some(storage) = s.storage.as_mut() {
-        mutate_storage("spec.storage", storage, w, &mut defaults);
+    if let Some(storage) = &s.storage {
+        explain_storage("spec.storage", storage, w);
     }
-    if let Some(p) = s.pitr.as_mut() {
-        normalize_pitr(p, w);
+    if let Some(p) = &s.pitr {
+        explain_pitr(p, w);
     }
     if s.include_original_offset_header.is_none() {
         s.include_original_offset_header = Some(false);
@@ -742,26 +721,25 @@ fn mutate_spoke(spoke: &mut a::KafkaRestore, w: &mut Vec<String>) {
             reset.enabled = Some(false);
             w.push("spec.offsetReset.enabled was set to false, the documented default: no consumer group is moved; set it to true to reset the listed groups".into());
         }
-        let renamed = match reset.strategy {
-            Some(S::HeaderBased) => Some(("headerBased", S::HeaderBasedKebab, "the v1.0.0 spelling")),
+        let read_as = match reset.strategy {
+            Some(S::HeaderBased) => Some(("headerBased", S::HeaderBasedKebab, "its v1.0.0 spelling")),
             Some(S::Auto) => Some(("auto", S::HeaderBasedKebab, "the same behaviour")),
             Some(S::ClusterScan) => Some(("cluster-scan", S::HeaderBasedKebab, "the same behaviour")),
             Some(S::TimestampBased) => Some(("timestamp-based", S::Timestamp, "the same strategy")),
             Some(S::DryRunSnake) => Some(("dry_run", S::DryRun, "the same strategy")),
             _ => None,
         };
-        if let Some((old, new, why)) = renamed {
-            reset.strategy = Some(new);
+        if let Some((old, new, why)) = read_as {
             w.push(format!(
-                "spec.offsetReset.strategy {old} was rewritten as {} ({why})",
+                "spec.offsetReset.strategy {old} is read as {} ({why})",
                 spelling(&new)
             ));
         }
     }
-    if let Some(r) = s.rollback.as_mut() {
-        rename(
-            &mut r.enabled,
-            &mut r.snapshot_before_restore,
+    if let Some(r) = &s.rollback {
+        note_spelling(
+            r.enabled.as_ref(),
+            r.snapshot_before_restore.as_ref(),
             "spec.rollback.enabled",
             "spec.rollback.snapshotBeforeRestore",
             w,
@@ -773,13 +751,6 @@ fn mutate_spoke(spoke: &mut a::KafkaRestore, w: &mut Vec<String>) {
             &mut r.strategy,
             &path(&key("spec.repartitioning", topic), "strategy"),
             a::RepartitionStrategy::Murmur2,
-        );
-    }
-    if let Some(r) = s.rollback.as_mut() {
-        defaults.set(
-            &mut r.snapshot_before_restore,
-            "spec.rollback.snapshotBeforeRestore",
-            true,
         );
     }
     let produce = b::ProduceSpec::default();
@@ -800,63 +771,33 @@ fn mutate_spoke(spoke: &mut a::KafkaRestore, w: &mut Vec<String>) {
     defaults.finish(w);
 }
 
-/// Rewrites every spelling of the window's ends as `startTime` / `endTime` (RFC 3339, what
-/// v1beta1 stores, so an edit made through v1beta1 can never meet a stale epoch value), when all
-/// spellings of an end are valid and agree; otherwise leaves them for validation to refuse.
-fn normalize_pitr(p: &mut a::RestorePitrSpec, w: &mut Vec<String>) {
+/// Explains the pre-1.0 and epoch spellings of the window's ends, which v1beta1 reads as
+/// `startTime` / `endTime` in RFC 3339; only valid values that agree (validation refuses others).
+fn explain_pitr(p: &a::RestorePitrSpec, w: &mut Vec<String>) {
     if p.enabled == Some(true) {
-        p.enabled = None;
         w.push(
-            "spec.pitr.enabled was removed: in v1.0.0 the times in spec.pitr turn point-in-time recovery on"
+            "spec.pitr.enabled is a pre-1.0 setting: since v1.0.0 the times in spec.pitr turn point-in-time recovery on"
                 .into(),
         );
     }
-    // The end: endTime, then timestamp, then the epoch spellings.
-    let ends = end_spellings(p);
-    let parsed: Vec<Option<DateTime<Utc>>> = ends.iter().map(|(_, i)| i.parse()).collect();
-    let agree = parsed.iter().all(Option::is_some) && parsed.windows(2).all(|pair| pair[0] == pair[1]);
-    let only_timestamp = ends.len() == 1 && p.timestamp.is_some();
-    if !ends.is_empty() && (agree || only_timestamp) {
-        let instant = parsed.first().copied().flatten();
-        if p.end_time.is_none() {
-            p.end_time = p
-                .timestamp
-                .clone()
-                .or_else(|| instant.map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true)));
+    for (spellings, v1_field) in [(end_spellings(p), "endTime"), (start_spellings(p), "startTime")] {
+        let parsed: Vec<Option<DateTime<Utc>>> = spellings.iter().map(|(_, i)| i.parse()).collect();
+        let agree = parsed.iter().all(Option::is_some) && parsed.windows(2).all(|pair| pair[0] == pair[1]);
+        if !agree {
+            continue;
         }
-        let end_time = p.end_time.clone().unwrap_or_default();
-        if p.timestamp.take().is_some() {
-            w.push("spec.pitr.timestamp was rewritten as spec.pitr.endTime (the v1.0.0 spelling)".into());
-        }
-        for (field, millis) in [
-            ("timestampMillis", p.timestamp_millis.take()),
-            ("endTimestamp", p.end_timestamp.take()),
-        ] {
-            if let Some(ms) = millis {
-                w.push(format!(
-                    "spec.pitr.{field} {ms} was rewritten as spec.pitr.endTime {end_time:?}, the same instant in RFC 3339 (the form v1beta1 stores)"
-                ));
+        for (field, instant) in &spellings {
+            match instant {
+                _ if *field == v1_field => {}
+                Instant::Text(_) => w.push(format!(
+                    "spec.pitr.{field} is the pre-1.0 spelling of spec.pitr.{v1_field}: kept as written and read as spec.pitr.{v1_field}"
+                )),
+                Instant::Millis(ms) => w.push(format!(
+                    "spec.pitr.{field} {ms} is read as spec.pitr.{v1_field} {:?}, the same instant in RFC 3339 (the form v1beta1 stores)",
+                    parsed[0].map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true)).unwrap_or_default()
+                )),
             }
         }
-    }
-    let starts = start_spellings(p);
-    if let [(_, only)] = starts.as_slice()
-        && p.start_timestamp.is_some()
-        && let Some(instant) = only.parse()
-    {
-        let text = instant.to_rfc3339_opts(SecondsFormat::AutoSi, true);
-        w.push(format!(
-            "spec.pitr.startTimestamp {} was rewritten as spec.pitr.startTime {text:?}, the same instant in RFC 3339 (the form v1beta1 stores)",
-            p.start_timestamp.unwrap_or_default()
-        ));
-        p.start_time = Some(text);
-        p.start_timestamp = None;
-    } else if let [(_, first), (_, second)] = starts.as_slice()
-        && let (Some(x), Some(y)) = (first.parse(), second.parse())
-        && x == y
-    {
-        w.push("spec.pitr.startTimestamp was removed: spec.pitr.startTime gives the same instant".into());
-        p.start_timestamp = None;
     }
 }
 
@@ -880,7 +821,7 @@ mod tests {
     }
 
     #[test]
-    fn pre_1_0_spellings_become_v1_0_0() {
+    fn pre_1_0_spellings_are_kept_explained_and_read_as_v1_0_0() {
         let object = alpha(json!({
             "backupId": "b-1",
             "storage": {"s3": {"bucket": "x", "credentialsSecret": {"name": "s", "accessKeyKey": "ak"}}},
@@ -893,54 +834,72 @@ mod tests {
         }));
         let mutation = mutate(&object).unwrap();
         let spec = &mutation.object["spec"];
-        assert_eq!(spec["backupRef"]["backupId"], "b-1");
-        assert_eq!(spec["backupRef"]["storage"]["storageType"], "s3");
+        // Everything written stays as written; defaults are added where they mean what their
+        // absence means (not rollback.snapshotBeforeRestore, a second spelling of rollback.enabled).
+        assert!(testing::contains(spec, &object["spec"]), "{spec:#}");
+        assert_eq!(spec.get("backupRef"), None);
+        assert_eq!(spec.get("kafkaCluster"), None);
+        assert_eq!(spec["targetCluster"]["securityProtocol"], "PLAINTEXT");
+        assert_eq!(spec["rollback"], json!({"enabled": true, "snapshotId": "snap"}));
         assert_eq!(
-            spec["backupRef"]["storage"]["s3"]["credentialsSecret"]["accessKeyIdKey"],
-            "ak"
+            spec["rateLimiting"],
+            json!({"recordsPerSec": 0, "maxConcurrentPartitions": 4})
         );
-        assert_eq!(spec["kafkaCluster"]["securityProtocol"], "PLAINTEXT");
-        assert_eq!(
-            spec["pitr"],
-            json!({"endTime": "2024-12-01T10:30:00+01:00", "startTime": "2024-12-01T08:00:00Z"})
-        );
-        assert_eq!(spec["offsetReset"]["strategy"], "header-based");
-        assert_eq!(
-            spec["rollback"],
-            json!({"snapshotBeforeRestore": true, "snapshotId": "snap"})
-        );
-        assert_eq!(spec["rateLimiting"], json!({"maxConcurrentPartitions": 4}));
         assert_eq!(spec["produceAcks"], -1);
-        for gone in ["backupId", "storage", "targetCluster"] {
-            assert!(spec.get(gone).is_none(), "{gone} left");
-        }
-        // One sentence per change, each naming its field.
-        for field in [
-            "spec.backupId",
-            "spec.storage",
-            "spec.targetCluster",
-            "spec.pitr.enabled",
-            "spec.pitr.timestamp ",
-            "spec.pitr.timestampMillis",
-            "spec.pitr.startTimestamp",
-            "spec.offsetReset.strategy",
-            "spec.rollback.enabled",
-            "spec.rateLimiting.recordsPerSec",
-            "accessKeyKey",
-            "storageType",
-            "documented defaults",
+        // One sentence per spelling or default, each naming its field, none saying it removed
+        // something.
+        for prefix in [
+            "spec.backupId is the pre-1.0 spelling of spec.backupRef.backupId",
+            "spec.storage is the pre-1.0 spelling of spec.backupRef.storage",
+            "spec.targetCluster is the pre-1.0 spelling of spec.kafkaCluster",
+            "spec.pitr.enabled is a pre-1.0 setting",
+            "spec.pitr.timestamp is the pre-1.0 spelling of spec.pitr.endTime",
+            "spec.pitr.timestampMillis 1733045400000 is read as spec.pitr.endTime \"2024-12-01T09:30:00Z\"",
+            "spec.pitr.startTimestamp 1733040000000 is read as spec.pitr.startTime \"2024-12-01T08:00:00Z\"",
+            "spec.offsetReset.strategy headerBased is read as header-based",
+            "spec.rollback.enabled is the pre-1.0 spelling of spec.rollback.snapshotBeforeRestore",
+            "spec.rateLimiting.recordsPerSec: 0 is read as no limit",
+            "spec.includeOriginalOffsetHeader was set to false",
+            "spec.storage.s3.credentialsSecret.accessKeyKey is the pre-1.0 spelling",
+            "spec.storage.storageType is not set: the location is read as s3",
+            "made the documented defaults explicit",
         ] {
             assert_eq!(
-                mutation.warnings.iter().filter(|w| w.contains(field)).count(),
+                mutation.warnings.iter().filter(|w| w.starts_with(prefix)).count(),
                 1,
-                "{field}: {:#?}",
+                "{prefix}: {:#?}",
                 mutation.warnings
             );
         }
+        assert_eq!(mutation.warnings.len(), 14, "{:#?}", mutation.warnings);
+        assert!(
+            !mutation
+                .warnings
+                .iter()
+                .any(|w| w.contains("removed") || w.contains("rewritten"))
+        );
         let verdict = validate(&mutation.object, None).unwrap();
         assert!(verdict.is_allowed(), "{}", verdict.message());
         // The unmutated object is judged the same way.
         assert!(validate(&object, None).unwrap().is_allowed());
+        // What executes is the v1.0.0 reading; converting back gives the spelling as written.
+        let hub = convert(mutation.object.clone(), "kafka.oso.sh/v1beta1").unwrap();
+        let hub_spec = &hub["spec"];
+        assert_eq!(hub_spec["backupRef"]["backupId"], "b-1");
+        assert_eq!(hub_spec["backupRef"]["storage"]["type"], "S3");
+        assert_eq!(
+            hub_spec["backupRef"]["storage"]["s3"]["credentialsSecret"]["accessKeyIdKey"],
+            "ak"
+        );
+        assert_eq!(hub_spec["kafkaCluster"]["bootstrapServers"], json!(["k:9092"]));
+        assert_eq!(
+            hub_spec["pitr"],
+            json!({"endTime": "2024-12-01T09:30:00Z", "startTime": "2024-12-01T08:00:00Z"})
+        );
+        assert_eq!(hub_spec["offsetReset"]["strategy"], "HeaderBased");
+        assert_eq!(hub_spec["snapshotBeforeRestore"]["enabled"], true);
+        assert_eq!(hub_spec["rateLimiting"], json!({"maxConcurrentPartitions": 4}));
+        assert_eq!(convert(hub, "kafka.oso.sh/v1alpha1").unwrap(), mutation.object);
     }
 
     #[test]

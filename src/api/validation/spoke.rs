@@ -1,20 +1,20 @@
 //! v1alpha1-only rules and mutations of the blocks several kinds share (Kafka connection, storage
 //! location, backup reference, rate limits), and the helpers of every kind's v1alpha1 side: path
-//! spellings, pre-1.0 respelling, defaults made explicit.
+//! spellings, the warnings that explain a pre-1.0 spelling, defaults made explicit.
 //!
 //! One policy for every kind:
-//! - `storageType`: absent with one storage block, the mutation writes that block's type (the
-//!   prior art would have used pvc and failed); with none, the documented default pvc; with
-//!   several, it stays absent and validation refuses it, naming the blocks;
+//! - `storageType`: absent with one storage block, the location is read as that block's type
+//!   (the prior art would have used pvc and failed), which a warning says; with none, the
+//!   documented default pvc; with several, validation refuses it, naming the blocks. It is never
+//!   written: it depends on the blocks, which a later `kubectl apply` may change;
 //! - `storageType: configmap` and the pre-1.0 S3 key names (`accessKeyKey`, `secretKeyKey`) are
-//!   rewritten to their v1.0.0 spellings; two spellings that disagree are refused, naming both;
+//!   kept as written and read as their v1.0.0 spellings, with a warning; two spellings that
+//!   disagree are refused, naming both;
 //! - `pvc.create`: refused when `enabled: true` (the operator does not create claims, and the user
 //!   expects one), warned about otherwise (it asks for nothing);
 //! - a SASL Secret must name its mechanism (v1beta1 has no default for it);
-//! - `securityProtocol` and `rateLimiting.maxConcurrentPartitions` are made explicit, and a rate
-//!   limit of 0 (v1alpha1 for unlimited) is removed.
-
-use std::fmt::Display;
+//! - `securityProtocol` and `rateLimiting.maxConcurrentPartitions` are made explicit; a rate
+//!   limit of 0 (v1alpha1 for unlimited) is kept and read as no limit.
 
 use serde::Serialize;
 use serde_json::Value;
@@ -106,46 +106,22 @@ impl Defaults {
     }
 }
 
-/// What [`onto_v1`] did with a pre-1.0 field.
-pub(super) enum Respelling {
-    /// Its value moved onto the absent v1.0.0 spelling.
-    Moved,
-    /// It was dropped: the v1.0.0 spelling says the same.
-    Repeated,
-}
-
-/// Moves a pre-1.0 field onto its v1.0.0 spelling when that is absent, or drops it when the
-/// v1.0.0 spelling says the same; two different values stay for validation to refuse (`None`).
-pub(super) fn onto_v1<T: PartialEq>(old: &mut Option<T>, new: &mut Option<T>) -> Option<Respelling> {
-    let value = old.take()?;
-    match new {
-        None => {
-            *new = Some(value);
-            Some(Respelling::Moved)
-        }
-        Some(current) if *current == value => Some(Respelling::Repeated),
-        Some(_) => {
-            *old = Some(value);
-            None
-        }
-    }
-}
-
-/// [`onto_v1`] with one warning sentence naming both fields (and the value moved).
-pub(super) fn respell<T: PartialEq + Display>(
-    old: &mut Option<T>,
-    new: &mut Option<T>,
+/// Explains a pre-1.0 spelling the object uses: `old_at` given without `new_at` is read as
+/// `new_at`; the two given alike is one too many. Two that differ are refused by validation.
+pub(super) fn note_spelling<T: PartialEq>(
+    old: Option<&T>,
+    new: Option<&T>,
     old_at: &str,
     new_at: &str,
     warnings: &mut Vec<String>,
 ) {
-    match (onto_v1(old, new), &*new) {
-        (Some(Respelling::Moved), Some(value)) => warnings.push(format!(
-            "{old_at}: {value} was rewritten to {new_at}, its v1.0.0 spelling"
+    match (old, new) {
+        (Some(_), None) => warnings.push(format!(
+            "{old_at} is the pre-1.0 spelling of {new_at}: kept as written and read as {new_at}"
         )),
-        (Some(Respelling::Repeated), _) => {
-            warnings.push(format!("{old_at} was removed: it repeats {new_at}"))
-        }
+        (Some(old), Some(new)) if old == new => warnings.push(format!(
+            "{old_at} repeats {new_at} (the pre-1.0 and the v1.0.0 spelling of one setting); one of them is enough"
+        )),
         _ => {}
     }
 }
@@ -253,51 +229,35 @@ pub(super) fn mutate_cluster(at: &str, cluster: &mut alpha::KafkaClusterSpec, de
     );
 }
 
-/// Rewrites the pre-1.0 spellings of a storage location and makes `storageType` explicit (see the
-/// module documentation).
-pub(super) fn mutate_storage(
-    at: &str,
-    storage: &mut alpha::StorageSpec,
-    warnings: &mut Vec<String>,
-    defaults: &mut Defaults,
-) {
+/// Explains what a storage location leaves to be read (see the module documentation).
+pub(super) fn explain_storage(at: &str, storage: &alpha::StorageSpec, warnings: &mut Vec<String>) {
     if storage.storage_type == Some(alpha::StorageType::ConfigMapLowercase) {
-        storage.storage_type = Some(alpha::StorageType::ConfigMap);
         warnings.push(format!(
-            "{at}.storageType: configmap was rewritten to configMap, its v1.0.0 spelling"
+            "{at}.storageType: configmap is the pre-1.0 spelling of configMap: kept as written and read as configMap"
         ));
     }
-    if storage.storage_type.is_none() {
-        match storage_blocks(storage).as_slice() {
-            [] | [beta::StorageType::Pvc] => defaults.set(
-                &mut storage.storage_type,
-                &path(at, "storageType"),
-                alpha::StorageType::Pvc,
-            ),
-            [only] => {
-                let type_ = storage_type_down(*only);
-                warnings.push(format!(
-                    "{at}.storageType was set to {}, the only storage block given (the default would be pvc)",
-                    spelling(&type_)
-                ));
-                storage.storage_type = Some(type_);
-            }
-            // Which one is meant is the user's to say: refused by `spoke_storage`.
-            _ => {}
-        }
+    if storage.storage_type.is_none()
+        && let [only] = storage_blocks(storage).as_slice()
+        && *only != beta::StorageType::Pvc
+    {
+        warnings.push(format!(
+            "{at}.storageType is not set: the location is read as {}, the only storage block given (the prior \
+             art would have used pvc)",
+            spelling(&storage_type_down(*only))
+        ));
     }
-    if let Some(secret) = storage.s3.as_mut().and_then(|s3| s3.credentials_secret.as_mut()) {
+    if let Some(secret) = storage.s3.as_ref().and_then(|s3| s3.credentials_secret.as_ref()) {
         let secret_at = path(at, "s3.credentialsSecret");
-        respell(
-            &mut secret.access_key_key,
-            &mut secret.access_key_id_key,
+        note_spelling(
+            secret.access_key_key.as_ref(),
+            secret.access_key_id_key.as_ref(),
             &path(&secret_at, "accessKeyKey"),
             &path(&secret_at, "accessKeyIdKey"),
             warnings,
         );
-        respell(
-            &mut secret.secret_key_key,
-            &mut secret.secret_access_key_key,
+        note_spelling(
+            secret.secret_key_key.as_ref(),
+            secret.secret_access_key_key.as_ref(),
             &path(&secret_at, "secretKeyKey"),
             &path(&secret_at, "secretAccessKeyKey"),
             warnings,
@@ -305,20 +265,15 @@ pub(super) fn mutate_storage(
     }
 }
 
-/// A backup reference: the mutations of its storage location.
-pub(super) fn mutate_backup_ref(
-    at: &str,
-    reference: &mut alpha::BackupRef,
-    warnings: &mut Vec<String>,
-    defaults: &mut Defaults,
-) {
-    if let Some(storage) = &mut reference.storage {
-        mutate_storage(&path(at, "storage"), storage, warnings, defaults);
+/// Explains what the storage location of a backup reference leaves to be read.
+pub(super) fn explain_backup_ref(at: &str, reference: &alpha::BackupRef, warnings: &mut Vec<String>) {
+    if let Some(storage) = &reference.storage {
+        explain_storage(&path(at, "storage"), storage, warnings);
     }
 }
 
-/// Rate limits: a limit of 0 (v1alpha1 for unlimited) is removed, which says the same in both
-/// versions, and `maxConcurrentPartitions` is made explicit.
+/// Rate limits: a limit of 0 (v1alpha1 for unlimited) is read as no limit, which a warning says,
+/// and `maxConcurrentPartitions` is made explicit.
 pub(super) fn mutate_rate_limiting(
     at: &str,
     rate: &mut Option<alpha::RateLimitingSpec>,
@@ -327,13 +282,12 @@ pub(super) fn mutate_rate_limiting(
 ) {
     let rate = rate.get_or_insert_default();
     for (field, limit) in [
-        ("recordsPerSec", &mut rate.records_per_sec),
-        ("bytesPerSec", &mut rate.bytes_per_sec),
+        ("recordsPerSec", rate.records_per_sec),
+        ("bytesPerSec", rate.bytes_per_sec),
     ] {
-        if *limit == Some(0) {
-            *limit = None;
+        if limit == Some(0) {
             warnings.push(format!(
-                "{at}.{field}: 0 was removed; leaving the limit out means unlimited"
+                "{at}.{field}: 0 is read as no limit (v1beta1 leaves the limit out for that)"
             ));
         }
     }
@@ -355,38 +309,29 @@ mod tests {
     }
 
     #[test]
-    fn storage_type_is_the_only_block_the_default_or_left_to_the_user() {
-        for (given, expected) in [
-            (json!({"gcs": {"bucket": "b"}}), Some("gcs")),
-            (json!({"pvc": {"claimName": "c"}}), Some("pvc")),
-            (json!({}), Some("pvc")),
+    fn storage_type_is_read_not_written() {
+        for (given, warned) in [
+            (
+                json!({"gcs": {"bucket": "b"}}),
+                Some("read as gcs, the only storage block given"),
+            ),
+            (json!({"pvc": {"claimName": "c"}}), None),
+            (json!({}), None),
             (json!({"s3": {"bucket": "b"}, "configMap": {"name": "c"}}), None),
             (
                 json!({"storageType": "configmap", "configMap": {"name": "c"}}),
-                Some("configMap"),
+                Some("configmap is the pre-1.0 spelling of configMap: kept as written"),
             ),
         ] {
-            let mut location = storage(given.clone());
             let mut warnings = Vec::new();
-            let mut defaults = Defaults::default();
-            mutate_storage("spec.storage", &mut location, &mut warnings, &mut defaults);
-            defaults.finish(&mut warnings);
-            let written = location.storage_type.map(|t| spelling(&t));
-            assert_eq!(written.as_deref(), expected, "{given}");
-            assert_eq!(
-                warnings.len(),
-                usize::from(expected.is_some()),
-                "{given}: {warnings:?}"
-            );
-            // Idempotent.
-            let mut again = Vec::new();
-            mutate_storage(
-                "spec.storage",
-                &mut location,
-                &mut again,
-                &mut Defaults::default(),
-            );
-            assert!(again.is_empty(), "{again:?}");
+            explain_storage("spec.storage", &storage(given.clone()), &mut warnings);
+            match warned {
+                Some(expected) => assert!(
+                    warnings.len() == 1 && warnings[0].contains(expected),
+                    "{given}: {warnings:?}"
+                ),
+                None => assert!(warnings.is_empty(), "{given}: {warnings:?}"),
+            }
         }
     }
 
@@ -427,27 +372,20 @@ mod tests {
     }
 
     #[test]
-    fn pre_1_0_s3_key_names_are_respelled_once() {
-        let mut location = storage(json!({"storageType": "s3", "s3": {"bucket": "b",
+    fn pre_1_0_s3_key_names_are_explained() {
+        let location = storage(json!({"storageType": "s3", "s3": {"bucket": "b",
             "credentialsSecret": {"name": "c", "accessKeyKey": "id", "secretKeyKey": "s", "secretAccessKeyKey": "s"}}}));
         let mut warnings = Vec::new();
-        mutate_storage(
-            "spec.storage",
-            &mut location,
-            &mut warnings,
-            &mut Defaults::default(),
-        );
-        assert_eq!(
-            serde_json::to_value(&location).unwrap()["s3"]["credentialsSecret"],
-            json!({"name": "c", "accessKeyIdKey": "id", "secretAccessKeyKey": "s"})
-        );
+        explain_storage("spec.storage", &location, &mut warnings);
         assert_eq!(
             warnings,
             [
-                "spec.storage.s3.credentialsSecret.accessKeyKey: id was rewritten to \
-                 spec.storage.s3.credentialsSecret.accessKeyIdKey, its v1.0.0 spelling",
-                "spec.storage.s3.credentialsSecret.secretKeyKey was removed: it repeats \
-                 spec.storage.s3.credentialsSecret.secretAccessKeyKey",
+                "spec.storage.s3.credentialsSecret.accessKeyKey is the pre-1.0 spelling of \
+                 spec.storage.s3.credentialsSecret.accessKeyIdKey: kept as written and read as \
+                 spec.storage.s3.credentialsSecret.accessKeyIdKey",
+                "spec.storage.s3.credentialsSecret.secretKeyKey repeats \
+                 spec.storage.s3.credentialsSecret.secretAccessKeyKey (the pre-1.0 and the v1.0.0 spelling of one \
+                 setting); one of them is enough",
             ]
         );
     }

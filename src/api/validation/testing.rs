@@ -37,3 +37,17 @@ pub(super) fn assert_refused(object: Value, expected: &str) {
         "expected {expected:?} in {errors:#?}"
     );
 }
+
+/// Whether every field of `part` is in `whole` with the same value (`whole` may have more, also
+/// in the elements of lists).
+pub(super) fn contains(whole: &Value, part: &Value) -> bool {
+    match (whole, part) {
+        (Value::Object(whole), Value::Object(part)) => part
+            .iter()
+            .all(|(k, v)| whole.get(k).is_some_and(|w| contains(w, v))),
+        (Value::Array(whole), Value::Array(part)) => {
+            whole.len() == part.len() && whole.iter().zip(part).all(|(w, p)| contains(w, p))
+        }
+        _ => whole == part,
+    }
+}
