@@ -65,6 +65,21 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
+# A free port P whose P+10000 is free too: SeaweedFS puts a server's gRPC port there (and some of
+# its clients assume it whatever the flags say).
+free_port_with_grpc() {
+  python3 -c '
+import socket
+while True:
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
+    if port + 10000 > 65535: continue
+    try:
+        g = socket.socket(); g.bind(("127.0.0.1", port + 10000)); g.close()
+    except OSError:
+        continue
+    print(port); break'
+}
+
 wait_for() {
   local what=$1 cmd=$2 tries=${3:-100}
   for _ in $(seq "$tries"); do
@@ -98,15 +113,21 @@ start_nisshi() {
 }
 
 start_seaweedfs() {
-  local port; port=$(free_port)
+  # Every server of weed mini on chosen ports (the defaults are fixed: 9333, 8888, 9340, 23646 and
+  # their +10000 gRPC ports), so that another run's SeaweedFS on the machine does not collide.
+  local port='' ports=() server p
+  for server in s3 master filer volume admin; do
+    p=$(free_port_with_grpc)
+    ports+=("-$server.port=$p" "-$server.port.grpc=$((p + 10000))")
+    [ "$server" = s3 ] && port=$p
+  done
   mkdir -p "$KBO_RUN_DIR/sw"
   cat >"$KBO_RUN_DIR/sw-s3.json" <<'JSON'
 {"identities":[{"name":"test","credentials":[{"accessKey":"test","secretKey":"test"}],
   "actions":["Admin","Read","Write","List","Tagging"]}]}
 JSON
-  # weed mini opens several fixed ports besides S3; only the S3 one is chosen here.
   "$KBO_CACHE/seaweedfs-$SEAWEEDFS_VERSION/bin/weed" mini -dir="$KBO_RUN_DIR/sw" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
-    -s3.port="$port" -bucket=test-bucket -s3.config="$KBO_RUN_DIR/sw-s3.json" \
+    "${ports[@]}" -bucket=test-bucket -s3.config="$KBO_RUN_DIR/sw-s3.json" \
     -webdav=false -admin.ui=false -s3.port.iceberg=0 -s3.port.lance=0 >"$KBO_RUN_DIR/sw.log" 2>&1 &
   KBO_PIDS+=($!)
   wait_for seaweedfs "curl -s -o /dev/null http://127.0.0.1:$port/" 300
