@@ -149,7 +149,7 @@ start_azurite() {
 }
 
 # rdkafka's `ssl` feature links the system OpenSSL (TLS and SASL/SCRAM to the brokers); the
-# image is built with buildah and run with podman (runc), and inspected with skopeo/umoci.
+# image is built with buildah and run with podman (runc); skopeo and umoci inspect images by hand.
 install_apt_packages() {
   local missing=()
   for pkg in libssl-dev pkg-config buildah podman runc skopeo umoci; do
