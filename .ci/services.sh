@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs (pinned, cached outside the clone) and starts the real services the tests use:
-# the Kafka broker (nisshi), S3 (SeaweedFS) and Azure Blob (Azurite). Source it; it exports
-# KBO_TEST_* endpoints and registers a trap that kills everything it started.
+# the Kafka broker (nisshi), S3 (SeaweedFS) and Azure Blob (Azurite), and sets up podman/buildah
+# for the image tests. Source it; it exports KBO_TEST_* endpoints and the container settings, and
+# registers a trap that kills everything it started (and removes the tests' containers).
 #   . .ci/services.sh           # install + start
 # Install timings are printed as "[services] <step> took Ns".
 set -euo pipefail
@@ -23,13 +24,20 @@ svc_timed() {
   svc_log "$name took $((SECONDS - start))s"
 }
 
+# One nisshi build serves every broker of the tests: the memory engine (dynostore) for the shared
+# broker and the TLS tests, and SQLite (libsql) for the SASL/SCRAM tests, whose users the memory
+# engine cannot store.
+NISSHI_FEATURES=dynostore,libsql
+NISSHI_ROOT="$KBO_CACHE/nisshi-$NISSHI_VERSION-libsql"
 install_nisshi() {
-  local root="$KBO_CACHE/nisshi-$NISSHI_VERSION"
-  if [ -x "$root/bin/nisshi" ]; then svc_log "nisshi $NISSHI_VERSION cached"; return; fi
+  local root=$NISSHI_ROOT
+  if [ -x "$root/bin/nisshi" ]; then svc_log "nisshi $NISSHI_VERSION ($NISSHI_FEATURES) cached"; return; fi
   local target; target="$(mktemp -d "${TMPDIR:-/tmp}/nisshi-build.XXXXXX")"
+  rm -rf "$root.tmp"
   CARGO_TARGET_DIR="$target" cargo install nisshi --version "$NISSHI_VERSION" --locked \
-    --ignore-rust-version --no-default-features --features dynostore --root "$root.tmp" >"$KBO_CACHE/nisshi-install.log" 2>&1 \
-    || { tail -30 "$KBO_CACHE/nisshi-install.log" >&2; rm -rf "$target"; return 1; }
+    --ignore-rust-version --no-default-features --features "$NISSHI_FEATURES" --root "$root.tmp" \
+    >"$KBO_CACHE/nisshi-libsql-install.log" 2>&1 \
+    || { tail -30 "$KBO_CACHE/nisshi-libsql-install.log" >&2; rm -rf "$target"; return 1; }
   rm -rf "$target"
   rm -rf "$root"; mv "$root.tmp" "$root"
 }
@@ -57,6 +65,21 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
+# A free port P whose P+10000 is free too: SeaweedFS puts a server's gRPC port there (and some of
+# its clients assume it whatever the flags say).
+free_port_with_grpc() {
+  python3 -c '
+import socket
+while True:
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
+    if port + 10000 > 65535: continue
+    try:
+        g = socket.socket(); g.bind(("127.0.0.1", port + 10000)); g.close()
+    except OSError:
+        continue
+    print(port); break'
+}
+
 wait_for() {
   local what=$1 cmd=$2 tries=${3:-100}
   for _ in $(seq "$tries"); do
@@ -67,6 +90,7 @@ wait_for() {
 }
 
 services_stop() {
+  stop_containers
   for pid in "${KBO_PIDS[@]:-}"; do
     [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
   done
@@ -78,30 +102,32 @@ services_stop() {
 
 start_nisshi() {
   local port; port=$(free_port)
-  "$KBO_CACHE/nisshi-$NISSHI_VERSION/bin/nisshi" broker \
+  "$NISSHI_ROOT/bin/nisshi" broker \
     --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
     --storage-engine memory://nisshi/ --group-initial-rebalance-delay 0s >"$KBO_RUN_DIR/nisshi.log" 2>&1 &
   KBO_PIDS+=($!)
   wait_for nisshi "bash -c '</dev/tcp/127.0.0.1/$port'"
   export KBO_TEST_KAFKA_BOOTSTRAP="127.0.0.1:$port"
-  # Tests that need a broker with TLS start their own from the same binary.
-  export KBO_TEST_NISSHI_BIN="$KBO_CACHE/nisshi-$NISSHI_VERSION/bin/nisshi"
-  # SASL/SCRAM tests need a nisshi with a user store (cargo features dynostore,libsql: ~15 min to
-  # build, too long for a fresh CI run); used when a cached build exists, skipped otherwise.
-  local sasl="$KBO_CACHE/nisshi-$NISSHI_VERSION-libsql/bin/nisshi"
-  if [ -x "$sasl" ]; then export KBO_TEST_NISSHI_SASL_BIN="$sasl"; fi
+  # Tests that need a broker with TLS or SASL/SCRAM start their own from the same binary.
+  export KBO_TEST_NISSHI_BIN="$NISSHI_ROOT/bin/nisshi"
 }
 
 start_seaweedfs() {
-  local port; port=$(free_port)
+  # Every server of weed mini on chosen ports (the defaults are fixed: 9333, 8888, 9340, 23646 and
+  # their +10000 gRPC ports), so that another run's SeaweedFS on the machine does not collide.
+  local port='' ports=() server p
+  for server in s3 master filer volume admin; do
+    p=$(free_port_with_grpc)
+    ports+=("-$server.port=$p" "-$server.port.grpc=$((p + 10000))")
+    [ "$server" = s3 ] && port=$p
+  done
   mkdir -p "$KBO_RUN_DIR/sw"
   cat >"$KBO_RUN_DIR/sw-s3.json" <<'JSON'
 {"identities":[{"name":"test","credentials":[{"accessKey":"test","secretKey":"test"}],
   "actions":["Admin","Read","Write","List","Tagging"]}]}
 JSON
-  # weed mini opens several fixed ports besides S3; only the S3 one is chosen here.
   "$KBO_CACHE/seaweedfs-$SEAWEEDFS_VERSION/bin/weed" mini -dir="$KBO_RUN_DIR/sw" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
-    -s3.port="$port" -bucket=test-bucket -s3.config="$KBO_RUN_DIR/sw-s3.json" \
+    "${ports[@]}" -bucket=test-bucket -s3.config="$KBO_RUN_DIR/sw-s3.json" \
     -webdav=false -admin.ui=false -s3.port.iceberg=0 -s3.port.lance=0 >"$KBO_RUN_DIR/sw.log" 2>&1 &
   KBO_PIDS+=($!)
   wait_for seaweedfs "curl -s -o /dev/null http://127.0.0.1:$port/" 300
@@ -122,21 +148,56 @@ start_azurite() {
   export KBO_TEST_AZURE_CONTAINER=test-container
 }
 
-# rdkafka's `ssl` feature links the system OpenSSL (TLS and SASL/SCRAM to the brokers).
+# rdkafka's `ssl` feature links the system OpenSSL (TLS and SASL/SCRAM to the brokers); the
+# image is built with buildah and run with podman (runc); skopeo and umoci inspect images by hand.
 install_apt_packages() {
   local missing=()
-  for pkg in libssl-dev pkg-config; do
+  for pkg in libssl-dev pkg-config buildah podman runc skopeo umoci; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
   done
   if [ ${#missing[@]} -eq 0 ]; then svc_log "apt packages present"; return; fi
   local sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
-  $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+    --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# podman and buildah for the image tests, with their storage in the cache (outside the clone; the
+# vfs driver, which needs no overlay support) and the runtime settings this machine needs: runc
+# (crun cannot set RLIMIT_NOFILE here), no default ulimits, cgroupfs (the cgroups are hybrid),
+# events in a file (there is no journald). The tests run every container with --network host.
+configure_containers() {
+  local dir="$KBO_CACHE/containers"
+  mkdir -p "$dir"
+  cat >"$dir/containers.conf" <<'CONF'
+[containers]
+default_ulimits = []
+
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+CONF
+  cat >"$dir/storage.conf" <<CONF
+[storage]
+driver = "vfs"
+graphroot = "$dir/storage"
+runroot = "$dir/run"
+CONF
+  export CONTAINERS_CONF="$dir/containers.conf" CONTAINERS_STORAGE_CONF="$dir/storage.conf"
+  # The tests label their containers with this run's id; whatever they leave is removed on exit.
+  export KBO_TEST_RUN_ID="${KBO_RUN_DIR##*/}"
+}
+
+stop_containers() {
+  podman ps --all --quiet --filter "label=kafka-backup-operator-test=$KBO_TEST_RUN_ID" 2>/dev/null \
+    | xargs -r podman rm --force --time 0 >/dev/null 2>&1 || true
 }
 
 svc_timed "install apt packages" install_apt_packages
 svc_timed "install nisshi $NISSHI_VERSION" install_nisshi
 svc_timed "install seaweedfs $SEAWEEDFS_VERSION" install_seaweedfs
 svc_timed "install azurite $AZURITE_VERSION" install_azurite
+configure_containers
 trap services_stop EXIT
 svc_timed "start nisshi" start_nisshi
 svc_timed "start seaweedfs" start_seaweedfs

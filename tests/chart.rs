@@ -4,7 +4,8 @@
 //! (strict) and renders; the rendered CRDs, webhook configurations, APIService and its RBAC are the
 //! generated files of crds/, webhooks/ and apiservice/ with only the release's service, namespace,
 //! TLS and labels filled in; the self-signed certificate really serves the Service's names; the
-//! Deployment is hardened and probed on the admin port; the RBAC grants only what the operator uses.
+//! Deployment is hardened, probed on the admin port and runs the built image as its configuration
+//! says; CRDs are kept on upgrade and uninstall; the RBAC grants only what the operator uses.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed expectation is the report
 
@@ -832,7 +833,7 @@ fn deployment_is_hardened_and_probed_on_the_admin_port() {
         );
     }
 
-    // TLS files come from the mounted Secret; state and /tmp are writable emptyDirs.
+    // TLS files come from the mounted Secret; the state directory is the one writable emptyDir.
     let tls_dir = mount_path(container, "tls");
     assert_eq!(flags["--tls-cert"], format!("{tls_dir}/tls.crt"));
     assert_eq!(flags["--tls-key"], format!("{tls_dir}/tls.key"));
@@ -842,13 +843,18 @@ fn deployment_is_hardened_and_probed_on_the_admin_port() {
     );
     rendered.get("Secret", "kafka-backup-operator-tls");
     assert_eq!(mount_path(container, "state"), flags["--state-dir"]);
-    assert_eq!(mount_path(container, "tmp"), "/tmp");
-    for name in ["state", "tmp"] {
-        assert!(
-            volume(deployment, name)["emptyDir"].is_object(),
-            "{name} is an emptyDir"
-        );
-    }
+    assert!(volume(deployment, "state")["emptyDir"].is_object());
+    let mounts: BTreeSet<&str> = container["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(mounts, BTreeSet::from(["tls", "state"]));
+    assert_eq!(
+        container["volumeMounts"][0]["readOnly"], true,
+        "the TLS Secret is mounted read-only"
+    );
 
     // The Service: 443 (what every generated clientConfig references) -> https, and metrics.
     let service = rendered.get("Service", "kafka-backup-operator");
@@ -1043,19 +1049,136 @@ fn view_edit_and_admin_reach_the_five_kinds_with_rbac_create() {
     );
 }
 
+/// Helm deletes what a release no longer renders (upgrade, rollback) and everything on uninstall,
+/// except objects annotated `helm.sh/resource-policy: keep`. Every CRD carries it whatever the
+/// values (deleting a CRD deletes all its custom resources); the chart makes no PVC or other
+/// storage that uninstall could take with it, and no hooks (which Helm deletes and recreates
+/// outside the release).
 #[test]
-fn crds_can_be_left_out_and_are_kept_on_uninstall() {
+fn upgrade_and_uninstall_never_delete_crds_or_stored_data() {
     let Some(helm) = helm() else { return };
+    let every_option = json!({
+        "metrics": {"serviceMonitor": {"enabled": true}},
+        "podDisruptionBudget": {"enabled": true},
+    });
+    for (release, values) in [
+        (DEFAULT_RELEASE, json!({})),
+        (OTHER_RELEASE, every_option),
+        (OTHER_RELEASE, json!({"tls": {"mode": "certManager"}})),
+    ] {
+        let rendered = helm.render(release, &values);
+        let crds = rendered.all("CustomResourceDefinition");
+        assert_eq!(crds.len(), 5);
+        for crd in crds {
+            assert_eq!(
+                crd["metadata"]["annotations"]["helm.sh/resource-policy"], "keep",
+                "{}",
+                crd["metadata"]["name"]
+            );
+        }
+        for doc in &rendered.docs {
+            let kind = doc["kind"].as_str().unwrap();
+            assert!(
+                ![
+                    "PersistentVolumeClaim",
+                    "PersistentVolume",
+                    "ConfigMap",
+                    "StatefulSet"
+                ]
+                .contains(&kind),
+                "the chart must not own storage: {kind} {}",
+                doc["metadata"]["name"]
+            );
+            let annotations = doc["metadata"]["annotations"].as_object();
+            assert!(
+                annotations.is_none_or(|a| !a.keys().any(|k| k.starts_with("helm.sh/hook"))),
+                "{kind} {} is a hook",
+                doc["metadata"]["name"]
+            );
+        }
+    }
+
+    // Leaving the CRDs out (e.g. managed elsewhere): nothing rendered, so an upgrade to this does
+    // not delete them either (keep). The keep policy cannot be switched off.
     let rendered = helm.render(OTHER_RELEASE, &json!({"crds": {"install": false}}));
     assert!(rendered.all("CustomResourceDefinition").is_empty());
-    let rendered = helm.render(OTHER_RELEASE, &json!({"crds": {"keep": false}}));
-    let crds = rendered.all("CustomResourceDefinition");
-    assert_eq!(crds.len(), 5);
-    for crd in crds {
+    let answer = helm.run(OTHER_RELEASE, &json!({"crds": {"keep": false}}), None);
+    assert!(
+        answer["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("additional properties 'keep' not allowed")),
+        "{answer}"
+    );
+}
+
+/// The rendered Deployment runs the built image as its configuration says (podman image inspect
+/// of `KBO_TEST_IMAGE`): the image the chart names by default is the one the build tags, the
+/// pod's user and group are the image's user, the image's entrypoint runs (no `command`) with its
+/// default subcommand, the ports are the ones it exposes and the probes hit the admin one, and the
+/// state directory is the image's `KBO_STATE_DIR`, an emptyDir.
+#[test]
+fn deployment_runs_the_image_as_its_configuration_says() {
+    let Some(helm) = helm() else { return };
+    let Some(image) = support::image::image() else {
+        return;
+    };
+    let config = image.config();
+    let rendered = helm.render(DEFAULT_RELEASE, &json!({}));
+    let deployment = rendered.get("Deployment", "kafka-backup-operator");
+    let (container, flags) = operator_container(deployment);
+
+    let version = config["Labels"]["org.opencontainers.image.version"]
+        .as_str()
+        .unwrap();
+    assert_eq!(version, env!("CARGO_PKG_VERSION"));
+    let chart: Value =
+        serde_saphyr::from_str(&fs::read_to_string(format!("{CHART}/Chart.yaml")).unwrap()).unwrap();
+    assert_eq!(
+        chart["appVersion"], version,
+        "chart appVersion = crate version = image version"
+    );
+    assert_eq!(container["image"], format!("kafka-backup-operator:{version}"));
+    assert_eq!(
+        image.name,
+        format!("kafka-backup-operator:{version}"),
+        "the build tags the image the chart names"
+    );
+    let digest = format!("sha256:{}", "0123456789abcdef".repeat(4));
+    let pinned = helm.render(
+        DEFAULT_RELEASE,
+        &json!({"image": {"repository": "registry.example/kbo", "digest": digest}}),
+    );
+    let (pinned, _) = operator_container(pinned.get("Deployment", "kafka-backup-operator"));
+    assert_eq!(pinned["image"], format!("registry.example/kbo@{digest}"));
+
+    let (uid, gid) = config["User"]
+        .as_str()
+        .unwrap()
+        .split_once(':')
+        .expect("user uid:gid");
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsUser"].to_string(), uid);
+    assert_eq!(pod["securityContext"]["runAsGroup"].to_string(), gid);
+    assert_eq!(pod["securityContext"]["fsGroup"].to_string(), gid);
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+
+    assert!(container.get("command").is_none(), "the image's entrypoint runs");
+    assert_eq!(container["args"][0], config["Cmd"][0]);
+    let exposed = config["ExposedPorts"].as_object().unwrap();
+    for name in ["https", "admin"] {
+        let port = container_port(container, name);
         assert!(
-            crd["metadata"].get("annotations").is_none(),
-            "no keep policy: {}",
-            crd["metadata"]
+            exposed.contains_key(&format!("{port}/tcp")),
+            "{name} port {port} not exposed: {exposed:?}"
         );
     }
+    let admin = container_port(container, "admin");
+    assert!(flags["--admin-listen"].ends_with(&format!(":{admin}")));
+    for probe in ["livenessProbe", "readinessProbe"] {
+        assert_eq!(container[probe]["httpGet"]["port"], "admin");
+    }
+    let state_dir = image.env("KBO_STATE_DIR").expect("KBO_STATE_DIR in the image");
+    assert_eq!(flags["--state-dir"], state_dir);
+    assert_eq!(mount_path(container, "state"), state_dir);
+    assert!(volume(deployment, "state")["emptyDir"].is_object());
 }

@@ -1,6 +1,7 @@
-//! Kafka connections with TLS (and SASL where the broker build supports it) through `run -f`,
-//! with the Secrets read from `--secrets-dir`. Each test starts its own nisshi broker with the
-//! security it needs, from the binary `.ci/services.sh` installs (`KBO_TEST_NISSHI_BIN`).
+//! Kafka connections with TLS, SASL/SCRAM and both through `run -f`, with the Secrets read from
+//! `--secrets-dir`. Each test starts its own nisshi broker with the security it needs, from the
+//! binary `.ci/services.sh` installs (`KBO_TEST_NISSHI_BIN`, built with the `libsql` feature so
+//! that it can store SCRAM users); under `KBO_TEST_REQUIRE_SERVICES=1` a missing broker fails them.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -12,15 +13,9 @@ use std::{
 };
 
 use kafka_backup_operator::certs;
-use rdkafka::{
-    ClientConfig, Offset, TopicPartitionList,
-    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
-    client::DefaultClientContext,
-    consumer::{BaseConsumer, CommitMode, Consumer},
-    producer::{FutureProducer, FutureRecord},
-};
+use rdkafka::{ClientConfig, Offset, consumer::Consumer};
 use serde_json::Value;
-use support::{Broker, service, start_broker, unique};
+use support::{Broker, seed_group, service, start_broker, unique};
 
 fn tls_client(bootstrap: &str, ca_pem: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
@@ -29,39 +24,6 @@ fn tls_client(bootstrap: &str, ca_pem: &str) -> ClientConfig {
         .set("security.protocol", "ssl")
         .set("ssl.ca.pem", ca_pem);
     config
-}
-
-/// Creates `topic` (one partition, 5 records) and commits `offset` for `group`, all with
-/// `client`'s settings; the group's consumer and partition list, to read the offset again.
-async fn seed_group(
-    client: ClientConfig,
-    topic: &str,
-    group: &str,
-    offset: i64,
-) -> (BaseConsumer, TopicPartitionList) {
-    let admin: AdminClient<DefaultClientContext> = client.create().unwrap();
-    for r in admin
-        .create_topics(
-            &[NewTopic::new(topic, 1, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        )
-        .await
-        .unwrap()
-    {
-        r.unwrap();
-    }
-    let producer: FutureProducer = client.create().unwrap();
-    for i in 0..5 {
-        let value = format!("record {i}");
-        let record = FutureRecord::<(), _>::to(topic).partition(0).payload(&value);
-        producer.send(record, Duration::from_secs(10)).await.unwrap();
-    }
-    let consumer: BaseConsumer = client.clone().set("group.id", group).create().unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Offset(offset))
-        .unwrap();
-    consumer.commit(&tpl, CommitMode::Sync).unwrap();
-    (consumer, tpl)
 }
 
 /// Writes a Secret as `--secrets-dir` expects it: DIR/<name>/<key>.
@@ -156,17 +118,6 @@ fn scram_broker(bin: &str, dir: &Path, extra: &[&str]) -> Broker {
     support::scram_broker(bin, dir, SCRAM_USERS, extra)
 }
 
-/// SASL/SCRAM needs a nisshi built with a storage engine that keeps users (`--features libsql`);
-/// the CI broker build (memory engine only) cannot, so these run where `KBO_TEST_NISSHI_SASL_BIN`
-/// names such a build and are skipped otherwise (not required by KBO_TEST_REQUIRE_SERVICES).
-fn sasl_bin() -> Option<String> {
-    let bin = std::env::var("KBO_TEST_NISSHI_SASL_BIN").ok();
-    if bin.is_none() {
-        eprintln!("skipping: KBO_TEST_NISSHI_SASL_BIN not set (a nisshi built with --features libsql)");
-    }
-    bin
-}
-
 /// `run -f` on `manifest` (written into `pvc_root`, which is also the PVC root) with Secrets from
 /// `secrets`: success, the printed status, stderr.
 fn run_f_in(manifest: &str, secrets: &Path, pvc_root: &Path) -> (bool, Value, String) {
@@ -183,7 +134,7 @@ fn run_f_in(manifest: &str, secrets: &Path, pvc_root: &Path) -> (bool, Value, St
 
 #[tokio::test(flavor = "multi_thread")]
 async fn run_f_authenticates_with_scram_from_secrets() {
-    let Some(bin) = sasl_bin() else {
+    let Some(bin) = service("KBO_TEST_NISSHI_BIN") else {
         return;
     };
     let work = tempfile::tempdir().unwrap();
@@ -222,7 +173,7 @@ async fn run_f_authenticates_with_scram_from_secrets() {
 /// turned into a reset over PLAIN.
 #[tokio::test(flavor = "multi_thread")]
 async fn run_f_with_sasl_plain_reports_the_mechanisms_nisshi_offers() {
-    let Some(bin) = sasl_bin() else {
+    let Some(bin) = service("KBO_TEST_NISSHI_BIN") else {
         return;
     };
     let work = tempfile::tempdir().unwrap();
@@ -254,7 +205,7 @@ async fn run_f_with_sasl_plain_reports_the_mechanisms_nisshi_offers() {
 /// wrong password fails with the broker's refusal and changes nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn run_f_resets_and_rolls_back_over_sasl_ssl_with_scram() {
-    let Some(bin) = sasl_bin() else {
+    let Some(bin) = service("KBO_TEST_NISSHI_BIN") else {
         return;
     };
     let work = tempfile::tempdir().unwrap();

@@ -56,6 +56,8 @@ pub fn azurite_secrets() -> kafka_backup_operator::secrets::SecretStore {
 pub mod cluster;
 /// The `serve` binary and a TLS client for it.
 pub mod https;
+/// The operator's image and podman.
+pub mod image;
 /// Admission and conversion reviews, and the HTTPS router in-process.
 pub mod review;
 
@@ -80,6 +82,47 @@ pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
     {
         r.unwrap();
     }
+}
+
+/// Creates `topic` (one partition, 5 records) and commits `offset` for `group`, all with
+/// `client`'s settings; the group's consumer and partition list, to read the offset again.
+pub async fn seed_group(
+    client: rdkafka::ClientConfig,
+    topic: &str,
+    group: &str,
+    offset: i64,
+) -> (rdkafka::consumer::BaseConsumer, rdkafka::TopicPartitionList) {
+    use rdkafka::{
+        Offset, TopicPartitionList,
+        admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+        client::DefaultClientContext,
+        consumer::{BaseConsumer, CommitMode, Consumer},
+        producer::{FutureProducer, FutureRecord},
+    };
+    use std::time::Duration;
+    let admin: AdminClient<DefaultClientContext> = client.create().unwrap();
+    for r in admin
+        .create_topics(
+            &[NewTopic::new(topic, 1, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap()
+    {
+        r.unwrap();
+    }
+    let producer: FutureProducer = client.create().unwrap();
+    for i in 0..5 {
+        let value = format!("record {i}");
+        let record = FutureRecord::<(), _>::to(topic).partition(0).payload(&value);
+        producer.send(record, Duration::from_secs(10)).await.unwrap();
+    }
+    let consumer: BaseConsumer = client.clone().set("group.id", group).create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Offset(offset))
+        .unwrap();
+    consumer.commit(&tpl, CommitMode::Sync).unwrap();
+    (consumer, tpl)
 }
 
 /// A nisshi broker process started by a test, killed on drop.
@@ -120,18 +163,26 @@ pub fn start_broker(bin: &str, dir: &std::path::Path, extra: &[&str]) -> Broker 
     if !extra.contains(&"--storage-engine") {
         args.extend(["--storage-engine", "memory://nisshi/"]);
     }
-    let child = std::process::Command::new(bin)
+    let log = dir.join(format!("nisshi-{port}.log"));
+    let mut child = std::process::Command::new(bin)
         .current_dir(dir)
         .args(args)
         .args(["--group-initial-rebalance-delay", "0s"])
         .args(extra)
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap_or_else(|e| panic!("starting {bin}: {e}"));
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "broker did not listen on {port}");
+        // A broker that stops at once says why (e.g. a storage engine this build lacks).
+        let exited = child.try_wait().unwrap();
+        assert!(
+            exited.is_none() && Instant::now() < deadline,
+            "broker {bin} {} did not listen on {port} ({exited:?}):\n{}",
+            extra.join(" "),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     Broker {

@@ -155,9 +155,7 @@ kafka-backup-operator
 {{- $clientConfigs := list -}}
 {{- if eq $obj.kind "CustomResourceDefinition" -}}
 {{- $clientConfigs = append $clientConfigs $obj.spec.conversion.webhook.clientConfig -}}
-{{- if $ctx.Values.crds.keep -}}
 {{- $_ := set $annotations "helm.sh/resource-policy" "keep" -}}
-{{- end -}}
 {{- else if has $obj.kind (list "ValidatingWebhookConfiguration" "MutatingWebhookConfiguration") -}}
 {{- range $obj.webhooks -}}
 {{- $clientConfigs = append $clientConfigs .clientConfig -}}
