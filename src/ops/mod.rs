@@ -21,7 +21,7 @@ use rdkafka::consumer::BaseConsumer;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    api::v1beta1::{BackupRef, ConfigMapStorage, StorageSpec, StorageType},
+    api::v1beta1::{BackupRef, ConfigMapStorage, ExecutionSpec, StorageSpec, StorageType},
     kafka::{
         ClusterAccess, KafkaError,
         groups::{Committed, Partition},
@@ -29,7 +29,7 @@ use crate::{
         topics,
     },
     secrets::SecretStore,
-    storage::StorageEnv,
+    storage::{Location, StorageEnv, StorageError},
 };
 
 /// A progress report: `done` of `total` units (groups, records, bytes) and what is happening.
@@ -122,6 +122,17 @@ impl Context {
             status: Some(status),
         });
     }
+}
+
+/// Opens the location a storage block names, its requests retried for the operation's
+/// `execution.retryTimeoutSeconds` ([`execution::Policy::storage_retry`]).
+pub fn open_storage(
+    spec: &StorageSpec,
+    execution: Option<&ExecutionSpec>,
+    ctx: &Context,
+) -> Result<Location, StorageError> {
+    let retry = execution::Policy::of(execution).storage_retry();
+    Location::open_retrying(spec, &ctx.secrets, &ctx.storage, retry)
 }
 
 /// A Kubernetes timestamp.

@@ -696,7 +696,7 @@ async fn run(
         }
         let key = snapshot_key(&snapshot_id);
         let stored = async {
-            let location = Location::open(&storage, &ctx.secrets, &ctx.storage)?;
+            let location = super::open_storage(&storage, spec.execution.as_ref(), ctx)?;
             location.put_new(&key, snapshot.to_bytes()).await?;
             Ok::<_, StorageError>(location.uri(&key))
         }

@@ -685,7 +685,7 @@ async fn run(
     let (storage, backup_id) =
         super::stored_backup_ref(&spec.backup_ref).map_err(|(field, message)| refused(field, message))?;
     status.backup_id = Some(backup_id.clone());
-    let location = match Location::open(storage, &ctx.secrets, &ctx.storage)? {
+    let location = match super::open_storage(storage, spec.execution.as_ref(), ctx)? {
         Location::Object(o) => o,
         Location::ConfigMap(_) => {
             return Err(refused(
