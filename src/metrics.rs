@@ -52,6 +52,9 @@ pub struct Metrics {
     /// The reconciler and its operations (`kafka_backup_operator_operations_*`,
     /// `kafka_backup_operator_reconcile_*`, `kafka_backup_operator_leader`).
     pub operator: OperatorMetrics,
+    /// Retries of requests and attempts (`kafka_backup_operator_retries_total`), counted by
+    /// the engines and the storage client wherever they run ([`retries`]).
+    pub retries: RetryMetrics,
 }
 
 impl Metrics {
@@ -75,12 +78,15 @@ impl Metrics {
         let https = HttpsMetrics::register(registry.sub_registry_with_prefix("https"));
         let webhook = WebhookMetrics::register(registry.sub_registry_with_prefix("webhook"));
         let operator = OperatorMetrics::register(&mut registry);
+        let retries = retries().clone();
+        retries.register(&mut registry);
         Self {
             registry,
             tls,
             https,
             webhook,
             operator,
+            retries,
         }
     }
 
@@ -567,6 +573,105 @@ impl OperatorMetrics {
     }
 }
 
+/// Why a request or an attempt was retried, as a label value.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum RetryCause {
+    /// The Kafka cluster could not be reached or dropped the connection (a backup's consumer
+    /// went on polling while librdkafka reconnected).
+    KafkaUnreachable,
+    /// A produce request came back unwritten for a passing reason (a leader that moved, a
+    /// closed connection, a timeout, too few replicas) and was sent again.
+    KafkaLeaderMoved,
+    /// The storage service could not be reached, reset the connection or did not answer in time.
+    StorageUnreachable,
+    /// The storage service answered a server error (HTTP 500, 502, 504, ...).
+    StorageServerError,
+    /// The storage service asked to slow down (HTTP 503 SlowDown, 429).
+    StorageThrottled,
+    /// An attempt of an operation failed and another one follows (`execution.retries`).
+    AttemptFailed,
+    /// An attempt was stopped at `execution.deadlineSeconds` and another one follows.
+    AttemptDeadline,
+}
+
+impl RetryCause {
+    /// Every cause.
+    pub const ALL: [Self; 7] = [
+        Self::KafkaUnreachable,
+        Self::KafkaLeaderMoved,
+        Self::StorageUnreachable,
+        Self::StorageServerError,
+        Self::StorageThrottled,
+        Self::AttemptFailed,
+        Self::AttemptDeadline,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::KafkaUnreachable => "kafka_unreachable",
+            Self::KafkaLeaderMoved => "kafka_leader_moved",
+            Self::StorageUnreachable => "storage_unreachable",
+            Self::StorageServerError => "storage_server_error",
+            Self::StorageThrottled => "storage_throttled",
+            Self::AttemptFailed => "attempt_failed",
+            Self::AttemptDeadline => "attempt_deadline",
+        }
+    }
+}
+
+impl EncodeLabelValue for RetryCause {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), fmt::Error> {
+        fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+/// Label set `{cause}` of `retries_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RetryLabels {
+    /// Why.
+    pub cause: RetryCause,
+}
+
+/// Retries by cause (`kafka_backup_operator_retries_total{cause}`): one family for the whole
+/// process, since the storage client and the engines that count into it run outside the
+/// reconciler too (`run -f`).
+#[derive(Debug, Clone, Default)]
+pub struct RetryMetrics {
+    retries: Family<RetryLabels, Counter>,
+}
+
+impl RetryMetrics {
+    /// Registers the family in `registry` (the root registry). Every cause's series exists from
+    /// the start, so that rate() and alerts see a zero, not an absence.
+    pub fn register(&self, registry: &mut Registry) {
+        for cause in RetryCause::ALL {
+            drop(self.retries.get_or_create(&RetryLabels { cause }));
+        }
+        registry.register(
+            "retries",
+            "Requests to Kafka or storage sent again after a failure that passes, and attempts of operations started again, by cause",
+            self.retries.clone(),
+        );
+    }
+
+    /// Counts one retry.
+    pub fn retry(&self, cause: RetryCause) {
+        self.retries.get_or_create(&RetryLabels { cause }).inc();
+    }
+
+    /// The retries counted so far for `cause`.
+    pub fn count(&self, cause: RetryCause) -> u64 {
+        self.retries.get_or_create(&RetryLabels { cause }).get()
+    }
+}
+
+/// The process's retry counters.
+pub fn retries() -> &'static RetryMetrics {
+    static RETRIES: std::sync::OnceLock<RetryMetrics> = std::sync::OnceLock::new();
+    RETRIES.get_or_init(RetryMetrics::default)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -624,6 +729,28 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} in {text}");
         }
+    }
+
+    #[test]
+    fn every_retry_cause_has_a_series_from_the_start() {
+        let metrics = Metrics::new();
+        let before = retries().count(RetryCause::StorageThrottled);
+        retries().retry(RetryCause::StorageThrottled);
+        let text = metrics.encode().unwrap();
+        for cause in RetryCause::ALL {
+            let line = format!(
+                "kafka_backup_operator_retries_total{{cause=\"{}\"}} ",
+                cause.as_str()
+            );
+            assert!(text.contains(&line), "{line} in {text}");
+        }
+        assert!(
+            text.contains(&format!(
+                "kafka_backup_operator_retries_total{{cause=\"storage_throttled\"}} {}\n",
+                before + 1
+            )),
+            "{text}"
+        );
     }
 
     #[test]

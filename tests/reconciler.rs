@@ -882,6 +882,114 @@ async fn a_failed_attempt_is_retried_with_status_retrying_and_an_event() {
         .await;
 }
 
+/// The API server is unreachable for 20 s (every request refused) right after a backup
+/// started: the backup runs to its end meanwhile; a reconcile during the outage starts nothing;
+/// the final status, which cannot be written while the server is away, is written once it is
+/// back (the task lasts until then, so no reconcile finds the object Running without a task
+/// and runs it again); the set holds one run. A row of the fault matrix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn running_operations_outlast_an_api_server_outage_and_start_once() {
+    use support::faults::matrix::{self, Row, secs};
+    const OUTAGE: Duration = Duration::from_secs(20);
+    let Some(bootstrap) = broker() else { return };
+    let topic = unique("kb-outage");
+    topic_with_records(&bootstrap, &topic, 1000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (client, mut api) = mock_client();
+    let ctx = ctx(client, dir.path(), SECOND);
+    let (path, meta) = metadata("kafkabackups", "through-outage");
+    let uid = meta["uid"].as_str().unwrap().to_owned();
+    let mut stored = Stored(json!({
+        "apiVersion": "kafka.oso.sh/v1beta1", "kind": "KafkaBackup", "metadata": meta,
+        "spec": {"kafkaCluster": {"bootstrapServers": [bootstrap]}, "topics": [topic],
+            "storage": {"type": "PVC", "pvc": {"claimName": "backups"}},
+            "consumerGroupSnapshot": false, "rateLimiting": {"recordsPerSec": 500}},
+        "status": {"phase": "Pending", "observedGeneration": 1},
+    }));
+    stored.0["metadata"]["finalizers"] = json!([FINALIZER]);
+    reconcile(stored.typed::<KafkaBackup>(), Arc::clone(&ctx))
+        .await
+        .unwrap();
+    let status = stored.merge_status(api.expect("PATCH", &format!("{path}/status"), SECOND * 10).await);
+    assert_eq!(status["phase"], "Running");
+    assert_eq!(api.expect_event(SECOND * 5).await["reason"], "Started");
+
+    // The outage: every request is refused; a reconcile meanwhile (the controller's resync)
+    // starts nothing.
+    let outage_end = tokio::time::Instant::now() + OUTAGE;
+    let mut refused = Vec::new();
+    let mut reconciled_during = None;
+    while let Ok(next) = tokio::time::timeout_at(outage_end, api.0.next_request()).await {
+        let (request, send) = next.expect("the client is gone");
+        refused.push(format!("{} {}", request.method(), request.uri().path()));
+        send.send_error(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "connection refused",
+        ));
+        if reconciled_during.is_none() && ctx.supervisor.task(&uid).is_some() {
+            reconciled_during = Some(tokio::spawn(reconcile(
+                stored.typed::<KafkaBackup>(),
+                Arc::clone(&ctx),
+            )));
+        }
+    }
+    let action = reconciled_during.unwrap().await.unwrap().unwrap();
+    assert_eq!(action, Action::await_change(), "a reconcile meanwhile waits");
+    let back = tokio::time::Instant::now();
+    assert!(
+        refused.iter().any(|r| r.ends_with("/status")),
+        "status writes were refused: {refused:?}"
+    );
+    let manifest_file = dir.path().join("backups/backups/through-outage/manifest.json");
+    let manifest: Value = serde_json::from_slice(&std::fs::read(&manifest_file).unwrap()).unwrap();
+    assert_eq!(
+        manifest["state"], "Complete",
+        "the backup ran to its end during the outage"
+    );
+    assert!(
+        ctx.supervisor.task(&uid).is_some(),
+        "the task waits to write its final status"
+    );
+    // A reconcile of the object as the cache still shows it (Running) starts nothing either.
+    let again = tokio::spawn(reconcile(stored.typed::<KafkaBackup>(), Arc::clone(&ctx)));
+
+    // Back: the final status arrives (after progress writes, perhaps), then its Event.
+    let status = loop {
+        let status = stored.merge_status(api.expect("PATCH", &format!("{path}/status"), SECOND * 60).await);
+        if status["phase"] != "Running" {
+            break status;
+        }
+    };
+    let written_after = back.elapsed();
+    assert_eq!(again.await.unwrap().unwrap(), Action::await_change());
+    assert_eq!(status["phase"], "Completed", "{status}");
+    assert_eq!(status["progress"]["records"], 1000);
+    assert_eq!(api.expect_event(SECOND * 5).await["reason"], "Completed");
+    ctx.supervisor.wait(&uid).await;
+    // Started once: one run in the set, and nothing more asked of the API.
+    let manifest: Value = serde_json::from_slice(&std::fs::read(&manifest_file).unwrap()).unwrap();
+    assert_eq!(manifest["runs"].as_array().map(Vec::len), Some(1), "{manifest}");
+    reconcile(stored.typed::<KafkaBackup>(), Arc::clone(&ctx))
+        .await
+        .unwrap();
+    api.none_within(Duration::from_millis(500)).await;
+    matrix::record(Row {
+        test: "reconciler::running_operations_outlast_an_api_server_outage_and_start_once",
+        operation: "reconciler (KafkaBackup)",
+        fault: format!(
+            "Kubernetes API server refuses every request for {} s while a backup runs (mock API)",
+            OUTAGE.as_secs()
+        ),
+        outcome: "the backup runs to its end; its final status (Completed) written once the server is back; started once, a reconcile meanwhile starts nothing".into(),
+        lost: 0,
+        duplicated: 0,
+        recovery: format!(
+            "final status written {} after the API server was back",
+            secs(written_after)
+        ),
+    });
+}
+
 /// A scheduled KafkaBackupValidation: at tick + 2 s the tick is persisted as lastScheduleTime
 /// (with the resourceVersion as precondition) before the run starts; looking again at the same
 /// time fires nothing; a conflicting write (another replica fired it) starts nothing.

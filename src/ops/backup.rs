@@ -63,6 +63,7 @@ use crate::{
         headers,
         topics::{self, MissingTopic},
     },
+    metrics::RetryCause,
     storage::{
         Location, ObjectLocation, StorageError,
         backup::{
@@ -82,6 +83,9 @@ const PARALLEL_UPLOADS: usize = 4;
 
 /// Time between two progress reports of a run.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// Time between two metadata requests of a consumer whose cluster is away.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// Why a backup run failed.
 #[derive(Debug, thiserror::Error)]
@@ -431,7 +435,7 @@ async fn run(
     let spec = &backup.spec;
     let cancel = ctx.cancel.clone();
     let clock = Instant::now();
-    let location = match Location::open(&spec.storage, &ctx.secrets, &ctx.storage)? {
+    let location = match super::open_storage(&spec.storage, spec.execution.as_ref(), ctx)? {
         Location::Object(o) => o,
         Location::ConfigMap(_) => {
             return Err(BackupError::Refused {
@@ -631,6 +635,7 @@ async fn run(
         partitions_done: AtomicU64::new(0),
         failed: AtomicBool::new(false),
         cancel: cancel.clone(),
+        retry_timeout: execution::Policy::of(spec.execution.as_ref()).retry_timeout,
         pool: Mutex::new(Vec::new()),
         compressors: Mutex::new(Vec::new()),
     });
@@ -903,11 +908,7 @@ async fn adopt_orphans(
             .store()
             .get_range(&path, 0..segment::HEADER_LEN as u64)
             .await
-            .map_err(|source| StorageError::Object {
-                operation: "read",
-                uri: location.uri(key),
-                source,
-            })?;
+            .map_err(|source| location.error("read", key, source))?;
         match SegmentHeader::decode(&head) {
             Ok(h) => orphans
                 .entry((topic.clone(), *partition))
@@ -1007,6 +1008,7 @@ fn consumer_config(
     // postpones the partition's next fetch by this much: its default, 1 s, stalled the whole
     // pipeline after every short pause.
     c.set("fetch.queue.backoff.ms", "5");
+    execution::Policy::of(spec.execution.as_ref()).configure_kafka(&mut c);
     c
 }
 
@@ -1068,6 +1070,8 @@ struct Shared {
     partitions_done: AtomicU64,
     failed: AtomicBool,
     cancel: CancellationToken,
+    /// How long the cluster may be away before the run fails (`execution.retryTimeoutSeconds`).
+    retry_timeout: Duration,
     pool: Mutex<Vec<Vec<u8>>>,
     /// Compression contexts between segments; at most one per concurrent upload.
     compressors: Mutex<Vec<Compressor>>,
@@ -1256,6 +1260,10 @@ fn copy_topic(
     };
     let mut since_check = 0u32;
     let mut last_interval_check = Instant::now();
+    // Since when the cluster has been away, and its last error: librdkafka reconnects by
+    // itself, so the run goes on polling for `execution.retryTimeoutSeconds`.
+    let mut away: Option<(Instant, KafkaError)> = None;
+    let mut last_probe = Instant::now();
     // Partitions of a continuous run that reached the log end at least once.
     let mut caught_up: BTreeSet<i32> = BTreeSet::new();
     let result: Result<(), BackupError> = (|| {
@@ -1308,7 +1316,14 @@ fn copy_topic(
                 }
                 let _ = shared.memory_freed.wait_timeout(guard, Duration::from_millis(20));
             }
-            match consumer.poll(shared.poll_interval) {
+            let polled = consumer.poll(shared.poll_interval);
+            if matches!(
+                polled,
+                Some(Ok(_) | Err(rdkafka::error::KafkaError::PartitionEOF(_)))
+            ) {
+                away = None;
+            }
+            match polled {
                 None => {}
                 Some(Ok(m)) => {
                     since_check += 1;
@@ -1440,10 +1455,33 @@ fn copy_topic(
                 }
                 Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => {}
                 Some(Err(e)) => {
-                    return Err(BackupError::Kafka(KafkaError::Client {
+                    let error = KafkaError::Client {
                         what: format!("reading topic {topic}"),
                         source: e,
-                    }));
+                    };
+                    if !error.is_retryable() {
+                        return Err(BackupError::Kafka(error));
+                    }
+                    crate::metrics::retries().retry(RetryCause::KafkaUnreachable);
+                    let since = away.as_ref().map_or_else(Instant::now, |(since, _)| *since);
+                    away = Some((since, error));
+                }
+            }
+            // While the cluster is away, ask it for metadata now and then: an answer ends the
+            // outage even where no record or end of partition follows (a continuous backup at
+            // the log end); none within the budget fails the attempt with the last error.
+            if let Some((since, error)) = &away
+                && last_probe.elapsed() >= PROBE_EVERY
+            {
+                last_probe = Instant::now();
+                if consumer.client().fetch_metadata(Some(topic), PROBE_EVERY).is_ok() {
+                    away = None;
+                } else if since.elapsed() >= shared.retry_timeout {
+                    return Err(BackupError::Kafka(KafkaError::Broker(format!(
+                        "{error}: the Kafka cluster stayed unreachable for {} s, longer than execution.retryTimeoutSeconds ({} s)",
+                        since.elapsed().as_secs(),
+                        shared.retry_timeout.as_secs()
+                    ))));
                 }
             }
             // Seal segments open for longer than segmentMaxIntervalMs.
@@ -1655,31 +1693,45 @@ async fn store_segment(
         ..Default::default()
     };
     let entry = SegmentEntry::from_header(key.clone(), &sealed.header);
-    let result = location
-        .store()
-        .put_opts(&location.path(&key), payload, options)
-        .await;
-    match result {
-        Ok(_) => {
-            let (location, key) = (location.clone(), key.clone());
-            let _ = tokio::task::spawn_blocking(move || location.drop_cached(&key)).await;
-        }
-        Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
-            return Err(BackupError::Segment {
-                uri: location.uri(&key),
-                message: format!(
-                    "already exists: another run is writing backup set {id} at the same time; run one backup per backupId"
-                ),
-            });
-        }
-        Err(source) => {
-            return Err(StorageError::Object {
-                operation: "write",
-                uri: location.uri(&key),
-                source,
+    // object_store does not send a create-only PUT again after a connection that broke during
+    // the upload (it may have landed): it is sent again here, for the retry budget, and a
+    // segment found there after such a failure counts as stored when it is the same bytes.
+    let started = Instant::now();
+    let mut failed = 0;
+    loop {
+        let result = location
+            .store()
+            .put_opts(&location.path(&key), payload.clone(), options.clone())
+            .await;
+        match result {
+            Ok(_) => break,
+            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. })
+                if failed > 0 && stored_is(location, &key, &sealed).await? =>
+            {
+                break;
             }
-            .into());
+            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
+                return Err(BackupError::Segment {
+                    uri: location.uri(&key),
+                    message: format!(
+                        "already exists: another run is writing backup set {id} at the same time; run one backup per backupId"
+                    ),
+                });
+            }
+            Err(source) => {
+                let error = location.error("write", &key, source);
+                if !error.is_retryable() || started.elapsed() >= shared.retry_timeout {
+                    return Err(error.into());
+                }
+                failed += 1;
+                tracing::debug!(%error, failed, "storing the segment again");
+                tokio::time::sleep(execution::request_backoff(failed)).await;
+            }
         }
+    }
+    {
+        let (location, key) = (location.clone(), key.clone());
+        let _ = tokio::task::spawn_blocking(move || location.drop_cached(&key)).await;
     }
     if let Codec::None = codec {
         let body = sealed.body;
@@ -1690,6 +1742,19 @@ async fn store_segment(
         }
     }
     Ok(entry)
+}
+
+/// Whether the object at `key` holds exactly the sealed segment.
+async fn stored_is(
+    location: &ObjectLocation,
+    key: &str,
+    sealed: &segment::Sealed,
+) -> Result<bool, StorageError> {
+    let stored = location.get(key).await?.unwrap_or_default();
+    let (header, body) = (&sealed.header_bytes, &sealed.body);
+    Ok(stored.len() == header.len() + body.len()
+        && stored[..header.len()] == header[..]
+        && stored[header.len()..] == body[..])
 }
 
 #[cfg(test)]

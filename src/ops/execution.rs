@@ -16,9 +16,18 @@
 //!   in [0.5, 1] ("equal jitter"): 1-2 s, 2-4 s, 4-8 s, 8-16 s, ... and 150-300 s from the ninth
 //!   retry on. The floor gives a short outage (a broker restart, a DNS blip) time to pass; the
 //!   spread keeps operations that failed together from retrying in step.
+//! - **Requests within an attempt.** A request to Kafka or storage that fails for a passing
+//!   reason is retried inside the attempt for `execution.retryTimeoutSeconds` (120 s when
+//!   absent), waiting [`REQUEST_BACKOFF_INITIAL`] at first and doubling up to
+//!   [`REQUEST_BACKOFF_MAX`], with jitter: object_store's `RetryConfig` for S3, Azure and GCS
+//!   ([`Policy::storage_retry`]), librdkafka's reconnect backoff and a backup consumer that goes on
+//!   polling while the broker is away ([`Policy::configure_kafka`]). Only a failure that outlasts
+//!   that budget fails the attempt, which the attempts above then retry or not. A short outage (a
+//!   broker restart, a storage service answering 503 for a while) therefore costs no attempt.
 //! - **Reporting.** Every failed attempt is reported to [`Context::attempt_failed`]: the reconciler
 //!   writes status `Retrying` (condition Progressing, reason Retrying) and a Warning Event before
-//!   each retry; `run -f` prints a line on stderr.
+//!   each retry; `run -f` prints a line on stderr. Every retry, of a request or of an attempt, is
+//!   counted in `kafka_backup_operator_retries_total{cause}` ([`crate::metrics::RetryCause`]).
 
 use std::{fmt, future::Future, sync::Arc, time::Duration};
 
@@ -26,7 +35,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use tokio_util::sync::CancellationToken;
 
 use super::Context;
-use crate::api::v1beta1::ExecutionSpec;
+use crate::{api::v1beta1::ExecutionSpec, metrics::RetryCause};
 
 /// How long an attempt cancelled at its deadline (or an operation cancelled by the reconciler) may
 /// take to stop before it is dropped.
@@ -37,6 +46,20 @@ const BACKOFF_BASE: Duration = Duration::from_secs(2);
 
 /// The longest backoff, before jitter.
 const BACKOFF_CAP: Duration = Duration::from_secs(300);
+
+/// The first wait before a request to Kafka or storage is sent again within an attempt.
+pub const REQUEST_BACKOFF_INITIAL: Duration = Duration::from_millis(100);
+
+/// The longest wait between two sends of a request within an attempt.
+pub const REQUEST_BACKOFF_MAX: Duration = Duration::from_secs(15);
+
+/// A bound on object_store's count of retries, far above what the time allows at
+/// [`REQUEST_BACKOFF_MAX`]: the time is what bounds them.
+const REQUEST_RETRIES_MAX: usize = 1000;
+
+/// How long a request is retried within an attempt when `execution.retryTimeoutSeconds` is
+/// absent.
+pub const DEFAULT_RETRY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// An engine error that knows whether another attempt could succeed.
 pub trait Retryable: fmt::Display {
@@ -52,6 +75,9 @@ pub struct Policy {
     pub retries: u32,
     /// How long one attempt may run (`execution.deadlineSeconds`).
     pub deadline: Option<Duration>,
+    /// How long a failing request is retried within an attempt
+    /// (`execution.retryTimeoutSeconds`).
+    pub retry_timeout: Duration,
 }
 
 impl Policy {
@@ -62,12 +88,42 @@ impl Policy {
             deadline: execution
                 .and_then(|e| e.deadline_seconds)
                 .map(|s| Duration::from_secs(s.max(1) as u64)),
+            retry_timeout: execution
+                .and_then(|e| e.retry_timeout_seconds)
+                .map_or(DEFAULT_RETRY_TIMEOUT, |s| Duration::from_secs(s.max(1) as u64)),
         }
     }
 
     /// Attempts in all.
     pub fn attempts(&self) -> u32 {
         self.retries.saturating_add(1)
+    }
+
+    /// object_store's retries of one HTTP request (S3, Azure, GCS): for [`Self::retry_timeout`]
+    /// from the first send, with the request backoff (its decorrelated jitter); the count is no
+    /// limit of its own, so the time is what bounds it. Pure.
+    pub fn storage_retry(&self) -> object_store::RetryConfig {
+        object_store::RetryConfig {
+            backoff: object_store::BackoffConfig {
+                init_backoff: REQUEST_BACKOFF_INITIAL,
+                max_backoff: REQUEST_BACKOFF_MAX,
+                base: 2.0,
+            },
+            max_retries: REQUEST_RETRIES_MAX,
+            retry_timeout: self.retry_timeout,
+        }
+    }
+
+    /// librdkafka's reconnect backoff: the request backoff (librdkafka adds ±25% jitter).
+    pub fn configure_kafka(&self, config: &mut rdkafka::ClientConfig) {
+        config.set(
+            "reconnect.backoff.ms",
+            REQUEST_BACKOFF_INITIAL.as_millis().to_string(),
+        );
+        config.set(
+            "reconnect.backoff.max.ms",
+            REQUEST_BACKOFF_MAX.as_millis().to_string(),
+        );
     }
 }
 
@@ -77,6 +133,16 @@ pub fn backoff(failed: u32, jitter: f64) -> Duration {
     let doubled = BACKOFF_BASE.saturating_mul(1u32 << failed.saturating_sub(1).min(16));
     let full = doubled.min(BACKOFF_CAP);
     full.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+}
+
+/// The wait before a request is sent again within an attempt after failed send `failed`
+/// (1-based): [`REQUEST_BACKOFF_INITIAL`] doubling up to [`REQUEST_BACKOFF_MAX`], scaled into
+/// [half, all] of it at random, as [`backoff`] does for attempts.
+pub fn request_backoff(failed: u32) -> Duration {
+    let doubled = REQUEST_BACKOFF_INITIAL.saturating_mul(1u32 << failed.saturating_sub(1).min(16));
+    doubled
+        .min(REQUEST_BACKOFF_MAX)
+        .mul_f64(0.5 + 0.5 * random_jitter())
 }
 
 /// A uniformly random number in [0, 1] for [`backoff`]; 1 when the system has no randomness.
@@ -238,6 +304,12 @@ where
         };
         let retry_in = (retryable && number < total && !ctx.cancel.is_cancelled())
             .then(|| backoff(number, random_jitter()));
+        if retry_in.is_some() {
+            crate::metrics::retries().retry(match stop {
+                Stop::Deadline { .. } => RetryCause::AttemptDeadline,
+                Stop::Failed(_) => RetryCause::AttemptFailed,
+            });
+        }
         (ctx.attempt_failed)(&AttemptFailed {
             attempt: number,
             attempts: total,
@@ -325,6 +397,7 @@ mod tests {
         ExecutionSpec {
             retries: Some(retries),
             deadline_seconds: deadline,
+            retry_timeout_seconds: None,
             ttl_seconds_after_finished: None,
         }
     }
@@ -348,9 +421,23 @@ mod tests {
             Policy::of(None),
             Policy {
                 retries: 0,
-                deadline: None
+                deadline: None,
+                retry_timeout: DEFAULT_RETRY_TIMEOUT,
             }
         );
+        let budget = Policy::of(Some(&ExecutionSpec {
+            retry_timeout_seconds: Some(7),
+            ..Default::default()
+        }));
+        assert_eq!(budget.retry_timeout, Duration::from_secs(7));
+        let storage = budget.storage_retry();
+        assert_eq!(storage.retry_timeout, Duration::from_secs(7));
+        assert_eq!(storage.backoff.init_backoff, REQUEST_BACKOFF_INITIAL);
+        assert_eq!(storage.backoff.max_backoff, REQUEST_BACKOFF_MAX);
+        let mut kafka = rdkafka::ClientConfig::new();
+        budget.configure_kafka(&mut kafka);
+        assert_eq!(kafka.get("reconnect.backoff.ms"), Some("100"));
+        assert_eq!(kafka.get("reconnect.backoff.max.ms"), Some("15000"));
         let p = Policy::of(Some(&execution(3, Some(20))));
         assert_eq!(
             (p.retries, p.deadline, p.attempts()),
@@ -377,6 +464,10 @@ mod tests {
         assert_eq!(backoff(1, 0.5), Duration::from_millis(1500));
         assert_eq!(backoff(u32::MAX, 1.0), Duration::from_secs(300));
         assert_eq!(backoff(0, 1.0), Duration::from_secs(2));
+        for (failed, most) in [(1, 100), (2, 200), (5, 1600), (9, 15000), (40, 15000)] {
+            let wait = request_backoff(failed).as_millis() as u64;
+            assert!((most / 2..=most).contains(&wait), "{failed}: {wait} ms");
+        }
         for _ in 0..100 {
             let j = random_jitter();
             assert!((0.0..=1.0).contains(&j), "{j}");
@@ -423,6 +514,16 @@ mod tests {
             second >= Duration::from_secs(2) && second <= Duration::from_secs(4),
             "{second:?}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_retried_attempt_is_counted_by_its_cause() {
+        let (ctx, _) = context();
+        let retries = crate::metrics::retries();
+        let before = retries.count(RetryCause::AttemptFailed);
+        let _ = attempts(Some(&execution(2, None)), &ctx, |_| failing(true, 1)).await;
+        // Other tests count into the same process-wide family at the same time.
+        assert!(retries.count(RetryCause::AttemptFailed) >= before + 2);
     }
 
     #[tokio::test(start_paused = true)]

@@ -22,7 +22,7 @@ use rdkafka::consumer::BaseConsumer;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    api::v1beta1::{BackupRef, ConfigMapStorage, StorageSpec, StorageType},
+    api::v1beta1::{BackupRef, ConfigMapStorage, ExecutionSpec, StorageSpec, StorageType},
     kafka::{
         ClusterAccess, KafkaError,
         groups::{Committed, Partition},
@@ -147,20 +147,20 @@ impl Context {
 
     /// Opens where a snapshot of the resource `resource_name` goes: `storage` when the resource
     /// names it, else the default ([`DefaultSnapshots`]: a ConfigMap named `resource_name` in a
-    /// cluster, the embedded default location without one).
+    /// cluster, the embedded default location without one); requests retried as
+    /// [`open_storage`] does.
     pub fn snapshot_location(
         &self,
         storage: Option<&StorageSpec>,
+        execution: Option<&ExecutionSpec>,
         resource_name: &str,
     ) -> Result<Location, StorageError> {
         match (storage, &self.default_snapshots) {
-            (Some(storage), _) => Location::open(storage, &self.secrets, &self.storage),
+            (Some(storage), _) => open_storage(storage, execution, self),
             (None, DefaultSnapshots::Embedded(dir)) => storage::embedded_default(dir),
-            (None, DefaultSnapshots::Cluster(_)) => Location::open(
-                &default_snapshot_storage(resource_name),
-                &self.secrets,
-                &self.storage,
-            ),
+            (None, DefaultSnapshots::Cluster(_)) => {
+                open_storage(&default_snapshot_storage(resource_name), execution, self)
+            }
         }
     }
 
@@ -189,6 +189,17 @@ impl Context {
             status: Some(status),
         });
     }
+}
+
+/// Opens the location a storage block names, its requests retried for the operation's
+/// `execution.retryTimeoutSeconds` ([`execution::Policy::storage_retry`]).
+pub fn open_storage(
+    spec: &StorageSpec,
+    execution: Option<&ExecutionSpec>,
+    ctx: &Context,
+) -> Result<Location, StorageError> {
+    let retry = execution::Policy::of(execution).storage_retry();
+    Location::open_retrying(spec, &ctx.secrets, &ctx.storage, retry)
 }
 
 /// A Kubernetes timestamp.

@@ -691,7 +691,11 @@ async fn run(
         }
         let key = snapshot_key(&snapshot_id);
         let stored = async {
-            let location = ctx.snapshot_location(spec.snapshot.storage.as_ref(), &ctx.resource.name)?;
+            let location = ctx.snapshot_location(
+                spec.snapshot.storage.as_ref(),
+                spec.execution.as_ref(),
+                &ctx.resource.name,
+            )?;
             location.put_new(&key, snapshot.to_bytes()).await?;
             Ok::<_, StorageError>(location.uri(&key))
         }

@@ -350,7 +350,11 @@ async fn open_location(
     ctx: &Context,
 ) -> Result<Location, RollbackError> {
     if spec.storage.is_some() || spec.operation == RollbackOperation::Snapshot {
-        return Ok(ctx.snapshot_location(spec.storage.as_ref(), &ctx.resource.name)?);
+        return Ok(ctx.snapshot_location(
+            spec.storage.as_ref(),
+            spec.execution.as_ref(),
+            &ctx.resource.name,
+        )?);
     }
     let search = match &ctx.default_snapshots {
         DefaultSnapshots::Embedded(dir) => {

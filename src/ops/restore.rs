@@ -688,7 +688,7 @@ async fn run(
     let (storage, backup_id) =
         super::stored_backup_ref(&spec.backup_ref).map_err(|(field, message)| refused(field, message))?;
     status.backup_id = Some(backup_id.clone());
-    let location = match Location::open(storage, &ctx.secrets, &ctx.storage)? {
+    let location = match super::open_storage(storage, spec.execution.as_ref(), ctx)? {
         Location::Object(o) => o,
         Location::ConfigMap(_) => {
             return Err(refused(
@@ -1009,7 +1009,7 @@ async fn run(
             }
             let key = snapshot_key(snapshot_id);
             let uri = async {
-                let l = ctx.snapshot_location(sb.storage.as_ref(), &name)?;
+                let l = ctx.snapshot_location(sb.storage.as_ref(), spec.execution.as_ref(), &name)?;
                 l.put_new(&key, snapshot.to_bytes()).await?;
                 Ok::<_, StorageError>(l.uri(&key))
             }

@@ -129,9 +129,9 @@ use super::{
 };
 use crate::{
     api::v1beta1::{
-        CheckOutcome, CustomWebhookCheckSpec, EvidenceSpec, EvidenceStatus, KafkaBackupValidation,
-        KafkaBackupValidationSpec, KafkaBackupValidationStatus, KafkaClusterSpec, KafkaRestore, RunPhase,
-        SecurityProtocol, SigningAlgorithm, StorageSpec, ValidationCheckResult,
+        CheckOutcome, CustomWebhookCheckSpec, EvidenceSpec, EvidenceStatus, ExecutionSpec,
+        KafkaBackupValidation, KafkaBackupValidationSpec, KafkaBackupValidationStatus, KafkaClusterSpec,
+        KafkaRestore, RunPhase, SecurityProtocol, SigningAlgorithm, StorageSpec, ValidationCheckResult,
     },
     evidence::{self, EvidenceError, Signer},
     kafka::{
@@ -1528,7 +1528,17 @@ fn object_location(
     ctx: &Context,
     field: &'static str,
 ) -> Result<ObjectLocation, ValidationError> {
-    match Location::open(storage, &ctx.secrets, &ctx.storage)? {
+    object_location_retrying(storage, None, ctx, field)
+}
+
+/// [`object_location`] with its requests retried for `execution.retryTimeoutSeconds`.
+fn object_location_retrying(
+    storage: &StorageSpec,
+    execution: Option<&ExecutionSpec>,
+    ctx: &Context,
+    field: &'static str,
+) -> Result<ObjectLocation, ValidationError> {
+    match super::open_storage(storage, execution, ctx)? {
         Location::Object(o) => Ok(o),
         Location::ConfigMap(_) => Err(refused(
             field,
@@ -1584,7 +1594,12 @@ async fn run_once(
     let clock = Instant::now();
     let (storage, backup_id) =
         super::stored_backup_ref(&spec.backup_ref).map_err(|(field, message)| refused(field, message))?;
-    let location = object_location(storage, ctx, "spec.backupRef.storage.type")?;
+    let location = object_location_retrying(
+        storage,
+        spec.execution.as_ref(),
+        ctx,
+        "spec.backupRef.storage.type",
+    )?;
     // Everything that can make the evidence impossible is checked before any work.
     let evidence_spec = spec.evidence.as_ref().filter(|e| e.enabled);
     let signer = match evidence_spec {
@@ -1942,23 +1957,15 @@ pub async fn integrity_inputs(
         let prior_art = set.prior_art_segment(&entry.key);
         async move {
             let uri = location.uri(&entry.key);
+            let missing = "missing: the manifest lists it but storage does not hold it";
             if !present {
-                return (
-                    uri,
-                    entry.stored_bytes,
-                    Err("missing: the manifest lists it but storage does not hold it".to_owned()),
-                );
+                return Ok((uri, entry.stored_bytes, Err(missing.to_owned())));
             }
-            let bytes = match location.get(&entry.key).await {
-                Ok(Some(b)) => b,
-                Ok(None) => {
-                    return (
-                        uri,
-                        entry.stored_bytes,
-                        Err("missing: the manifest lists it but storage does not hold it".to_owned()),
-                    );
-                }
-                Err(e) => return (uri, entry.stored_bytes, Err(format!("cannot be read: {e}"))),
+            // A read that fails (storage away, throttling past the retry budget, credentials
+            // refused) says nothing about the segment: it fails the check, to be retried, and is
+            // never reported as a problem of the backup.
+            let Some(bytes) = location.get(&entry.key).await? else {
+                return Ok((uri, entry.stored_bytes, Err(missing.to_owned())));
             };
             let size = entry.stored_bytes;
             let verdict = tokio::task::spawn_blocking(move || match prior_art {
@@ -1974,11 +1981,12 @@ pub async fn integrity_inputs(
             })
             .await
             .unwrap_or_else(|e| Err(format!("inspection failed: {e}")));
-            (uri, size, verdict)
+            Ok::<_, StorageError>((uri, size, verdict))
         }
     }))
     .buffered(parallel);
-    while let Some((uri, size, verdict)) = results.next().await {
+    while let Some(result) = results.next().await {
+        let (uri, size, verdict) = result?;
         if ctx.cancel.is_cancelled() {
             return Err(ValidationError::Cancelled);
         }

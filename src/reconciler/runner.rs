@@ -116,6 +116,41 @@ impl<K: Operation> StatusWriter<K> {
         }
         false
     }
+
+    /// A merge patch retried until it is written, waiting 1 s at first and doubling up to 10 s,
+    /// unless the object is gone (`false`) or `give_up` says so (the operator is shutting down or
+    /// lost its leadership: the next leader reads the object as it is). The final status of an
+    /// operation that ran must not be lost to an API server that is away for a while: the task
+    /// (and so the object's entry in the supervisor) lasts until it is written, and the next
+    /// reconcile does not find the object Running without a task and start it again.
+    pub async fn patch_until_written(&self, status: &Value, give_up: impl Fn() -> bool) -> bool {
+        let mut wait = Duration::from_secs(1);
+        let mut failures = 0u32;
+        loop {
+            match self.patch(status).await {
+                Ok(()) => {
+                    if failures > 0 {
+                        info!(
+                            failures,
+                            "final status written once the API server answered again"
+                        );
+                    }
+                    return true;
+                }
+                Err(kube::Error::Api(e)) if e.code == 404 => return false,
+                Err(e) => {
+                    failures += 1;
+                    if give_up() {
+                        warn!(error = %e, failures, "failed to write the final status; stopping: the next leader reads the object as it is");
+                        return false;
+                    }
+                    warn!(error = %e, failures, "failed to write the final status; retrying until the API server answers");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
 }
 
 /// Everything one operation task needs.
@@ -381,7 +416,13 @@ async fn run_inner<K: Operation>(env: RunEnv<K>, handle: TaskHandle) {
         extra[field] = json!(time(started));
     }
     let patch = view.patch(&state, extra);
-    if env.writer.patch_retrying(&patch).await {
+    let stopping = || {
+        matches!(
+            handle.cancel_reason(),
+            Some(CancelReason::Shutdown | CancelReason::LostLeadership)
+        )
+    };
+    if env.writer.patch_until_written(&patch, stopping).await {
         handle.record_phase(state.phase(K::KIND));
     }
 

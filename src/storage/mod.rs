@@ -34,6 +34,7 @@ pub mod azure;
 pub mod backup;
 pub mod backup_set;
 pub mod configmap;
+mod http;
 pub mod offset_mapping;
 pub mod prior_art;
 pub mod snapshot;
@@ -83,7 +84,7 @@ pub enum StorageError {
         uri: String,
     },
     /// An operation on an object failed.
-    #[error("{operation} {uri}: {source}")]
+    #[error("{operation} {uri}: {}", causes(source))]
     Object {
         /// read, write, delete, list.
         operation: &'static str,
@@ -92,6 +93,34 @@ pub enum StorageError {
         /// Why.
         #[source]
         source: object_store::Error,
+    },
+    /// The storage service refused the credentials (HTTP 403 or 401): a revoked or rotated key
+    /// fails the same way on every request, so nothing is retried.
+    #[error(
+        "{operation} {uri}: the storage refused the credentials of {credentials} ({source}); renew them or grant access to this location: not retried"
+    )]
+    Denied {
+        /// read, write, delete, list.
+        operation: &'static str,
+        /// The object or prefix.
+        uri: String,
+        /// Where the credentials come from: `Secret NAME` or the environment's chain.
+        credentials: String,
+        /// The answer.
+        #[source]
+        source: Box<object_store::Error>,
+    },
+    /// The volume of a local location is full.
+    #[error(
+        "{operation} {uri}: no space left on device (ENOSPC) writing {path}: free space on the volume or give the claim more; what was stored before stays, and the next run resumes from it"
+    )]
+    Full {
+        /// write.
+        operation: &'static str,
+        /// The object.
+        uri: String,
+        /// The file on the volume.
+        path: String,
     },
     /// Reading a file of a local location failed.
     #[error("read {uri}: {source}")]
@@ -161,6 +190,8 @@ impl StorageError {
             },
             StorageError::Invalid(_)
             | StorageError::Secret(_)
+            | StorageError::Denied { .. }
+            | StorageError::Full { .. }
             | StorageError::Open { .. }
             | StorageError::AlreadyExists { .. }
             | StorageError::NotFound { .. }
@@ -210,6 +241,8 @@ pub struct ObjectLocation {
     local: Option<Arc<LocalFileSystem>>,
     /// That directory.
     local_dir: Option<std::path::PathBuf>,
+    /// Where its credentials come from, for the message when they are refused.
+    credentials: Option<String>,
 }
 
 impl std::fmt::Debug for ObjectLocation {
@@ -232,11 +265,26 @@ pub struct ObjectInfo {
 }
 
 impl Location {
-    /// Opens the location a storage block names.
+    /// Opens the location a storage block names, its requests retried as
+    /// [`crate::ops::execution`] retries them by default.
     pub fn open(
         spec: &StorageSpec,
         secrets: &SecretStore,
         env: &StorageEnv,
+    ) -> Result<Location, StorageError> {
+        let retry = crate::ops::execution::Policy::of(None).storage_retry();
+        Location::open_retrying(spec, secrets, env, retry)
+    }
+
+    /// Opens the location a storage block names; an HTTP store (S3, Azure, GCS) retries a
+    /// request that fails for a passing reason as `retry` says (the operation's
+    /// `execution.retryTimeoutSeconds`, [`crate::ops::execution::Policy::storage_retry`]) and
+    /// counts each such failure in `kafka_backup_operator_retries_total`.
+    pub fn open_retrying(
+        spec: &StorageSpec,
+        secrets: &SecretStore,
+        env: &StorageEnv,
+        retry: object_store::RetryConfig,
     ) -> Result<Location, StorageError> {
         let missing =
             |block: &str| StorageError::Invalid(format!("type {:?} needs the {block} block", spec.type_));
@@ -264,24 +312,46 @@ impl Location {
                 if let Some(allow_http) = s3.allow_http {
                     builder = builder.with_allow_http(allow_http);
                 }
-                let uri = format!("s3://{}", s3.bucket);
-                let store = builder.build().map_err(|source| StorageError::Open {
-                    uri: uri.clone(),
-                    source,
-                })?;
-                Ok(ObjectLocation::new(Arc::new(store), s3.prefix.as_deref(), uri).into())
+                let built = builder
+                    .with_retry(retry)
+                    .with_http_connector(http::CountingConnector)
+                    .build();
+                let credentials = credentials_of(
+                    s3.credentials_secret.as_ref().map(|s| s.name.as_str()),
+                    "the AWS credential chain (environment, web identity, instance metadata)",
+                );
+                opened(
+                    built,
+                    format!("s3://{}", s3.bucket),
+                    s3.prefix.as_deref(),
+                    credentials,
+                )
             }
             StorageType::Azure => {
                 let azure = spec.azure.as_ref().ok_or_else(|| missing("azure"))?;
                 let env = azure::AzureEnv::from_process();
                 let credentials = azure::credentials(azure, secrets, &env)?;
                 let builder = azure::builder(azure, &credentials, &env);
-                let uri = format!("az://{}", azure.container);
-                let store = builder.build().map_err(|source| StorageError::Open {
-                    uri: uri.clone(),
-                    source,
-                })?;
-                Ok(ObjectLocation::new(Arc::new(store), azure.prefix.as_deref(), uri).into())
+                let built = builder
+                    .with_retry(retry)
+                    .with_http_connector(http::CountingConnector)
+                    .build();
+                let secret = azure
+                    .credentials_secret
+                    .as_ref()
+                    .map(|s| s.name.as_str())
+                    .or(azure.sas_token_secret.as_ref().map(|s| s.name.as_str()))
+                    .or(azure.service_principal_secret.as_ref().map(|s| s.name.as_str()));
+                let credentials = credentials_of(
+                    secret,
+                    "the Azure credential chain (environment, workload or managed identity)",
+                );
+                opened(
+                    built,
+                    format!("az://{}", azure.container),
+                    azure.prefix.as_deref(),
+                    credentials,
+                )
             }
             StorageType::Gcs => {
                 let gcs = spec.gcs.as_ref().ok_or_else(|| missing("gcs"))?;
@@ -291,12 +361,20 @@ impl Location {
                         secrets.get_text(&secret.name, &secret.service_account_json_key)?,
                     );
                 }
-                let uri = format!("gs://{}", gcs.bucket);
-                let store = builder.build().map_err(|source| StorageError::Open {
-                    uri: uri.clone(),
-                    source,
-                })?;
-                Ok(ObjectLocation::new(Arc::new(store), gcs.prefix.as_deref(), uri).into())
+                let built = builder
+                    .with_retry(retry)
+                    .with_http_connector(http::CountingConnector)
+                    .build();
+                let credentials = credentials_of(
+                    gcs.credentials_secret.as_ref().map(|s| s.name.as_str()),
+                    "the Google credential chain (environment, workload identity)",
+                );
+                opened(
+                    built,
+                    format!("gs://{}", gcs.bucket),
+                    gcs.prefix.as_deref(),
+                    credentials,
+                )
             }
             StorageType::Pvc => {
                 let pvc = spec.pvc.as_ref().ok_or_else(|| missing("pvc"))?;
@@ -391,6 +469,46 @@ impl ObjectLocation {
             uri_base,
             local: None,
             local_dir: None,
+            credentials: None,
+        }
+    }
+
+    /// The same location, naming where its credentials come from when they are refused.
+    pub fn with_credentials(mut self, credentials: String) -> Self {
+        self.credentials = Some(credentials);
+        self
+    }
+
+    /// The error of `operation` on `key` failing with `source`: refused credentials
+    /// ([`StorageError::Denied`], naming them) and a full volume ([`StorageError::Full`], naming
+    /// the file) told apart from other failures.
+    pub fn error(&self, operation: &'static str, key: &str, source: object_store::Error) -> StorageError {
+        let uri = self.uri(key);
+        if matches!(
+            source,
+            object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }
+        ) {
+            return StorageError::Denied {
+                operation,
+                uri,
+                credentials: self
+                    .credentials
+                    .clone()
+                    .unwrap_or_else(|| "this location".to_owned()),
+                source: Box::new(source),
+            };
+        }
+        if is_storage_full(&source) {
+            let path = self.local_dir.as_ref().map_or_else(
+                || uri.clone(),
+                |dir| dir.join(key.trim_start_matches('/')).display().to_string(),
+            );
+            return StorageError::Full { operation, uri, path };
+        }
+        StorageError::Object {
+            operation,
+            uri,
+            source,
         }
     }
 
@@ -415,6 +533,7 @@ impl ObjectLocation {
             uri_base: uri,
             local: Some(local),
             local_dir: Some(dir.to_owned()),
+            credentials: None,
         })
     }
 
@@ -467,11 +586,7 @@ impl ObjectLocation {
             Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
                 Err(StorageError::AlreadyExists { uri: self.uri(key) })
             }
-            Err(source) => Err(StorageError::Object {
-                operation: "write",
-                uri: self.uri(key),
-                source,
-            }),
+            Err(source) => Err(self.error("write", key, source)),
         }
     }
 
@@ -481,11 +596,7 @@ impl ObjectLocation {
             .put(&self.path(key), bytes.into())
             .await
             .map(|_| ())
-            .map_err(|source| StorageError::Object {
-                operation: "write",
-                uri: self.uri(key),
-                source,
-            })
+            .map_err(|source| self.error("write", key, source))
     }
 
     /// Reads an object; `None` when it does not exist.
@@ -494,22 +605,14 @@ impl ObjectLocation {
             Ok(result) => result,
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
             Err(source) => {
-                return Err(StorageError::Object {
-                    operation: "read",
-                    uri: self.uri(key),
-                    source,
-                });
+                return Err(self.error("read", key, source));
             }
         };
         result
             .bytes()
             .await
             .map(Some)
-            .map_err(|source| StorageError::Object {
-                operation: "read",
-                uri: self.uri(key),
-                source,
-            })
+            .map_err(|source| self.error("read", key, source))
     }
 
     /// Reads an object that will not be read again soon (a segment during a restore), into
@@ -526,11 +629,7 @@ impl ObjectLocation {
         };
         let file = local
             .path_to_filesystem(&self.path(key))
-            .map_err(|source| StorageError::Object {
-                operation: "read",
-                uri: self.uri(key),
-                source,
-            })?;
+            .map_err(|source| self.error("read", key, source))?;
         let read = tokio::task::spawn_blocking(move || -> std::io::Result<Option<Vec<u8>>> {
             use std::io::Read;
             let mut file = match std::fs::File::open(file) {
@@ -556,11 +655,7 @@ impl ObjectLocation {
         match self.store.head(&path).await {
             Err(object_store::Error::NotFound { .. }) => return Ok(false),
             Err(source) => {
-                return Err(StorageError::Object {
-                    operation: "delete",
-                    uri: self.uri(key),
-                    source,
-                });
+                return Err(self.error("delete", key, source));
             }
             Ok(_) => {}
         }
@@ -568,11 +663,7 @@ impl ObjectLocation {
             .delete(&path)
             .await
             .map(|()| true)
-            .map_err(|source| StorageError::Object {
-                operation: "delete",
-                uri: self.uri(key),
-                source,
-            })
+            .map_err(|source| self.error("delete", key, source))
     }
 
     /// Every object below `dir`, keys relative to `dir`.
@@ -584,11 +675,7 @@ impl ObjectLocation {
             .list(Some(&base))
             .try_collect()
             .await
-            .map_err(|source| StorageError::Object {
-                operation: "list",
-                uri: self.uri(dir),
-                source,
-            })?;
+            .map_err(|source| self.error("list", dir, source))?;
         Ok(objects
             .into_iter()
             .map(|meta| {
@@ -606,6 +693,59 @@ impl ObjectLocation {
             })
             .collect())
     }
+}
+
+/// An object store just built, as a location at `prefix` whose credentials come from
+/// `credentials`.
+fn opened(
+    built: object_store::Result<impl ObjectStore>,
+    uri: String,
+    prefix: Option<&str>,
+    credentials: String,
+) -> Result<Location, StorageError> {
+    let store = built.map_err(|source| StorageError::Open {
+        uri: uri.clone(),
+        source,
+    })?;
+    Ok(ObjectLocation::new(Arc::new(store), prefix, uri)
+        .with_credentials(credentials)
+        .into())
+}
+
+/// Where a location's credentials come from, for messages: `Secret NAME`, or `chain`.
+fn credentials_of(secret: Option<&str>, chain: &str) -> String {
+    secret.map_or_else(|| chain.to_owned(), |name| format!("Secret {name}"))
+}
+
+/// An error and its causes, each once: object_store's messages stop at "error sending
+/// request" where the cause (a refused connection, a timeout) is what the user needs to know.
+fn causes(error: &object_store::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(e) = cause {
+        let more = e.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = e.source();
+    }
+    text
+}
+
+/// The failure is a full file system (ENOSPC, or EDQUOT of a quota), somewhere in its chain of
+/// causes (object_store's local store wraps the `io::Error`).
+fn is_storage_full(error: &object_store::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && (io.kind() == std::io::ErrorKind::StorageFull
+                || io.kind() == std::io::ErrorKind::QuotaExceeded)
+        {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 #[cfg(test)]
@@ -708,6 +848,59 @@ mod tests {
         assert!(location.delete("offset-snapshots/s1.json").await.unwrap());
         assert!(!location.delete("offset-snapshots/s1.json").await.unwrap());
         assert_eq!(location.get("offset-snapshots/s1.json").await.unwrap(), None);
+    }
+
+    #[test]
+    fn a_full_volume_is_named_and_not_retried() {
+        let root = tempfile::tempdir().unwrap();
+        let (spec, env) = pvc(root.path(), Some("team"));
+        let Location::Object(location) = Location::open(&spec, &SecretStore::None, &env).unwrap() else {
+            panic!("a PVC is an object location");
+        };
+        // As object_store's local store reports a write that ran out of space.
+        let full = object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: Box::new(std::io::Error::from_raw_os_error(28)),
+        };
+        let e = location.error("write", "backups/b/seg", full);
+        assert!(matches!(e, StorageError::Full { .. }), "{e:?}");
+        assert!(!e.is_retryable());
+        let text = e.to_string();
+        assert!(text.contains("ENOSPC"), "{text}");
+        let file = root.path().join("backups/team/backups/b/seg");
+        assert!(text.contains(&file.display().to_string()), "{text}");
+        // Any other local failure stays an object error.
+        let other = object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: Box::new(std::io::Error::other("disk on fire")),
+        };
+        let e = location.error("write", "k", other);
+        assert!(
+            matches!(e, StorageError::Object { .. }) && e.is_retryable(),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("disk on fire"), "{e}");
+    }
+
+    #[test]
+    fn refused_credentials_name_their_secret_and_are_not_retried() {
+        let location = ObjectLocation::new(
+            Arc::new(object_store::memory::InMemory::new()),
+            Some("p"),
+            "s3://bucket".into(),
+        )
+        .with_credentials("Secret s3-creds".into());
+        let denied = object_store::Error::PermissionDenied {
+            path: "p/k".into(),
+            source: Box::new(std::io::Error::other("403 Forbidden: AccessDenied")),
+        };
+        let e = location.error("read", "k", denied);
+        assert!(!e.is_retryable());
+        let text = e.to_string();
+        assert!(
+            text.starts_with("read s3://bucket/p/k: the storage refused the credentials of Secret s3-creds"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -54,6 +54,8 @@ pub fn azurite_secrets() -> kafka_backup_operator::secrets::SecretStore {
 
 /// The cluster of `KUBECONFIG`, for the ignored cluster tests.
 pub mod cluster;
+/// The fault harness: proxies that break, a disk that fills up, the fault matrix.
+pub mod faults;
 /// The `serve` binary and a TLS client for it.
 pub mod https;
 /// The operator's image and podman.

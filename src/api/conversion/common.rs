@@ -496,6 +496,8 @@ pub(crate) fn execution_up(job: alpha::JobSpec) -> beta::ExecutionSpec {
     beta::ExecutionSpec {
         retries: job.backoff_limit,
         deadline_seconds: job.active_deadline_seconds,
+        // v1alpha1 has no such field; the annotation keeps a v1beta1 value on a round trip.
+        retry_timeout_seconds: None,
         ttl_seconds_after_finished: job.ttl_seconds_after_finished,
     }
 }

@@ -533,6 +533,15 @@ pub fn execution(v: &mut Verdict, at: &str, execution: &crate::api::v1beta1::Exe
             deadline,
         );
     }
+    if let Some(timeout) = execution.retry_timeout_seconds
+        && !(1..=3600).contains(&timeout)
+    {
+        v.error(
+            path(at, "retryTimeoutSeconds"),
+            "must be 1 to 3600 seconds",
+            timeout,
+        );
+    }
     if let Some(ttl) = execution.ttl_seconds_after_finished
         && ttl < 0
     {

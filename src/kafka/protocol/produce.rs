@@ -559,6 +559,7 @@ async fn reroute(
         "sending {} batches again (attempt {attempts}): {failure}",
         returned.len()
     );
+    crate::metrics::retries().retry(crate::metrics::RetryCause::KafkaLeaderMoved);
     tokio::time::sleep(Duration::from_millis(100 * u64::from(attempts))).await;
     admin.topics().await?;
     // Answers on one connection come back in order, but are seen in any order.
