@@ -190,7 +190,7 @@ pub enum RunError {
         name: String,
         /// Why.
         #[source]
-        source: StorageError,
+        source: Box<StorageError>,
     },
     /// The record of a KafkaBackup cannot be written or read.
     #[error("KafkaBackup record {path}: {message}")]
@@ -227,68 +227,54 @@ pub struct RunOutcome {
 }
 
 /// Where `run -f` keeps what a cluster would keep: the embedded default location, the local
-/// ConfigMap store and the records of the KafkaBackups run.
+/// ConfigMap store and the records of the KafkaBackups run (`None`: neither a flag nor a state
+/// directory gives it).
 struct LocalState {
     embedded: PathBuf,
-    config_maps: Result<PathBuf, RunError>,
-    backups: Result<KafkaBackupRecords, RunError>,
+    config_maps: Option<PathBuf>,
+    backups: Option<KafkaBackupRecords>,
+    /// Why there is no state directory, when there is none.
+    no_state_dir: String,
 }
 
 impl LocalState {
     fn of(args: &RunArgs) -> Result<Self, RunError> {
-        let state = crate::server::state_dir(args.state_dir.as_deref()).map_err(|e| e.to_string());
-        let place = |flag: &Option<PathBuf>, what, flag_name, default: &dyn Fn(&Path) -> PathBuf| match (
-            flag, &state,
-        ) {
-            (Some(dir), _) => Ok(dir.clone()),
-            (None, Ok(state)) => Ok(default(state)),
-            (None, Err(reason)) => Err(RunError::NoStateDir {
-                what,
-                flag: flag_name,
-                reason: reason.clone(),
-            }),
+        let (state, no_state_dir) = match crate::server::state_dir(args.state_dir.as_deref()) {
+            Ok(state) => (Some(state), String::new()),
+            Err(e) => (None, e.to_string()),
         };
-        let embedded = place(
-            &args.catalog_dir,
-            "embedded default location for snapshots",
-            "--catalog-dir",
-            &crate::apiserver::config::default_catalog_dir,
-        )?;
-        let config_maps = place(
-            &args.configmaps_dir,
-            "local ConfigMap store",
-            "--configmaps-dir",
-            &|state| state.join("configmaps"),
-        );
-        let backups = place(&None, "records of KafkaBackups", "--state-dir", &|state| {
-            state.join("kafkabackups")
-        })
-        .map(KafkaBackupRecords::new);
-        Ok(LocalState {
-            embedded,
-            config_maps,
-            backups,
-        })
+        let below = |flag: &Option<PathBuf>, default: fn(&Path) -> PathBuf| {
+            flag.clone().or_else(|| state.as_deref().map(default))
+        };
+        let local = LocalState {
+            embedded: PathBuf::new(),
+            config_maps: below(&args.configmaps_dir, |state| state.join("configmaps")),
+            backups: below(&None, |state| state.join("kafkabackups")).map(KafkaBackupRecords::new),
+            no_state_dir,
+        };
+        let embedded = below(&args.catalog_dir, crate::apiserver::config::default_catalog_dir)
+            .ok_or_else(|| local.no_state("embedded default location for snapshots", "--catalog-dir"))?;
+        Ok(LocalState { embedded, ..local })
+    }
+
+    fn no_state(&self, what: &'static str, flag: &'static str) -> RunError {
+        RunError::NoStateDir {
+            what,
+            flag,
+            reason: self.no_state_dir.clone(),
+        }
     }
 
     fn config_map_dir(&self) -> Result<&Path, RunError> {
-        self.config_maps.as_deref().map_err(clone_error)
+        self.config_maps
+            .as_deref()
+            .ok_or_else(|| self.no_state("local ConfigMap store", "--configmaps-dir"))
     }
 
     fn backups(&self) -> Result<&KafkaBackupRecords, RunError> {
-        self.backups.as_ref().map_err(clone_error)
-    }
-}
-
-/// The error of a directory that cannot be known, again for each use.
-fn clone_error(error: &RunError) -> RunError {
-    match error {
-        RunError::NoStateDir { what, flag, reason } => RunError::NoStateDir {
-            what: *what,
-            flag: *flag,
-            reason: reason.clone(),
-        },
-        other => RunError::Print(other.to_string()),
+        self.backups
+            .as_ref()
+            .ok_or_else(|| self.no_state("records of the KafkaBackups run", "--state-dir"))
     }
 }
 
@@ -358,7 +344,7 @@ fn store_config_map(local: &LocalState, origin: &Origin, cm: &ConfigMapDocument)
             .map_err(|source| RunError::StoreConfigMap {
                 origin: origin.to_string(),
                 name: cm.name.clone(),
-                source,
+                source: Box::new(source),
             })
     })?;
     let keys = cm.data.keys().cloned().collect::<Vec<_>>().join(", ");
