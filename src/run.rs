@@ -519,7 +519,7 @@ fn say_mapping_file(reset: &v1beta1::KafkaOffsetReset, local: &LocalState) {
         && let Some(file) = config_map_file(&format!("configmap://{}/{}", key_ref.name, key_ref.key), local)
     {
         eprintln!(
-            "offset mapping: ConfigMap {} key {}, read from {} (local ConfigMap store)",
+            "offset mapping: ConfigMap {} key {}, the file {} of the local ConfigMap store",
             key_ref.name,
             key_ref.key,
             file.display()
