@@ -246,15 +246,20 @@ impl LocalState {
         let below = |flag: &Option<PathBuf>, default: fn(&Path) -> PathBuf| {
             flag.clone().or_else(|| state.as_deref().map(default))
         };
-        let local = LocalState {
-            embedded: PathBuf::new(),
+        let embedded =
+            below(&args.catalog_dir, crate::apiserver::config::default_catalog_dir).ok_or_else(|| {
+                RunError::NoStateDir {
+                    what: "embedded default location for snapshots",
+                    flag: "--catalog-dir",
+                    reason: no_state_dir.clone(),
+                }
+            })?;
+        Ok(LocalState {
+            embedded,
             config_maps: below(&args.configmaps_dir, |state| state.join("configmaps")),
             backups: below(&None, |state| state.join("kafkabackups")).map(KafkaBackupRecords::new),
             no_state_dir,
-        };
-        let embedded = below(&args.catalog_dir, crate::apiserver::config::default_catalog_dir)
-            .ok_or_else(|| local.no_state("embedded default location for snapshots", "--catalog-dir"))?;
-        Ok(LocalState { embedded, ..local })
+        })
     }
 
     fn no_state(&self, what: &'static str, flag: &'static str) -> RunError {
@@ -296,6 +301,7 @@ pub async fn run(args: &RunArgs) -> Result<RunOutcome, RunError> {
         }
     }
     let local = LocalState::of(args)?;
+    check_backup_refs(&resources, args, &local)?;
     for (origin, cm) in &config_maps {
         store_config_map(&local, origin, cm)?;
     }
@@ -334,6 +340,47 @@ pub async fn run(args: &RunArgs) -> Result<RunOutcome, RunError> {
         status_yaml: statuses.join("---\n"),
         completed,
     })
+}
+
+/// The namespace of an admitted resource: its own, else `-n`'s, else `default`.
+fn namespace_of(hub: &Value, args: &RunArgs) -> String {
+    hub.pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .or_else(|| args.namespace.clone())
+        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned())
+}
+
+/// Refuses, before anything runs, a `kafkaBackupRef` to a KafkaBackup that was never run here
+/// and does not run earlier in this invocation.
+fn check_backup_refs(
+    resources: &[(Origin, Admitted)],
+    args: &RunArgs,
+    local: &LocalState,
+) -> Result<(), RunError> {
+    let mut run_before = std::collections::BTreeSet::new();
+    for (_, admitted) in resources {
+        let hub = &admitted.object;
+        let namespace = namespace_of(hub, args);
+        let text = |pointer: &str| hub.pointer(pointer).and_then(Value::as_str);
+        match text("/kind") {
+            Some("KafkaBackup") => {
+                run_before.insert((namespace, text("/metadata/name").unwrap_or_default().to_owned()));
+            }
+            Some("KafkaRestore" | "KafkaBackupValidation") => {
+                let Some(name) = text("/spec/backupRef/kafkaBackupRef/name") else {
+                    continue;
+                };
+                let namespace =
+                    text("/spec/backupRef/kafkaBackupRef/namespace").map_or(namespace, str::to_owned);
+                if !run_before.contains(&(namespace.clone(), name.to_owned())) {
+                    local.backups()?.find(&namespace, name)?;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Stores a ConfigMap document in the local ConfigMap store, saying where.
@@ -377,10 +424,7 @@ async fn execute(
         name: text("name").unwrap_or_default(),
         uid: text("uid"),
     };
-    let namespace = resource
-        .namespace
-        .clone()
-        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
+    let namespace = namespace_of(&hub, args);
     let config_maps = match local.config_map_dir() {
         Ok(dir) => ConfigMapStore::Dir(dir.to_owned()),
         Err(_) => ConfigMapStore::None,

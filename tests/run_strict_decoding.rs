@@ -264,15 +264,17 @@ fn a_kind_run_f_does_not_handle_is_refused_before_anything_is_stored() {
     );
 }
 
-/// A `backupRef` naming a KafkaBackup `run -f` never ran is refused before anything runs, naming
-/// the KafkaBackup and the record looked for.
+/// A `backupRef` naming a KafkaBackup `run -f` never ran (and that no earlier document runs) is
+/// refused before anything is stored or run, naming the KafkaBackup and the record looked for.
 #[test]
 fn a_backup_ref_to_a_kafka_backup_never_run_is_refused_naming_where_it_looked() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("restore.yaml");
     std::fs::write(
         &file,
-        "apiVersion: kafka.oso.sh/v1alpha1
+        MAPPING_CONFIGMAP.to_owned()
+            + "---
+apiVersion: kafka.oso.sh/v1alpha1
 kind: KafkaRestore
 metadata:
   name: pitr-restore
@@ -293,4 +295,8 @@ spec:
         "{stderr}"
     );
     assert!(stdout.is_empty(), "{stdout}");
+    assert!(
+        !dir.path().join("configmaps").exists(),
+        "refused before anything was stored"
+    );
 }
