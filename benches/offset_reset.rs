@@ -261,7 +261,7 @@ fn run_table(
             SecretStore::None,
             StorageEnv {
                 pvc_root: snapshots.to_owned(),
-                kube: None,
+                config_maps: Default::default(),
             },
         );
         let started = Instant::now();

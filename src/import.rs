@@ -446,7 +446,7 @@ pub fn run_blocking(args: &ImportArgs) -> Result<bool, ImportError> {
             args.secrets_dir.clone().map(SecretStore::Dir).unwrap_or_default(),
             StorageEnv {
                 pvc_root: args.pvc_root.clone(),
-                kube: None,
+                config_maps: crate::storage::configmap::ConfigMapStore::None,
             },
         );
         let location = match Location::open(&spec, &ctx.secrets, &ctx.storage)? {

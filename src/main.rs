@@ -24,9 +24,11 @@ enum Command {
     /// Make a development CA and serving certificate for the operator's Service, and manifests
     /// with their caBundle filled in.
     Certs(certs::CertsArgs),
-    /// Execute one resource (any kind, either API version) without Kubernetes, judged by the same
-    /// rules as the admission webhook; print its resulting status as YAML. Exit code 0 when it
-    /// completed. Secrets come from --secrets-dir DIR/<secret>/<key>.
+    /// Execute resources (any kind, either API version) without Kubernetes, judged by the same
+    /// rules as the admission webhook; print each resulting status as YAML. Exit code 0 when
+    /// every one completed. Secrets come from --secrets-dir DIR/<secret>/<key>, ConfigMaps from
+    /// the local ConfigMap store --configmaps-dir DIR/<configmap>/<key> (ConfigMap documents
+    /// given with -f are stored there first).
     Run(run::RunArgs),
     /// Check an evidence report of a KafkaBackupValidation: its SHA-256 digest and, when signed,
     /// its signature. Exit code 0 only when both hold.

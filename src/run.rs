@@ -1,26 +1,50 @@
-//! `run -f FILE.yaml`: executes one resource without Kubernetes.
+//! `run -f FILE.yaml`: executes resources without Kubernetes.
 //!
-//! The manifest (any of the five kinds, v1alpha1 or v1beta1) is judged exactly as the admission
-//! webhook judges it (mutation with its warnings, then validation: a denial is an error listing
-//! every field), converted to v1beta1 and handed to the same operation code the reconciler runs.
-//! It is read strictly, as kubectl's default field validation reads it: a field its version's
-//! schema does not have is refused, naming its path and the nearest known field
-//! (`spec.topcis: unknown field; did you mean spec.topics?`), and so is a value of the wrong type
-//! or outside an enum, naming its path and the allowed values.
-//! The resulting status is printed as YAML on stdout; the exit code is 0 only when the operation
-//! completed.
+//! The files (repeat `-f`; a file may hold several YAML documents, as `kubectl apply -f` takes
+//! them, [`documents`]) hold resources of the five kinds, v1alpha1 or v1beta1, and ConfigMaps.
+//! Every resource is judged exactly as the admission webhook judges it (mutation with its
+//! warnings, then validation: a denial is an error listing every field), converted to v1beta1
+//! and handed to the same operation code the reconciler runs, one after the other in the order
+//! given; a resource that does not complete stops the ones after it. Every document is judged
+//! before anything runs. Each is read strictly, as kubectl's default field validation reads it:
+//! a field its version's schema does not have is refused, naming its path and the nearest known
+//! field (`spec.topcis: unknown field; did you mean spec.topics?`), and so is a value of the
+//! wrong type or outside an enum, naming its path and the allowed values; a kind `run -f` does
+//! not handle is refused naming its file, document and kind.
+//! The status of each resource is printed as a YAML document on stdout, in order; the exit code
+//! is 0 only when every one completed.
 //!
-//! Secrets named by the resource are read from `--secrets-dir DIR`: `DIR/<secret name>/<key>`,
-//! one file per key, as a Secret volume mount lays them out. PVC storage `claimName: X` is the
-//! directory `<--pvc-root>/X` (default `/data`, as in the operator's pod). ConfigMap storage and
-//! references to other resources' status need the Kubernetes API and are refused with a message
-//! saying so.
+//! What a cluster keeps, `run -f` keeps in local directories:
 //!
-//! Offset snapshots of a resource that names no storage go to the embedded default location: the
-//! directory a local `serve` lists as its default catalog location (`--catalog-dir`, default
-//! `<state-dir>/catalog`, the same flags and variables as `serve`), so `kubectl get
-//! offsetsnapshots` shows them. A KafkaOffsetRollback naming a snapshot by id alone looks it up
-//! there. Where a snapshot went is in the status and on stderr.
+//! - Secrets named by the resource are read from `--secrets-dir DIR`: `DIR/<secret name>/<key>`,
+//!   one file per key, as a Secret volume mount lays them out.
+//! - PVC storage `claimName: X` is the directory `<--pvc-root>/X` (default `/data`, as in the
+//!   operator's pod).
+//! - ConfigMaps live in the local ConfigMap store, `--configmaps-dir DIR` (default
+//!   `<state-dir>/configmaps`): key `K` of ConfigMap `N` is the file `DIR/N/K`, for every
+//!   namespace (as `--secrets-dir`). ConfigMap snapshot storage (`storageType: configMap`) keeps
+//!   snapshots there with the keys and JSON the cluster's ConfigMaps hold, so snapshot,
+//!   rollback, verify and delete work across separate runs; `mappingConfigMap` reads its key
+//!   there; a ConfigMap document given with `-f` is stored there (its keys set, other keys kept)
+//!   before any resource runs ([`crate::storage::configmap::local`]).
+//! - Each KafkaBackup run is recorded in `<state-dir>/kafkabackups/<namespace>/<name>.yaml`
+//!   ([`records`]); `backupRef: {name}` of a KafkaRestore or KafkaBackupValidation is resolved
+//!   from that record by the reconciler's rule (its storage, and its current backup set unless
+//!   the reference names one). A reference to a KafkaBackup never run here is refused, naming it
+//!   and the file looked for.
+//! - Offset snapshots of a resource that names no storage go to the embedded default location:
+//!   the directory a local `serve` lists as its default catalog location (`--catalog-dir`,
+//!   default `<state-dir>/catalog`, the same flags and variables as `serve`), so `kubectl get
+//!   offsetsnapshots` shows them. A KafkaOffsetRollback naming a snapshot by id alone looks it
+//!   up there.
+//!
+//! Where a snapshot went, which file a mapping was read from, where a ConfigMap or a KafkaBackup
+//! was recorded and which record a `backupRef` was read from are said on stderr.
+//! References to other resources' status (`snapshotFrom`, `fromMapping.restoreRef`) need the
+//! Kubernetes API and are refused with a message saying so.
+
+mod documents;
+mod records;
 
 use std::{
     io::IsTerminal,
@@ -28,6 +52,8 @@ use std::{
     sync::Arc,
 };
 
+use documents::{ConfigMapDocument, Document, Origin};
+use records::{DEFAULT_NAMESPACE, KafkaBackupRecords};
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -36,16 +62,22 @@ use crate::{
     api::{GROUP, STORAGE_VERSION, admission, conversion, v1beta1},
     ops::{self, Context, DefaultSnapshots, Progress, ResourceRef},
     secrets::SecretStore,
-    storage::StorageEnv,
+    storage::{
+        StorageEnv, StorageError,
+        configmap::{ConfigMapStore, local::LocalConfigMap},
+        snapshot::snapshot_key,
+    },
 };
 
 /// Arguments of `run`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct RunArgs {
-    /// The manifest: one KafkaOffsetReset, KafkaOffsetRollback, KafkaBackup, KafkaRestore or
-    /// KafkaBackupValidation, either API version.
-    #[arg(short = 'f', long = "filename")]
-    pub file: PathBuf,
+    /// The manifests, as for `kubectl apply -f`: repeat -f for several files, and a file may hold
+    /// several YAML documents (`---`). KafkaOffsetReset, KafkaOffsetRollback, KafkaBackup,
+    /// KafkaRestore and KafkaBackupValidation (either API version) run one after the other, in
+    /// order; ConfigMaps (v1) are stored in the local ConfigMap store before any runs.
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub files: Vec<PathBuf>,
     /// Directory of Secrets: DIR/<secret name>/<key>, one file per key.
     #[arg(long, env = "KBO_SECRETS_DIR")]
     pub secrets_dir: Option<PathBuf>,
@@ -58,7 +90,8 @@ pub struct RunArgs {
     /// Run a scheduled resource once, now, instead of on its schedule.
     #[arg(long)]
     pub once: bool,
-    /// State directory, as for `serve`
+    /// State directory, as for `serve`; KafkaBackups run are recorded in
+    /// <state-dir>/kafkabackups/<namespace>/<name>.yaml, for `backupRef` of later runs
     /// [default: $XDG_STATE_HOME/kafka-backup-operator or $HOME/.local/state/kafka-backup-operator].
     #[arg(long, env = "KBO_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
@@ -67,6 +100,12 @@ pub struct RunArgs {
     /// <state-dir>/catalog].
     #[arg(long, env = "KBO_CATALOG_DIR", value_name = "DIR")]
     pub catalog_dir: Option<PathBuf>,
+    /// The local ConfigMap store, standing for the ConfigMaps of a cluster: key K of ConfigMap N
+    /// is the file DIR/N/K (all namespaces share it, as --secrets-dir). ConfigMap snapshot
+    /// storage and mappingConfigMap use it; ConfigMap documents given with -f are stored in it
+    /// [default: <state-dir>/configmaps].
+    #[arg(long, env = "KBO_CONFIGMAPS_DIR", value_name = "DIR")]
+    pub configmaps_dir: Option<PathBuf>,
 }
 
 /// Why `run` could not execute the resource.
@@ -81,7 +120,7 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
-    /// The file is not one YAML object.
+    /// The file is not YAML, or a document is not one object.
     #[error("{path} is not a YAML manifest: {message}")]
     Yaml {
         /// The file.
@@ -90,62 +129,288 @@ pub enum RunError {
         message: String,
     },
     /// The object cannot be judged (kind, version, shape).
-    #[error("{path}: {source}")]
+    #[error("{origin}: {source}")]
     Admission {
-        /// The file.
-        path: PathBuf,
+        /// The file (and document).
+        origin: String,
         /// Why.
         #[source]
         source: admission::AdmissionError,
     },
     /// The admission rules refuse the object.
-    #[error("{path} is refused: {message}")]
+    #[error("{origin} is refused: {message}")]
     Denied {
-        /// The file.
-        path: PathBuf,
+        /// The file (and document).
+        origin: String,
         /// Every error, as the webhook reports them.
         message: String,
     },
     /// Conversion to v1beta1 failed.
-    #[error("{path}: {message}")]
+    #[error("{origin}: {message}")]
     Convert {
-        /// The file.
+        /// The file (and document).
+        origin: String,
+        /// Why.
+        message: String,
+    },
+    /// A directory of the local state is not given and there is no state directory.
+    #[error("no {what}: {reason}, or {flag}")]
+    NoStateDir {
+        /// What was needed.
+        what: &'static str,
+        /// The flag naming it.
+        flag: &'static str,
+        /// Why there is no state directory.
+        reason: String,
+    },
+    /// A document of a kind `run -f` does not handle.
+    #[error(
+        "{origin}: kind {kind} cannot be executed by run -f: it runs KafkaBackup, KafkaRestore, KafkaOffsetReset, KafkaOffsetRollback and KafkaBackupValidation ({GROUP}) and stores ConfigMaps (v1) in the local ConfigMap store"
+    )]
+    Unsupported {
+        /// The file (and document).
+        origin: String,
+        /// The kind and its apiVersion.
+        kind: String,
+    },
+    /// A ConfigMap document the local ConfigMap store cannot keep.
+    #[error("{origin}: ConfigMap: {message}")]
+    ConfigMap {
+        /// The file (and document).
+        origin: String,
+        /// Why, naming the field.
+        message: String,
+    },
+    /// A ConfigMap document could not be stored.
+    #[error("{origin}: ConfigMap {name} cannot be stored: {source}")]
+    StoreConfigMap {
+        /// The file (and document).
+        origin: String,
+        /// The ConfigMap.
+        name: String,
+        /// Why.
+        #[source]
+        source: Box<StorageError>,
+    },
+    /// The record of a KafkaBackup cannot be written or read.
+    #[error("KafkaBackup record {path}: {message}")]
+    Record {
+        /// The file (or the records' directory).
         path: PathBuf,
         /// Why.
         message: String,
     },
-    /// Neither the embedded default location nor a state directory is known.
-    #[error("no embedded default location for snapshots: {0}, or --catalog-dir")]
-    NoDefaultLocation(String),
-    /// This kind cannot be run here yet.
-    #[error("{kind} cannot be executed by run -f")]
-    Unsupported {
-        /// The kind.
-        kind: String,
+    /// A `backupRef` names a KafkaBackup `run -f` has no record of.
+    #[error(
+        "spec.backupRef: KafkaBackup {namespace}/{name} was never run by run -f here: there is no {path} (run -f records each KafkaBackup it runs there; run the KafkaBackup first with the same --state-dir, or name the backup's storage and backupId in backupRef)"
+    )]
+    BackupNotRecorded {
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+        /// The record looked for.
+        path: PathBuf,
     },
     /// The status could not be printed.
     #[error("cannot print the status: {0}")]
     Print(String),
 }
 
-/// The outcome of a run: the status document and whether the operation completed.
+/// The outcome of a run: the status documents and whether every operation completed.
 #[derive(Debug)]
 pub struct RunOutcome {
-    /// `status:` of the resource, as YAML.
+    /// `status:` of each resource run, as YAML documents, in order.
     pub status_yaml: String,
-    /// Phase Completed.
+    /// Every resource ran to phase Completed.
     pub completed: bool,
 }
 
-/// Reads, admits and executes the manifest; prints warnings and progress on stderr.
-pub async fn run(args: &RunArgs) -> Result<RunOutcome, RunError> {
-    let path = &args.file;
-    let object = read_manifest(path)?;
-    let admitted = admit(path, &object)?;
-    for warning in &admitted.warnings {
-        eprintln!("warning: {warning}");
+/// Where `run -f` keeps what a cluster would keep: the embedded default location, the local
+/// ConfigMap store and the records of the KafkaBackups run (`None`: neither a flag nor a state
+/// directory gives it).
+struct LocalState {
+    embedded: PathBuf,
+    config_maps: Option<PathBuf>,
+    backups: Option<KafkaBackupRecords>,
+    /// Why there is no state directory, when there is none.
+    no_state_dir: String,
+}
+
+impl LocalState {
+    fn of(args: &RunArgs) -> Result<Self, RunError> {
+        let (state, no_state_dir) = match crate::server::state_dir(args.state_dir.as_deref()) {
+            Ok(state) => (Some(state), String::new()),
+            Err(e) => (None, e.to_string()),
+        };
+        let below = |flag: &Option<PathBuf>, default: fn(&Path) -> PathBuf| {
+            flag.clone().or_else(|| state.as_deref().map(default))
+        };
+        let embedded =
+            below(&args.catalog_dir, crate::apiserver::config::default_catalog_dir).ok_or_else(|| {
+                RunError::NoStateDir {
+                    what: "embedded default location for snapshots",
+                    flag: "--catalog-dir",
+                    reason: no_state_dir.clone(),
+                }
+            })?;
+        Ok(LocalState {
+            embedded,
+            config_maps: below(&args.configmaps_dir, |state| state.join("configmaps")),
+            backups: below(&None, |state| state.join("kafkabackups")).map(KafkaBackupRecords::new),
+            no_state_dir,
+        })
     }
-    let hub = admitted.object;
+
+    fn no_state(&self, what: &'static str, flag: &'static str) -> RunError {
+        RunError::NoStateDir {
+            what,
+            flag,
+            reason: self.no_state_dir.clone(),
+        }
+    }
+
+    fn config_map_dir(&self) -> Result<&Path, RunError> {
+        self.config_maps
+            .as_deref()
+            .ok_or_else(|| self.no_state("local ConfigMap store", "--configmaps-dir"))
+    }
+
+    fn backups(&self) -> Result<&KafkaBackupRecords, RunError> {
+        self.backups
+            .as_ref()
+            .ok_or_else(|| self.no_state("records of the KafkaBackups run", "--state-dir"))
+    }
+}
+
+/// Reads every document, admits every resource, stores the ConfigMaps, then executes the
+/// resources in order (stopping at the first that does not complete); prints warnings and
+/// progress on stderr.
+pub async fn run(args: &RunArgs) -> Result<RunOutcome, RunError> {
+    let documents = documents::read(&args.files)?;
+    let mut config_maps = Vec::new();
+    let mut resources = Vec::new();
+    // Everything is judged before anything is stored or run.
+    for (origin, document) in documents {
+        match document {
+            Document::ConfigMap(cm) => config_maps.push((origin, cm)),
+            Document::Resource(object) => {
+                let admitted = admit(&origin, &object)?;
+                resources.push((origin, admitted));
+            }
+        }
+    }
+    let local = LocalState::of(args)?;
+    check_backup_refs(&resources, args, &local)?;
+    for (origin, cm) in &config_maps {
+        store_config_map(&local, origin, cm)?;
+    }
+    let cancel = CancellationToken::new();
+    let on_signal = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("interrupted: stopping");
+            on_signal.cancel();
+        }
+    });
+    let mut statuses = Vec::new();
+    let mut completed = true;
+    let count = resources.len();
+    for (i, (origin, admitted)) in resources.into_iter().enumerate() {
+        if !completed || cancel.is_cancelled() {
+            eprintln!(
+                "not run: {origin}, as the resource before it did not complete ({} of {count} not run)",
+                count - i
+            );
+            break;
+        }
+        for warning in &admitted.warnings {
+            eprintln!("warning: {origin}: {warning}");
+        }
+        let status = execute(args, &local, &origin, admitted.object, cancel.clone()).await?;
+        // A validation that ran but found the backup wanting is not a success either.
+        completed = status.get("phase").and_then(Value::as_str) == Some("Completed")
+            && status.get("result").and_then(Value::as_str) != Some("Failed");
+        statuses.push(
+            serde_saphyr::to_string(&serde_json::json!({ "status": status }))
+                .map_err(|e| RunError::Print(e.to_string()))?,
+        );
+    }
+    Ok(RunOutcome {
+        status_yaml: statuses.join("---\n"),
+        completed,
+    })
+}
+
+/// The namespace of an admitted resource: its own, else `-n`'s, else `default`.
+fn namespace_of(hub: &Value, args: &RunArgs) -> String {
+    hub.pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .or_else(|| args.namespace.clone())
+        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned())
+}
+
+/// Refuses, before anything runs, a `kafkaBackupRef` to a KafkaBackup that was never run here
+/// and does not run earlier in this invocation.
+fn check_backup_refs(
+    resources: &[(Origin, Admitted)],
+    args: &RunArgs,
+    local: &LocalState,
+) -> Result<(), RunError> {
+    let mut run_before = std::collections::BTreeSet::new();
+    for (_, admitted) in resources {
+        let hub = &admitted.object;
+        let namespace = namespace_of(hub, args);
+        let text = |pointer: &str| hub.pointer(pointer).and_then(Value::as_str);
+        match text("/kind") {
+            Some("KafkaBackup") => {
+                run_before.insert((namespace, text("/metadata/name").unwrap_or_default().to_owned()));
+            }
+            Some("KafkaRestore" | "KafkaBackupValidation") => {
+                let Some(name) = text("/spec/backupRef/kafkaBackupRef/name") else {
+                    continue;
+                };
+                let namespace =
+                    text("/spec/backupRef/kafkaBackupRef/namespace").map_or(namespace, str::to_owned);
+                if !run_before.contains(&(namespace.clone(), name.to_owned())) {
+                    local.backups()?.find(&namespace, name)?;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Stores a ConfigMap document in the local ConfigMap store, saying where.
+fn store_config_map(local: &LocalState, origin: &Origin, cm: &ConfigMapDocument) -> Result<(), RunError> {
+    let stored = local.config_map_dir().and_then(|root| {
+        LocalConfigMap::new(root, &cm.name)
+            .and_then(|store| store.apply(&cm.data))
+            .map_err(|source| RunError::StoreConfigMap {
+                origin: origin.to_string(),
+                name: cm.name.clone(),
+                source: Box::new(source),
+            })
+    })?;
+    let keys = cm.data.keys().cloned().collect::<Vec<_>>().join(", ");
+    eprintln!(
+        "ConfigMap {} ({origin}): key(s) {keys} stored in the local ConfigMap store: {}",
+        cm.name,
+        stored.display()
+    );
+    Ok(())
+}
+
+/// Executes one admitted resource; returns its status.
+async fn execute(
+    args: &RunArgs,
+    local: &LocalState,
+    origin: &Origin,
+    hub: Value,
+    cancel: CancellationToken,
+) -> Result<Value, RunError> {
     let kind = hub
         .get("kind")
         .and_then(Value::as_str)
@@ -159,50 +424,71 @@ pub async fn run(args: &RunArgs) -> Result<RunOutcome, RunError> {
         name: text("name").unwrap_or_default(),
         uid: text("uid"),
     };
-    let embedded = embedded_default_dir(args)?;
-    let cancel = CancellationToken::new();
-    let on_signal = cancel.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("interrupted: stopping");
-            on_signal.cancel();
-        }
-    });
+    let namespace = namespace_of(&hub, args);
+    let config_maps = match local.config_map_dir() {
+        Ok(dir) => ConfigMapStore::Dir(dir.to_owned()),
+        Err(_) => ConfigMapStore::None,
+    };
     let ctx = Context {
         resource,
         secrets: args.secrets_dir.clone().map(SecretStore::Dir).unwrap_or_default(),
         storage: StorageEnv {
             pvc_root: args.pvc_root.clone(),
-            kube: None,
+            config_maps,
         },
         progress: progress_sink(),
         cancel,
         scratch_dir: std::env::temp_dir(),
         attempt_failed: Arc::new(print_retry),
-        default_snapshots: DefaultSnapshots::Embedded(embedded.clone()),
+        default_snapshots: DefaultSnapshots::Embedded(local.embedded.clone()),
+    };
+    let resolved = |what: &str, path: Option<PathBuf>| {
+        if let Some(path) = path {
+            eprintln!("{what}: read from the record {}", path.display());
+        }
     };
     let status = match kind.as_str() {
         "KafkaOffsetReset" => {
-            let reset: v1beta1::KafkaOffsetReset = decode(path, hub)?;
+            let reset: v1beta1::KafkaOffsetReset = decode(origin, hub)?;
+            say_mapping_file(&reset, local);
             to_value(ops::offset_reset::execute(&reset, &ctx).await)?
         }
         "KafkaOffsetRollback" => {
-            let rollback: v1beta1::KafkaOffsetRollback = decode(path, hub)?;
-            to_value(ops::offset_rollback::execute(&rollback, &ctx).await)?
+            let rollback: v1beta1::KafkaOffsetRollback = decode(origin, hub)?;
+            let status = to_value(ops::offset_rollback::execute(&rollback, &ctx).await)?;
+            say_deleted_snapshot(&rollback, &status, local);
+            status
         }
         "KafkaBackup" => {
-            let backup: v1beta1::KafkaBackup = decode(path, hub)?;
-            match (&backup.spec.schedule, args.once) {
-                (Some(schedule), false) => to_value(scheduled_backup(&backup, schedule, &ctx).await)?,
-                _ => to_value(ops::backup::execute(&backup, &ctx).await)?,
-            }
+            let backup: v1beta1::KafkaBackup = decode(origin, hub)?;
+            let records = local.backups()?;
+            let initial = v1beta1::KafkaBackupStatus {
+                backup_id: Some(ops::backup::backup_id(&backup)),
+                ..Default::default()
+            };
+            let path = records.record(&backup, &namespace, &initial)?;
+            let status = match (&backup.spec.schedule, args.once) {
+                (Some(schedule), false) => scheduled_backup(&backup, schedule, &ctx).await,
+                _ => ops::backup::execute(&backup, &ctx).await,
+            };
+            records.record(&backup, &namespace, &status)?;
+            eprintln!(
+                "KafkaBackup {namespace}/{}: recorded in {} (for backupRef of later runs)",
+                ctx.resource.name,
+                path.display()
+            );
+            to_value(status)?
         }
         "KafkaRestore" => {
-            let restore: v1beta1::KafkaRestore = decode(path, hub)?;
+            let mut restore: v1beta1::KafkaRestore = decode(origin, hub)?;
+            let path = resolve_backup_ref(local, &mut restore.spec.backup_ref, &namespace)?;
+            resolved("spec.backupRef", path);
             to_value(ops::restore::execute(&restore, &ctx).await)?
         }
         "KafkaBackupValidation" => {
-            let validation: v1beta1::KafkaBackupValidation = decode(path, hub)?;
+            let mut validation: v1beta1::KafkaBackupValidation = decode(origin, hub)?;
+            let path = resolve_backup_ref(local, &mut validation.spec.backup_ref, &namespace)?;
+            resolved("spec.backupRef", path);
             match (&validation.spec.schedule, args.once || validation.spec.suspend) {
                 (Some(schedule), false) => {
                     let initial = v1beta1::KafkaBackupValidationStatus {
@@ -216,26 +502,90 @@ pub async fn run(args: &RunArgs) -> Result<RunOutcome, RunError> {
                 _ => to_value(ops::validation::execute(&validation, &ctx).await)?,
             }
         }
-        other => return Err(RunError::Unsupported { kind: other.into() }),
+        other => {
+            return Err(RunError::Unsupported {
+                origin: origin.to_string(),
+                kind: format!("{other} ({GROUP})"),
+            });
+        }
     };
-    if let Some(uri) = status.pointer("/snapshot/location").and_then(Value::as_str)
-        && let Some(path) = uri.strip_prefix("file://")
-        && Path::new(path).starts_with(&embedded)
+    say_snapshot_location(&status, local);
+    Ok(status)
+}
+
+/// Resolves a `kafkaBackupRef` from the records of the KafkaBackups run here.
+fn resolve_backup_ref(
+    local: &LocalState,
+    backup_ref: &mut v1beta1::BackupRef,
+    namespace: &str,
+) -> Result<Option<PathBuf>, RunError> {
+    if backup_ref.kafka_backup_ref.is_none() {
+        return Ok(None);
+    }
+    local.backups()?.resolve(backup_ref, namespace)
+}
+
+/// Says where an offset snapshot went: the embedded default location or the local ConfigMap
+/// store.
+fn say_snapshot_location(status: &Value, local: &LocalState) {
+    let Some(uri) = status.pointer("/snapshot/location").and_then(Value::as_str) else {
+        return;
+    };
+    if let Some(path) = uri.strip_prefix("file://")
+        && Path::new(path).starts_with(&local.embedded)
     {
         eprintln!(
             "offset snapshot {uri}: in the embedded default location {} (listed by `kubectl get offsetsnapshots` of a local `serve` with this catalog directory)",
-            embedded.display()
+            local.embedded.display()
+        );
+    } else if let Some(file) = config_map_file(uri, local) {
+        eprintln!(
+            "offset snapshot {uri}: file {} of the local ConfigMap store",
+            file.display()
         );
     }
-    // A validation that ran but found the backup wanting is not a success either.
-    let completed = status.get("phase").and_then(Value::as_str) == Some("Completed")
-        && status.get("result").and_then(Value::as_str) != Some("Failed");
-    let status_yaml = serde_saphyr::to_string(&serde_json::json!({ "status": status }))
-        .map_err(|e| RunError::Print(e.to_string()))?;
-    Ok(RunOutcome {
-        status_yaml,
-        completed,
-    })
+}
+
+/// The file of `configmap://<name>/<key>` in the local ConfigMap store.
+fn config_map_file(uri: &str, local: &LocalState) -> Option<PathBuf> {
+    let (name, key) = uri.strip_prefix("configmap://")?.split_once('/')?;
+    Some(local.config_map_dir().ok()?.join(name).join(key))
+}
+
+/// Says which file of the local ConfigMap store an offset mapping is read from.
+fn say_mapping_file(reset: &v1beta1::KafkaOffsetReset, local: &LocalState) {
+    let key_ref = reset
+        .spec
+        .from_mapping
+        .as_ref()
+        .and_then(|m| m.config_map_key_ref.as_ref());
+    if let Some(key_ref) = key_ref
+        && let Some(file) = config_map_file(&format!("configmap://{}/{}", key_ref.name, key_ref.key), local)
+    {
+        eprintln!(
+            "offset mapping: ConfigMap {} key {}, the file {} of the local ConfigMap store",
+            key_ref.name,
+            key_ref.key,
+            file.display()
+        );
+    }
+}
+
+/// Says which file of the local ConfigMap store a deleted snapshot was.
+fn say_deleted_snapshot(rollback: &v1beta1::KafkaOffsetRollback, status: &Value, local: &LocalState) {
+    let spec = &rollback.spec;
+    let config_map = spec.storage.as_ref().and_then(|s| s.config_map.as_ref());
+    if spec.operation == v1beta1::RollbackOperation::Delete
+        && !spec.dry_run
+        && status.get("phase").and_then(Value::as_str) == Some("Completed")
+        && let (Some(cm), Some(id)) = (config_map, &spec.snapshot_id)
+        && let Some(file) = config_map_file(&format!("configmap://{}/{}", cm.name, snapshot_key(id)), local)
+    {
+        eprintln!(
+            "offset snapshot {id}: file {} removed from the local ConfigMap store",
+            file.display()
+        );
+    }
 }
 
 /// Runs a scheduled KafkaBackup on its schedule until interrupted (see [`on_schedule`]).
@@ -339,43 +689,15 @@ pub fn run_blocking(args: &RunArgs) -> Result<bool, RunError> {
     Ok(outcome.completed)
 }
 
-/// The directory of the embedded default location, as `serve` computes it.
-fn embedded_default_dir(args: &RunArgs) -> Result<PathBuf, RunError> {
-    match &args.catalog_dir {
-        Some(dir) => Ok(dir.clone()),
-        None => crate::server::state_dir(args.state_dir.as_deref())
-            .map(|state| crate::apiserver::config::default_catalog_dir(&state))
-            .map_err(|e| RunError::NoDefaultLocation(e.to_string())),
-    }
-}
-
-fn read_manifest(path: &Path) -> Result<Value, RunError> {
-    let text = std::fs::read_to_string(path).map_err(|source| RunError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    let object: Value = serde_saphyr::from_str(&text).map_err(|e| RunError::Yaml {
-        path: path.to_owned(),
-        message: e.to_string(),
-    })?;
-    if !object.is_object() {
-        return Err(RunError::Yaml {
-            path: path.to_owned(),
-            message: "expected one object with apiVersion, kind, metadata and spec".into(),
-        });
-    }
-    Ok(object)
-}
-
 /// The object after the webhook's mutation and validation, as v1beta1.
 struct Admitted {
     object: Value,
     warnings: Vec<String>,
 }
 
-fn admit(path: &Path, object: &Value) -> Result<Admitted, RunError> {
+fn admit(origin: &Origin, object: &Value) -> Result<Admitted, RunError> {
     let admission_error = |source| RunError::Admission {
-        path: path.to_owned(),
+        origin: origin.to_string(),
         source,
     };
     let mutation = admission::mutate(object).map_err(admission_error)?;
@@ -391,7 +713,7 @@ fn admit(path: &Path, object: &Value) -> Result<Admitted, RunError> {
             .collect::<Vec<_>>()
             .join("; ");
         return Err(RunError::Denied {
-            path: path.to_owned(),
+            origin: origin.to_string(),
             message,
         });
     }
@@ -399,7 +721,7 @@ fn admit(path: &Path, object: &Value) -> Result<Admitted, RunError> {
     warnings.extend(verdict.warnings.iter().cloned());
     let hub = conversion::convert(mutation.object, &format!("{GROUP}/{STORAGE_VERSION}")).map_err(|e| {
         RunError::Convert {
-            path: path.to_owned(),
+            origin: origin.to_string(),
             message: e.to_string(),
         }
     })?;
@@ -409,9 +731,9 @@ fn admit(path: &Path, object: &Value) -> Result<Admitted, RunError> {
     })
 }
 
-fn decode<T: DeserializeOwned>(path: &Path, object: Value) -> Result<T, RunError> {
+fn decode<T: DeserializeOwned>(origin: &Origin, object: Value) -> Result<T, RunError> {
     serde_json::from_value(object).map_err(|e| RunError::Convert {
-        path: path.to_owned(),
+        origin: origin.to_string(),
         message: e.to_string(),
     })
 }

@@ -159,7 +159,7 @@ impl Fixture {
             &SecretStore::None,
             &StorageEnv {
                 pvc_root: pvc_root.clone(),
-                kube: None,
+                config_maps: Default::default(),
             },
         )
         .unwrap();
@@ -239,7 +239,7 @@ impl Fixture {
             &SecretStore::None,
             &StorageEnv {
                 pvc_root: self.pvc_root.clone(),
-                kube: None,
+                config_maps: Default::default(),
             },
         )
         .unwrap()

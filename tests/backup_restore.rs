@@ -262,7 +262,7 @@ fn ctx(root: &Path, name: &str) -> Context {
         secrets(),
         StorageEnv {
             pvc_root: root.to_owned(),
-            kube: None,
+            config_maps: Default::default(),
         },
     )
 }
@@ -298,7 +298,7 @@ fn open_location(root: &Path, storage: &Value) -> ObjectLocation {
         &secrets(),
         &StorageEnv {
             pvc_root: root.to_owned(),
-            kube: None,
+            config_maps: Default::default(),
         },
     )
     .unwrap()
@@ -605,7 +605,7 @@ async fn killed_backup_resumes_without_gap_or_duplicate_and_keeps_its_stop_offse
         &SecretStore::None,
         &StorageEnv {
             pvc_root: root.path().to_owned(),
-            kube: None,
+            config_maps: Default::default(),
         },
     )
     .unwrap()

@@ -120,7 +120,7 @@ fn ctx(root: &Path, name: &str) -> (Context, Arc<AtomicU64>) {
         secrets(),
         StorageEnv {
             pvc_root: root.to_owned(),
-            kube: None,
+            config_maps: Default::default(),
         },
     );
     let done = Arc::new(AtomicU64::new(0));
@@ -179,7 +179,7 @@ fn open(root: &Path, storage: &Value) -> ObjectLocation {
     let spec = serde_json::from_value(storage.clone()).unwrap();
     let env = StorageEnv {
         pvc_root: root.to_owned(),
-        kube: None,
+        config_maps: Default::default(),
     };
     match Location::open(&spec, &secrets(), &env).unwrap() {
         Location::Object(o) => o,

@@ -92,7 +92,7 @@ async fn a_normal_backup_logs_no_partition_eof_error() {
         SecretStore::None,
         StorageEnv {
             pvc_root: dir.path().to_owned(),
-            kube: None,
+            config_maps: Default::default(),
         },
     );
     let status = backup::execute(&backup, &ctx).await;

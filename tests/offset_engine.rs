@@ -82,7 +82,7 @@ fn context(name: &str, pvc_root: &Path, secrets: SecretStore) -> Context {
         secrets,
         StorageEnv {
             pvc_root: pvc_root.to_owned(),
-            kube: None,
+            config_maps: Default::default(),
         },
     )
 }

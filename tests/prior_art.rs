@@ -403,7 +403,7 @@ fn ctx(root: &Path, name: &str) -> Context {
         secrets(),
         StorageEnv {
             pvc_root: root.to_owned(),
-            kube: None,
+            config_maps: Default::default(),
         },
     )
 }
@@ -761,7 +761,7 @@ async fn the_view_of_an_encoder_set_lists_what_the_manifest_lists() {
         &SecretStore::None,
         &StorageEnv {
             pvc_root: root.path().to_owned(),
-            kube: None,
+            config_maps: Default::default(),
         },
     )
     .unwrap()
@@ -983,7 +983,7 @@ async fn the_real_sets_validate_and_are_listed_with_their_format() {
         &SecretStore::None,
         &StorageEnv {
             pvc_root: root.path().to_owned(),
-            kube: None,
+            config_maps: Default::default(),
         },
     )
     .unwrap();
@@ -1044,7 +1044,7 @@ async fn the_real_sets_validate_and_are_listed_with_their_format() {
         &SecretStore::None,
         &StorageEnv {
             pvc_root: other.path().to_owned(),
-            kube: None,
+            config_maps: Default::default(),
         },
     )
     .unwrap();

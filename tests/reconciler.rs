@@ -183,7 +183,7 @@ fn ctx_with_hooks(
         progress_interval,
         storage: StorageEnv {
             pvc_root: pvc_root.to_owned(),
-            kube: None,
+            config_maps: Default::default(),
         },
         reporter_instance: Some("test-pod".into()),
     };
@@ -586,7 +586,7 @@ async fn a_restore_interrupted_by_a_restart_resumes_without_duplicates() {
         SecretStore::None,
         StorageEnv {
             pvc_root: dir.path().to_owned(),
-            kube: None,
+            config_maps: Default::default(),
         },
     );
     let backed_up = ops::backup::execute(&backup, &engine).await;
@@ -1607,7 +1607,7 @@ fn e2e_reconciler(
         progress_interval: SECOND * 2,
         storage: StorageEnv {
             pvc_root: pvc_root.to_owned(),
-            kube: None,
+            config_maps: Default::default(),
         },
         ..Config::default()
     };

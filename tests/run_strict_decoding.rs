@@ -198,3 +198,105 @@ fn every_invalid_fixture_is_refused_naming_a_field() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// `run -f` of `files` with the state directory `state`: (exit code, stdout, stderr).
+fn run_f_files(files: &[&Path], state: &Path) -> (Option<i32>, String, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kafka-backup-operator"));
+    command.arg("run");
+    for file in files {
+        command.arg("-f").arg(file);
+    }
+    let out = command
+        .arg("--state-dir")
+        .arg(state)
+        .arg("--pvc-root")
+        .arg(state.join("pvc"))
+        .env_remove("KBO_CATALOG_DIR")
+        .env_remove("KBO_CONFIGMAPS_DIR")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const MAPPING_CONFIGMAP: &str = "apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: offset-mapping
+data:
+  mapping.json: '{\"groups\": {}}'
+";
+
+/// Every document is judged before anything is stored or run: a kind `run -f` does not handle is
+/// refused naming its file, document and kind, and the ConfigMap before it is not stored.
+#[test]
+fn a_kind_run_f_does_not_handle_is_refused_before_anything_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("m.yaml");
+    std::fs::write(
+        &file,
+        format!("{MAPPING_CONFIGMAP}---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: s\n"),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run_f_files(&[&file], dir.path());
+    assert_eq!(code, Some(1), "{stdout}\n{stderr}");
+    let expected = format!(
+        "{} (document 2 of 2): kind Secret (v1) cannot be executed by run -f",
+        file.display()
+    );
+    assert!(stderr.contains(&expected), "expected {expected:?} in:\n{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(!dir.path().join("configmaps").exists(), "nothing stored");
+
+    // A ConfigMap document alone is stored (as `kubectl apply -f` of it would), and said so.
+    let only = dir.path().join("cm.yaml");
+    std::fs::write(&only, MAPPING_CONFIGMAP).unwrap();
+    let (code, stdout, stderr) = run_f_files(&[&only], dir.path());
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    let stored = dir.path().join("configmaps/offset-mapping/mapping.json");
+    assert_eq!(std::fs::read_to_string(&stored).unwrap(), "{\"groups\": {}}");
+    assert!(
+        stderr.contains(&dir.path().join("configmaps/offset-mapping").display().to_string()),
+        "{stderr}"
+    );
+}
+
+/// A `backupRef` naming a KafkaBackup `run -f` never ran (and that no earlier document runs) is
+/// refused before anything is stored or run, naming the KafkaBackup and the record looked for.
+#[test]
+fn a_backup_ref_to_a_kafka_backup_never_run_is_refused_naming_where_it_looked() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("restore.yaml");
+    std::fs::write(
+        &file,
+        MAPPING_CONFIGMAP.to_owned()
+            + "---
+apiVersion: kafka.oso.sh/v1alpha1
+kind: KafkaRestore
+metadata:
+  name: pitr-restore
+spec:
+  backupRef:
+    name: production-backup
+  kafkaCluster:
+    bootstrapServers: [\"127.0.0.1:9\"]
+",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run_f_files(&[&file], dir.path());
+    assert_eq!(code, Some(1), "{stdout}\n{stderr}");
+    let record = dir.path().join("kafkabackups/default/production-backup.yaml");
+    assert!(
+        stderr.contains("spec.backupRef: KafkaBackup default/production-backup was never run by run -f here")
+            && stderr.contains(&record.display().to_string()),
+        "{stderr}"
+    );
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(
+        !dir.path().join("configmaps").exists(),
+        "refused before anything was stored"
+    );
+}

@@ -15,10 +15,14 @@
 //! seeds' HeaderBased offset resets require). Scheduled seeds run with `--once`; every snapshot
 //! of a seed that names no storage goes to the embedded default location (`--catalog-dir`).
 //!
-//! A seed that cannot run here is in a documented list and is run anyway: it must be refused
-//! for the documented reason before it changes anything. The seeds that reach their cluster over
-//! SASL_SSL with SCRAM run against brokers with SCRAM users, from the nisshi .ci/services.sh
-//! builds with its user store (libsql).
+//! What a seed would find in a cluster, `run -f` finds in its state directory: the seeds with
+//! ConfigMap snapshot storage keep their snapshots in the local ConfigMap store
+//! (`<state-dir>/configmaps`), the mapping of reset-from-mapping is the seed document's ConfigMap,
+//! given as a document of the same `-f` file, and the `backupRef: {name: production-backup}` of
+//! pitr-restore-v1.0.0 is the KafkaBackup production-backup run before it (recorded in
+//! `<state-dir>/kafkabackups`). The seeds that reach their cluster over SASL_SSL with SCRAM run
+//! against brokers with SCRAM users, from the nisshi .ci/services.sh builds with its user store
+//! (libsql).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -45,66 +49,6 @@ const EXEMPTIONS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/fixtures/admission/seed-exemptions.yaml"
 );
-
-/// Complete seeds `run -f` cannot execute without Kubernetes: (seed, why, what the refusal says).
-/// Each is run anyway and must be refused so, before it changes anything.
-const NEED_KUBERNETES: &[(&str, &str, &str)] = &[
-    (
-        "kafkaoffsetreset/reset-from-mapping.yaml",
-        "its offset mapping is in a ConfigMap (mappingConfigMap)",
-        "storage type ConfigMap (ConfigMap offset-mapping) needs the Kubernetes API",
-    ),
-    (
-        "kafkarestore/pitr-restore-v1.0.0.yaml",
-        "backupRef names the KafkaBackup production-backup, whose storage only the operator can read",
-        "reading KafkaBackup production-backup needs the Kubernetes API",
-    ),
-    (
-        "kafkaoffsetrollback/cleanup-old-snapshot.yaml",
-        "snapshots in a ConfigMap (storageType configMap)",
-        "storage type ConfigMap (ConfigMap offset-snapshots) needs the Kubernetes API",
-    ),
-    (
-        "kafkaoffsetrollback/create-snapshot.yaml",
-        "snapshots in a ConfigMap (storageType configMap)",
-        "storage type ConfigMap (ConfigMap offset-snapshots) needs the Kubernetes API",
-    ),
-    (
-        "kafkaoffsetrollback/delete-snapshot.yaml",
-        "snapshots in a ConfigMap (storageType configMap)",
-        "storage type ConfigMap (ConfigMap offset-snapshots) needs the Kubernetes API",
-    ),
-    (
-        "kafkaoffsetrollback/do-rollback.yaml",
-        "snapshots in a ConfigMap (storageType configMap)",
-        "storage type ConfigMap (ConfigMap offset-snapshots) needs the Kubernetes API",
-    ),
-    (
-        "kafkaoffsetrollback/quick-snapshot.yaml",
-        "snapshots in a ConfigMap (storageType configMap)",
-        "storage type ConfigMap (ConfigMap offset-snapshots) needs the Kubernetes API",
-    ),
-    (
-        "kafkaoffsetrollback/step1-snapshot.yaml",
-        "snapshots in a ConfigMap (storageType configMap)",
-        "storage type ConfigMap (ConfigMap offset-snapshots) needs the Kubernetes API",
-    ),
-    (
-        "kafkaoffsetrollback/step2-rollback.yaml",
-        "snapshots in a ConfigMap (storageType configMap)",
-        "storage type ConfigMap (ConfigMap offset-snapshots) needs the Kubernetes API",
-    ),
-    (
-        "kafkaoffsetrollback/step3-verify.yaml",
-        "snapshots in a ConfigMap (storageType configMap)",
-        "storage type ConfigMap (ConfigMap offset-snapshots) needs the Kubernetes API",
-    ),
-    (
-        "kafkaoffsetrollback/verify-offsets.yaml",
-        "snapshots in a ConfigMap (storageType configMap)",
-        "storage type ConfigMap (ConfigMap offset-snapshots) needs the Kubernetes API",
-    ),
-];
 
 /// Seeds that need a SASL_SSL/SCRAM broker: those whose cluster says so, and those that use what
 /// one of them stored (verify-rollback checks the snapshot pre-migration-snapshot takes;
@@ -238,6 +182,22 @@ impl World {
         self.dir.path().join("catalog")
     }
 
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// The local ConfigMap store: the default below the state directory.
+    fn config_maps(&self) -> PathBuf {
+        self.state().join("configmaps")
+    }
+
+    /// The snapshot `id` in the seeds' ConfigMap offset-snapshots, when it is there.
+    fn config_map_snapshot(&self, id: &str) -> Option<Value> {
+        let file = self.config_maps().join(format!("offset-snapshots/{id}.json"));
+        let text = std::fs::read_to_string(file).ok()?;
+        Some(serde_json::from_str(&text).unwrap())
+    }
+
     fn secrets(&self) -> PathBuf {
         self.dir.path().join("secrets")
     }
@@ -316,6 +276,8 @@ impl World {
                 .arg(self.secrets())
                 .arg("--catalog-dir")
                 .arg(self.catalog())
+                .arg("--state-dir")
+                .arg(self.state())
                 .arg("--pvc-root")
                 .arg(self.dir.path().join("pvc"))
                 .args(args)
@@ -326,13 +288,36 @@ impl World {
                 .env("SSL_CERT_FILE", &self.ca_file)
                 .env_remove("KBO_STATE_DIR")
                 .env_remove("KBO_CATALOG_DIR")
+                .env_remove("KBO_CONFIGMAPS_DIR")
         });
         (ok, document["status"].clone(), stderr)
     }
 
     /// Runs the seed `file` and asserts phase Completed; returns its status.
     fn seed(&mut self, file: &str, clusters: &[(&str, &Cluster)], args: &[&str]) -> Value {
-        let manifest = self.rewrite(file, clusters);
+        self.seed_after(&[], file, clusters, args).0
+    }
+
+    /// Runs the seed `file` as the last document of one `-f` file, after `documents`, and
+    /// asserts phase Completed; returns its status and stderr.
+    fn seed_after(
+        &mut self,
+        documents: &[Value],
+        file: &str,
+        clusters: &[(&str, &Cluster)],
+        args: &[&str],
+    ) -> (Value, String) {
+        let mut manifest = self.rewrite(file, clusters);
+        if !documents.is_empty() {
+            let seed = std::fs::read_to_string(&manifest).unwrap();
+            let all: Vec<String> = documents
+                .iter()
+                .map(|d| serde_json::to_string_pretty(d).unwrap())
+                .chain([seed])
+                .collect();
+            manifest = manifest.with_extension("documents.yaml");
+            std::fs::write(&manifest, all.join("\n---\n")).unwrap();
+        }
         let (ok, status, stderr) = self.run_f(&manifest, args);
         assert!(
             ok && status["phase"] == "Completed",
@@ -340,7 +325,7 @@ impl World {
         );
         eprintln!("seed {file}: Completed");
         self.ran.insert(file.to_owned());
-        status
+        (status, stderr)
     }
 
     /// Runs a test-written manifest (set-up, not a seed) and asserts phase Completed.
@@ -600,36 +585,15 @@ async fn every_complete_seed_runs_through_run_f() {
         BTreeMap::from([(0, 6), (1, 6)])
     );
 
-    // What needs Kubernetes: refused, saying so, before anything changes.
-    for (file, why, refusal) in NEED_KUBERNETES {
-        let manifest = world.rewrite(file, &kafka);
-        let (ok, status, stderr) = world.run_f(&manifest, &[]);
-        let said = format!("{}\n{stderr}", status["message"].as_str().unwrap_or_default());
-        assert!(
-            !ok && said.contains(refusal),
-            "{file} ({why}) must be refused with {refusal:?}:\n{said}"
-        );
-        eprintln!("seed {file}: not run here: {why}");
-    }
-    assert_eq!(
-        production.committed("order-processor", "orders", 2),
-        BTreeMap::from([(0, 4), (1, 4)]),
-        "the refused seeds changed nothing"
-    );
+    config_map_seeds(&mut world).await;
+    pitr_from_a_kafka_backup(&mut world).await;
 
     sasl_seeds(&mut world, &production).await;
 
-    // Every complete seed ran, or is listed with the reason it did not.
+    // Every complete seed ran.
     let complete: BTreeSet<String> = seed_files().difference(&exempt_files()).cloned().collect();
-    let need_kubernetes: BTreeSet<String> = NEED_KUBERNETES.iter().map(|(f, ..)| (*f).to_owned()).collect();
     let need_sasl: BTreeSet<String> = NEED_SASL.iter().map(|f| (*f).to_owned()).collect();
-    let mut accounted = world.ran.clone();
-    accounted.extend(need_kubernetes.iter().cloned());
-    assert_eq!(
-        accounted, complete,
-        "every complete seed runs, or is documented as not runnable here"
-    );
-    assert!(need_kubernetes.is_disjoint(&world.ran));
+    assert_eq!(world.ran, complete, "every complete seed ran and completed");
     assert!(need_sasl.is_subset(&world.ran), "the SASL seeds ran");
     for file in &need_sasl {
         let text = std::fs::read_to_string(Path::new(SEEDS).join(file)).unwrap();
@@ -643,6 +607,148 @@ async fn every_complete_seed_runs_through_run_f() {
             "{file} is listed as needing SASL"
         );
     }
+}
+
+/// The seeds with ConfigMap snapshot storage (the ConfigMap offset-snapshots of the local
+/// ConfigMap store, across separate runs as in a cluster) and reset-from-mapping, whose mapping
+/// is a ConfigMap document in its `-f` file.
+async fn config_map_seeds(world: &mut World) {
+    let kafka = world.plaintext();
+    production_data(&kafka).await;
+    kafka.commit("my-small-group", &[("orders", 2)], 3);
+    kafka.commit("my-group", &[("orders", 2)], 5);
+    let on_kafka = [("kafka:9092", &kafka)];
+    let both = BTreeMap::from([(0, 4), (1, 4)]);
+
+    // Snapshot, the migration moves the groups, rollback puts them back, verify agrees, delete.
+    world.seed("kafkaoffsetrollback/create-snapshot.yaml", &on_kafka, &[]);
+    let snapshot = world.config_map_snapshot("pre-migration-20241201").unwrap();
+    assert_eq!(
+        snapshot["groups"]["payment-handler"]["topics"]["payments"]["1"]["offset"], 6,
+        "{snapshot}"
+    );
+    kafka.commit("order-processor", PRODUCTION_TOPICS, 9);
+    kafka.commit("payment-handler", &[("payments", 2)], 1);
+    world.seed("kafkaoffsetrollback/do-rollback.yaml", &on_kafka, &[]);
+    assert_eq!(kafka.committed("order-processor", "orders", 2), both);
+    assert_eq!(kafka.committed("order-processor", "payments", 2), both);
+    assert_eq!(
+        kafka.committed("payment-handler", "payments", 2),
+        BTreeMap::from([(0, 6), (1, 6)])
+    );
+    let status = world.seed("kafkaoffsetrollback/verify-offsets.yaml", &on_kafka, &[]);
+    assert_eq!(status["verification"]["matched"], true, "{status}");
+    world.seed("kafkaoffsetrollback/delete-snapshot.yaml", &on_kafka, &[]);
+    assert!(world.config_map_snapshot("pre-migration-20241201").is_none());
+
+    let status = world.seed("kafkaoffsetrollback/quick-snapshot.yaml", &on_kafka, &[]);
+    assert_eq!(
+        status["snapshot"]["location"],
+        "configmap://offset-snapshots/quick-snapshot-001.json"
+    );
+    let snapshot = world.config_map_snapshot("quick-snapshot-001").unwrap();
+    assert_eq!(
+        snapshot["groups"]["my-small-group"]["topics"]["orders"]["0"]["offset"], 3,
+        "{snapshot}"
+    );
+
+    // The three steps of the seed's workflow.
+    world.seed("kafkaoffsetrollback/step1-snapshot.yaml", &on_kafka, &[]);
+    kafka.commit("my-group", &[("orders", 2)], 8);
+    world.seed("kafkaoffsetrollback/step2-rollback.yaml", &on_kafka, &[]);
+    assert_eq!(
+        kafka.committed("my-group", "orders", 2),
+        BTreeMap::from([(0, 5), (1, 5)])
+    );
+    let status = world.seed("kafkaoffsetrollback/step3-verify.yaml", &on_kafka, &[]);
+    assert_eq!(status["verification"]["matched"], true, "{status}");
+
+    // Clean-up of a snapshot taken a month earlier (set-up: that snapshot).
+    world.setup(
+        "old-snapshot",
+        &json!({
+            "apiVersion": "kafka.oso.sh/v1alpha1", "kind": "KafkaOffsetRollback",
+            "metadata": {"name": "old-snapshot"},
+            "spec": {
+                "kafkaCluster": {"bootstrapServers": [kafka.broker.bootstrap]},
+                "consumerGroups": ["my-group"], "operation": "snapshot",
+                "snapshotId": "old-snapshot-20241101",
+                "storage": {"storageType": "configMap", "configMap": {"name": "offset-snapshots"}},
+            },
+        }),
+    );
+    assert!(world.config_map_snapshot("old-snapshot-20241101").is_some());
+    world.seed("kafkaoffsetrollback/cleanup-old-snapshot.yaml", &[], &[]);
+    assert!(world.config_map_snapshot("old-snapshot-20241101").is_none());
+    assert!(
+        world.config_map_snapshot("before-change").is_some(),
+        "the others stay"
+    );
+
+    // The mapping ConfigMap of the seed document, with offsets inside the test's topics.
+    let mapping = json!({"groups": {"order-processor": {"orders": {"0": 7, "1": 3}, "payments": {"0": 5}}}});
+    let config_map = json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "offset-mapping", "namespace": "kafka-backup"},
+        "data": {"mapping.json": serde_json::to_string_pretty(&mapping).unwrap()},
+    });
+    let (_, stderr) = world.seed_after(
+        &[config_map],
+        "kafkaoffsetreset/reset-from-mapping.yaml",
+        &on_kafka,
+        &[],
+    );
+    let file = world.config_maps().join("offset-mapping/mapping.json");
+    assert!(file.is_file());
+    assert!(stderr.contains(&file.display().to_string()), "{stderr}");
+    assert_eq!(
+        kafka.committed("order-processor", "orders", 2),
+        BTreeMap::from([(0, 7), (1, 3)])
+    );
+    assert_eq!(
+        kafka.committed("order-processor", "payments", 2)[&0],
+        5,
+        "the mapping's payments partition"
+    );
+}
+
+/// pitr-restore-v1.0.0 names the KafkaBackup production-backup (`backupRef.name`): run first, as a
+/// user would, on a cluster whose topics have records after the seed's endTime (12:00), which
+/// the restore leaves out.
+async fn pitr_from_a_kafka_backup(world: &mut World) {
+    let source = world.plaintext();
+    production_data(&source).await;
+    let after_end_time = BASE_MS + 3 * 3_600_000;
+    for (topic, partitions) in PRODUCTION_TOPICS {
+        support::produce(
+            &source.config(),
+            topic,
+            *partitions,
+            3,
+            |i| after_end_time + i,
+            |_, _| Vec::<(&str, Vec<u8>)>::new(),
+        )
+        .await;
+    }
+    assert_eq!(source.records("orders", 2), (RECORDS + 3) * 2);
+    world.backup_set(&source, "production-backup", "kafka-backups", Some("pitr"));
+    let record = world.state().join("kafkabackups/default/production-backup.yaml");
+    assert!(record.is_file());
+    let target = world.plaintext();
+    target.create_topics(PRODUCTION_TOPICS).await;
+    let (_, stderr) = world.seed_after(
+        &[],
+        "kafkarestore/pitr-restore-v1.0.0.yaml",
+        &[("kafka:9092", &target)],
+        &[],
+    );
+    assert!(stderr.contains(&record.display().to_string()), "{stderr}");
+    assert_eq!(
+        target.records("orders", 2),
+        RECORDS * 2,
+        "only what was before endTime"
+    );
+    assert_eq!(target.records("payments", 2), RECORDS * 2);
 }
 
 /// The seeds that reach their cluster over SASL_SSL with SCRAM-SHA-256 (`kafka-credentials`,

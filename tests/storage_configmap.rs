@@ -15,7 +15,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use kafka_backup_operator::storage::{
     Location, StorageError,
-    configmap::{ConfigMapLocation, KubeTarget},
+    configmap::{ConfigMapLocation, ConfigMapStore, KubeTarget},
 };
 use serde_json::{Value, json};
 
@@ -114,7 +114,7 @@ fn location(api: &Arc<Mutex<FakeApi>>) -> Location {
         client: client(api.clone()),
         namespace: "team-a".into(),
     };
-    Location::ConfigMap(ConfigMapLocation::new("offset-snapshots", Some(target)).unwrap())
+    Location::ConfigMap(ConfigMapLocation::new("offset-snapshots", &ConfigMapStore::Kube(target)).unwrap())
 }
 
 #[tokio::test]
@@ -195,7 +195,9 @@ async fn a_snapshot_larger_than_a_configmap_holds_is_refused_naming_the_limit() 
 
 #[test]
 fn without_kubernetes_configmap_storage_is_refused_clearly() {
-    let error = ConfigMapLocation::new("snaps", None).unwrap_err().to_string();
+    let error = ConfigMapLocation::new("snaps", &ConfigMapStore::None)
+        .unwrap_err()
+        .to_string();
     assert!(error.contains("needs the Kubernetes API"), "{error}");
     assert!(error.contains("use S3, Azure, GCS or PVC"), "{error}");
 }

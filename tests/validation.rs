@@ -86,7 +86,7 @@ fn open(storage: &Value, root: &Path, secrets: &SecretStore) -> ObjectLocation {
         secrets,
         &StorageEnv {
             pvc_root: root.to_owned(),
-            kube: None,
+            config_maps: Default::default(),
         },
     )
     .unwrap()
@@ -107,7 +107,7 @@ fn ctx(root: &Path, name: &str, secrets: SecretStore) -> Context {
         secrets,
         StorageEnv {
             pvc_root: root.to_owned(),
-            kube: None,
+            config_maps: Default::default(),
         },
     )
 }

@@ -163,7 +163,7 @@ pub fn ctx(root: &Path, name: &str, secrets: SecretStore) -> Context {
         secrets,
         StorageEnv {
             pvc_root: root.to_owned(),
-            kube: None,
+            config_maps: Default::default(),
         },
     )
 }

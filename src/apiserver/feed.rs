@@ -30,7 +30,10 @@ use crate::{
     ops::SnapshotLookup,
     reconciler::{CatalogHook, CatalogNotice, Written, kinds::Operation},
     secrets::refs as secret_refs,
-    storage::{Location, StorageEnv, configmap::KubeTarget},
+    storage::{
+        Location, StorageEnv,
+        configmap::{ConfigMapStore, KubeTarget},
+    },
 };
 
 /// A storage block of a resource, with where it was found.
@@ -152,7 +155,7 @@ impl NamespaceDiscovery {
         };
         let env = StorageEnv {
             pvc_root: self.pvc_root.clone(),
-            kube: Some(KubeTarget {
+            config_maps: ConfigMapStore::Kube(KubeTarget {
                 client: self.client.clone(),
                 namespace: block.namespace.clone(),
             }),
@@ -306,7 +309,7 @@ mod tests {
         let discovery = NamespaceDiscovery::new(client, Vec::new(), root.path().to_owned());
         let env = StorageEnv {
             pvc_root: root.path().to_owned(),
-            kube: None,
+            config_maps: ConfigMapStore::None,
         };
         let spec = serde_json::from_value(pvc).unwrap();
         let location = Location::open(&spec, &crate::secrets::SecretStore::None, &env).unwrap();

@@ -313,10 +313,14 @@ pub async fn start(args: &ApiServerArgs, options: StartOptions) -> Result<Starte
     let catalog = Arc::new(Catalog::new(options.metrics.clone()));
     let env_for = |namespace: &str| StorageEnv {
         pvc_root: args.pvc_root.clone(),
-        kube: kube.clone().map(|client| crate::storage::configmap::KubeTarget {
-            client,
-            namespace: namespace.to_owned(),
-        }),
+        config_maps: kube
+            .clone()
+            .map_or(crate::storage::configmap::ConfigMapStore::None, |client| {
+                crate::storage::configmap::ConfigMapStore::Kube(crate::storage::configmap::KubeTarget {
+                    client,
+                    namespace: namespace.to_owned(),
+                })
+            }),
     };
     if let Some(default) = &config.default {
         let namespace = default

@@ -29,7 +29,7 @@ use chrono::{DateTime, Utc};
 use futures::{StreamExt, stream};
 
 use super::{
-    Context, blocking, default_snapshot_id, default_snapshot_storage,
+    Context, blocking, default_snapshot_id,
     execution::{self, Retryable},
     time,
 };
@@ -47,6 +47,7 @@ use crate::{
     },
     storage::{
         Location, StorageError,
+        configmap::ConfigMapLocation,
         offset_mapping::OffsetMapping,
         snapshot::{OffsetSnapshot, SnapshotSource, snapshot_key},
     },
@@ -953,14 +954,12 @@ async fn load_mapping(source: &OffsetMappingSource, ctx: &Context) -> Result<Off
             .ok_or_else(|| ResetError::Mapping(format!("{uri} not found")))?;
         (bytes, uri)
     } else if let Some(key_ref) = &source.config_map_key_ref {
-        let storage = default_snapshot_storage(&key_ref.name);
-        let location = Location::open(&storage, &ctx.secrets, &ctx.storage)?;
-        let uri = location.uri(&key_ref.key);
+        let location = ConfigMapLocation::new(&key_ref.name, &ctx.storage.config_maps)?;
         let bytes = location
-            .get(&key_ref.key)
-            .await?
-            .ok_or_else(|| ResetError::Mapping(format!("{uri} not found")))?;
-        (bytes, uri)
+            .get_required(&key_ref.key)
+            .await
+            .map_err(|e| ResetError::Mapping(e.to_string()))?;
+        (bytes, location.uri(&key_ref.key))
     } else if let Some(restore) = &source.restore_ref {
         return Err(ResetError::Mapping(format!(
             "restoreRef {} needs the KafkaRestore's status from the Kubernetes API, and there is none here; name the mapping file with storage + path instead",

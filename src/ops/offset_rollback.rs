@@ -192,7 +192,7 @@ async fn run(
             "{uri} or {}",
             location.uri(&prior_art::snapshot_key(&snapshot_id))
         ),
-        Location::ConfigMap(_) => uri.clone(),
+        Location::ConfigMap(c) => c.looked_at(&key),
     };
     match spec.operation {
         RollbackOperation::Snapshot => {

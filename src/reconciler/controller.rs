@@ -47,7 +47,10 @@ use crate::{
     metrics::Metrics,
     ops::ResourceRef,
     secrets::refs::{self as secret_refs, SecretRefError},
-    storage::{StorageEnv, configmap::KubeTarget},
+    storage::{
+        StorageEnv,
+        configmap::{ConfigMapStore, KubeTarget},
+    },
 };
 
 /// How long a blocked object (Secret missing, reference not ready) waits before the next try.
@@ -516,7 +519,7 @@ async fn start<K: Operation>(
     // 4. The task.
     let storage = StorageEnv {
         pvc_root: ctx.config.storage.pvc_root.clone(),
-        kube: Some(KubeTarget {
+        config_maps: ConfigMapStore::Kube(KubeTarget {
             client: ctx.client.clone(),
             namespace: t.namespace.clone(),
         }),

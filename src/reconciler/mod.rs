@@ -343,7 +343,7 @@ pub async fn run(
 ) -> Result<(), Error> {
     let storage = StorageEnv {
         pvc_root: args.pvc_root.clone(),
-        kube: None,
+        config_maps: crate::storage::configmap::ConfigMapStore::None,
     };
     let config = controller::Config {
         namespaces: args.namespaces.clone(),

@@ -108,39 +108,29 @@ pub async fn offset_rollback(
     Ok(out)
 }
 
-/// The storage and backup id a `kafkaBackupRef` stands for.
-async fn backup_of(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-    ref_namespace: Option<&str>,
-    backup_id: Option<&str>,
-    field: &str,
-) -> Result<(StorageSpec, String), String> {
-    let ns = ref_namespace.unwrap_or(namespace);
-    let backup: KafkaBackup = get(client, ns, name, field).await?;
-    let id = backup_id
-        .map(str::to_owned)
+/// Turns `backup_ref.kafkaBackupRef` into `backup`'s storage and backup set id: the reference's
+/// `backupId` when it names one, else the KafkaBackup's current set (its `status.backupId`, else
+/// its `spec.backupId`, else its name). `backup` is the KafkaBackup the reference names; the
+/// reconciler reads it from the API, `run -f` from what it recorded of the KafkaBackups it ran.
+/// Pure.
+pub fn resolve_backup_ref(backup_ref: &mut BackupRef, backup: &KafkaBackup) {
+    let id = backup_ref
+        .backup_id
+        .clone()
         .or_else(|| backup.status.as_ref().and_then(|s| s.backup_id.clone()))
         .or_else(|| backup.spec.backup_id.clone())
         .unwrap_or_else(|| name_of(&backup.metadata));
-    Ok((backup.spec.storage, id))
+    backup_ref.storage = Some(backup.spec.storage.clone());
+    backup_ref.backup_id = Some(id);
+    backup_ref.kafka_backup_ref = None;
 }
 
 /// Turns `backup_ref.kafkaBackupRef` (if set) into the KafkaBackup's storage and backup id.
 async fn backup_ref(backup_ref: &mut BackupRef, client: &Client, namespace: &str) -> Result<(), String> {
-    if let Some(r) = backup_ref.kafka_backup_ref.take() {
-        let (storage, id) = backup_of(
-            client,
-            namespace,
-            &r.name,
-            r.namespace.as_deref(),
-            backup_ref.backup_id.as_deref(),
-            "spec.backupRef.kafkaBackupRef",
-        )
-        .await?;
-        backup_ref.storage = Some(storage);
-        backup_ref.backup_id = Some(id);
+    if let Some(r) = &backup_ref.kafka_backup_ref {
+        let ns = r.namespace.as_deref().unwrap_or(namespace);
+        let backup: KafkaBackup = get(client, ns, &r.name, "spec.backupRef.kafkaBackupRef").await?;
+        resolve_backup_ref(backup_ref, &backup);
     }
     Ok(())
 }

@@ -11,6 +11,9 @@
 //! | `PVC`       | `<pvc root>/<claimName>/<subPath>` on the local disk | `pvc://<claim>/<subPath>/<key>` |
 //! | `ConfigMap` | one key per object in a ConfigMap (snapshots only)  | `configmap://<name>/<key>`       |
 //!
+//! ConfigMaps are those of the resource's namespace in a cluster, and those of the local ConfigMap
+//! store with `run -f` ([`configmap::local`], `--configmaps-dir`).
+//!
 //! The PVC root is `/data` in a cluster (the chart mounts claims there) and `--pvc-root` with
 //! `run -f`, which makes any local directory a storage location. The embedded default location
 //! ([`embedded_default`], `file://<dir>`) is a local directory too: `serve`'s default catalog
@@ -131,13 +134,34 @@ pub enum StorageError {
         #[source]
         source: std::io::Error,
     },
-    /// ConfigMap storage without a Kubernetes API.
+    /// ConfigMap storage with neither a Kubernetes API nor a local ConfigMap store.
     #[error(
-        "storage type ConfigMap (ConfigMap {name}) needs the Kubernetes API, and there is none here (run -f): use S3, Azure, GCS or PVC storage"
+        "storage type ConfigMap (ConfigMap {name}) needs the Kubernetes API or the local ConfigMap store of run -f (--configmaps-dir), and there is neither here: use S3, Azure, GCS or PVC storage"
     )]
     NoKubernetes {
         /// The ConfigMap.
         name: String,
+    },
+    /// A ConfigMap key a resource names (an offset mapping) is not there.
+    #[error("ConfigMap {name} has no key {key}{where_}")]
+    ConfigMapKeyNotFound {
+        /// The ConfigMap.
+        name: String,
+        /// The key.
+        key: String,
+        /// Where it was looked for, as " in <place>".
+        where_: String,
+    },
+    /// A file of the local ConfigMap store could not be read or written.
+    #[error("{operation} {} (local ConfigMap store): {source}", path.display())]
+    LocalFile {
+        /// read, write, delete, list.
+        operation: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
     },
     /// The object does not fit into a ConfigMap.
     #[error(
@@ -197,6 +221,8 @@ impl StorageError {
             | StorageError::NotFound { .. }
             | StorageError::LocalRead { .. }
             | StorageError::NoKubernetes { .. }
+            | StorageError::ConfigMapKeyNotFound { .. }
+            | StorageError::LocalFile { .. }
             | StorageError::TooLarge { .. }
             | StorageError::NotText { .. } => false,
         }
@@ -208,16 +234,16 @@ impl StorageError {
 pub struct StorageEnv {
     /// Directory under which PVCs are mounted, one directory per claim name.
     pub pvc_root: PathBuf,
-    /// The Kubernetes API and the resource's namespace, for ConfigMap storage; `None` without a
-    /// cluster (`run -f`).
-    pub kube: Option<configmap::KubeTarget>,
+    /// Where ConfigMap storage lives: the Kubernetes API in the resource's namespace, the local
+    /// ConfigMap store of `run -f`, or nowhere.
+    pub config_maps: configmap::ConfigMapStore,
 }
 
 impl Default for StorageEnv {
     fn default() -> Self {
         StorageEnv {
             pvc_root: PathBuf::from("/data"),
-            kube: None,
+            config_maps: configmap::ConfigMapStore::None,
         }
     }
 }
@@ -395,7 +421,7 @@ impl Location {
             }
             StorageType::ConfigMap => {
                 let cm = spec.config_map.as_ref().ok_or_else(|| missing("configMap"))?;
-                configmap::ConfigMapLocation::new(&cm.name, env.kube.clone()).map(Location::ConfigMap)
+                configmap::ConfigMapLocation::new(&cm.name, &env.config_maps).map(Location::ConfigMap)
             }
         }
     }
@@ -768,7 +794,7 @@ mod tests {
         };
         let env = StorageEnv {
             pvc_root: root.to_owned(),
-            kube: None,
+            config_maps: configmap::ConfigMapStore::None,
         };
         (spec, env)
     }
