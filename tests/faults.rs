@@ -855,6 +855,25 @@ fn committed(bootstrap: &str, group: &str, topic: &str) -> Option<i64> {
     answer.elements()[0].offset().to_raw().filter(|o| *o >= 0)
 }
 
+/// A broker of its own behind a fault proxy, a topic of 1 partition with 10 records, and `count`
+/// groups that committed offset 8 on it: the broker, its proxy, the topic and the groups.
+async fn groups_behind_faults(
+    nisshi: &str,
+    root: &Path,
+    prefix: &str,
+    count: usize,
+) -> (support::Broker, TcpFaults, String, Vec<String>) {
+    let (broker, kafka) = broker_behind_faults(nisshi, root).await;
+    let topic = unique(prefix);
+    create_topic(&kafka.address, &topic, 1).await;
+    produce(&kafka.address, &topic, &records(1, 10, BASE, 10)).await;
+    let groups: Vec<String> = (1..=count).map(|i| unique(&format!("{prefix}-g{i}"))).collect();
+    for g in &groups {
+        commit(&kafka.address, g, &topic, 8);
+    }
+    (broker, kafka, topic, groups)
+}
+
 /// The broker goes away between two groups' commits of a reset (it refuses from the second
 /// OffsetCommit on, which never reaches it) for longer than `retryTimeoutSeconds`: the status
 /// lists the group that was committed, the one whose commit went unanswered (not claimed either
@@ -865,14 +884,7 @@ fn committed(bootstrap: &str, group: &str, topic: &str) -> Option<i64> {
 async fn reset_interrupted_between_commits_lists_what_was_committed_and_a_rerun_finishes() {
     let Some((_, _, nisshi)) = services() else { return };
     let root = tempfile::tempdir().unwrap();
-    let (_broker, kafka) = broker_behind_faults(&nisshi, root.path()).await;
-    let topic = unique("kor-gone");
-    create_topic(&kafka.address, &topic, 1).await;
-    produce(&kafka.address, &topic, &records(1, 10, BASE, 10)).await;
-    let groups: Vec<String> = (1..=3).map(|i| unique(&format!("kor-gone-g{i}"))).collect();
-    for g in &groups {
-        commit(&kafka.address, g, &topic, 8);
-    }
+    let (_broker, kafka, topic, groups) = groups_behind_faults(&nisshi, root.path(), "kor-gone", 3).await;
     let spec = |snapshot: &str| {
         json!({"kafkaCluster": {"bootstrapServers": [kafka.address]}, "consumerGroups": groups,
             "strategy": "Earliest", "topics": [{"name": topic}], "parallelism": 1,
@@ -1007,14 +1019,7 @@ async fn reset_interrupted_between_commits_lists_what_was_committed_and_a_rerun_
 async fn reset_whose_commit_responses_are_lost_reports_what_the_broker_holds() {
     let Some((_, _, nisshi)) = services() else { return };
     let root = tempfile::tempdir().unwrap();
-    let (_broker, kafka) = broker_behind_faults(&nisshi, root.path()).await;
-    let topic = unique("kor-lost");
-    create_topic(&kafka.address, &topic, 1).await;
-    produce(&kafka.address, &topic, &records(1, 10, BASE, 10)).await;
-    let groups: Vec<String> = (1..=2).map(|i| unique(&format!("kor-lost-g{i}"))).collect();
-    for g in &groups {
-        commit(&kafka.address, g, &topic, 8);
-    }
+    let (_broker, kafka, topic, groups) = groups_behind_faults(&nisshi, root.path(), "kor-lost", 2).await;
     kafka.lose_responses(OFFSET_COMMIT, 1000);
     let (ctx, _) = ctx(root.path(), "kor-lost");
     let started = Instant::now();
@@ -1065,14 +1070,7 @@ async fn reset_whose_commit_responses_are_lost_reports_what_the_broker_holds() {
 async fn reset_outlasts_a_broker_away_before_the_plan() {
     let Some((_, _, nisshi)) = services() else { return };
     let root = tempfile::tempdir().unwrap();
-    let (_broker, kafka) = broker_behind_faults(&nisshi, root.path()).await;
-    let topic = unique("kor-away");
-    create_topic(&kafka.address, &topic, 1).await;
-    produce(&kafka.address, &topic, &records(1, 10, BASE, 10)).await;
-    let groups: Vec<String> = (1..=2).map(|i| unique(&format!("kor-away-g{i}"))).collect();
-    for g in &groups {
-        commit(&kafka.address, g, &topic, 8);
-    }
+    let (_broker, kafka, topic, groups) = groups_behind_faults(&nisshi, root.path(), "kor-away", 2).await;
     let (mut ctx, _) = ctx(root.path(), "kor-away");
     let attempts_failed = Arc::new(AtomicU64::new(0));
     let count = attempts_failed.clone();
@@ -1141,14 +1139,7 @@ async fn reset_outlasts_a_broker_away_before_the_plan() {
 async fn rollback_interrupted_at_its_commits_claims_nothing_and_a_rerun_finishes() {
     let Some((_, _, nisshi)) = services() else { return };
     let root = tempfile::tempdir().unwrap();
-    let (_broker, kafka) = broker_behind_faults(&nisshi, root.path()).await;
-    let topic = unique("kor-rb");
-    create_topic(&kafka.address, &topic, 1).await;
-    produce(&kafka.address, &topic, &records(1, 10, BASE, 10)).await;
-    let groups: Vec<String> = (1..=3).map(|i| unique(&format!("kor-rb-g{i}"))).collect();
-    for g in &groups {
-        commit(&kafka.address, g, &topic, 8);
-    }
+    let (_broker, kafka, topic, groups) = groups_behind_faults(&nisshi, root.path(), "kor-rb", 3).await;
     let snapshot_id = unique("kor-rb");
     let (ctx, _) = ctx(root.path(), "kor-rb");
     let rollback = |operation: &str, budget: u64| {

@@ -945,19 +945,26 @@ fn not_applied(
             plan.len()
         )),
         partitions_reset: Some(reset as i32),
-        partitions: Some(
-            plan.iter()
-                .take(MAX_PARTITIONS_IN_STATUS)
-                .map(|p| PartitionResetResult {
-                    topic: p.partition.0.clone(),
-                    partition: p.partition.1,
-                    previous_offset: p.previous,
-                    new_offset: held(p),
-                    clamped: p.clamped.then_some(true),
-                })
-                .collect(),
-        ),
+        partitions: Some(partition_results(plan, held)),
     }
+}
+
+/// The per-partition detail of a group's status, `new_offset` giving each partition's offset
+/// after the reset.
+fn partition_results(
+    plan: &[PartitionPlan],
+    new_offset: impl Fn(&PartitionPlan) -> Option<i64>,
+) -> Vec<PartitionResetResult> {
+    plan.iter()
+        .take(MAX_PARTITIONS_IN_STATUS)
+        .map(|p| PartitionResetResult {
+            topic: p.partition.0.clone(),
+            partition: p.partition.1,
+            previous_offset: p.previous,
+            new_offset: new_offset(p),
+            clamped: p.clamped.then_some(true),
+        })
+        .collect()
 }
 
 fn failed(group: &str, message: String) -> GroupResetResult {
@@ -982,18 +989,7 @@ fn planned(
         outcome,
         message: Some(message.to_owned()),
         partitions_reset: Some(if counted { plan.len() as i32 } else { 0 }),
-        partitions: Some(
-            plan.iter()
-                .take(MAX_PARTITIONS_IN_STATUS)
-                .map(|p| PartitionResetResult {
-                    topic: p.partition.0.clone(),
-                    partition: p.partition.1,
-                    previous_offset: p.previous,
-                    new_offset: p.target,
-                    clamped: p.clamped.then_some(true),
-                })
-                .collect(),
-        ),
+        partitions: Some(partition_results(plan, |p| p.target)),
     }
 }
 
