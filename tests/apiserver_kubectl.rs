@@ -1307,6 +1307,54 @@ async fn what_another_process_writes_into_a_local_location_appears_without_a_ref
     .await;
 }
 
+/// What kafka-backup 0.x wrote, copied into a local location by another process (a set
+/// `<backupId>/manifest.json` with its segments, a snapshot `offset-snapshots/<id>/snapshot.json`
+/// with its `metadata.json`), is listed through the watch, with no refresh due; removed, it goes.
+#[tokio::test]
+async fn a_prior_art_set_and_snapshot_copied_into_a_local_location_appear_without_a_refresh() {
+    // No periodic refresh during the test: only the watch can show what is written.
+    let fx = Fixture::start_refreshing("", "3600").await;
+    let ops = fx.user("carol", &["ops"]);
+    let real = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/prior-art/storage");
+    let location = fx.pvc_root.join("team-a-claim/catalog");
+    support::copy_dir(&real.join("b-zstd"), &location.join("b-zstd"));
+    let snapshot = "snap-1796651891106-8e61874d";
+    support::copy_dir(
+        &real.join("offset-snapshots").join(snapshot),
+        &location.join("offset-snapshots").join(snapshot),
+    );
+    fx.eventually(
+        "the prior art's set copied into the PVC location is listed",
+        |fx| {
+            fx.kubectl(&ops, &["get", "kbs", "b-zstd", "-n", "team-a", "-o", "name"])
+                .ok
+        },
+    )
+    .await;
+    fx.eventually(
+        "the prior art's snapshot copied into the PVC location is listed",
+        |fx| {
+            fx.kubectl(&ops, &["get", "osnap", snapshot, "-n", "team-a", "-o", "name"])
+                .ok
+        },
+    )
+    .await;
+    let set = fx
+        .kubectl(&ops, &["get", "kbs", "b-zstd", "-n", "team-a", "-o", "yaml"])
+        .success();
+    assert!(set.contains("format: kafka-backup/0.x"), "{set}");
+    fs::remove_dir_all(location.join("b-zstd")).unwrap();
+    fs::remove_dir_all(location.join("offset-snapshots").join(snapshot)).unwrap();
+    fx.eventually("the removed set and snapshot are no longer listed", |fx| {
+        !fx.kubectl(&ops, &["get", "kbs", "b-zstd", "-n", "team-a", "-o", "name"])
+            .ok
+            && !fx
+                .kubectl(&ops, &["get", "osnap", snapshot, "-n", "team-a", "-o", "name"])
+                .ok
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn snapshots_and_backups_in_s3_appear() {
     let (Some(endpoint), Some(bucket), Some(access_key), Some(secret_key)) = (

@@ -9,7 +9,6 @@ mod support;
 use std::{
     collections::{BTreeMap, HashMap},
     path::Path,
-    process::{Command, Stdio},
     sync::{Arc, Mutex, atomic::Ordering},
     time::{Duration, Instant},
 };
@@ -35,7 +34,7 @@ use rdkafka::{
     producer::{FutureProducer, FutureRecord, Producer},
 };
 use serde_json::{Value, json};
-use support::{create_topic, proxied_broker, service, unique};
+use support::{create_topic, proxied_broker, run_and_kill, run_to_end, service, unique, write_run_manifest};
 
 /// A record as read back from Kafka.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -520,55 +519,6 @@ async fn pitr_keeps_exactly_the_window_and_headers_only_when_asked() {
     }
 }
 
-fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_kafka-backup-operator")
-}
-
-fn write_manifest(dir: &Path, kind: &str, name: &str, spec: Value) -> std::path::PathBuf {
-    let path = dir.join(format!("{name}.yaml"));
-    let doc =
-        json!({"apiVersion": "kafka.oso.sh/v1beta1", "kind": kind, "metadata": {"name": name}, "spec": spec});
-    std::fs::write(&path, serde_json::to_string(&doc).unwrap()).unwrap();
-    path
-}
-
-/// Runs `run -f` and SIGKILLs it after `after`; returns whether it was still running.
-fn run_and_kill(file: &Path, root: &Path, after: Duration) -> bool {
-    let mut child = Command::new(binary())
-        .args(["run", "-f"])
-        .arg(file)
-        .arg("--pvc-root")
-        .arg(root)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(after);
-    let running = child.try_wait().unwrap().is_none();
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-    running
-}
-
-/// Runs `run -f` to its end; the printed status.
-fn run_to_end(file: &Path, root: &Path) -> Value {
-    let out = Command::new(binary())
-        .args(["run", "-f"])
-        .arg(file)
-        .arg("--pvc-root")
-        .arg(root)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "run -f failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: Value = serde_saphyr::from_str(&stdout).unwrap();
-    doc["status"].clone()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killed_backup_resumes_without_gap_or_duplicate_and_keeps_its_stop_offsets() {
     let Some(bootstrap) = broker() else { return };
@@ -588,7 +538,7 @@ async fn killed_backup_resumes_without_gap_or_duplicate_and_keeps_its_stop_offse
         }
         s
     };
-    let slow = write_manifest(root.path(), "KafkaBackup", "kill-slow", spec(Some(1500)));
+    let slow = write_run_manifest(root.path(), "KafkaBackup", "kill-slow", spec(Some(1500)));
     assert!(
         run_and_kill(&slow, root.path(), Duration::from_millis(3500)),
         "the backup finished before it was killed"
@@ -596,7 +546,7 @@ async fn killed_backup_resumes_without_gap_or_duplicate_and_keeps_its_stop_offse
     // Records produced after the killed run started are beyond its stop offsets.
     let later = records_for(4, 10, 1_700_100_000_000);
     produce(&bootstrap, &source, &later).await;
-    let fast = write_manifest(root.path(), "KafkaBackup", "kill-fast", spec(None));
+    let fast = write_run_manifest(root.path(), "KafkaBackup", "kill-fast", spec(None));
     let out = run_to_end(&fast, root.path());
     assert_eq!(out["phase"], "Completed", "{out}");
 
@@ -678,7 +628,7 @@ async fn killed_restore_run_again_leaves_each_record_once() {
         }
         s
     };
-    let slow = write_manifest(root.path(), "KafkaRestore", "rk-restore", spec(Some(2000)));
+    let slow = write_run_manifest(root.path(), "KafkaRestore", "rk-restore", spec(Some(2000)));
     assert!(run_and_kill(&slow, root.path(), Duration::from_millis(2500)));
     let written: i64 = high_watermarks(&bootstrap, &target, 3).iter().sum();
     assert!(
@@ -686,7 +636,7 @@ async fn killed_restore_run_again_leaves_each_record_once() {
         "killed mid-way: {written} records written"
     );
     // Same name, no rate limit: continues after what was written.
-    let fast = write_manifest(root.path(), "KafkaRestore", "rk-restore", spec(None));
+    let fast = write_run_manifest(root.path(), "KafkaRestore", "rk-restore", spec(None));
     let out = run_to_end(&fast, root.path());
     let message = out["message"].as_str().unwrap();
     assert!(

@@ -27,10 +27,10 @@ use std::{
 use kafka_backup_operator::{
     api::v1beta1::{
         CheckOutcome, GroupResetOutcome, KafkaBackup, KafkaBackupStatus, KafkaBackupValidation,
-        KafkaOffsetReset, KafkaRestore, KafkaRestoreStatus, Phase, RunPhase,
+        KafkaOffsetReset, KafkaOffsetRollback, KafkaRestore, KafkaRestoreStatus, Phase, RunPhase,
     },
     metrics::{RetryCause, retries},
-    ops::{Context, ResourceRef, backup, offset_reset, restore, validation},
+    ops::{Context, ResourceRef, backup, offset_reset, offset_rollback, restore, validation},
     secrets::SecretStore,
     storage::{
         Location, ObjectLocation, StorageEnv,
@@ -855,26 +855,41 @@ fn committed(bootstrap: &str, group: &str, topic: &str) -> Option<i64> {
     answer.elements()[0].offset().to_raw().filter(|o| *o >= 0)
 }
 
+/// A broker of its own behind a fault proxy, a topic of 1 partition with 10 records, and `count`
+/// groups that committed offset 8 on it: the broker, its proxy, the topic and the groups.
+async fn groups_behind_faults(
+    nisshi: &str,
+    root: &Path,
+    prefix: &str,
+    count: usize,
+) -> (support::Broker, TcpFaults, String, Vec<String>) {
+    let (broker, kafka) = broker_behind_faults(nisshi, root).await;
+    let topic = unique(prefix);
+    create_topic(&kafka.address, &topic, 1).await;
+    produce(&kafka.address, &topic, &records(1, 10, BASE, 10)).await;
+    let groups: Vec<String> = (1..=count).map(|i| unique(&format!("{prefix}-g{i}"))).collect();
+    for g in &groups {
+        commit(&kafka.address, g, &topic, 8);
+    }
+    (broker, kafka, topic, groups)
+}
+
 /// The broker goes away between two groups' commits of a reset (it refuses from the second
-/// OffsetCommit on, which never reaches it): the status lists exactly the group that was
-/// committed and the two that were not, as the broker holds them; the snapshot was stored
-/// before the first commit; run again, the reset finishes the job.
+/// OffsetCommit on, which never reaches it) for longer than `retryTimeoutSeconds`: the status
+/// lists the group that was committed, the one whose commit went unanswered (not claimed either
+/// way: its offsets could not be read back; the broker holds them unchanged) and the one not
+/// tried; the snapshot was stored before the first commit; run again, the reset finishes the
+/// job.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reset_interrupted_between_commits_lists_what_was_committed_and_a_rerun_finishes() {
     let Some((_, _, nisshi)) = services() else { return };
     let root = tempfile::tempdir().unwrap();
-    let (_broker, kafka) = broker_behind_faults(&nisshi, root.path()).await;
-    let topic = unique("kor-gone");
-    create_topic(&kafka.address, &topic, 1).await;
-    produce(&kafka.address, &topic, &records(1, 10, BASE, 10)).await;
-    let groups: Vec<String> = (1..=3).map(|i| unique(&format!("kor-gone-g{i}"))).collect();
-    for g in &groups {
-        commit(&kafka.address, g, &topic, 8);
-    }
+    let (_broker, kafka, topic, groups) = groups_behind_faults(&nisshi, root.path(), "kor-gone", 3).await;
     let spec = |snapshot: &str| {
         json!({"kafkaCluster": {"bootstrapServers": [kafka.address]}, "consumerGroups": groups,
             "strategy": "Earliest", "topics": [{"name": topic}], "parallelism": 1,
-            "snapshot": {"enabled": true, "snapshotId": snapshot, "storage": pvc()}})
+            "snapshot": {"enabled": true, "snapshotId": snapshot, "storage": pvc()},
+            "execution": {"retryTimeoutSeconds": 2}})
     };
     let commits_before = kafka
         .stats()
@@ -912,6 +927,16 @@ async fn reset_interrupted_between_commits_lists_what_was_committed_and_a_rerun_
         .filter(|r| r.outcome == GroupResetOutcome::Skipped)
         .count();
     assert_eq!((succeeded.len(), failed, skipped), (1, 1, 1), "{results:?}");
+    let unanswered = results
+        .iter()
+        .find(|r| r.outcome == GroupResetOutcome::Failed)
+        .unwrap();
+    let said = unanswered.message.as_deref().unwrap();
+    assert!(
+        said.contains("not known whether the change was applied: reading the offsets back failed"),
+        "{said}"
+    );
+    assert_eq!(unanswered.partitions_reset, None, "not claimed either way");
     for g in &groups {
         let want = if succeeded.contains(&g.as_str()) { 0 } else { 8 };
         assert_eq!(
@@ -974,14 +999,231 @@ async fn reset_interrupted_between_commits_lists_what_was_committed_and_a_rerun_
     matrix::record(Row {
         test: "faults::reset_interrupted_between_commits_lists_what_was_committed_and_a_rerun_finishes",
         operation: "KafkaOffsetReset",
-        fault: "broker gone between the first and the second group's OffsetCommit (3 groups, parallelism 1)".into(),
-        outcome: "PartiallyCompleted: 1 group Succeeded, 1 Failed, 1 Skipped (not tried), exactly as the broker holds them; snapshot stored before the first commit; a rerun Completes".into(),
+        fault: "broker gone from the second group's OffsetCommit on, past retryTimeoutSeconds (2 s) (3 groups, parallelism 1)".into(),
+        outcome: "PartiallyCompleted: 1 group Succeeded, 1 Failed as not known either way (its commit unanswered, its offsets unreadable; the broker holds them unchanged), 1 Skipped (not tried); snapshot stored before the first commit; a rerun Completes".into(),
         lost: 0,
         duplicated: 0,
         recovery: format!(
             "ended {} after the start; the rerun took {}",
             secs(ended_after),
             secs(rerun_took)
+        ),
+    });
+}
+
+/// Every OffsetCommit of a reset reaches the broker, which commits it, but its response is lost
+/// (the connection is cut once the broker has answered), for longer than `retryTimeoutSeconds`:
+/// after the commit's retries the reset reads the offsets back (OffsetFetch) and reports both
+/// groups reset, as the broker holds them, not failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reset_whose_commit_responses_are_lost_reports_what_the_broker_holds() {
+    let Some((_, _, nisshi)) = services() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let (_broker, kafka, topic, groups) = groups_behind_faults(&nisshi, root.path(), "kor-lost", 2).await;
+    kafka.lose_responses(OFFSET_COMMIT, 1000);
+    let (ctx, _) = ctx(root.path(), "kor-lost");
+    let started = Instant::now();
+    let status = offset_reset::execute(
+        &resource::<KafkaOffsetReset>(
+            "KafkaOffsetReset",
+            "kor-lost",
+            json!({"kafkaCluster": {"bootstrapServers": [kafka.address]}, "consumerGroups": groups,
+                "strategy": "Earliest", "topics": [{"name": topic}], "parallelism": 1,
+                "snapshot": {"enabled": true, "snapshotId": unique("kor-lost"), "storage": pvc()},
+                "execution": {"retryTimeoutSeconds": 1}}),
+        ),
+        &ctx,
+    )
+    .await;
+    let took = started.elapsed();
+    let lost = kafka.stats().lost.load(Ordering::Relaxed);
+    kafka.lose_responses(OFFSET_COMMIT, 0);
+    assert!(lost >= 2, "{lost} OffsetCommit responses lost");
+    assert_eq!(status.phase, Some(Phase::Completed), "{status:?}");
+    for r in status.results.as_ref().unwrap() {
+        assert_eq!(r.outcome, GroupResetOutcome::Succeeded, "{r:?}");
+        assert_eq!(r.partitions_reset, Some(1), "{r:?}");
+        let said = r.message.as_deref().unwrap();
+        assert!(
+            said.contains("reading the offsets back found them committed"),
+            "{said}"
+        );
+    }
+    for g in &groups {
+        assert_eq!(committed(&kafka.address, g, &topic), Some(0), "group {g}");
+    }
+    matrix::record(Row {
+        test: "faults::reset_whose_commit_responses_are_lost_reports_what_the_broker_holds",
+        operation: "KafkaOffsetReset",
+        fault: "every OffsetCommit reaches the broker but its response is lost (connection cut), for longer than retryTimeoutSeconds (1 s); 2 groups".into(),
+        outcome: "Completed: both groups Succeeded, found committed by reading the offsets back (OffsetFetch) after the commit's retries, as the broker holds them".into(),
+        lost: 0,
+        duplicated: 0,
+        recovery: format!("the whole reset took {}", secs(took)),
+    });
+}
+
+/// The broker refuses connections for 4 s as a reset starts (no `execution` block: the default
+/// request budget of 120 s): its requests (connecting, Metadata, FindCoordinator, ...) are sent
+/// again with backoff until the broker is back, and the reset completes in its first attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reset_outlasts_a_broker_away_before_the_plan() {
+    let Some((_, _, nisshi)) = services() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let (_broker, kafka, topic, groups) = groups_behind_faults(&nisshi, root.path(), "kor-away", 2).await;
+    let (mut ctx, _) = ctx(root.path(), "kor-away");
+    let attempts_failed = Arc::new(AtomicU64::new(0));
+    let count = attempts_failed.clone();
+    ctx.attempt_failed = Arc::new(move |_| {
+        count.fetch_add(1, Ordering::SeqCst);
+    });
+    let before = retries().count(RetryCause::KafkaUnreachable);
+    kafka.refuse();
+    let back = {
+        let away = Duration::from_secs(4);
+        tokio::spawn(async move {
+            tokio::time::sleep(away).await;
+            Instant::now()
+        })
+    };
+    let reset = tokio::spawn({
+        let spec = json!({"kafkaCluster": {"bootstrapServers": [kafka.address]}, "consumerGroups": groups,
+            "strategy": "Earliest", "topics": [{"name": topic}],
+            "snapshot": {"enabled": true, "snapshotId": unique("kor-away"), "storage": pvc()}});
+        async move {
+            offset_reset::execute(
+                &resource::<KafkaOffsetReset>("KafkaOffsetReset", "kor-away", spec),
+                &ctx,
+            )
+            .await
+        }
+    });
+    let back_at = back.await.unwrap();
+    kafka.pass();
+    let status = reset.await.unwrap();
+    let ended = Instant::now();
+    assert_eq!(status.phase, Some(Phase::Completed), "{status:?}");
+    assert_eq!(
+        attempts_failed.load(Ordering::SeqCst),
+        0,
+        "completed in its first attempt"
+    );
+    assert!(
+        retries().count(RetryCause::KafkaUnreachable) > before,
+        "the requests were sent again, counted as kafka_unreachable"
+    );
+    for g in &groups {
+        assert_eq!(committed(&kafka.address, g, &topic), Some(0), "group {g}");
+    }
+    matrix::record(Row {
+        test: "faults::reset_outlasts_a_broker_away_before_the_plan",
+        operation: "KafkaOffsetReset",
+        fault: "broker refuses connections for 4 s as the reset starts (before the plan), default retryTimeoutSeconds".into(),
+        outcome: "Completed in its first attempt: the requests sent again with backoff until the broker was back; 2 groups reset".into(),
+        lost: 0,
+        duplicated: 0,
+        recovery: format!("completed {} after the broker was back", secs(ended - back_at)),
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Offset rollback
+
+/// A rollback of 3 groups (committed at once) meets a broker gone from its first OffsetCommit
+/// on, for longer than `retryTimeoutSeconds`: no group is claimed rolled back, each is listed as
+/// not known (its commit unanswered, its offsets unreadable), and the broker indeed holds none
+/// changed. Run again with the broker gone for 1 s from the first OffsetCommit, within the
+/// budget: the commits are sent again, every group is rolled back and the read-back matches the
+/// snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rollback_interrupted_at_its_commits_claims_nothing_and_a_rerun_finishes() {
+    let Some((_, _, nisshi)) = services() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let (_broker, kafka, topic, groups) = groups_behind_faults(&nisshi, root.path(), "kor-rb", 3).await;
+    let snapshot_id = unique("kor-rb");
+    let (ctx, _) = ctx(root.path(), "kor-rb");
+    let rollback = |operation: &str, budget: u64| {
+        resource::<KafkaOffsetRollback>(
+            "KafkaOffsetRollback",
+            "kor-rb",
+            json!({"operation": operation, "snapshotId": snapshot_id, "storage": pvc(),
+                "consumerGroups": groups, "kafkaCluster": {"bootstrapServers": [kafka.address]},
+                "execution": {"retryTimeoutSeconds": budget}}),
+        )
+    };
+    let taken = offset_rollback::execute(&rollback("Snapshot", 10), &ctx).await;
+    assert_eq!(taken.phase, Some(Phase::Completed), "{taken:?}");
+    // The groups move on (a reset, consumers): the rollback takes them back to 8.
+    for g in &groups {
+        commit(&kafka.address, g, &topic, 2);
+    }
+    let commits = || {
+        kafka
+            .stats()
+            .requests
+            .lock()
+            .unwrap()
+            .get(&OFFSET_COMMIT)
+            .copied()
+            .unwrap_or(0)
+    };
+    kafka.refuse_on(OFFSET_COMMIT, commits() + 1);
+    let started = Instant::now();
+    let status = offset_rollback::execute(&rollback("Rollback", 2), &ctx).await;
+    let ended_after = started.elapsed();
+    kafka.pass();
+    assert_eq!(status.phase, Some(Phase::Failed), "{status:?}");
+    assert_eq!(
+        (status.groups_rolled_back, status.groups_failed),
+        (Some(0), Some(3)),
+        "{status:?}"
+    );
+    let said = status.message.clone().unwrap();
+    assert!(
+        said.starts_with("no group rolled back; not known whether rolled back: "),
+        "{said}"
+    );
+    for g in &groups {
+        assert!(said.contains(&format!("{g}: ")), "{g} is listed: {said}");
+        assert_eq!(
+            committed(&kafka.address, g, &topic),
+            Some(2),
+            "group {g}: not rolled back, and not claimed"
+        );
+    }
+
+    // Run again, the broker gone for 1 s from the first OffsetCommit: within the budget.
+    kafka.refuse_on(OFFSET_COMMIT, commits() + 1);
+    let broker_back = async {
+        wait_for("the broker refuses", Duration::from_secs(30), || {
+            kafka.mode() == support::faults::Mode::Refuse
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        kafka.pass();
+        Instant::now()
+    };
+    let rerun_spec = rollback("Rollback", 30);
+    let (rerun, back_at) = tokio::join!(offset_rollback::execute(&rerun_spec, &ctx), broker_back);
+    let rerun_after = back_at.elapsed();
+    assert_eq!(rerun.phase, Some(Phase::Completed), "{rerun:?}");
+    assert_eq!(rerun.groups_rolled_back, Some(3), "{rerun:?}");
+    let verification = rerun.verification.clone().unwrap();
+    assert_eq!(verification.matched, Some(true), "{verification:?}");
+    for g in &groups {
+        assert_eq!(committed(&kafka.address, g, &topic), Some(8), "group {g}");
+    }
+    matrix::record(Row {
+        test: "faults::rollback_interrupted_at_its_commits_claims_nothing_and_a_rerun_finishes",
+        operation: "KafkaOffsetRollback (Rollback)",
+        fault: "broker gone from the first OffsetCommit on (3 groups committed at once), past retryTimeoutSeconds (2 s); the rerun: gone for 1 s from its first OffsetCommit".into(),
+        outcome: "Failed: no group claimed rolled back, each listed as not known (commit unanswered, offsets unreadable), the broker holds none changed; the rerun sends its commits again once the broker is back and Completes, read back equal to the snapshot".into(),
+        lost: 0,
+        duplicated: 0,
+        recovery: format!(
+            "failed {} after the start; the rerun completed {} after the broker was back",
+            secs(ended_after),
+            secs(rerun_after)
         ),
     });
 }
@@ -1076,6 +1318,9 @@ fn the_fault_matrix_has_a_row_for_every_fault_test_and_no_other() {
         "faults::restore_rides_over_leader_changes_with_each_record_once",
         "faults::restore_outlasts_s3_slow_down",
         "faults::reset_interrupted_between_commits_lists_what_was_committed_and_a_rerun_finishes",
+        "faults::reset_whose_commit_responses_are_lost_reports_what_the_broker_holds",
+        "faults::reset_outlasts_a_broker_away_before_the_plan",
+        "faults::rollback_interrupted_at_its_commits_claims_nothing_and_a_rerun_finishes",
         "faults::validation_retries_segment_reads_and_never_reports_them_as_corruption",
         "reconciler::running_operations_outlast_an_api_server_outage_and_start_once",
     ];

@@ -44,7 +44,7 @@ use rdkafka::{
     producer::{FutureProducer, FutureRecord, Producer},
 };
 use serde_json::{Value, json};
-use support::{create_topic, service, start_broker, unique};
+use support::{copy_dir, create_topic, files_below, service, start_broker, unique};
 
 /// The real sets, as the prior art's CLI wrote them.
 const REAL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/prior-art");
@@ -451,35 +451,6 @@ async fn upload(dir: &Path, prefix: &str) {
         )
         .await
         .unwrap();
-    }
-}
-
-fn files_below(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    for file in files_below(from) {
-        let target = to.join(file.strip_prefix(from).unwrap());
-        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
-        std::fs::copy(&file, &target).unwrap();
-        let mut perms = std::fs::metadata(&target).unwrap().permissions();
-        #[allow(clippy::permissions_set_readonly_false)]
-        perms.set_readonly(false);
-        std::fs::set_permissions(&target, perms).unwrap();
     }
 }
 
@@ -960,6 +931,55 @@ async fn a_manifest_of_neither_format_is_refused_naming_what_was_found() {
     );
 }
 
+/// The ConsumerGroupOffsets check reads a prior-art set's `consumer-groups-snapshot.json`: the
+/// real set's groups lie within its backed-up data and pass; a snapshot naming a partition the
+/// set does not have fails, naming the group and the partition.
+#[tokio::test]
+async fn the_consumer_group_offsets_check_reads_a_prior_art_group_snapshot() {
+    let root = real_root();
+    let check = |status: &KafkaBackupValidationStatus| {
+        let c = status
+            .checks
+            .iter()
+            .flatten()
+            .find(|c| c.name == "ConsumerGroupOffsets")
+            .unwrap_or_else(|| panic!("no ConsumerGroupOffsets check: {status:#?}"));
+        (c.outcome, c.message.clone().unwrap_or_default())
+    };
+    async fn groups_check(root: &Path) -> KafkaBackupValidationStatus {
+        let v: KafkaBackupValidation = resource(
+            "KafkaBackupValidation",
+            "v",
+            json!({"backupRef": {"backupId": "b-zstd", "storage": pvc()},
+                "checks": {"consumerGroupOffsets": {"enabled": true}}}),
+        );
+        validation::execute(&v, &ctx(root, "v")).await
+    }
+    let good = groups_check(root.path()).await;
+    let (outcome, message) = check(&good);
+    assert_eq!(outcome, CheckOutcome::Passed, "{message}");
+    assert_eq!(
+        message,
+        "1 group(s), 3 committed offsets in the backup's snapshot, all within the backed-up data"
+    );
+    assert_eq!(good.result, Some(CheckOutcome::Passed), "{good:#?}");
+
+    let file = store_dir(root.path()).join("b-zstd/consumer-groups-snapshot.json");
+    let mut snapshot: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    snapshot["groups"][0]["offsets"]["orders"]["7"] = json!(5);
+    std::fs::write(&file, snapshot.to_string()).unwrap();
+    let bad = groups_check(root.path()).await;
+    let (outcome, message) = check(&bad);
+    assert_eq!(outcome, CheckOutcome::Failed, "{message}");
+    assert!(
+        message.contains(
+            "group billing on orders-7: committed offset 5, but the backup set has no such partition"
+        ),
+        "{message}"
+    );
+    assert_eq!(bad.result, Some(CheckOutcome::Failed), "{bad:#?}");
+}
+
 #[tokio::test]
 async fn the_real_sets_validate_and_are_listed_with_their_format() {
     let root = real_root();
@@ -1419,6 +1439,64 @@ async fn the_real_sets_restore_record_for_record() {
             );
         }
     }
+}
+
+/// A restore of a real set under `run -f`, SIGKILLed mid-way three times, then run to its end:
+/// each record is in the target exactly once, in order (read with a plain rdkafka consumer), as a
+/// killed restore of this operator's own format leaves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_restore_of_a_real_set_run_again_leaves_each_record_once() {
+    let Some(bootstrap) = service("KBO_TEST_KAFKA_BOOTSTRAP") else {
+        return;
+    };
+    let source = source_records();
+    let root = real_root();
+    let (orders, events) = (unique("pa-kill-orders"), unique("pa-kill-events"));
+    let spec = |limit: Option<i64>| {
+        let mut s = json!({"backupRef": {"backupId": "b-zstd", "storage": pvc()},
+            "kafkaCluster": {"bootstrapServers": [bootstrap]},
+            "topicMapping": {"orders": orders, "events": events}, "createTopics": {"enabled": true},
+            "produce": {"batchSize": 20}});
+        if let Some(l) = limit {
+            s["rateLimiting"] = json!({"recordsPerSec": l});
+        }
+        s
+    };
+    let slow = support::write_run_manifest(root.path(), "KafkaRestore", "pa-kill", spec(Some(150)));
+    let written = || -> usize {
+        consume_all(&bootstrap, &orders, 3)
+            .values()
+            .chain(consume_all(&bootstrap, &events, 1).values())
+            .map(Vec::len)
+            .sum()
+    };
+    let mut after_kills = Vec::new();
+    for _ in 0..3 {
+        assert!(
+            support::run_and_kill(&slow, root.path(), Duration::from_millis(2500)),
+            "the restore finished before it was killed"
+        );
+        after_kills.push(written());
+    }
+    // Each run resumed where the one before was killed, and the last was killed mid-way.
+    assert!(
+        after_kills[0] > 0 && after_kills.windows(2).all(|w| w[0] < w[1]) && after_kills[2] < source.len(),
+        "records written after each kill: {after_kills:?}"
+    );
+    eprintln!("records written after each kill: {after_kills:?}");
+    // Same name, no rate limit: continues after what was written.
+    let fast = support::write_run_manifest(root.path(), "KafkaRestore", "pa-kill", spec(None));
+    let out = support::run_to_end(&fast, root.path());
+    assert_eq!(out["phase"], "Completed", "{out}");
+    assert_restored(&bootstrap, &source, "orders", &orders, 3);
+    assert_restored(&bootstrap, &source, "events", &events, 1);
+    // Once more: a completed restore writes nothing.
+    let out = support::run_to_end(&fast, root.path());
+    assert!(
+        out["message"].as_str().unwrap().contains("already completed"),
+        "{out}"
+    );
+    assert_eq!(written(), source.len());
 }
 
 /// A record's key and value.

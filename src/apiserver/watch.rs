@@ -5,8 +5,10 @@
 //!
 //! Per local directory `D` the watch covers, without recursing into backup segments (which would
 //! cost one inotify watch per topic and partition): `D`, `D/offset-snapshots`, `D/backups` and each
-//! `D/backups/<backupId>`. A change that concerns the catalog ([`concerns_catalog`]: a snapshot
-//! document, a manifest, a backup directory appearing or going) marks `D`; after [`DEBOUNCE`] without
+//! `D/backups/<backupId>`; for what kafka-backup 0.x wrote ([`crate::storage::prior_art`]) each
+//! other directory `D/<backupId>` (its sets) and each `D/offset-snapshots/<id>` (its snapshots). A
+//! change that concerns the catalog ([`concerns_catalog`]: a snapshot document, a manifest, a
+//! backup directory appearing or going) marks `D`; after [`DEBOUNCE`] without
 //! further changes (a writer's create, write and rename arrive as several events) the locations in
 //! `D` are refreshed. The watched paths follow the catalog's locations and the backup directories.
 //! A watch that cannot be set up (no inotify, its limits reached) is logged once as a warning; that
@@ -30,7 +32,10 @@ use super::{
     backupsets::{BACKUP_DIR, MANIFEST_FILE},
     catalog::Catalog,
 };
-use crate::storage::snapshot::{SNAPSHOT_DIR, snapshot_id_of};
+use crate::storage::{
+    prior_art,
+    snapshot::{SNAPSHOT_DIR, snapshot_id_of},
+};
 
 /// Quiet time after the last change before the directory is listed.
 pub const DEBOUNCE: Duration = Duration::from_millis(250);
@@ -48,24 +53,40 @@ pub fn concerns_catalog(relative: &Path) -> bool {
     match parts.as_slice() {
         [dir] => *dir == SNAPSHOT_DIR || *dir == BACKUP_DIR,
         [dir, file] if *dir == SNAPSHOT_DIR => snapshot_id_of(file).is_some(),
-        [dir, _backup] => *dir == BACKUP_DIR,
-        [dir, _backup, file] => *dir == BACKUP_DIR && *file == MANIFEST_FILE,
+        [dir, _backup] if *dir == BACKUP_DIR => true,
+        // A set of the prior art: `<backupId>/manifest.json`.
+        [set, file] => !prior_art::NOT_SETS.contains(set) && *file == prior_art::MANIFEST_FILE,
+        [dir, _backup, file] if *dir == BACKUP_DIR => *file == MANIFEST_FILE,
+        // A snapshot of the prior art: `offset-snapshots/<id>/snapshot.json` and its summary.
+        [dir, _id, file] if *dir == SNAPSHOT_DIR => {
+            *file == prior_art::SNAPSHOT_FILE || *file == prior_art::SNAPSHOT_METADATA_FILE
+        }
         _ => false,
     }
+}
+
+/// The directories below `dir`.
+fn subdirectories(dir: &Path) -> impl Iterator<Item = PathBuf> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
 }
 
 /// The paths to watch for local directory `dir`: itself, its snapshot and backup directories and
 /// each backup's directory, those that exist.
 fn watch_paths(dir: &Path) -> Vec<PathBuf> {
     let mut paths = vec![dir.to_owned(), dir.join(SNAPSHOT_DIR), dir.join(BACKUP_DIR)];
-    if let Ok(backups) = std::fs::read_dir(dir.join(BACKUP_DIR)) {
-        paths.extend(
-            backups
-                .flatten()
-                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                .map(|e| e.path()),
-        );
-    }
+    paths.extend(subdirectories(&dir.join(BACKUP_DIR)));
+    // The prior art's sets and snapshot directories.
+    paths.extend(subdirectories(dir).filter(|p| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| !prior_art::NOT_SETS.contains(&n))
+    }));
+    paths.extend(subdirectories(&dir.join(SNAPSHOT_DIR)));
     paths.retain(|p| p.is_dir());
     paths
 }
@@ -218,6 +239,9 @@ mod tests {
             "backups",
             "backups/nightly",
             "backups/nightly/manifest.json",
+            "b-zstd/manifest.json",
+            "offset-snapshots/snap-1/snapshot.json",
+            "offset-snapshots/snap-1/metadata.json",
         ] {
             assert!(concerns_catalog(Path::new(yes)), "{yes}");
         }
@@ -229,6 +253,10 @@ mod tests {
             "backups/nightly/state.json",
             "backups/nightly/orders/0/segment-1.bin",
             "other/x.json",
+            "b-zstd/consumer-groups-snapshot.json",
+            "b-zstd/topics",
+            "offset-snapshots/snap-1/other.json",
+            "offset-snapshots/snap-1",
         ] {
             assert!(!concerns_catalog(Path::new(no)), "{no}");
         }
@@ -238,7 +266,8 @@ mod tests {
     fn backup_directories_are_watched_but_not_their_segments() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("backups/nightly/orders/0")).unwrap();
-        std::fs::create_dir_all(dir.path().join("offset-snapshots")).unwrap();
+        std::fs::create_dir_all(dir.path().join("offset-snapshots/snap-1")).unwrap();
+        std::fs::create_dir_all(dir.path().join("b-zstd/topics/orders/partition=0")).unwrap();
         let paths = watch_paths(dir.path());
         assert_eq!(
             paths,
@@ -247,6 +276,8 @@ mod tests {
                 dir.path().join("offset-snapshots"),
                 dir.path().join("backups"),
                 dir.path().join("backups/nightly"),
+                dir.path().join("b-zstd"),
+                dir.path().join("offset-snapshots/snap-1"),
             ]
         );
     }

@@ -24,6 +24,9 @@
 //!   polling while the broker is away ([`Policy::configure_kafka`]). Only a failure that outlasts
 //!   that budget fails the attempt, which the attempts above then retry or not. A short outage (a
 //!   broker restart, a storage service answering 503 for a while) therefore costs no attempt.
+//!   The consumer-group offset engines (KafkaOffsetReset, KafkaOffsetRollback) send their
+//!   requests (Metadata, FindCoordinator, DescribeGroups, OffsetFetch, ListOffsets,
+//!   OffsetCommit, OffsetDelete) through [`request`], the same budget and backoff.
 //! - **Reporting.** Every failed attempt is reported to [`Context::attempt_failed`]: the reconciler
 //!   writes status `Retrying` (condition Progressing, reason Retrying) and a Warning Event before
 //!   each retry; `run -f` prints a line on stderr. Every retry, of a request or of an attempt, is
@@ -66,6 +69,18 @@ pub trait Retryable: fmt::Display {
     /// Another attempt, after a backoff, may succeed: the cause can pass by itself. `false` when
     /// the same spec would fail the same way again.
     fn is_retryable(&self) -> bool;
+}
+
+impl Retryable for crate::kafka::KafkaError {
+    fn is_retryable(&self) -> bool {
+        crate::kafka::KafkaError::is_retryable(self)
+    }
+}
+
+impl Retryable for crate::kafka::protocol::ProtocolError {
+    fn is_retryable(&self) -> bool {
+        crate::kafka::protocol::ProtocolError::is_retryable(self)
+    }
 }
 
 /// `spec.execution` as the attempts apply it.
@@ -143,6 +158,42 @@ pub fn request_backoff(failed: u32) -> Duration {
     doubled
         .min(REQUEST_BACKOFF_MAX)
         .mul_f64(0.5 + 0.5 * random_jitter())
+}
+
+/// Sends a request to Kafka or storage (`send` makes and sends it) again while it fails for a
+/// passing reason ([`Retryable::is_retryable`]), for [`Policy::retry_timeout`] from the first
+/// send, waiting [`request_backoff`] between sends; each send again is counted under `cause`.
+/// Returns the first answer, or the last error once the budget is spent, the error is not one
+/// that passes, or `cancel` fires.
+pub async fn request<T, E, F, Fut>(
+    policy: &Policy,
+    cause: RetryCause,
+    cancel: &CancellationToken,
+    mut send: F,
+) -> Result<T, E>
+where
+    E: Retryable,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let started = tokio::time::Instant::now();
+    let mut failed = 0;
+    loop {
+        let error = match send().await {
+            Ok(answer) => return Ok(answer),
+            Err(e) => e,
+        };
+        if !error.is_retryable() || started.elapsed() >= policy.retry_timeout || cancel.is_cancelled() {
+            return Err(error);
+        }
+        failed += 1;
+        crate::metrics::retries().retry(cause);
+        tracing::debug!(%error, failed, "sending the request again");
+        tokio::select! {
+            () = tokio::time::sleep(request_backoff(failed)) => {}
+            () = cancel.cancelled() => return Err(error),
+        }
+    }
 }
 
 /// A uniformly random number in [0, 1] for [`backoff`]; 1 when the system has no randomness.
@@ -524,6 +575,73 @@ mod tests {
         let _ = attempts(Some(&execution(2, None)), &ctx, |_| failing(true, 1)).await;
         // Other tests count into the same process-wide family at the same time.
         assert!(retries.count(RetryCause::AttemptFailed) >= before + 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_is_sent_again_within_the_budget_then_its_last_error_is_returned() {
+        let policy = Policy::of(Some(&ExecutionSpec {
+            retry_timeout_seconds: Some(3),
+            ..Default::default()
+        }));
+        let cancel = CancellationToken::new();
+        let before = crate::metrics::retries().count(RetryCause::KafkaUnreachable);
+        let started = tokio::time::Instant::now();
+        let mut sends = 0;
+        let result: Result<(), TestError> = request(&policy, RetryCause::KafkaUnreachable, &cancel, || {
+            sends += 1;
+            failing(true, sends)
+        })
+        .await;
+        let spent = started.elapsed();
+        assert_eq!(result.unwrap_err().n, sends);
+        // 50-100 ms doubling up to 15 s: at least 5 sends fit into 3 s, and the last wait ends
+        // within one backoff of the budget.
+        assert!(sends >= 5, "{sends} sends");
+        assert!(
+            spent >= Duration::from_secs(3) && spent < Duration::from_secs(3) + REQUEST_BACKOFF_MAX,
+            "{spent:?}"
+        );
+        // Other tests count into the same process-wide family at the same time.
+        assert!(
+            crate::metrics::retries().count(RetryCause::KafkaUnreachable) >= before + u64::from(sends - 1)
+        );
+
+        let mut sends = 0;
+        let answer = request(&policy, RetryCause::KafkaUnreachable, &cancel, || {
+            sends += 1;
+            let n = sends;
+            async move {
+                if n < 3 {
+                    Err(TestError { retryable: true, n })
+                } else {
+                    Ok(n)
+                }
+            }
+        })
+        .await;
+        assert_eq!(answer.unwrap(), 3);
+
+        let mut sends = 0;
+        let refused: Result<(), TestError> = request(&policy, RetryCause::KafkaUnreachable, &cancel, || {
+            sends += 1;
+            failing(false, sends)
+        })
+        .await;
+        assert_eq!((refused.unwrap_err().n, sends), (1, 1), "not sent again");
+
+        cancel.cancel();
+        let mut sends = 0;
+        let cancelled: Result<(), TestError> =
+            request(&policy, RetryCause::KafkaUnreachable, &cancel, || {
+                sends += 1;
+                failing(true, sends)
+            })
+            .await;
+        assert_eq!(
+            (cancelled.unwrap_err().n, sends),
+            (1, 1),
+            "cancelled: not sent again"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -4,6 +4,7 @@
 
 pub mod backup;
 pub mod execution;
+pub mod group_commit;
 pub mod offset_reset;
 pub mod offset_rollback;
 pub mod restore;

@@ -31,6 +31,7 @@ use futures::{StreamExt, stream};
 use super::{
     Context, blocking, default_snapshot_id,
     execution::{self, Retryable},
+    group_commit::{self, Applied, GroupChange},
     time,
 };
 use crate::{
@@ -45,6 +46,7 @@ use crate::{
         headers,
         protocol::GroupAdmin,
     },
+    metrics::RetryCause,
     storage::{
         Location, StorageError,
         configmap::ConfigMapLocation,
@@ -470,13 +472,24 @@ async fn run(
 ) -> Result<(), ResetError> {
     let spec = &reset.spec;
     let access = ClusterAccess::read(&spec.kafka_cluster, &ctx.secrets)?;
-    let admin = Arc::new(kafka::group_admin(&access).await?);
+    // Every request to the cluster is sent again while it fails for a passing reason, within
+    // execution.retryTimeoutSeconds.
+    let policy = execution::Policy::of(spec.execution.as_ref());
+    let cancel = &ctx.cancel;
+    let admin = Arc::new(
+        execution::request(&policy, RetryCause::KafkaUnreachable, cancel, || {
+            kafka::group_admin(&access)
+        })
+        .await?,
+    );
     let groups = &spec.consumer_groups;
     let total = groups.len() as u64;
     // Metadata and the groups' coordinators at once: the reads below need both.
-    let (topics, ()) = futures::future::try_join(admin.topics(), admin.find_coordinators(groups))
-        .await
-        .map_err(KafkaError::from)?;
+    let (topics, ()) = execution::request(&policy, RetryCause::KafkaUnreachable, cancel, || {
+        futures::future::try_join(admin.topics(), admin.find_coordinators(groups))
+    })
+    .await
+    .map_err(KafkaError::from)?;
     let scope = scope_partitions(spec, &topics)?;
     let at_time = strategy_time(spec, started)?;
     let mapping = match (&spec.strategy, &spec.from_mapping) {
@@ -501,12 +514,26 @@ async fn run(
         });
     let need_all = all.is_some();
     // States and offsets at once; the offsets of groups with members are then set aside unused.
-    let (descriptions, mut fetched) = futures::future::join(
-        admin.describe(groups),
-        admin.committed_groups(groups, all.as_deref().unwrap_or(&scope), parallelism),
-    )
-    .await;
-    let descriptions = descriptions.map_err(KafkaError::from)?;
+    // A group whose offsets could not be read for a passing reason has them all read again.
+    let (descriptions, mut fetched) =
+        execution::request(&policy, RetryCause::KafkaUnreachable, cancel, || async {
+            let (descriptions, fetched) = futures::future::join(
+                admin.describe(groups),
+                admin.committed_groups(groups, all.as_deref().unwrap_or(&scope), parallelism),
+            )
+            .await;
+            let descriptions = descriptions?;
+            match fetched
+                .values()
+                .filter_map(|r| r.as_ref().err())
+                .find(|e| e.is_retryable())
+            {
+                Some(e) => Err(e.clone()),
+                None => Ok((descriptions, fetched)),
+            }
+        })
+        .await
+        .map_err(KafkaError::from)?;
     fetched.retain(|group, _| descriptions.get(group).is_none_or(GroupDescription::is_inactive));
     let reads: BTreeMap<String, Result<GroupRead, String>> = groups
         .iter()
@@ -556,7 +583,11 @@ async fn run(
                 .filter_map(|(g, r)| r.as_ref().ok().map(|r| (g.clone(), r.committed.clone())))
                 .collect();
             let searched = header_searched_partitions(options, &reads, &topics);
-            let bounds = admin.log_bounds(&searched).await.map_err(KafkaError::from)?;
+            let bounds = execution::request(&policy, RetryCause::KafkaUnreachable, cancel, || {
+                admin.log_bounds(&searched)
+            })
+            .await
+            .map_err(KafkaError::from)?;
             let config = access.rdkafka_config();
             let options = options.clone();
             let topics = topics.clone();
@@ -576,16 +607,18 @@ async fn run(
             .flat_map(|m| m.keys().cloned()),
     );
     lookups.by_header = header_targets;
-    let by_time = async {
-        match at_time {
-            Some(millis) => admin.offsets_for_time(&involved, millis).await,
-            None => Ok(BTreeMap::new()),
-        }
-    };
     (lookups.bounds, lookups.by_time) =
-        futures::future::try_join(admin.log_bounds(&bound_partitions), by_time)
-            .await
-            .map_err(KafkaError::from)?;
+        execution::request(&policy, RetryCause::KafkaUnreachable, cancel, || {
+            let by_time = async {
+                match at_time {
+                    Some(millis) => admin.offsets_for_time(&involved, millis).await,
+                    None => Ok(BTreeMap::new()),
+                }
+            };
+            futures::future::try_join(admin.log_bounds(&bound_partitions), by_time)
+        })
+        .await
+        .map_err(KafkaError::from)?;
 
     let mut results: BTreeMap<String, GroupResetResult> = BTreeMap::new();
     let mut plans: BTreeMap<String, (Vec<PartitionPlan>, GroupRead)> = BTreeMap::new();
@@ -714,10 +747,12 @@ async fn run(
     // 4. Commit, up to `parallelism` groups at once. Members may have joined since the read: the
     // groups are listed again right before (and Kafka refuses a commit from outside the group
     // while it has members).
-    let descriptions = admin
-        .describe(&plans.keys().cloned().collect::<Vec<_>>())
-        .await
-        .map_err(KafkaError::from)?;
+    let planned_groups: Vec<String> = plans.keys().cloned().collect();
+    let descriptions = execution::request(&policy, RetryCause::KafkaUnreachable, cancel, || {
+        admin.describe(&planned_groups)
+    })
+    .await
+    .map_err(KafkaError::from)?;
     let halted = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let continue_on_error = spec.continue_on_error;
@@ -732,6 +767,7 @@ async fn run(
                 .get(&group)
                 .cloned()
                 .unwrap_or_else(GroupDescription::dead);
+            let policy = &policy;
             async move {
                 if halted.load(Ordering::SeqCst) || cancel.is_cancelled() {
                     let why = if cancel.is_cancelled() {
@@ -742,26 +778,43 @@ async fn run(
                     let result = planned(&group, &plan, GroupResetOutcome::Skipped, why);
                     return (group, result);
                 }
-                let outcome = commit_group(&admin, &group, &description, &plan, &read, all.as_deref()).await;
+                let outcome = commit_group(&admin, policy, &cancel, &group, &description, &plan, &read, all.as_deref()).await;
                 let result = match outcome {
-                    Ok(CommitOutcome::Committed) => {
+                    CommitOutcome::Applied(Applied::Done { read_back_after: None }) => {
                         planned(&group, &plan, GroupResetOutcome::Succeeded, "offsets committed")
                     }
-                    Ok(CommitOutcome::Unchanged) => planned(
+                    CommitOutcome::Applied(Applied::Done {
+                        read_back_after: Some(error),
+                    }) => planned(
+                        &group,
+                        &plan,
+                        GroupResetOutcome::Succeeded,
+                        &format!("offsets committed: the commit failed ({error}), and reading the offsets back found them committed"),
+                    ),
+                    CommitOutcome::Applied(Applied::Failed { error, holds }) => {
+                        not_applied(&group, &plan, &error, &holds)
+                    }
+                    CommitOutcome::Applied(unknown @ Applied::Unknown { .. }) => GroupResetResult {
+                        group: group.clone(),
+                        outcome: GroupResetOutcome::Failed,
+                        message: unknown.failure(),
+                        partitions_reset: None,
+                        partitions: None,
+                    },
+                    CommitOutcome::Unchanged => planned(
                         &group,
                         &plan,
                         GroupResetOutcome::Skipped,
                         "already at the target offsets",
                     ),
-                    Ok(CommitOutcome::NothingInScope) => GroupResetResult {
+                    CommitOutcome::NothingInScope => GroupResetResult {
                         group: group.clone(),
                         outcome: GroupResetOutcome::Skipped,
                         message: Some("no committed offsets in scope".into()),
                         partitions_reset: Some(0),
                         partitions: None,
                     },
-                    Ok(CommitOutcome::Active(message)) => failed(&group, message),
-                    Err(e) => failed(&group, e.to_string()),
+                    CommitOutcome::Active(message) => failed(&group, message),
                 };
                 if result.outcome == GroupResetOutcome::Failed && !continue_on_error {
                     halted.store(true, Ordering::SeqCst);
@@ -820,28 +873,32 @@ fn active_message(group: &str, description: &GroupDescription) -> String {
 }
 
 enum CommitOutcome {
-    Committed,
+    /// The change was sent: what the broker holds.
+    Applied(Applied),
     Unchanged,
     NothingInScope,
     Active(String),
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn commit_group(
     admin: &GroupAdmin,
+    policy: &execution::Policy,
+    cancel: &tokio_util::sync::CancellationToken,
     group: &str,
     description: &GroupDescription,
     plan: &[PartitionPlan],
     read: &GroupRead,
     all: Option<&BTreeSet<Partition>>,
-) -> Result<CommitOutcome, KafkaError> {
+) -> CommitOutcome {
     if plan.is_empty() {
-        return Ok(CommitOutcome::NothingInScope);
+        return CommitOutcome::NothingInScope;
     }
     if plan.iter().all(|p| p.target == p.previous) {
-        return Ok(CommitOutcome::Unchanged);
+        return CommitOutcome::Unchanged;
     }
     if !description.is_inactive() {
-        return Ok(CommitOutcome::Active(active_message(group, description)));
+        return CommitOutcome::Active(active_message(group, description));
     }
     let deletes: BTreeSet<Partition> = plan
         .iter()
@@ -849,7 +906,6 @@ async fn commit_group(
         .map(|p| p.partition.clone())
         .collect();
     let known = all.unwrap_or(&deletes);
-    admin.delete_offsets(group, &deletes, known).await?;
     let offsets: BTreeMap<Partition, Committed> = plan
         .iter()
         .filter_map(|p| {
@@ -863,8 +919,53 @@ async fn commit_group(
             })
         })
         .collect();
-    admin.commit(group, &offsets).await?;
-    Ok(CommitOutcome::Committed)
+    let change = GroupChange {
+        group,
+        deletes: &deletes,
+        known,
+        commits: &offsets,
+    };
+    CommitOutcome::Applied(group_commit::apply(admin, policy, cancel, &change).await)
+}
+
+/// A group whose change failed: each partition with the offset the broker holds as read back
+/// (`newOffset`), those at their target counted as reset.
+fn not_applied(
+    group: &str,
+    plan: &[PartitionPlan],
+    error: &str,
+    holds: &BTreeMap<Partition, Option<i64>>,
+) -> GroupResetResult {
+    let held = |p: &PartitionPlan| holds.get(&p.partition).copied().flatten();
+    let reset = plan.iter().filter(|p| held(p) == p.target).count();
+    GroupResetResult {
+        group: group.to_owned(),
+        outcome: GroupResetOutcome::Failed,
+        message: Some(format!(
+            "{error}; read back, {reset} of {} partition(s) hold their new offset (partitions[].newOffset: what the broker holds)",
+            plan.len()
+        )),
+        partitions_reset: Some(reset as i32),
+        partitions: Some(partition_results(plan, held)),
+    }
+}
+
+/// The per-partition detail of a group's status, `new_offset` giving each partition's offset
+/// after the reset.
+fn partition_results(
+    plan: &[PartitionPlan],
+    new_offset: impl Fn(&PartitionPlan) -> Option<i64>,
+) -> Vec<PartitionResetResult> {
+    plan.iter()
+        .take(MAX_PARTITIONS_IN_STATUS)
+        .map(|p| PartitionResetResult {
+            topic: p.partition.0.clone(),
+            partition: p.partition.1,
+            previous_offset: p.previous,
+            new_offset: new_offset(p),
+            clamped: p.clamped.then_some(true),
+        })
+        .collect()
 }
 
 fn failed(group: &str, message: String) -> GroupResetResult {
@@ -889,18 +990,7 @@ fn planned(
         outcome,
         message: Some(message.to_owned()),
         partitions_reset: Some(if counted { plan.len() as i32 } else { 0 }),
-        partitions: Some(
-            plan.iter()
-                .take(MAX_PARTITIONS_IN_STATUS)
-                .map(|p| PartitionResetResult {
-                    topic: p.partition.0.clone(),
-                    partition: p.partition.1,
-                    previous_offset: p.previous,
-                    new_offset: p.target,
-                    clamped: p.clamped.then_some(true),
-                })
-                .collect(),
-        ),
+        partitions: Some(partition_results(plan, |p| p.target)),
     }
 }
 

@@ -11,7 +11,8 @@ use futures::{StreamExt, stream};
 
 use super::{
     Context, DefaultSnapshots, SnapshotSearch,
-    execution::{self, Retryable},
+    execution::{self, Policy, Retryable},
+    group_commit::{self, Applied, GroupChange},
     time,
 };
 use crate::{
@@ -24,6 +25,7 @@ use crate::{
         groups::{Committed, GroupDescription, Partition},
         protocol::GroupAdmin,
     },
+    metrics::RetryCause,
     storage::{
         self, Location, StorageError, prior_art,
         snapshot::{
@@ -288,13 +290,31 @@ async fn run(
             let compare_now =
                 spec.operation == RollbackOperation::Verify || spec.dry_run || spec.verify_after_rollback;
             if compare_now && status.phase != Some(Phase::Failed) {
-                let partitions = all_partitions(&kafka).await?;
-                let current = read_groups(
-                    &kafka,
-                    &selected.keys().cloned().collect::<Vec<_>>(),
-                    Some(partitions),
-                )
-                .await?;
+                let read = async {
+                    let partitions = all_partitions(&kafka).await?;
+                    read_groups(
+                        &kafka,
+                        &selected.keys().cloned().collect::<Vec<_>>(),
+                        Some(partitions),
+                    )
+                    .await
+                };
+                let current = match read.await {
+                    Ok(current) => current,
+                    // After commits, what they did stays reported; only the comparison is
+                    // missing.
+                    Err(e) if spec.operation == RollbackOperation::Rollback && !spec.dry_run => {
+                        let said = status.message.take().unwrap_or_default();
+                        status.message = Some(format!(
+                            "{said}; but reading the offsets back to compare them with snapshot {snapshot_id} failed: {e}"
+                        ));
+                        if status.phase == Some(Phase::Completed) {
+                            status.phase = Some(Phase::Failed);
+                        }
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e),
+                };
                 let verification = compare(&selected, &current, strict, extra_is_difference);
                 let matched = verification.matched == Some(true);
                 let differences = verification.differences_total.unwrap_or(0);
@@ -423,9 +443,24 @@ fn cluster_name(spec: &KafkaOffsetRollbackSpec) -> String {
 }
 
 /// A cluster as this operation uses it: group offsets and topic metadata over the Kafka
-/// protocol.
+/// protocol, each request sent within the request budget of `spec.execution`.
 struct Connected {
     admin: Arc<GroupAdmin>,
+    policy: Policy,
+    cancel: tokio_util::sync::CancellationToken,
+}
+
+impl Connected {
+    /// Sends a request again while it fails for a passing reason, within the budget.
+    async fn request<T, F, Fut>(&self, send: F) -> Result<T, KafkaError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, kafka::protocol::ProtocolError>>,
+    {
+        execution::request(&self.policy, RetryCause::KafkaUnreachable, &self.cancel, send)
+            .await
+            .map_err(KafkaError::from)
+    }
 }
 
 async fn connect(spec: &KafkaOffsetRollbackSpec, ctx: &Context) -> Result<Connected, RollbackError> {
@@ -434,36 +469,51 @@ async fn connect(spec: &KafkaOffsetRollbackSpec, ctx: &Context) -> Result<Connec
         message: "is required for this operation".into(),
     })?;
     let access = ClusterAccess::read(cluster, &ctx.secrets)?;
-    let admin = Arc::new(kafka::group_admin(&access).await?);
-    Ok(Connected { admin })
+    let policy = Policy::of(spec.execution.as_ref());
+    let admin = execution::request(&policy, RetryCause::KafkaUnreachable, &ctx.cancel, || {
+        kafka::group_admin(&access)
+    })
+    .await?;
+    Ok(Connected {
+        admin: Arc::new(admin),
+        policy,
+        cancel: ctx.cancel.clone(),
+    })
 }
 
 /// Commits a group's snapshot offsets, after deleting those on `known` partitions the snapshot
-/// lacks when given; `Ok(Err)` for a group with active members, which is not touched.
+/// lacks when given, and says what the broker holds; `Err` when nothing of the group was
+/// changed (it has active members, or its offsets could not be read).
 async fn roll_back_group(
-    admin: &GroupAdmin,
+    kafka: &Connected,
     group: &str,
     description: &GroupDescription,
     offsets: &BTreeMap<Partition, Committed>,
     known: Option<&BTreeSet<Partition>>,
-) -> Result<Result<(), String>, KafkaError> {
+) -> Result<Applied, String> {
     if !description.is_inactive() {
-        return Ok(Err(format!(
+        return Err(format!(
             "consumer group {group} is {} with {} active member(s): stop its consumers first; nothing of this group was changed",
             description.state, description.members
-        )));
+        ));
     }
-    if let Some(known) = known {
-        let extra: BTreeSet<Partition> = admin
-            .committed(group, known)
-            .await?
+    let extra: BTreeSet<Partition> = match known {
+        Some(known) => kafka
+            .request(|| kafka.admin.committed(group, known))
+            .await
+            .map_err(|e| format!("{e}; nothing of this group was changed"))?
             .into_keys()
             .filter(|tp| !offsets.contains_key(tp))
-            .collect();
-        admin.delete_offsets(group, &extra, known).await?;
-    }
-    admin.commit(group, offsets).await?;
-    Ok(Ok(()))
+            .collect(),
+        None => BTreeSet::new(),
+    };
+    let change = GroupChange {
+        group,
+        deletes: &extra,
+        known: known.unwrap_or(&extra),
+        commits: offsets,
+    };
+    Ok(group_commit::apply(&kafka.admin, &kafka.policy, &kafka.cancel, &change).await)
 }
 
 fn info(snapshot: &OffsetSnapshot, uri: &str) -> RollbackSnapshotInfo {
@@ -502,7 +552,7 @@ fn select_groups(
 }
 
 async fn all_partitions(kafka: &Connected) -> Result<BTreeSet<Partition>, RollbackError> {
-    let topics = kafka.admin.topics().await.map_err(KafkaError::from)?;
+    let topics = kafka.request(|| kafka.admin.topics()).await?;
     Ok(topics
         .iter()
         .filter(|(t, _)| !t.starts_with("__"))
@@ -521,10 +571,8 @@ async fn read_groups(
         None => all_partitions(kafka).await?,
     };
     Ok(kafka
-        .admin
-        .committed_all(groups, &partitions, PARALLELISM)
-        .await
-        .map_err(KafkaError::from)?)
+        .request(|| kafka.admin.committed_all(groups, &partitions, PARALLELISM))
+        .await?)
 }
 
 async fn roll_back(
@@ -540,45 +588,77 @@ async fn roll_back(
     };
     let known = known.as_ref();
     let names: Vec<String> = groups.keys().cloned().collect();
-    let descriptions = kafka.admin.describe(&names).await.map_err(KafkaError::from)?;
-    let outcomes: Vec<(String, Result<(), String>)> = stream::iter(groups.iter())
+    let descriptions = kafka.request(|| kafka.admin.describe(&names)).await?;
+    let mut outcomes: Vec<(String, Result<Applied, String>)> = stream::iter(groups.iter())
         .map(|(group, offsets)| {
             let description = descriptions
                 .get(group)
                 .cloned()
                 .unwrap_or_else(GroupDescription::dead);
             async move {
-                let outcome = roll_back_group(&kafka.admin, group, &description, &offsets.committed(), known)
-                    .await
-                    .map_err(|e| e.to_string())
-                    .and_then(|r| r);
+                let outcome = roll_back_group(kafka, group, &description, &offsets.committed(), known).await;
                 (group.clone(), outcome)
             }
         })
         .buffer_unordered(PARALLELISM)
         .collect()
         .await;
-    let failed: Vec<String> = outcomes
+    outcomes.sort_by(|a, b| a.0.cmp(&b.0));
+    let (phase, message) = rollback_summary(&outcomes);
+    let rolled_back = outcomes
         .iter()
-        .filter_map(|(g, o)| o.as_ref().err().map(|e| format!("{g}: {e}")))
-        .collect();
-    let rolled_back = outcomes.len() - failed.len();
+        .filter(|(_, o)| o.as_ref().is_ok_and(Applied::is_done))
+        .count();
     status.groups_rolled_back = Some(rolled_back as i32);
-    status.groups_failed = Some(failed.len() as i32);
-    let (phase, message) = match (rolled_back, failed.len()) {
-        (_, 0) => (Phase::Completed, format!("{rolled_back} group(s) rolled back")),
-        (0, _) => (Phase::Failed, format!("rollback failed: {}", failed.join("; "))),
-        _ => (
-            Phase::PartiallyCompleted,
-            format!(
-                "{rolled_back} group(s) rolled back; failed: {}",
-                failed.join("; ")
-            ),
-        ),
-    };
+    status.groups_failed = Some((outcomes.len() - rolled_back) as i32);
     status.phase = Some(phase);
     status.message = Some(message);
     Ok(())
+}
+
+/// The phase and message of a rollback from each group's outcome: the groups rolled back (named
+/// when not all were), those that failed with what the broker holds, and those whose outcome is
+/// not known. Pure.
+fn rollback_summary(outcomes: &[(String, Result<Applied, String>)]) -> (Phase, String) {
+    let mut rolled_back = Vec::new();
+    let mut failed = Vec::new();
+    let mut unknown = Vec::new();
+    for (group, outcome) in outcomes {
+        match outcome {
+            Ok(applied) => match applied.failure() {
+                None => rolled_back.push(group.as_str()),
+                Some(why) if matches!(applied, Applied::Unknown { .. }) => {
+                    unknown.push(format!("{group}: {why}"))
+                }
+                Some(why) => failed.push(format!("{group}: {why}")),
+            },
+            Err(why) => failed.push(format!("{group}: {why}")),
+        }
+    }
+    if failed.is_empty() && unknown.is_empty() {
+        return (
+            Phase::Completed,
+            format!("{} group(s) rolled back", rolled_back.len()),
+        );
+    }
+    let mut message = match rolled_back.as_slice() {
+        [] => "no group rolled back".to_owned(),
+        names => format!("{} group(s) rolled back ({})", names.len(), names.join(", ")),
+    };
+    if !failed.is_empty() {
+        message.push_str(&format!("; failed: {}", failed.join("; ")));
+    }
+    if !unknown.is_empty() {
+        message.push_str(&format!(
+            "; not known whether rolled back: {}",
+            unknown.join("; ")
+        ));
+    }
+    let phase = match rolled_back.is_empty() {
+        true => Phase::Failed,
+        false => Phase::PartiallyCompleted,
+    };
+    (phase, message)
 }
 
 #[cfg(test)]

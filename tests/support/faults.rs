@@ -8,7 +8,8 @@
 //!   cut a connection once its client has sent N bytes, and add latency. In front of a broker
 //!   it reads the Kafka request frames: it can answer a request itself with an error code
 //!   (NOT_LEADER_OR_FOLLOWER to a Produce, say) instead of forwarding it, and switch itself to
-//!   refusing when the n-th request of an API arrives. Responses keep their order on a
+//!   refusing when the n-th request of an API arrives, or forward a request and lose its
+//!   response (the connection is cut once the broker has answered). Responses keep their order on a
 //!   connection, injected ones included.
 //! - [`HttpFaults`]: an HTTP proxy in front of an object store answering 500, 503 SlowDown or
 //!   403 AccessDenied (S3's XML error bodies) for a window, for one request in K or from some
@@ -78,6 +79,8 @@ pub struct TcpStats {
     pub dropped: AtomicU64,
     /// Kafka requests answered by the proxy with an error.
     pub injected: AtomicUsize,
+    /// Kafka responses lost (the broker answered, the connection was cut instead).
+    pub lost: AtomicUsize,
     /// Kafka requests seen, per API key.
     pub requests: Mutex<std::collections::BTreeMap<i16, usize>>,
     /// When each Kafka request was seen: (API key, time since the Unix epoch).
@@ -90,6 +93,8 @@ struct Control {
     cut_after: Mutex<Option<(usize, usize)>>,
     injections: Mutex<Vec<(KafkaInjection, usize, usize)>>,
     refuse_on: Mutex<Option<(i16, usize)>>,
+    /// API key whose responses are lost, and how many more.
+    lose_responses: Mutex<Option<(i16, usize)>>,
     /// Cancelled to cut every open connection; replaced by a fresh token afterwards.
     cut_all: Mutex<CancellationToken>,
     stats: Arc<TcpStats>,
@@ -140,6 +145,7 @@ impl TcpFaults {
             cut_after: Mutex::new(None),
             injections: Mutex::new(Vec::new()),
             refuse_on: Mutex::new(None),
+            lose_responses: Mutex::new(None),
             cut_all: Mutex::new(CancellationToken::new()),
             stats: Arc::default(),
         });
@@ -210,6 +216,13 @@ impl TcpFaults {
     /// (that request is not forwarded).
     pub fn refuse_on(&self, api_key: i16, nth: usize) {
         *self.control.refuse_on.lock().unwrap() = Some((api_key, nth));
+    }
+
+    /// Forwards the next `times` requests with `api_key`, but loses the broker's response to
+    /// each: the connection is cut once it arrives (the request took effect, its client never
+    /// hears of it).
+    pub fn lose_responses(&self, api_key: i16, times: usize) {
+        *self.control.lose_responses.lock().unwrap() = Some((api_key, times));
     }
 }
 
@@ -320,6 +333,8 @@ async fn connection(
 enum Slot {
     /// The broker's next response frame.
     Forwarded,
+    /// The broker's next response frame, which is lost: the connection is cut instead.
+    Lost,
     /// An answer made by the proxy.
     Injected(Bytes),
 }
@@ -448,7 +463,17 @@ impl Link {
             }
             sent += frame.len();
             if request.expects_response(&frame) {
-                let _ = slots.send(Slot::Forwarded);
+                let lose = {
+                    let mut lose = self.control.lose_responses.lock().unwrap();
+                    match lose.as_mut() {
+                        Some((key, left)) if *key == request.api_key && *left > 0 => {
+                            *left -= 1;
+                            true
+                        }
+                        _ => false,
+                    }
+                };
+                let _ = slots.send(if lose { Slot::Lost } else { Slot::Forwarded });
             }
             if to.write_all(&frame).await.is_err() {
                 return;
@@ -470,6 +495,12 @@ impl Link {
                     Some(frame) => frame,
                     None => return,
                 },
+                Slot::Lost => {
+                    let _ = read_frame(&mut from).await;
+                    self.control.stats.lost.fetch_add(1, Ordering::Relaxed);
+                    self.cut_now();
+                    return;
+                }
             };
             if !self.admit(frame.len()).await {
                 continue;

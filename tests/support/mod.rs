@@ -52,6 +52,37 @@ pub fn azurite_secrets() -> kafka_backup_operator::secrets::SecretStore {
     }
 }
 
+/// Every file below `dir`, sorted.
+pub fn files_below(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Copies the files below `from` to `to` (writable, whatever the source's permissions).
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    for file in files_below(from) {
+        let target = to.join(file.strip_prefix(from).unwrap());
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::copy(&file, &target).unwrap();
+        let mut perms = std::fs::metadata(&target).unwrap().permissions();
+        #[allow(clippy::permissions_set_readonly_false)]
+        perms.set_readonly(false);
+        std::fs::set_permissions(&target, perms).unwrap();
+    }
+}
+
 /// The cluster of `KUBECONFIG`, for the ignored cluster tests.
 pub mod cluster;
 /// The fault harness: proxies that break, a disk that fills up, the fault matrix.
@@ -324,6 +355,47 @@ pub fn run_f(
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     let document = serde_saphyr::from_str(&stdout).unwrap_or(serde_json::Value::Null);
     (output.status.success(), document, stderr)
+}
+
+/// Writes a resource for `run -f` into `dir`/`name`.yaml: its path.
+pub fn write_run_manifest(
+    dir: &std::path::Path,
+    kind: &str,
+    name: &str,
+    spec: serde_json::Value,
+) -> std::path::PathBuf {
+    let path = dir.join(format!("{name}.yaml"));
+    let doc = serde_json::json!({"apiVersion": "kafka.oso.sh/v1beta1", "kind": kind,
+        "metadata": {"name": name}, "spec": spec});
+    std::fs::write(&path, serde_json::to_string(&doc).unwrap()).unwrap();
+    path
+}
+
+/// Runs `run -f <file> --pvc-root <root>` and SIGKILLs it after `after`; whether it was still
+/// running then.
+pub fn run_and_kill(file: &std::path::Path, root: &std::path::Path, after: std::time::Duration) -> bool {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kafka-backup-operator"))
+        .args(["run", "-f"])
+        .arg(file)
+        .arg("--pvc-root")
+        .arg(root)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(after);
+    let running = child.try_wait().unwrap().is_none();
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    running
+}
+
+/// Runs `run -f <file> --pvc-root <root>` to its end, which must be a success: the printed
+/// status.
+pub fn run_to_end(file: &std::path::Path, root: &std::path::Path) -> serde_json::Value {
+    let (ok, document, stderr) = run_f(file, |c| c.arg("--pvc-root").arg(root));
+    assert!(ok, "run -f failed: {document}\n{stderr}");
+    document["status"].clone()
 }
 
 /// Produces `count` records to each of the topic's `partitions` through a client of `config`:

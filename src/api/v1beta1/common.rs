@@ -423,8 +423,9 @@ pub struct ExecutionSpec {
     #[schemars(range(min = 1))]
     pub deadline_seconds: Option<i64>,
     /// Seconds a failing request to storage (S3, Azure, GCS: a refused, lost or timed-out
-    /// connection, HTTP 5xx, 503 SlowDown, 429), and a backup's reading of records while the
-    /// Kafka cluster is away, are retried within an attempt, waiting 100 ms at first and
+    /// connection, HTTP 5xx, 503 SlowDown, 429), a backup's reading of records while the Kafka
+    /// cluster is away, and the Kafka requests of an offset reset or rollback, are retried
+    /// within an attempt, waiting 100 ms at first and
     /// doubling up to 15 s, with jitter, before the attempt fails with its last error (120 when
     /// absent). An outage shorter than this costs no attempt; `retries` decides whether another
     /// attempt follows a longer one.
