@@ -7,6 +7,7 @@ pub mod execution;
 pub mod offset_reset;
 pub mod offset_rollback;
 pub mod restore;
+pub mod shard;
 pub mod validation;
 
 use std::{
