@@ -28,6 +28,11 @@ enum Command {
     /// rules as the admission webhook; print its resulting status as YAML. Exit code 0 when it
     /// completed. Secrets come from --secrets-dir DIR/<secret>/<key>.
     Run(run::RunArgs),
+    /// Execute one shard of a resource's run split over workers (`run -f --workers N`, or an
+    /// Indexed Job's pod with JOB_COMPLETION_INDEX): copies the shard's partitions and stores
+    /// its result for the coordinator to merge; print the shard's status as YAML. Exit code 0
+    /// when the shard completed. Same options as `run`.
+    Worker(run::WorkerArgs),
     /// Check an evidence report of a KafkaBackupValidation: its SHA-256 digest and, when signed,
     /// its signature. Exit code 0 only when both hold.
     VerifyEvidence(VerifyEvidenceArgs),
@@ -130,6 +135,14 @@ fn main() -> ExitCode {
         Command::Run(args) => {
             server::init_logging();
             match run::run_blocking(args) {
+                Ok(true) => Ok(()),
+                Ok(false) => return ExitCode::FAILURE,
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        Command::Worker(args) => {
+            server::init_logging();
+            match run::worker_blocking(args) {
                 Ok(true) => Ok(()),
                 Ok(false) => return ExitCode::FAILURE,
                 Err(e) => Err(e.to_string()),

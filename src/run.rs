@@ -42,6 +42,37 @@ use crate::{
 /// Arguments of `run`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct RunArgs {
+    /// The resource and where what it needs comes from.
+    #[command(flatten)]
+    pub resource: ResourceArgs,
+    /// Run a scheduled resource once, now, instead of on its schedule.
+    #[arg(long)]
+    pub once: bool,
+    /// Split a one-shot KafkaBackup over N worker processes of this program (`worker`), each
+    /// copying its share of the partitions into the same backup set; their results are merged
+    /// into the set's manifest when all have ended. 1: everything in this process.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: u16,
+}
+
+/// Arguments of `worker`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct WorkerArgs {
+    /// The resource and where what it needs comes from, as for `run`.
+    #[command(flatten)]
+    pub resource: ResourceArgs,
+    /// The shard this worker runs, 0 to --shards - 1 (an Indexed Job's pod has it in
+    /// JOB_COMPLETION_INDEX).
+    #[arg(long, env = "JOB_COMPLETION_INDEX")]
+    pub shard_index: usize,
+    /// How many shards the coordinator split the run into.
+    #[arg(long)]
+    pub shards: usize,
+}
+
+/// The resource `run` and `worker` execute, and where what it needs comes from.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ResourceArgs {
     /// The manifest: one KafkaOffsetReset, KafkaOffsetRollback, KafkaBackup, KafkaRestore or
     /// KafkaBackupValidation, either API version.
     #[arg(short = 'f', long = "filename")]
@@ -55,9 +86,6 @@ pub struct RunArgs {
     /// Namespace recorded for the resource when the manifest has none.
     #[arg(short = 'n', long)]
     pub namespace: Option<String>,
-    /// Run a scheduled resource once, now, instead of on its schedule.
-    #[arg(long)]
-    pub once: bool,
     /// State directory, as for `serve`
     /// [default: $XDG_STATE_HOME/kafka-backup-operator or $HOME/.local/state/kafka-backup-operator].
     #[arg(long, env = "KBO_STATE_DIR", value_name = "DIR")]
@@ -126,6 +154,17 @@ pub enum RunError {
     /// The status could not be printed.
     #[error("cannot print the status: {0}")]
     Print(String),
+    /// This kind runs in one process only.
+    #[error("{option}: {kind} runs in one process; only a one-shot KafkaBackup is split over workers")]
+    NotSharded {
+        /// The option asking for workers.
+        option: &'static str,
+        /// The kind.
+        kind: String,
+    },
+    /// The shard asked for does not exist.
+    #[error(transparent)]
+    Shard(#[from] ops::shard::ShardError),
 }
 
 /// The outcome of a run: the status document and whether the operation completed.
@@ -137,8 +176,104 @@ pub struct RunOutcome {
     pub completed: bool,
 }
 
+/// A resource read, admitted and ready to execute.
+struct Loaded {
+    kind: String,
+    /// The admitted object, as v1beta1.
+    hub: Value,
+    ctx: Context,
+    /// The embedded default location.
+    embedded: PathBuf,
+}
+
 /// Reads, admits and executes the manifest; prints warnings and progress on stderr.
 pub async fn run(args: &RunArgs) -> Result<RunOutcome, RunError> {
+    let Loaded {
+        kind,
+        hub,
+        ctx,
+        embedded,
+    } = load(&args.resource)?;
+    let path = &args.resource.file;
+    if args.workers > 1 && kind != "KafkaBackup" {
+        return Err(RunError::NotSharded {
+            option: "--workers",
+            kind,
+        });
+    }
+    let status = match kind.as_str() {
+        "KafkaOffsetReset" => {
+            let reset: v1beta1::KafkaOffsetReset = decode(path, hub)?;
+            to_value(ops::offset_reset::execute(&reset, &ctx).await)?
+        }
+        "KafkaOffsetRollback" => {
+            let rollback: v1beta1::KafkaOffsetRollback = decode(path, hub)?;
+            to_value(ops::offset_rollback::execute(&rollback, &ctx).await)?
+        }
+        "KafkaBackup" => {
+            let backup: v1beta1::KafkaBackup = decode(path, hub)?;
+            let workers = (args.workers > 1).then(|| Workers {
+                count: usize::from(args.workers),
+                runner: worker_processes(&args.resource),
+            });
+            match (&backup.spec.schedule, args.once) {
+                (Some(schedule), false) => {
+                    to_value(scheduled_backup(&backup, schedule, &ctx, workers.as_ref()).await)?
+                }
+                _ => to_value(backup_once(&backup, &ctx, workers.as_ref()).await)?,
+            }
+        }
+        "KafkaRestore" => {
+            let restore: v1beta1::KafkaRestore = decode(path, hub)?;
+            to_value(ops::restore::execute(&restore, &ctx).await)?
+        }
+        "KafkaBackupValidation" => {
+            let validation: v1beta1::KafkaBackupValidation = decode(path, hub)?;
+            match (&validation.spec.schedule, args.once || validation.spec.suspend) {
+                (Some(schedule), false) => {
+                    let initial = v1beta1::KafkaBackupValidationStatus {
+                        phase: Some(v1beta1::RunPhase::Pending),
+                        backup_id: validation.spec.backup_ref.backup_id.clone(),
+                        ..Default::default()
+                    };
+                    let run = || ops::validation::execute(&validation, &ctx);
+                    to_value(on_schedule(schedule, &ctx, initial, run).await)?
+                }
+                _ => to_value(ops::validation::execute(&validation, &ctx).await)?,
+            }
+        }
+        other => return Err(RunError::Unsupported { kind: other.into() }),
+    };
+    outcome(status, &embedded)
+}
+
+/// Runs one shard of a resource's run split over workers (`worker`); prints warnings and
+/// progress on stderr.
+pub async fn worker(args: &WorkerArgs) -> Result<RunOutcome, RunError> {
+    let shard = ops::shard::ShardIndex::new(args.shard_index, args.shards)?;
+    let Loaded {
+        kind,
+        hub,
+        ctx,
+        embedded,
+    } = load(&args.resource)?;
+    let status = match kind.as_str() {
+        "KafkaBackup" => {
+            let backup: v1beta1::KafkaBackup = decode(&args.resource.file, hub)?;
+            to_value(ops::backup::execute_shard(&backup, &ctx, shard).await)?
+        }
+        _ => {
+            return Err(RunError::NotSharded {
+                option: "worker",
+                kind,
+            });
+        }
+    };
+    outcome(status, &embedded)
+}
+
+/// Reads and admits the manifest and makes the context to execute it in (Ctrl-C cancels it).
+fn load(args: &ResourceArgs) -> Result<Loaded, RunError> {
     let path = &args.file;
     let object = read_manifest(path)?;
     let admitted = admit(path, &object)?;
@@ -181,46 +316,20 @@ pub async fn run(args: &RunArgs) -> Result<RunOutcome, RunError> {
         attempt_failed: Arc::new(print_retry),
         default_snapshots: DefaultSnapshots::Embedded(embedded.clone()),
     };
-    let status = match kind.as_str() {
-        "KafkaOffsetReset" => {
-            let reset: v1beta1::KafkaOffsetReset = decode(path, hub)?;
-            to_value(ops::offset_reset::execute(&reset, &ctx).await)?
-        }
-        "KafkaOffsetRollback" => {
-            let rollback: v1beta1::KafkaOffsetRollback = decode(path, hub)?;
-            to_value(ops::offset_rollback::execute(&rollback, &ctx).await)?
-        }
-        "KafkaBackup" => {
-            let backup: v1beta1::KafkaBackup = decode(path, hub)?;
-            match (&backup.spec.schedule, args.once) {
-                (Some(schedule), false) => to_value(scheduled_backup(&backup, schedule, &ctx).await)?,
-                _ => to_value(ops::backup::execute(&backup, &ctx).await)?,
-            }
-        }
-        "KafkaRestore" => {
-            let restore: v1beta1::KafkaRestore = decode(path, hub)?;
-            to_value(ops::restore::execute(&restore, &ctx).await)?
-        }
-        "KafkaBackupValidation" => {
-            let validation: v1beta1::KafkaBackupValidation = decode(path, hub)?;
-            match (&validation.spec.schedule, args.once || validation.spec.suspend) {
-                (Some(schedule), false) => {
-                    let initial = v1beta1::KafkaBackupValidationStatus {
-                        phase: Some(v1beta1::RunPhase::Pending),
-                        backup_id: validation.spec.backup_ref.backup_id.clone(),
-                        ..Default::default()
-                    };
-                    let run = || ops::validation::execute(&validation, &ctx);
-                    to_value(on_schedule(schedule, &ctx, initial, run).await)?
-                }
-                _ => to_value(ops::validation::execute(&validation, &ctx).await)?,
-            }
-        }
-        other => return Err(RunError::Unsupported { kind: other.into() }),
-    };
+    Ok(Loaded {
+        kind,
+        hub,
+        ctx,
+        embedded,
+    })
+}
+
+/// The outcome of a run whose status is `status`; says where a snapshot in the embedded default
+/// location went.
+fn outcome(status: Value, embedded: &Path) -> Result<RunOutcome, RunError> {
     if let Some(uri) = status.pointer("/snapshot/location").and_then(Value::as_str)
         && let Some(path) = uri.strip_prefix("file://")
-        && Path::new(path).starts_with(&embedded)
+        && Path::new(path).starts_with(embedded)
     {
         eprintln!(
             "offset snapshot {uri}: in the embedded default location {} (listed by `kubectl get offsetsnapshots` of a local `serve` with this catalog directory)",
@@ -238,18 +347,187 @@ pub async fn run(args: &RunArgs) -> Result<RunOutcome, RunError> {
     })
 }
 
+/// Worker processes a KafkaBackup's run is split over (`--workers`).
+struct Workers {
+    count: usize,
+    runner: Box<ops::backup::ShardRunner>,
+}
+
+/// Runs a KafkaBackup once: in this process, or split over `workers`.
+async fn backup_once(
+    backup: &v1beta1::KafkaBackup,
+    ctx: &Context,
+    workers: Option<&Workers>,
+) -> v1beta1::KafkaBackupStatus {
+    match workers {
+        None => ops::backup::execute(backup, ctx).await,
+        Some(w) => ops::backup::execute_split(backup, ctx, w.count, w.runner.as_ref()).await,
+    }
+}
+
 /// Runs a scheduled KafkaBackup on its schedule until interrupted (see [`on_schedule`]).
 async fn scheduled_backup(
     backup: &v1beta1::KafkaBackup,
     schedule: &str,
     ctx: &Context,
+    workers: Option<&Workers>,
 ) -> v1beta1::KafkaBackupStatus {
     let initial = v1beta1::KafkaBackupStatus {
         phase: Some(v1beta1::RunPhase::Pending),
         backup_id: Some(ops::backup::backup_id(backup)),
         ..Default::default()
     };
-    on_schedule(schedule, ctx, initial, || ops::backup::execute(backup, ctx)).await
+    on_schedule(schedule, ctx, initial, || backup_once(backup, ctx, workers)).await
+}
+
+/// How long a worker has to stop after its run was cancelled before it is killed (it stops
+/// after a final checkpoint; a killed one continues where its last checkpoint was).
+const WORKER_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Runs each shard as a `worker` process of this program with the same options: its stderr
+/// is forwarded line by line, prefixed with its shard, and the records every worker reports are
+/// summed up as the run's progress.
+fn worker_processes(args: &ResourceArgs) -> Box<ops::backup::ShardRunner> {
+    let args = args.clone();
+    let done: Arc<std::sync::Mutex<std::collections::BTreeMap<usize, u64>>> = Arc::default();
+    Box::new(move |shard, ctx| {
+        let (args, done) = (args.clone(), done.clone());
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || run_worker_process(&args, shard, &ctx, &done))
+                .await
+                .map_err(|e| format!("waiting for the worker failed: {e}"))?
+        })
+    })
+}
+
+/// Starts the worker of `shard` and waits for it; `Err` says how it ended when not well.
+fn run_worker_process(
+    args: &ResourceArgs,
+    shard: ops::shard::ShardIndex,
+    ctx: &Context,
+    done: &std::sync::Mutex<std::collections::BTreeMap<usize, u64>>,
+) -> Result<(), String> {
+    use std::io::{BufRead, Read};
+    use std::process::{Command, Stdio};
+    let exe =
+        std::env::current_exe().map_err(|e| format!("cannot find this program to start a worker: {e}"))?;
+    let mut command = Command::new(exe);
+    command
+        .arg("worker")
+        .arg("-f")
+        .arg(&args.file)
+        .arg("--shard-index")
+        .arg(shard.index.to_string())
+        .arg("--shards")
+        .arg(shard.count.to_string())
+        .arg("--pvc-root")
+        .arg(&args.pvc_root);
+    for (flag, value) in [
+        ("--secrets-dir", &args.secrets_dir),
+        ("--state-dir", &args.state_dir),
+        ("--catalog-dir", &args.catalog_dir),
+    ] {
+        if let Some(value) = value {
+            command.arg(flag).arg(value);
+        }
+    }
+    if let Some(namespace) = &args.namespace {
+        command.arg("--namespace").arg(namespace);
+    }
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start the worker: {e}"))?;
+    let pid = child.id();
+    eprintln!("{shard}: worker process {pid}");
+    let prefix = format!("[shard {}/{}]", shard.index, shard.count);
+    let stderr = child.stderr.take();
+    let forward = std::thread::scope(|scope| {
+        let forwarding = scope.spawn(|| {
+            let Some(stderr) = stderr else { return };
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("{prefix} {line}");
+                if let Some(records) = reported_records(&line)
+                    && let Ok(mut done) = done.lock()
+                {
+                    done.insert(shard.index, records);
+                    let total: u64 = done.values().sum();
+                    ctx.report(
+                        total,
+                        None,
+                        format!("records backed up by {} workers", shard.count),
+                    );
+                }
+            }
+        });
+        let stdout = child.stdout.take();
+        let collecting = scope.spawn(|| {
+            let mut printed = String::new();
+            if let Some(mut stdout) = stdout {
+                let _ = stdout.read_to_string(&mut printed);
+            }
+            printed
+        });
+        let ended = wait_for_worker(&mut child, ctx);
+        let _ = forwarding.join();
+        let stdout = collecting.join().unwrap_or_default();
+        ended.map(|status| (status, stdout))
+    });
+    let (status, stdout) = forward.map_err(|e| format!("waiting for worker process {pid}: {e}"))?;
+    let printed: Value = serde_saphyr::from_str(&stdout).unwrap_or_default();
+    let field = |name: &str| {
+        printed
+            .pointer(&format!("/status/{name}"))
+            .and_then(Value::as_str)
+            .unwrap_or("-")
+            .to_owned()
+    };
+    eprintln!("{shard}: {}: {}", field("phase"), field("message"));
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("process {pid} ended with {status}"))
+    }
+}
+
+/// Waits for a worker; once the run is cancelled it is interrupted (SIGINT), and killed when
+/// it has not stopped within [`WORKER_GRACE`].
+fn wait_for_worker(
+    child: &mut std::process::Child,
+    ctx: &Context,
+) -> std::io::Result<std::process::ExitStatus> {
+    let mut interrupted: Option<std::time::Instant> = None;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if ctx.cancel.is_cancelled() {
+            match interrupted {
+                None => {
+                    if let Some(pid) = i32::try_from(child.id())
+                        .ok()
+                        .and_then(rustix::process::Pid::from_raw)
+                    {
+                        let _ = rustix::process::kill_process(pid, rustix::process::Signal::INT);
+                    }
+                    interrupted = Some(std::time::Instant::now());
+                }
+                Some(at) if at.elapsed() >= WORKER_GRACE => {
+                    let _ = child.kill();
+                }
+                Some(_) => {}
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// The records a worker's progress line (`progress: <records> ...`) reports.
+fn reported_records(line: &str) -> Option<u64> {
+    let rest = line.strip_prefix("progress: ")?;
+    rest.split(['/', ' ']).next()?.parse().ok()
 }
 
 /// The status of a resource that runs on a schedule (KafkaBackup, KafkaBackupValidation).
@@ -326,21 +604,35 @@ where
 
 /// Runs [`run`] on a new runtime and prints the status; the process exit code follows the phase.
 pub fn run_blocking(args: &RunArgs) -> Result<bool, RunError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| RunError::Read {
-            path: PathBuf::from("<tokio runtime>"),
-            source,
-        })?;
+    let runtime = runtime()?;
     let outcome = runtime.block_on(run(args))?;
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     print!("{}", outcome.status_yaml);
     Ok(outcome.completed)
 }
 
+/// Runs [`worker`] on a new runtime and prints the shard's status; the process exit code
+/// follows its phase.
+pub fn worker_blocking(args: &WorkerArgs) -> Result<bool, RunError> {
+    let runtime = runtime()?;
+    let outcome = runtime.block_on(worker(args))?;
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    print!("{}", outcome.status_yaml);
+    Ok(outcome.completed)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, RunError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| RunError::Read {
+            path: PathBuf::from("<tokio runtime>"),
+            source,
+        })
+}
+
 /// The directory of the embedded default location, as `serve` computes it.
-fn embedded_default_dir(args: &RunArgs) -> Result<PathBuf, RunError> {
+fn embedded_default_dir(args: &ResourceArgs) -> Result<PathBuf, RunError> {
     match &args.catalog_dir {
         Some(dir) => Ok(dir.clone()),
         None => crate::server::state_dir(args.state_dir.as_deref())

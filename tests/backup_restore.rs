@@ -1791,3 +1791,197 @@ async fn a_cancelled_backup_counts_only_the_partitions_it_finished() {
     assert_eq!(progress.partitions_total, Some(4));
     assert!(progress.partitions_done.unwrap() < 4, "{progress:?}");
 }
+
+/// A Secrets directory for `run -f` holding Secret `s3` (SeaweedFS's credentials).
+fn secrets_dir(root: &Path) -> std::path::PathBuf {
+    let dir = root.join("secrets");
+    std::fs::create_dir_all(dir.join("s3")).unwrap();
+    std::fs::write(dir.join("s3/AWS_ACCESS_KEY_ID"), "test").unwrap();
+    std::fs::write(dir.join("s3/AWS_SECRET_ACCESS_KEY"), "test").unwrap();
+    dir
+}
+
+/// `run -f FILE --workers N` (or `worker -f FILE --shard-index I --shards N`) of the binary.
+fn sharded(command: &str, file: &Path, root: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(binary());
+    c.args([command, "-f"])
+        .arg(file)
+        .arg("--pvc-root")
+        .arg(root)
+        .arg("--secrets-dir")
+        .arg(secrets_dir(root))
+        .args(args);
+    c
+}
+
+/// Runs a command to its end: whether it succeeded, the printed status, stderr.
+fn status_of(mut command: Command) -> (bool, Value, String) {
+    let out = command.output().unwrap();
+    let doc: Value = serde_saphyr::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap_or(Value::Null);
+    (
+        out.status.success(),
+        doc["status"].clone(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_backup_split_over_four_workers_is_one_complete_set_that_restores_exactly() {
+    let Some(bootstrap) = broker() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let source = unique("workers-src");
+    create_topic(&bootstrap, &source, 8).await;
+    // Uneven partitions, so the shards are balanced by weight rather than by count.
+    let mut records = records_for(8, 400, 1_700_000_000_000);
+    records.extend(records_for(2, 1500, 1_700_100_000_000));
+    produce(&bootstrap, &source, &records).await;
+    let mut storages = vec![pvc_storage()];
+    storages.extend(s3_storage(&unique("workers")));
+    for storage in storages {
+        let id = unique("workers");
+        let file = write_manifest(
+            root.path(),
+            "KafkaBackup",
+            "split",
+            json!({"kafkaCluster": {"bootstrapServers": [bootstrap]}, "topics": [source],
+                "storage": storage, "backupId": id, "segmentMaxBytes": 65_536,
+                "checkpoint": {"intervalSeconds": 1}, "compression": "Zstd"}),
+        );
+        let (ok, status, stderr) = status_of(sharded("run", &file, root.path(), &["--workers", "4"]));
+        assert!(ok, "{status}\n{stderr}");
+        assert_eq!(status["phase"], "Completed", "{status}");
+        assert_eq!(status["progress"]["records"], records.len() as i64, "{status}");
+        assert_eq!(status["progress"]["partitionsDone"], 8, "{status}");
+        assert_eq!(status["progress"]["bytes"], record_bytes(&records), "{status}");
+        assert!(
+            status["message"].as_str().unwrap().ends_with("by 4 workers"),
+            "{status}"
+        );
+        for shard in 0..4 {
+            assert!(
+                stderr.contains(&format!("shard {shard} of 4: worker process"))
+                    && stderr.contains(&format!("shard {shard} of 4: Completed")),
+                "shard {shard} not reported: {stderr}"
+            );
+        }
+        let location = open_location(root.path(), &storage);
+        let manifest = read_manifest(&location, &id).await.unwrap().unwrap();
+        assert_eq!(manifest.state, SetState::Complete);
+        assert_eq!(manifest.current_run, None);
+        assert_eq!(manifest.runs.len(), 1);
+        assert_eq!(manifest.runs[0].records, records.len() as u64);
+        assert_consistent(&location, &id).await;
+        // The shards' results are merged and gone: the manifest is the set's one index.
+        let left = location.list(&format!("{}/shards", set_dir(&id))).await.unwrap();
+        assert!(left.is_empty(), "{left:?}");
+        let got = restored(root.path(), &bootstrap, &storage, &id, &source, 8).await;
+        assert_same(&got, &by_partition(&records));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_worker_run_again_completes_its_shard_without_loss_or_duplicate() {
+    let Some(bootstrap) = broker() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let source = unique("killw-src");
+    create_topic(&bootstrap, &source, 8).await;
+    let first = records_for(8, 2000, 1_700_000_000_000);
+    produce(&bootstrap, &source, &first).await;
+    let id = unique("killw");
+    let spec = |limit: Option<i64>| {
+        let mut s = json!({"kafkaCluster": {"bootstrapServers": [bootstrap]}, "topics": [source],
+            "storage": pvc_storage(), "backupId": id, "segmentMaxBytes": 65_536,
+            "segmentMaxIntervalMs": 500, "checkpoint": {"intervalSeconds": 1},
+            "stopAtCurrentOffsets": true, "compression": "None"});
+        if let Some(l) = limit {
+            // Per worker: 4000 records of its two partitions take each worker about 8 s.
+            s["rateLimiting"] = json!({"recordsPerSec": l});
+        }
+        s
+    };
+    let slow = write_manifest(root.path(), "KafkaBackup", "killw-slow", spec(Some(500)));
+    let mut coordinator = sharded("run", &slow, root.path(), &["--workers", "4"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (pid_tx, pid_rx) = std::sync::mpsc::channel::<(usize, u32)>();
+    let stderr = coordinator.stderr.take().unwrap();
+    let collected = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix("shard ")
+                && let Some((index, pid)) = rest.split_once(" of 4: worker process ")
+            {
+                let _ = pid_tx.send((index.parse().unwrap(), pid.trim().parse().unwrap()));
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let mut pids = BTreeMap::new();
+    while pids.len() < 4 {
+        let (index, pid) = pid_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        pids.insert(index, pid);
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let location = open_location(root.path(), &pvc_storage());
+    let killed = Command::new("kill")
+        .args(["-9", &pids[&1].to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = coordinator.wait_with_output().unwrap();
+    let stderr = collected.join().unwrap();
+    assert!(
+        !out.status.success(),
+        "the run with a killed worker succeeded: {stderr}"
+    );
+    let status: Value = serde_saphyr::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    let message = status["status"]["message"].as_str().unwrap().to_owned();
+    assert_eq!(status["status"]["phase"], "Failed", "{status}");
+    assert!(
+        message.starts_with("shard 1 of 4: did not finish") && message.contains("signal: 9"),
+        "{message}"
+    );
+    // No Complete manifest without every shard.
+    let manifest = read_manifest(&location, &id).await.unwrap().unwrap();
+    assert_eq!(manifest.state, SetState::InProgress);
+
+    // Records produced now are beyond the stop offsets the coordinator captured.
+    let later = records_for(8, 10, 1_700_100_000_000);
+    produce(&bootstrap, &source, &later).await;
+    let fast = write_manifest(root.path(), "KafkaBackup", "killw-fast", spec(None));
+    let (ok, shard, stderr) = status_of(sharded(
+        "worker",
+        &fast,
+        root.path(),
+        &["--shard-index", "1", "--shards", "4"],
+    ));
+    assert!(ok, "{shard}\n{stderr}");
+    assert_eq!(shard["phase"], "Completed", "{shard}");
+    assert!(
+        shard["message"].as_str().unwrap().contains("by shard 1 of 4"),
+        "{shard}"
+    );
+    // A worker never completes the set itself.
+    let manifest = read_manifest(&location, &id).await.unwrap().unwrap();
+    assert_eq!(manifest.state, SetState::InProgress);
+
+    // The coordinator again: the other shards are complete already, the merge makes the set.
+    let (ok, status, stderr) = status_of(sharded("run", &fast, root.path(), &["--workers", "4"]));
+    assert!(ok, "{status}\n{stderr}");
+    assert_eq!(status["phase"], "Completed", "{status}");
+    let manifest = read_manifest(&location, &id).await.unwrap().unwrap();
+    assert_eq!(manifest.state, SetState::Complete);
+    for (p, entry) in &manifest.topics[&source].partitions {
+        let records: u64 = entry.segments.iter().map(|s| s.records).sum();
+        assert_eq!(records, 2000, "partition {p}: stops at the captured end");
+        assert_eq!(entry.next_offset, 2000, "partition {p}");
+    }
+    assert_consistent(&location, &id).await;
+    let got = restored(root.path(), &bootstrap, &pvc_storage(), &id, &source, 8).await;
+    assert_same(&got, &by_partition(&first));
+}
