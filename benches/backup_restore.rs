@@ -262,16 +262,16 @@ fn main() {
         );
         reference_rows(&bootstrap, &topic, records, payload, run_id, &runtime, &mut rows);
     }
+    let backup_document = |storage: Value, compression: &str, id: &str| -> Value {
+        json!({"apiVersion": "kafka.oso.sh/v1beta1", "kind": "KafkaBackup",
+        "metadata": {"name": id},
+        "spec": {"kafkaCluster": {"bootstrapServers": [bootstrap]}, "topics": [topic],
+            "storage": storage, "backupId": id, "compression": compression,
+            "includeOffsetHeaders": false, "segmentMaxBytes": 8_388_608,
+            "memoryBudgetBytes": 134_217_728, "rateLimiting": {"maxConcurrentPartitions": PARTITIONS}}})
+    };
     let backup_spec = |storage: Value, compression: &str, id: &str| -> KafkaBackup {
-        serde_json::from_value(
-            json!({"apiVersion": "kafka.oso.sh/v1beta1", "kind": "KafkaBackup",
-            "metadata": {"name": id},
-            "spec": {"kafkaCluster": {"bootstrapServers": [bootstrap]}, "topics": [topic],
-                "storage": storage, "backupId": id, "compression": compression,
-                "includeOffsetHeaders": false, "segmentMaxBytes": 8_388_608,
-                "memoryBudgetBytes": 134_217_728, "rateLimiting": {"maxConcurrentPartitions": PARTITIONS}}}),
-        )
-        .unwrap()
+        serde_json::from_value(backup_document(storage, compression, id)).unwrap()
     };
     let pvc = json!({"type": "PVC", "pvc": {"claimName": "bench"}});
     let mut storages = vec![("local", pvc.clone())];
@@ -305,6 +305,51 @@ fn main() {
                 );
                 String::new()
             }));
+        }
+    }
+    // The same backup split over worker processes: `run -f --workers N` of the operator binary,
+    // N `worker` processes each copying its share of the partitions. CPU s counts the run -f
+    // process and its workers. On two shared cores the wall time cannot scale with N; the CPU
+    // per GB should stay flat (each worker's own rate, times N, until the broker or the storage
+    // is the limit).
+    for (where_, storage) in &storages {
+        for workers in [1, 2, 4] {
+            let name = format!("backup Zstd -> {where_}, {workers} worker processes");
+            if !here(&name, step, wanted(&name), run_id, &root, &mut rows) {
+                continue;
+            }
+            let id = format!("bench-{}-workers{workers}-{run_id}", where_.to_lowercase());
+            let manifest = root.join(format!("{id}.json"));
+            let document = backup_document(storage.clone(), "Zstd", &id);
+            std::fs::write(&manifest, serde_json::to_vec(&document).unwrap()).unwrap();
+            let secrets = root.join("secrets");
+            std::fs::create_dir_all(secrets.join("s3")).unwrap();
+            std::fs::write(secrets.join("s3/AWS_ACCESS_KEY_ID"), "test").unwrap();
+            std::fs::write(secrets.join("s3/AWS_SECRET_ACCESS_KEY"), "test").unwrap();
+            let mut row = measure(&name, payload, "run -f --workers", || {
+                let out = Command::new(env!("CARGO_BIN_EXE_kafka-backup-operator"))
+                    .args(["run", "-f"])
+                    .arg(&manifest)
+                    .arg("--workers")
+                    .arg(workers.to_string())
+                    .arg("--pvc-root")
+                    .arg(&root)
+                    .arg("--secrets-dir")
+                    .arg(&secrets)
+                    .stderr(Stdio::null())
+                    .output()
+                    .unwrap();
+                let printed = String::from_utf8_lossy(&out.stdout);
+                assert!(out.status.success(), "{printed}");
+                let status: Value = serde_saphyr::from_str(&printed).unwrap();
+                assert_eq!(
+                    status["status"]["progress"]["records"], records as i64,
+                    "{printed}"
+                );
+                String::new()
+            });
+            row.note = format!("{}, {:.1} CPU s/GB", row.note, row.cpu / (payload as f64 / 1e9));
+            rows.push(row);
         }
     }
     if step.is_none() {

@@ -48,9 +48,10 @@ pub struct RunArgs {
     /// Run a scheduled resource once, now, instead of on its schedule.
     #[arg(long)]
     pub once: bool,
-    /// Split a one-shot KafkaBackup over N worker processes of this program (`worker`), each
-    /// copying its share of the partitions into the same backup set; their results are merged
-    /// into the set's manifest when all have ended. 1: everything in this process.
+    /// Split a one-shot KafkaBackup or a KafkaRestore over N worker processes of this program
+    /// (`worker`), each copying its share of the partitions (a backup: into the same backup set;
+    /// a restore: by target partition); their results are merged when all have ended. 1:
+    /// everything in this process.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: u16,
 }
@@ -155,7 +156,9 @@ pub enum RunError {
     #[error("cannot print the status: {0}")]
     Print(String),
     /// This kind runs in one process only.
-    #[error("{option}: {kind} runs in one process; only a one-shot KafkaBackup is split over workers")]
+    #[error(
+        "{option}: {kind} runs in one process; a one-shot KafkaBackup and a KafkaRestore are split over workers"
+    )]
     NotSharded {
         /// The option asking for workers.
         option: &'static str,
@@ -195,12 +198,16 @@ pub async fn run(args: &RunArgs) -> Result<RunOutcome, RunError> {
         embedded,
     } = load(&args.resource)?;
     let path = &args.resource.file;
-    if args.workers > 1 && kind != "KafkaBackup" {
+    if args.workers > 1 && !["KafkaBackup", "KafkaRestore"].contains(&kind.as_str()) {
         return Err(RunError::NotSharded {
             option: "--workers",
             kind,
         });
     }
+    let workers = (args.workers > 1).then(|| Workers {
+        count: usize::from(args.workers),
+        runner: worker_processes(&args.resource),
+    });
     let status = match kind.as_str() {
         "KafkaOffsetReset" => {
             let reset: v1beta1::KafkaOffsetReset = decode(path, hub)?;
@@ -212,10 +219,6 @@ pub async fn run(args: &RunArgs) -> Result<RunOutcome, RunError> {
         }
         "KafkaBackup" => {
             let backup: v1beta1::KafkaBackup = decode(path, hub)?;
-            let workers = (args.workers > 1).then(|| Workers {
-                count: usize::from(args.workers),
-                runner: worker_processes(&args.resource),
-            });
             match (&backup.spec.schedule, args.once) {
                 (Some(schedule), false) => {
                     to_value(scheduled_backup(&backup, schedule, &ctx, workers.as_ref()).await)?
@@ -225,7 +228,10 @@ pub async fn run(args: &RunArgs) -> Result<RunOutcome, RunError> {
         }
         "KafkaRestore" => {
             let restore: v1beta1::KafkaRestore = decode(path, hub)?;
-            to_value(ops::restore::execute(&restore, &ctx).await)?
+            to_value(match &workers {
+                None => ops::restore::execute(&restore, &ctx).await,
+                Some(w) => ops::restore::execute_split(&restore, &ctx, w.count, w.runner.as_ref()).await,
+            })?
         }
         "KafkaBackupValidation" => {
             let validation: v1beta1::KafkaBackupValidation = decode(path, hub)?;
@@ -261,6 +267,10 @@ pub async fn worker(args: &WorkerArgs) -> Result<RunOutcome, RunError> {
         "KafkaBackup" => {
             let backup: v1beta1::KafkaBackup = decode(&args.resource.file, hub)?;
             to_value(ops::backup::execute_shard(&backup, &ctx, shard).await)?
+        }
+        "KafkaRestore" => {
+            let restore: v1beta1::KafkaRestore = decode(&args.resource.file, hub)?;
+            to_value(ops::restore::execute_shard(&restore, &ctx, shard).await)?
         }
         _ => {
             return Err(RunError::NotSharded {
@@ -350,7 +360,7 @@ fn outcome(status: Value, embedded: &Path) -> Result<RunOutcome, RunError> {
 /// Worker processes a KafkaBackup's run is split over (`--workers`).
 struct Workers {
     count: usize,
-    runner: Box<ops::backup::ShardRunner>,
+    runner: Box<ops::shard::ShardRunner>,
 }
 
 /// Runs a KafkaBackup once: in this process, or split over `workers`.
@@ -387,7 +397,7 @@ const WORKER_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 /// Runs each shard as a `worker` process of this program with the same options: its stderr
 /// is forwarded line by line, prefixed with its shard, and the records every worker reports are
 /// summed up as the run's progress.
-fn worker_processes(args: &ResourceArgs) -> Box<ops::backup::ShardRunner> {
+fn worker_processes(args: &ResourceArgs) -> Box<ops::shard::ShardRunner> {
     let args = args.clone();
     let done: Arc<std::sync::Mutex<std::collections::BTreeMap<usize, u64>>> = Arc::default();
     Box::new(move |shard, ctx| {
@@ -487,8 +497,14 @@ fn run_worker_process(
     eprintln!("{shard}: {}: {}", field("phase"), field("message"));
     if status.success() {
         Ok(())
-    } else {
+    } else if printed.is_null() {
         Err(format!("process {pid} ended with {status}"))
+    } else {
+        Err(format!(
+            "process {pid} ended with {status}, phase {}: {}",
+            field("phase"),
+            field("message")
+        ))
     }
 }
 

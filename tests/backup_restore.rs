@@ -1844,7 +1844,7 @@ async fn a_backup_split_over_four_workers_is_one_complete_set_that_restores_exac
             "KafkaBackup",
             "split",
             json!({"kafkaCluster": {"bootstrapServers": [bootstrap]}, "topics": [source],
-                "storage": storage, "backupId": id, "segmentMaxBytes": 65_536,
+                "storage": storage, "backupId": id, "segmentMaxBytes": 1_048_576,
                 "checkpoint": {"intervalSeconds": 1}, "compression": "Zstd"}),
         );
         let (ok, status, stderr) = status_of(sharded("run", &file, root.path(), &["--workers", "4"]));
@@ -1890,8 +1890,8 @@ async fn a_killed_worker_run_again_completes_its_shard_without_loss_or_duplicate
     let id = unique("killw");
     let spec = |limit: Option<i64>| {
         let mut s = json!({"kafkaCluster": {"bootstrapServers": [bootstrap]}, "topics": [source],
-            "storage": pvc_storage(), "backupId": id, "segmentMaxBytes": 65_536,
-            "segmentMaxIntervalMs": 500, "checkpoint": {"intervalSeconds": 1},
+            "storage": pvc_storage(), "backupId": id, "segmentMaxBytes": 1_048_576,
+            "segmentMaxIntervalMs": 1000, "checkpoint": {"intervalSeconds": 1},
             "stopAtCurrentOffsets": true, "compression": "None"});
         if let Some(l) = limit {
             // Per worker: 4000 records of its two partitions take each worker about 8 s.
@@ -1923,7 +1923,9 @@ async fn a_killed_worker_run_again_completes_its_shard_without_loss_or_duplicate
     });
     let mut pids = BTreeMap::new();
     while pids.len() < 4 {
-        let (index, pid) = pid_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        let Ok((index, pid)) = pid_rx.recv_timeout(Duration::from_secs(30)) else {
+            panic!("the workers did not start: {}", collected.join().unwrap());
+        };
         pids.insert(index, pid);
     }
     std::thread::sleep(Duration::from_secs(3));
@@ -1984,4 +1986,66 @@ async fn a_killed_worker_run_again_completes_its_shard_without_loss_or_duplicate
     assert_consistent(&location, &id).await;
     let got = restored(root.path(), &bootstrap, &pvc_storage(), &id, &source, 8).await;
     assert_same(&got, &by_partition(&first));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restore_split_over_four_workers_into_a_fresh_topic_is_exact() {
+    let Some(bootstrap) = broker() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let source = unique("restw-src");
+    create_topic(&bootstrap, &source, 8).await;
+    let mut records = records_for(8, 300, 1_700_000_000_000);
+    records.extend(records_for(3, 900, 1_700_100_000_000));
+    produce(&bootstrap, &source, &records).await;
+    let id = unique("restw");
+    let group = unique("restw-group");
+    commit_offsets(&bootstrap, &group, &source, &[(0, 100), (5, 300)]);
+    let status = run_backup(
+        root.path(),
+        "restw",
+        json!({"kafkaCluster": {"bootstrapServers": [bootstrap]}, "topics": [source],
+            "storage": pvc_storage(), "backupId": id, "consumerGroupSnapshot": true}),
+    )
+    .await;
+    assert_eq!(status.phase, Some(RunPhase::Completed), "{status:?}");
+    let target = unique("restw-dst");
+    let file = write_manifest(
+        root.path(),
+        "KafkaRestore",
+        "restw-r",
+        json!({"backupRef": {"backupId": id, "storage": pvc_storage()},
+            "kafkaCluster": {"bootstrapServers": [bootstrap]},
+            "topicMapping": {source.clone(): target.clone()}, "createTopics": {"enabled": true},
+            "offsetReset": {"strategy": "HeaderBased", "consumerGroups": [group]}}),
+    );
+    let (ok, status, stderr) = status_of(sharded("run", &file, root.path(), &["--workers", "4"]));
+    assert!(ok, "{status}\n{stderr}");
+    assert_eq!(status["phase"], "Completed", "{status}");
+    assert_eq!(status["recordsRestored"], records.len() as i64, "{status}");
+    assert_eq!(status["bytesRestored"], record_bytes(&records), "{status}");
+    for shard in 0..4 {
+        assert!(
+            stderr.contains(&format!(
+                "shard {shard} of 4: Completed: shard {shard} of 4: restored"
+            )),
+            "shard {shard} not reported: {stderr}"
+        );
+    }
+    assert_same(&consume_all(&bootstrap, &target, 8), &by_partition(&records));
+    // The offset mapping covers every shard's partitions: the group lands where it was.
+    assert_eq!(
+        committed_offsets(&bootstrap, &group, &target, 8),
+        vec![(0, 100), (5, 300)]
+    );
+    // Run again: completed, nothing written twice.
+    let (ok, again, stderr) = status_of(sharded("run", &file, root.path(), &["--workers", "4"]));
+    assert!(ok, "{again}\n{stderr}");
+    assert!(
+        again["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("already completed"),
+        "{again}"
+    );
+    assert_same(&consume_all(&bootstrap, &target, 8), &by_partition(&records));
 }

@@ -37,7 +37,7 @@ use std::{
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use futures::{StreamExt, future::BoxFuture, stream};
+use futures::{StreamExt, stream};
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use rdkafka::{
     ClientConfig, Message, Offset, TopicPartitionList,
@@ -50,7 +50,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     Context, blocking,
     execution::{self, Retryable},
-    shard::{self, ShardIndex},
+    shard::{self, ShardIndex, ShardRunner},
     time,
 };
 use crate::{
@@ -223,11 +223,6 @@ pub fn next_tick(schedule: &str, after: DateTime<Utc>) -> Result<Option<DateTime
         .map_err(|e| format!("spec.schedule: {schedule:?} is not a cron expression: {e}"))?;
     Ok(parsed.after(&after).next())
 }
-
-/// Runs the worker of one shard of a split run: called with the shard and the attempt's
-/// context (cancelled when the attempt stops), it resolves when the worker ended; `Err` says how
-/// it ended when that was not well (the shard's result says why).
-pub type ShardRunner = dyn Fn(ShardIndex, Context) -> BoxFuture<'static, Result<(), String>> + Send + Sync;
 
 /// How a run is executed.
 #[derive(Clone, Copy)]

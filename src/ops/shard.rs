@@ -11,6 +11,15 @@
 
 use std::collections::BTreeSet;
 
+use futures::future::BoxFuture;
+
+use super::Context;
+
+/// Runs the worker of one shard of a split run: called with the shard and the attempt's
+/// context (cancelled when the attempt stops), it resolves when the worker ended; `Err` says how
+/// it ended when that was not well.
+pub type ShardRunner = dyn Fn(ShardIndex, Context) -> BoxFuture<'static, Result<(), String>> + Send + Sync;
+
 /// Which shard of how many a worker runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ShardIndex {
