@@ -326,28 +326,83 @@ fn main() {
             std::fs::create_dir_all(secrets.join("s3")).unwrap();
             std::fs::write(secrets.join("s3/AWS_ACCESS_KEY_ID"), "test").unwrap();
             std::fs::write(secrets.join("s3/AWS_SECRET_ACCESS_KEY"), "test").unwrap();
-            let mut row = measure(&name, payload, "run -f --workers", || {
-                let out = Command::new(env!("CARGO_BIN_EXE_kafka-backup-operator"))
-                    .args(["run", "-f"])
-                    .arg(&manifest)
-                    .arg("--workers")
-                    .arg(workers.to_string())
-                    .arg("--pvc-root")
-                    .arg(&root)
-                    .arg("--secrets-dir")
-                    .arg(&secrets)
-                    .stderr(Stdio::null())
-                    .output()
-                    .unwrap();
-                let printed = String::from_utf8_lossy(&out.stdout);
-                assert!(out.status.success(), "{printed}");
-                let status: Value = serde_saphyr::from_str(&printed).unwrap();
-                assert_eq!(
-                    status["status"]["progress"]["records"], records as i64,
-                    "{printed}"
-                );
-                String::new()
-            });
+            let mut row = measure(
+                &name,
+                payload,
+                "run -f --workers (RSS: the bench step, not the workers)",
+                || {
+                    let out = Command::new(env!("CARGO_BIN_EXE_kafka-backup-operator"))
+                        .args(["run", "-f"])
+                        .arg(&manifest)
+                        .arg("--workers")
+                        .arg(workers.to_string())
+                        .arg("--pvc-root")
+                        .arg(&root)
+                        .arg("--secrets-dir")
+                        .arg(&secrets)
+                        .stderr(Stdio::null())
+                        .output()
+                        .unwrap();
+                    let printed = String::from_utf8_lossy(&out.stdout);
+                    assert!(out.status.success(), "{printed}");
+                    let status: Value = serde_saphyr::from_str(&printed).unwrap();
+                    assert_eq!(
+                        status["status"]["progress"]["records"], records as i64,
+                        "{printed}"
+                    );
+                    String::new()
+                },
+            );
+            row.note = format!("{}, {:.1} CPU s/GB", row.note, row.cpu / (payload as f64 / 1e9));
+            rows.push(row);
+        }
+    }
+    // Restores of the 1-worker set split the same way (by target partition), into fresh topics.
+    for (where_, storage) in &storages {
+        for workers in [1, 2, 4] {
+            let name = format!("restore from {where_} (zstd set), {workers} worker processes");
+            let target = format!("bench-dst-{}-workers{workers}-{run_id}", where_.to_lowercase());
+            if !here(&name, step, wanted(&name), run_id, &root, &mut rows) {
+                if step.is_none() {
+                    runtime.block_on(support::delete_topic(&bootstrap, &target));
+                }
+                continue;
+            }
+            let id = format!("bench-{}-workers1-{run_id}", where_.to_lowercase());
+            let restore_name = format!("r-{}-workers{workers}", where_.to_lowercase());
+            let manifest = root.join(format!("{restore_name}.json"));
+            let document = json!({"apiVersion": "kafka.oso.sh/v1beta1", "kind": "KafkaRestore",
+                "metadata": {"name": restore_name},
+                "spec": {"backupRef": {"backupId": id, "storage": storage},
+                    "kafkaCluster": {"bootstrapServers": [bootstrap]},
+                    "topicMapping": {topic.clone(): target}, "createTopics": {"enabled": true},
+                    "rateLimiting": {"maxConcurrentPartitions": PARTITIONS}}});
+            std::fs::write(&manifest, serde_json::to_vec(&document).unwrap()).unwrap();
+            let secrets = root.join("secrets");
+            let mut row = measure(
+                &name,
+                payload,
+                "run -f --workers, acks=all, idempotent (RSS: the bench step, not the workers)",
+                || {
+                    let out = Command::new(env!("CARGO_BIN_EXE_kafka-backup-operator"))
+                        .args(["run", "-f"])
+                        .arg(&manifest)
+                        .arg("--workers")
+                        .arg(workers.to_string())
+                        .arg("--pvc-root")
+                        .arg(&root)
+                        .arg("--secrets-dir")
+                        .arg(&secrets)
+                        .stderr(Stdio::null())
+                        .output()
+                        .unwrap();
+                    let printed = String::from_utf8_lossy(&out.stdout);
+                    assert!(out.status.success(), "{printed}");
+                    let status: Value = serde_saphyr::from_str(&printed).unwrap();
+                    assert_eq!(status["status"]["recordsRestored"], records as i64, "{printed}");
+                    String::new()
+                },
+            );
             row.note = format!("{}, {:.1} CPU s/GB", row.note, row.cpu / (payload as f64 / 1e9));
             rows.push(row);
         }

@@ -1956,12 +1956,10 @@ async fn a_killed_worker_run_again_completes_its_shard_without_loss_or_duplicate
     let later = records_for(8, 10, 1_700_100_000_000);
     produce(&bootstrap, &source, &later).await;
     let fast = write_manifest(root.path(), "KafkaBackup", "killw-fast", spec(None));
-    let (ok, shard, stderr) = status_of(sharded(
-        "worker",
-        &fast,
-        root.path(),
-        &["--shard-index", "1", "--shards", "4"],
-    ));
+    // As an Indexed Job's pod runs it: the index from JOB_COMPLETION_INDEX.
+    let mut worker = sharded("worker", &fast, root.path(), &["--shards", "4"]);
+    worker.env("JOB_COMPLETION_INDEX", "1");
+    let (ok, shard, stderr) = status_of(worker);
     assert!(ok, "{shard}\n{stderr}");
     assert_eq!(shard["phase"], "Completed", "{shard}");
     assert!(
@@ -2048,4 +2046,77 @@ async fn a_restore_split_over_four_workers_into_a_fresh_topic_is_exact() {
         "{again}"
     );
     assert_same(&consume_all(&bootstrap, &target, 8), &by_partition(&records));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn worker_options_are_checked_and_name_what_is_wrong() {
+    let Some(bootstrap) = broker() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let source = unique("wopt-src");
+    create_topic(&bootstrap, &source, 2).await;
+    let id = unique("wopt");
+    let backup = write_manifest(
+        root.path(),
+        "KafkaBackup",
+        "wopt",
+        json!({"kafkaCluster": {"bootstrapServers": [bootstrap]}, "topics": [source],
+            "storage": pvc_storage(), "backupId": id}),
+    );
+    let refused = |command: Command| {
+        let (ok, _, stderr) = status_of(command);
+        assert!(!ok, "{stderr}");
+        stderr
+    };
+    let e = refused(sharded(
+        "worker",
+        &backup,
+        root.path(),
+        &["--shard-index", "4", "--shards", "4"],
+    ));
+    assert!(e.contains("--shard-index 4 is not a shard of 4 (0 to 3)"), "{e}");
+    // No coordinator planned this set: the worker says who must.
+    let (ok, status, stderr) = status_of(sharded(
+        "worker",
+        &backup,
+        root.path(),
+        &["--shard-index", "0", "--shards", "2"],
+    ));
+    assert!(!ok, "{stderr}");
+    let message = status["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(&format!(
+            "--shard-index: backup set {id} has no run split into shards in progress"
+        )),
+        "{message}"
+    );
+    let continuous = write_manifest(
+        root.path(),
+        "KafkaBackup",
+        "wopt-cont",
+        json!({"kafkaCluster": {"bootstrapServers": [bootstrap]}, "topics": [source],
+            "storage": pvc_storage(), "backupId": unique("wopt-c"), "continuous": true}),
+    );
+    let (ok, status, stderr) = status_of(sharded("run", &continuous, root.path(), &["--workers", "2"]));
+    assert!(!ok, "{stderr}");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("spec.continuous: a continuous backup follows its partitions in one process"),
+        "{status}"
+    );
+    let reset = write_manifest(
+        root.path(),
+        "KafkaOffsetReset",
+        "wopt-reset",
+        json!({"kafkaCluster": {"bootstrapServers": [bootstrap]}, "consumerGroups": ["g"],
+            "topics": [{"name": source}], "strategy": "Earliest"}),
+    );
+    let e = refused(sharded("run", &reset, root.path(), &["--workers", "2"]));
+    assert!(
+        e.contains("--workers: KafkaOffsetReset runs in one process"),
+        "{e}"
+    );
+    let e = refused(sharded("run", &backup, root.path(), &["--workers", "0"]));
+    assert!(e.contains("--workers"), "{e}");
 }
