@@ -172,6 +172,43 @@ fn reference_rows(
     }
 }
 
+/// `run -f MANIFEST --workers N` of the operator binary.
+struct WorkersRun<'a> {
+    manifest: &'a Path,
+    workers: usize,
+    root: &'a Path,
+    secrets: &'a Path,
+}
+
+impl WorkersRun<'_> {
+    /// Its row, with its CPU s per GB (of the run -f process and its workers); `check` judges
+    /// the status it printed.
+    fn row(&self, name: &str, payload: u64, note: &str, check: impl FnOnce(&Value)) -> Row {
+        let note = format!("{note}run -f --workers (RSS: the bench step, not the workers)");
+        let mut row = measure(name, payload, &note, || {
+            let out = Command::new(env!("CARGO_BIN_EXE_kafka-backup-operator"))
+                .args(["run", "-f"])
+                .arg(self.manifest)
+                .arg("--workers")
+                .arg(self.workers.to_string())
+                .arg("--pvc-root")
+                .arg(self.root)
+                .arg("--secrets-dir")
+                .arg(self.secrets)
+                .stderr(Stdio::null())
+                .output()
+                .unwrap();
+            let printed = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "{printed}");
+            let document: Value = serde_saphyr::from_str(&printed).unwrap();
+            check(&document["status"]);
+            String::new()
+        });
+        row.note = format!("{}, {:.1} CPU s/GB", row.note, row.cpu / (payload as f64 / 1e9));
+        row
+    }
+}
+
 fn consume_reference(bootstrap: &str, topic: &str, isolation: &str) -> u64 {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -326,35 +363,15 @@ fn main() {
             std::fs::create_dir_all(secrets.join("s3")).unwrap();
             std::fs::write(secrets.join("s3/AWS_ACCESS_KEY_ID"), "test").unwrap();
             std::fs::write(secrets.join("s3/AWS_SECRET_ACCESS_KEY"), "test").unwrap();
-            let mut row = measure(
-                &name,
-                payload,
-                "run -f --workers (RSS: the bench step, not the workers)",
-                || {
-                    let out = Command::new(env!("CARGO_BIN_EXE_kafka-backup-operator"))
-                        .args(["run", "-f"])
-                        .arg(&manifest)
-                        .arg("--workers")
-                        .arg(workers.to_string())
-                        .arg("--pvc-root")
-                        .arg(&root)
-                        .arg("--secrets-dir")
-                        .arg(&secrets)
-                        .stderr(Stdio::null())
-                        .output()
-                        .unwrap();
-                    let printed = String::from_utf8_lossy(&out.stdout);
-                    assert!(out.status.success(), "{printed}");
-                    let status: Value = serde_saphyr::from_str(&printed).unwrap();
-                    assert_eq!(
-                        status["status"]["progress"]["records"], records as i64,
-                        "{printed}"
-                    );
-                    String::new()
-                },
-            );
-            row.note = format!("{}, {:.1} CPU s/GB", row.note, row.cpu / (payload as f64 / 1e9));
-            rows.push(row);
+            let run = WorkersRun {
+                manifest: &manifest,
+                workers,
+                root: &root,
+                secrets: &secrets,
+            };
+            rows.push(run.row(&name, payload, "", |status| {
+                assert_eq!(status["progress"]["records"], records as i64, "{status}");
+            }));
         }
     }
     // Restores of the 1-worker set split the same way (by target partition), into fresh topics.
@@ -379,32 +396,15 @@ fn main() {
                     "rateLimiting": {"maxConcurrentPartitions": PARTITIONS}}});
             std::fs::write(&manifest, serde_json::to_vec(&document).unwrap()).unwrap();
             let secrets = root.join("secrets");
-            let mut row = measure(
-                &name,
-                payload,
-                "run -f --workers, acks=all, idempotent (RSS: the bench step, not the workers)",
-                || {
-                    let out = Command::new(env!("CARGO_BIN_EXE_kafka-backup-operator"))
-                        .args(["run", "-f"])
-                        .arg(&manifest)
-                        .arg("--workers")
-                        .arg(workers.to_string())
-                        .arg("--pvc-root")
-                        .arg(&root)
-                        .arg("--secrets-dir")
-                        .arg(&secrets)
-                        .stderr(Stdio::null())
-                        .output()
-                        .unwrap();
-                    let printed = String::from_utf8_lossy(&out.stdout);
-                    assert!(out.status.success(), "{printed}");
-                    let status: Value = serde_saphyr::from_str(&printed).unwrap();
-                    assert_eq!(status["status"]["recordsRestored"], records as i64, "{printed}");
-                    String::new()
-                },
-            );
-            row.note = format!("{}, {:.1} CPU s/GB", row.note, row.cpu / (payload as f64 / 1e9));
-            rows.push(row);
+            let run = WorkersRun {
+                manifest: &manifest,
+                workers,
+                root: &root,
+                secrets: &secrets,
+            };
+            rows.push(run.row(&name, payload, "acks=all, idempotent, ", |status| {
+                assert_eq!(status["recordsRestored"], records as i64, "{status}");
+            }));
         }
     }
     if step.is_none() {

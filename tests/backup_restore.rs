@@ -569,6 +569,19 @@ fn run_to_end(file: &Path, root: &Path) -> Value {
     doc["status"].clone()
 }
 
+/// A one-shot backup to PVC storage that checkpoints every second and stops at the offsets
+/// captured when it started, at most `records_per_sec` (per process) when given.
+fn resumable_backup(bootstrap: &str, source: &str, id: &str, records_per_sec: Option<i64>) -> Value {
+    let mut s = json!({"kafkaCluster": {"bootstrapServers": [bootstrap]}, "topics": [source],
+        "storage": pvc_storage(), "backupId": id, "segmentMaxBytes": 1_048_576,
+        "segmentMaxIntervalMs": 1000, "checkpoint": {"intervalSeconds": 1},
+        "stopAtCurrentOffsets": true, "compression": "None"});
+    if let Some(l) = records_per_sec {
+        s["rateLimiting"] = json!({"recordsPerSec": l});
+    }
+    s
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killed_backup_resumes_without_gap_or_duplicate_and_keeps_its_stop_offsets() {
     let Some(bootstrap) = broker() else { return };
@@ -578,16 +591,7 @@ async fn killed_backup_resumes_without_gap_or_duplicate_and_keeps_its_stop_offse
     let first = records_for(4, 2500, 1_700_000_000_000);
     produce(&bootstrap, &source, &first).await;
     let id = unique("kill");
-    let spec = |limit: Option<i64>| {
-        let mut s = json!({"kafkaCluster": {"bootstrapServers": [bootstrap]}, "topics": [source],
-            "storage": pvc_storage(), "backupId": id, "segmentMaxBytes": 1_048_576,
-            "segmentMaxIntervalMs": 1000, "checkpoint": {"intervalSeconds": 1},
-            "stopAtCurrentOffsets": true, "compression": "None"});
-        if let Some(l) = limit {
-            s["rateLimiting"] = json!({"recordsPerSec": l});
-        }
-        s
-    };
+    let spec = |limit| resumable_backup(&bootstrap, &source, &id, limit);
     let slow = write_manifest(root.path(), "KafkaBackup", "kill-slow", spec(Some(1500)));
     assert!(
         run_and_kill(&slow, root.path(), Duration::from_millis(3500)),
@@ -1888,17 +1892,8 @@ async fn a_killed_worker_run_again_completes_its_shard_without_loss_or_duplicate
     let first = records_for(8, 2000, 1_700_000_000_000);
     produce(&bootstrap, &source, &first).await;
     let id = unique("killw");
-    let spec = |limit: Option<i64>| {
-        let mut s = json!({"kafkaCluster": {"bootstrapServers": [bootstrap]}, "topics": [source],
-            "storage": pvc_storage(), "backupId": id, "segmentMaxBytes": 1_048_576,
-            "segmentMaxIntervalMs": 1000, "checkpoint": {"intervalSeconds": 1},
-            "stopAtCurrentOffsets": true, "compression": "None"});
-        if let Some(l) = limit {
-            // Per worker: 4000 records of its two partitions take each worker about 8 s.
-            s["rateLimiting"] = json!({"recordsPerSec": l});
-        }
-        s
-    };
+    let spec = |limit| resumable_backup(&bootstrap, &source, &id, limit);
+    // Per worker: 4000 records of its two partitions take each worker about 8 s.
     let slow = write_manifest(root.path(), "KafkaBackup", "killw-slow", spec(Some(500)));
     let mut coordinator = sharded("run", &slow, root.path(), &["--workers", "4"])
         .stdout(Stdio::piped())

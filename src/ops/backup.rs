@@ -50,7 +50,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     Context, blocking,
     execution::{self, Retryable},
-    shard::{self, ShardIndex, ShardRunner},
+    shard::{self, How, ShardIndex, ShardRunner},
     time,
 };
 use crate::{
@@ -222,17 +222,6 @@ pub fn next_tick(schedule: &str, after: DateTime<Utc>) -> Result<Option<DateTime
         .parse()
         .map_err(|e| format!("spec.schedule: {schedule:?} is not a cron expression: {e}"))?;
     Ok(parsed.after(&after).next())
-}
-
-/// How a run is executed.
-#[derive(Clone, Copy)]
-enum How<'a> {
-    /// In this process.
-    Whole,
-    /// One shard of a run split by a coordinator.
-    Shard(ShardIndex),
-    /// Split over `workers` shards, each run by `runner`, then merged.
-    Split { workers: usize, runner: &'a ShardRunner },
 }
 
 /// Runs a KafkaBackup once (with its retries and deadline) and returns its status.
@@ -913,31 +902,7 @@ async fn run(
                 })
             })
             .collect();
-        let plan = match previous_plan {
-            // The same shards as before, so a shard run again continues its own partitions.
-            Some(plan)
-                if plan.shards.len() == workers
-                    && (0..workers)
-                        .flat_map(|i| plan.partitions(i))
-                        .collect::<BTreeSet<_>>()
-                        == partitions =>
-            {
-                plan
-            }
-            _ => ShardPlan {
-                id: format!("{}-{workers}", Utc::now().timestamp_millis()),
-                shards: shard::assign(&weights, workers)
-                    .into_iter()
-                    .map(|keys| {
-                        let mut topics: BTreeMap<String, Vec<i32>> = BTreeMap::new();
-                        for (t, p) in keys {
-                            topics.entry(t).or_default().push(p);
-                        }
-                        topics
-                    })
-                    .collect(),
-            },
-        };
+        let plan = shard::plan(previous_plan, &weights, workers, Utc::now());
         if let Some(run) = &mut manifest.current_run {
             run.shards = Some(plan);
         }

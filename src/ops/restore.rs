@@ -49,7 +49,7 @@ use tokio::sync::mpsc;
 use super::{
     Context, blocking, default_snapshot_id,
     execution::{self, Retryable},
-    shard::{self, ShardIndex, ShardRunner},
+    shard::{self, How, ShardIndex, ShardRunner},
     time,
 };
 use crate::{
@@ -742,17 +742,6 @@ impl UnitEnv {
     }
 }
 
-/// How a restore is executed.
-#[derive(Clone, Copy)]
-enum How<'a> {
-    /// In this process.
-    Whole,
-    /// One shard of a restore split by a coordinator.
-    Shard(ShardIndex),
-    /// Split over `workers` shards, each run by `runner`, then merged.
-    Split { workers: usize, runner: &'a ShardRunner },
-}
-
 /// What a run of the restore does.
 #[derive(Clone, Copy)]
 enum Role<'a> {
@@ -1290,32 +1279,7 @@ async fn run(
                     (unit_target(plan, u), stored)
                 })
                 .collect();
-            let keys: BTreeSet<Partition> = weights.iter().map(|(k, _)| k.clone()).collect();
-            let plan = match state.shards.take() {
-                // The same shards as before, so a shard run again continues its own partitions.
-                Some(plan)
-                    if plan.shards.len() == workers
-                        && (0..workers)
-                            .flat_map(|i| plan.partitions(i))
-                            .collect::<BTreeSet<_>>()
-                            == keys =>
-                {
-                    plan
-                }
-                _ => ShardPlan {
-                    id: format!("{}-{workers}", Utc::now().timestamp_millis()),
-                    shards: shard::assign(&weights, workers)
-                        .into_iter()
-                        .map(|keys| {
-                            let mut topics: BTreeMap<String, Vec<i32>> = BTreeMap::new();
-                            for (t, p) in keys {
-                                topics.entry(t).or_default().push(p);
-                            }
-                            topics
-                        })
-                        .collect(),
-                },
-            };
+            let plan = shard::plan(state.shards.take(), &weights, workers, Utc::now());
             state.shards = Some(plan);
             location.put(&state_key, state_bytes(&state)).await?;
             return Ok(());

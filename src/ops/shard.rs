@@ -9,16 +9,34 @@
 //! The coordinator also records the assignment it made (a backup in its manifest's current run),
 //! so a shard run again reads the very same one even where the weights have moved since.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
+use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 
 use super::Context;
+use crate::{kafka::groups::Partition, storage::backup::ShardPlan};
 
 /// Runs the worker of one shard of a split run: called with the shard and the attempt's
 /// context (cancelled when the attempt stops), it resolves when the worker ended; `Err` says how
 /// it ended when that was not well.
 pub type ShardRunner = dyn Fn(ShardIndex, Context) -> BoxFuture<'static, Result<(), String>> + Send + Sync;
+
+/// How an operation that can be split over worker processes is executed.
+#[derive(Clone, Copy)]
+pub enum How<'a> {
+    /// All of it in this process.
+    Whole,
+    /// One shard of a run a coordinator split.
+    Shard(ShardIndex),
+    /// Split over `workers` shards, each run by `runner`, then merged by this process.
+    Split {
+        /// How many shards.
+        workers: usize,
+        /// Runs the worker of each.
+        runner: &'a ShardRunner,
+    },
+}
 
 /// Which shard of how many a worker runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,6 +115,41 @@ pub fn assign<K: Ord + Clone>(items: &[(K, u64)], shards: usize) -> Vec<Vec<K>> 
         .collect()
 }
 
+/// The shards of a run over the partitions `weights` lists: `previous` (the plan recorded by an
+/// earlier attempt of the run) when it splits the same partitions over as many shards, so that a
+/// shard run again continues its own partitions; else a new [`assign`]ment, named after `now`
+/// and the count, so that results of an earlier plan are never taken for this one's. Pure.
+pub fn plan(
+    previous: Option<ShardPlan>,
+    weights: &[(Partition, u64)],
+    shards: usize,
+    now: DateTime<Utc>,
+) -> ShardPlan {
+    let shards = shards.max(1);
+    let keys: BTreeSet<&Partition> = weights.iter().map(|(k, _)| k).collect();
+    if let Some(previous) = previous
+        && previous.shards.len() == shards
+    {
+        let planned: Vec<Partition> = (0..shards).flat_map(|i| previous.partitions(i)).collect();
+        if planned.len() == keys.len() && planned.iter().all(|p| keys.contains(p)) {
+            return previous;
+        }
+    }
+    ShardPlan {
+        id: format!("{}-{shards}", now.timestamp_millis()),
+        shards: assign(weights, shards)
+            .into_iter()
+            .map(|keys| {
+                let mut topics: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+                for (topic, partition) in keys {
+                    topics.entry(topic).or_default().push(partition);
+                }
+                topics
+            })
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -144,6 +197,27 @@ mod tests {
                 .to_string()
                 .contains("--shards")
         );
+    }
+
+    #[test]
+    fn a_plan_is_kept_while_it_splits_the_same_partitions_over_as_many_shards() {
+        let weights: Vec<(Partition, u64)> = (0..6).map(|p| (("t".to_owned(), p), 10)).collect();
+        let first = plan(None, &weights, 3, Utc::now());
+        assert_eq!(first.id.split('-').nth(1), Some("3"));
+        assert_eq!(
+            (0..3).map(|i| first.partitions(i).len()).collect::<Vec<_>>(),
+            vec![2, 2, 2]
+        );
+        // Other weights (the records left after a crash): the same shards.
+        let moved: Vec<(Partition, u64)> = (0..6).map(|p| (("t".to_owned(), p), p as u64)).collect();
+        assert_eq!(plan(Some(first.clone()), &moved, 3, Utc::now()), first);
+        // Another count or another partition: a new plan.
+        let later = Utc::now() + chrono::Duration::seconds(1);
+        assert_ne!(plan(Some(first.clone()), &weights, 2, later).id, first.id);
+        let grown: Vec<(Partition, u64)> = (0..7).map(|p| (("t".to_owned(), p), 10)).collect();
+        let regrown = plan(Some(first.clone()), &grown, 3, later);
+        assert_ne!(regrown.id, first.id);
+        assert_eq!((0..3).map(|i| regrown.partitions(i).len()).sum::<usize>(), 7);
     }
 
     fn partitions() -> impl Strategy<Value = Vec<((String, i32), u64)>> {
