@@ -1883,19 +1883,11 @@ async fn a_backup_split_over_four_workers_is_one_complete_set_that_restores_exac
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_killed_worker_run_again_completes_its_shard_without_loss_or_duplicate() {
-    let Some(bootstrap) = broker() else { return };
-    let root = tempfile::tempdir().unwrap();
-    let source = unique("killw-src");
-    create_topic(&bootstrap, &source, 8).await;
-    let first = records_for(8, 2000, 1_700_000_000_000);
-    produce(&bootstrap, &source, &first).await;
-    let id = unique("killw");
-    let spec = |limit| resumable_backup(&bootstrap, &source, &id, limit);
-    // Per worker: 4000 records of its two partitions take each worker about 8 s.
-    let slow = write_manifest(root.path(), "KafkaBackup", "killw-slow", spec(Some(500)));
-    let mut coordinator = sharded("run", &slow, root.path(), &["--workers", "4"])
+/// Runs `coordinator` (`run -f --workers 4`), SIGKILLs the worker of shard `shard` 3 s after all
+/// four started (their pids as the coordinator prints them), and waits for the coordinator: its
+/// output and stderr.
+fn kill_one_worker(mut coordinator: Command, shard: usize) -> (std::process::Output, String) {
+    let mut coordinator = coordinator
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -1924,14 +1916,29 @@ async fn a_killed_worker_run_again_completes_its_shard_without_loss_or_duplicate
         pids.insert(index, pid);
     }
     std::thread::sleep(Duration::from_secs(3));
-    let location = open_location(root.path(), &pvc_storage());
     let killed = Command::new("kill")
-        .args(["-9", &pids[&1].to_string()])
+        .args(["-9", &pids[&shard].to_string()])
         .status()
         .unwrap();
-    assert!(killed.success());
+    assert!(killed.success(), "shard {shard}'s worker had ended already");
     let out = coordinator.wait_with_output().unwrap();
-    let stderr = collected.join().unwrap();
+    (out, collected.join().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_worker_run_again_completes_its_shard_without_loss_or_duplicate() {
+    let Some(bootstrap) = broker() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let source = unique("killw-src");
+    create_topic(&bootstrap, &source, 8).await;
+    let first = records_for(8, 2000, 1_700_000_000_000);
+    produce(&bootstrap, &source, &first).await;
+    let id = unique("killw");
+    let spec = |limit| resumable_backup(&bootstrap, &source, &id, limit);
+    // Per worker: 4000 records of its two partitions take each worker about 8 s.
+    let slow = write_manifest(root.path(), "KafkaBackup", "killw-slow", spec(Some(500)));
+    let (out, stderr) = kill_one_worker(sharded("run", &slow, root.path(), &["--workers", "4"]), 1);
+    let location = open_location(root.path(), &pvc_storage());
     assert!(
         !out.status.success(),
         "the run with a killed worker succeeded: {stderr}"
@@ -2114,4 +2121,58 @@ async fn worker_options_are_checked_and_name_what_is_wrong() {
     );
     let e = refused(sharded("run", &backup, root.path(), &["--workers", "0"]));
     assert!(e.contains("--workers"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_restore_worker_run_again_leaves_each_record_once() {
+    let Some(bootstrap) = broker() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let source = unique("krw-src");
+    create_topic(&bootstrap, &source, 8).await;
+    let records = records_for(8, 2000, 1_700_000_000_000);
+    produce(&bootstrap, &source, &records).await;
+    let id = unique("krw");
+    let status = run_backup(
+        root.path(),
+        "krw",
+        json!({"kafkaCluster": {"bootstrapServers": [bootstrap]}, "topics": [source],
+            "storage": pvc_storage(), "backupId": id, "compression": "None"}),
+    )
+    .await;
+    assert_eq!(status.phase, Some(RunPhase::Completed), "{status:?}");
+    let target = unique("krw-dst");
+    // The restore's state is named after the resource: both runs are the same restore.
+    let spec = |limit: Option<i64>| {
+        let mut s = json!({"backupRef": {"backupId": id, "storage": pvc_storage()},
+            "kafkaCluster": {"bootstrapServers": [bootstrap]},
+            "topicMapping": {source.clone(): target.clone()}, "createTopics": {"enabled": true},
+            "produce": {"batchSize": 100}});
+        if let Some(l) = limit {
+            // Per worker: 4000 records of its two partitions take each worker about 8 s.
+            s["rateLimiting"] = json!({"recordsPerSec": l});
+        }
+        s
+    };
+    let slow = write_manifest(root.path(), "KafkaRestore", "krw-r", spec(Some(500)));
+    let (out, stderr) = kill_one_worker(sharded("run", &slow, root.path(), &["--workers", "4"]), 2);
+    assert!(!out.status.success(), "{stderr}");
+    let status: Value = serde_saphyr::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    let message = status["status"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("shard 2 of 4: stored no result: its worker did not finish")
+            && message.contains("signal: 9"),
+        "{message}"
+    );
+    let fast = write_manifest(root.path(), "KafkaRestore", "krw-r", spec(None));
+    let (ok, status, stderr) = status_of(sharded("run", &fast, root.path(), &["--workers", "4"]));
+    assert!(ok, "{status}\n{stderr}");
+    assert_eq!(status["recordsRestored"], records.len() as i64, "{status}");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("were already written by an interrupted attempt"),
+        "{status}"
+    );
+    assert_same(&consume_all(&bootstrap, &target, 8), &by_partition(&records));
 }
