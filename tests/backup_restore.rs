@@ -1984,6 +1984,8 @@ async fn a_killed_worker_run_again_completes_its_shard_without_loss_or_duplicate
         assert_eq!(entry.next_offset, 2000, "partition {p}");
     }
     assert_consistent(&location, &id).await;
+    let left = location.list(&format!("{}/shards", set_dir(&id))).await.unwrap();
+    assert!(left.is_empty(), "{left:?}");
     let got = restored(root.path(), &bootstrap, &pvc_storage(), &id, &source, 8).await;
     assert_same(&got, &by_partition(&first));
 }
