@@ -28,9 +28,12 @@ use std::{
     sync::Arc,
 };
 
+mod workers;
+
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
+use workers::Workers;
 
 use crate::{
     api::{GROUP, STORAGE_VERSION, admission, conversion, v1beta1},
@@ -204,10 +207,8 @@ pub async fn run(args: &RunArgs) -> Result<RunOutcome, RunError> {
             kind,
         });
     }
-    let workers = (args.workers > 1).then(|| Workers {
-        count: usize::from(args.workers),
-        runner: worker_processes(&args.resource),
-    });
+    let workers = (args.workers > 1)
+        .then(|| Workers::processes(usize::from(args.workers), worker_args(&args.resource)));
     let status = match kind.as_str() {
         "KafkaOffsetReset" => {
             let reset: v1beta1::KafkaOffsetReset = decode(path, hub)?;
@@ -223,15 +224,12 @@ pub async fn run(args: &RunArgs) -> Result<RunOutcome, RunError> {
                 (Some(schedule), false) => {
                     to_value(scheduled_backup(&backup, schedule, &ctx, workers.as_ref()).await)?
                 }
-                _ => to_value(backup_once(&backup, &ctx, workers.as_ref()).await)?,
+                _ => to_value(workers::backup(&backup, &ctx, workers.as_ref()).await)?,
             }
         }
         "KafkaRestore" => {
             let restore: v1beta1::KafkaRestore = decode(path, hub)?;
-            to_value(match &workers {
-                None => ops::restore::execute(&restore, &ctx).await,
-                Some(w) => ops::restore::execute_split(&restore, &ctx, w.count, w.runner.as_ref()).await,
-            })?
+            to_value(workers::restore(&restore, &ctx, workers.as_ref()).await)?
         }
         "KafkaBackupValidation" => {
             let validation: v1beta1::KafkaBackupValidation = decode(path, hub)?;
@@ -357,24 +355,6 @@ fn outcome(status: Value, embedded: &Path) -> Result<RunOutcome, RunError> {
     })
 }
 
-/// Worker processes a KafkaBackup's run is split over (`--workers`).
-struct Workers {
-    count: usize,
-    runner: Box<ops::shard::ShardRunner>,
-}
-
-/// Runs a KafkaBackup once: in this process, or split over `workers`.
-async fn backup_once(
-    backup: &v1beta1::KafkaBackup,
-    ctx: &Context,
-    workers: Option<&Workers>,
-) -> v1beta1::KafkaBackupStatus {
-    match workers {
-        None => ops::backup::execute(backup, ctx).await,
-        Some(w) => ops::backup::execute_split(backup, ctx, w.count, w.runner.as_ref()).await,
-    }
-}
-
 /// Runs a scheduled KafkaBackup on its schedule until interrupted (see [`on_schedule`]).
 async fn scheduled_backup(
     backup: &v1beta1::KafkaBackup,
@@ -387,163 +367,27 @@ async fn scheduled_backup(
         backup_id: Some(ops::backup::backup_id(backup)),
         ..Default::default()
     };
-    on_schedule(schedule, ctx, initial, || backup_once(backup, ctx, workers)).await
+    on_schedule(schedule, ctx, initial, || workers::backup(backup, ctx, workers)).await
 }
 
-/// How long a worker has to stop after its run was cancelled before it is killed (it stops
-/// after a final checkpoint; a killed one continues where its last checkpoint was).
-const WORKER_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// Runs each shard as a `worker` process of this program with the same options: its stderr
-/// is forwarded line by line, prefixed with its shard, and the records every worker reports are
-/// summed up as the run's progress.
-fn worker_processes(args: &ResourceArgs) -> Box<ops::shard::ShardRunner> {
-    let args = args.clone();
-    let done: Arc<std::sync::Mutex<std::collections::BTreeMap<usize, u64>>> = Arc::default();
-    Box::new(move |shard, ctx| {
-        let (args, done) = (args.clone(), done.clone());
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || run_worker_process(&args, shard, &ctx, &done))
-                .await
-                .map_err(|e| format!("waiting for the worker failed: {e}"))?
-        })
-    })
-}
-
-/// Starts the worker of `shard` and waits for it; `Err` says how it ended when not well.
-fn run_worker_process(
-    args: &ResourceArgs,
-    shard: ops::shard::ShardIndex,
-    ctx: &Context,
-    done: &std::sync::Mutex<std::collections::BTreeMap<usize, u64>>,
-) -> Result<(), String> {
-    use std::io::{BufRead, Read};
-    use std::process::{Command, Stdio};
-    let exe =
-        std::env::current_exe().map_err(|e| format!("cannot find this program to start a worker: {e}"))?;
-    let mut command = Command::new(exe);
-    command
-        .arg("worker")
-        .arg("-f")
-        .arg(&args.file)
-        .arg("--shard-index")
-        .arg(shard.index.to_string())
-        .arg("--shards")
-        .arg(shard.count.to_string())
-        .arg("--pvc-root")
-        .arg(&args.pvc_root);
+/// The arguments of `worker` that run a shard of the resource of `args` with its options; the
+/// shard's index and count follow them.
+fn worker_args(args: &ResourceArgs) -> Vec<std::ffi::OsString> {
+    let mut out: Vec<std::ffi::OsString> = vec!["worker".into(), "-f".into(), args.file.clone().into()];
+    out.extend(["--pvc-root".into(), args.pvc_root.clone().into_os_string()]);
     for (flag, value) in [
         ("--secrets-dir", &args.secrets_dir),
         ("--state-dir", &args.state_dir),
         ("--catalog-dir", &args.catalog_dir),
     ] {
         if let Some(value) = value {
-            command.arg(flag).arg(value);
+            out.extend([flag.into(), value.clone().into_os_string()]);
         }
     }
     if let Some(namespace) = &args.namespace {
-        command.arg("--namespace").arg(namespace);
+        out.extend(["--namespace".into(), namespace.into()]);
     }
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot start the worker: {e}"))?;
-    let pid = child.id();
-    eprintln!("{shard}: worker process {pid}");
-    let prefix = format!("[shard {}/{}]", shard.index, shard.count);
-    let stderr = child.stderr.take();
-    let forward = std::thread::scope(|scope| {
-        let forwarding = scope.spawn(|| {
-            let Some(stderr) = stderr else { return };
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("{prefix} {line}");
-                if let Some(records) = reported_records(&line)
-                    && let Ok(mut done) = done.lock()
-                {
-                    done.insert(shard.index, records);
-                    let total: u64 = done.values().sum();
-                    ctx.report(
-                        total,
-                        None,
-                        format!("records backed up by {} workers", shard.count),
-                    );
-                }
-            }
-        });
-        let stdout = child.stdout.take();
-        let collecting = scope.spawn(|| {
-            let mut printed = String::new();
-            if let Some(mut stdout) = stdout {
-                let _ = stdout.read_to_string(&mut printed);
-            }
-            printed
-        });
-        let ended = wait_for_worker(&mut child, ctx);
-        let _ = forwarding.join();
-        let stdout = collecting.join().unwrap_or_default();
-        ended.map(|status| (status, stdout))
-    });
-    let (status, stdout) = forward.map_err(|e| format!("waiting for worker process {pid}: {e}"))?;
-    let printed: Value = serde_saphyr::from_str(&stdout).unwrap_or_default();
-    let field = |name: &str| {
-        printed
-            .pointer(&format!("/status/{name}"))
-            .and_then(Value::as_str)
-            .unwrap_or("-")
-            .to_owned()
-    };
-    eprintln!("{shard}: {}: {}", field("phase"), field("message"));
-    if status.success() {
-        Ok(())
-    } else if printed.is_null() {
-        Err(format!("process {pid} ended with {status}"))
-    } else {
-        Err(format!(
-            "process {pid} ended with {status}, phase {}: {}",
-            field("phase"),
-            field("message")
-        ))
-    }
-}
-
-/// Waits for a worker; once the run is cancelled it is interrupted (SIGINT), and killed when
-/// it has not stopped within [`WORKER_GRACE`].
-fn wait_for_worker(
-    child: &mut std::process::Child,
-    ctx: &Context,
-) -> std::io::Result<std::process::ExitStatus> {
-    let mut interrupted: Option<std::time::Instant> = None;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(status);
-        }
-        if ctx.cancel.is_cancelled() {
-            match interrupted {
-                None => {
-                    if let Some(pid) = i32::try_from(child.id())
-                        .ok()
-                        .and_then(rustix::process::Pid::from_raw)
-                    {
-                        let _ = rustix::process::kill_process(pid, rustix::process::Signal::INT);
-                    }
-                    interrupted = Some(std::time::Instant::now());
-                }
-                Some(at) if at.elapsed() >= WORKER_GRACE => {
-                    let _ = child.kill();
-                }
-                Some(_) => {}
-            }
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-}
-
-/// The records a worker's progress line (`progress: <records> ...`) reports.
-fn reported_records(line: &str) -> Option<u64> {
-    let rest = line.strip_prefix("progress: ")?;
-    rest.split(['/', ' ']).next()?.parse().ok()
+    out
 }
 
 /// The status of a resource that runs on a schedule (KafkaBackup, KafkaBackupValidation).
