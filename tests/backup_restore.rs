@@ -569,19 +569,6 @@ fn run_to_end(file: &Path, root: &Path) -> Value {
     doc["status"].clone()
 }
 
-/// A one-shot backup to PVC storage that checkpoints every second and stops at the offsets
-/// captured when it started, at most `records_per_sec` (per process) when given.
-fn resumable_backup(bootstrap: &str, source: &str, id: &str, records_per_sec: Option<i64>) -> Value {
-    let mut s = json!({"kafkaCluster": {"bootstrapServers": [bootstrap]}, "topics": [source],
-        "storage": pvc_storage(), "backupId": id, "segmentMaxBytes": 1_048_576,
-        "segmentMaxIntervalMs": 1000, "checkpoint": {"intervalSeconds": 1},
-        "stopAtCurrentOffsets": true, "compression": "None"});
-    if let Some(l) = records_per_sec {
-        s["rateLimiting"] = json!({"recordsPerSec": l});
-    }
-    s
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killed_backup_resumes_without_gap_or_duplicate_and_keeps_its_stop_offsets() {
     let Some(bootstrap) = broker() else { return };
@@ -591,7 +578,16 @@ async fn killed_backup_resumes_without_gap_or_duplicate_and_keeps_its_stop_offse
     let first = records_for(4, 2500, 1_700_000_000_000);
     produce(&bootstrap, &source, &first).await;
     let id = unique("kill");
-    let spec = |limit| resumable_backup(&bootstrap, &source, &id, limit);
+    let spec = |limit: Option<i64>| {
+        let mut s = json!({"kafkaCluster": {"bootstrapServers": [bootstrap]}, "topics": [source],
+            "storage": pvc_storage(), "backupId": id, "segmentMaxBytes": 1_048_576,
+            "segmentMaxIntervalMs": 1000, "checkpoint": {"intervalSeconds": 1},
+            "stopAtCurrentOffsets": true, "compression": "None"});
+        if let Some(l) = limit {
+            s["rateLimiting"] = json!({"recordsPerSec": l});
+        }
+        s
+    };
     let slow = write_manifest(root.path(), "KafkaBackup", "kill-slow", spec(Some(1500)));
     assert!(
         run_and_kill(&slow, root.path(), Duration::from_millis(3500)),
@@ -1796,6 +1792,19 @@ async fn a_cancelled_backup_counts_only_the_partitions_it_finished() {
     assert!(progress.partitions_done.unwrap() < 4, "{progress:?}");
 }
 
+/// A one-shot backup to PVC storage that checkpoints every second and stops at the offsets
+/// captured when it started, at most `records_per_sec` (per process) when given.
+fn resumable_backup(bootstrap: &str, source: &str, id: &str, records_per_sec: Option<i64>) -> Value {
+    let mut s = json!({"kafkaCluster": {"bootstrapServers": [bootstrap]}, "topics": [source],
+        "storage": pvc_storage(), "backupId": id, "segmentMaxBytes": 1_048_576,
+        "segmentMaxIntervalMs": 1000, "checkpoint": {"intervalSeconds": 1},
+        "stopAtCurrentOffsets": true, "compression": "None"});
+    if let Some(l) = records_per_sec {
+        s["rateLimiting"] = json!({"recordsPerSec": l});
+    }
+    s
+}
+
 /// A Secrets directory for `run -f` holding Secret `s3` (SeaweedFS's credentials).
 fn secrets_dir(root: &Path) -> std::path::PathBuf {
     let dir = root.join("secrets");
@@ -1807,7 +1816,7 @@ fn secrets_dir(root: &Path) -> std::path::PathBuf {
 
 /// `run -f FILE --workers N` (or `worker -f FILE --shard-index I --shards N`) of the binary.
 fn sharded(command: &str, file: &Path, root: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(binary());
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kafka-backup-operator"));
     c.args([command, "-f"])
         .arg(file)
         .arg("--pvc-root")
