@@ -2296,6 +2296,52 @@ mod tests {
     use super::*;
 
     #[test]
+    fn units_are_sharded_by_target_partition_and_workers_by_the_recorded_plan() {
+        let plan = |routing| TopicPlan {
+            source: "src".into(),
+            target: "dst".into(),
+            segments: BTreeMap::new(),
+            routing,
+            target_partitions: 4,
+            configs: BTreeMap::new(),
+        };
+        let unit = |p| Unit {
+            topic: 0,
+            source_partitions: vec![p],
+        };
+        let direct = plan(Routing::Direct(BTreeMap::from([(0, 2), (1, 3)])));
+        assert_eq!(unit_target(&direct, &unit(0)), ("dst".to_owned(), 2));
+        assert_eq!(unit_target(&direct, &unit(1)), ("dst".to_owned(), 3));
+        let repartitioned = plan(Routing::Repartition {
+            partitions: 4,
+            strategy: RepartitionStrategy::Murmur2,
+        });
+        assert_eq!(unit_target(&repartitioned, &unit(1)), ("dst".to_owned(), 0));
+
+        let recorded = ShardPlan {
+            id: "1-2".into(),
+            shards: vec![BTreeMap::new(), BTreeMap::new()],
+        };
+        let uri = "pvc://b/backups/x/restores/r/state.json";
+        let shard = |index, count| ShardIndex { index, count };
+        assert_eq!(shard_plan(Some(&recorded), uri, shard(1, 2)).unwrap(), &recorded);
+        let e = shard_plan(None, uri, shard(0, 2)).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!(
+                "--shard-index: {uri} records no restore split into shards"
+            )),
+            "{e}"
+        );
+        let e = shard_plan(Some(&recorded), uri, shard(0, 3))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            format!("--shards: the restore recorded in {uri} is split into 2 shards, not 3")
+        );
+    }
+
+    #[test]
     fn windows_are_inclusive() {
         let w = Window {
             start: Some(10),
