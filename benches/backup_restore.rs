@@ -172,6 +172,43 @@ fn reference_rows(
     }
 }
 
+/// `run -f MANIFEST --workers N` of the operator binary.
+struct WorkersRun<'a> {
+    manifest: &'a Path,
+    workers: usize,
+    root: &'a Path,
+    secrets: &'a Path,
+}
+
+impl WorkersRun<'_> {
+    /// Its row, with its CPU s per GB (of the run -f process and its workers); `check` judges
+    /// the status it printed.
+    fn row(&self, name: &str, payload: u64, note: &str, check: impl FnOnce(&Value)) -> Row {
+        let note = format!("{note}run -f --workers (RSS: the bench step, not the workers)");
+        let mut row = measure(name, payload, &note, || {
+            let out = Command::new(env!("CARGO_BIN_EXE_kafka-backup-operator"))
+                .args(["run", "-f"])
+                .arg(self.manifest)
+                .arg("--workers")
+                .arg(self.workers.to_string())
+                .arg("--pvc-root")
+                .arg(self.root)
+                .arg("--secrets-dir")
+                .arg(self.secrets)
+                .stderr(Stdio::null())
+                .output()
+                .unwrap();
+            let printed = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "{printed}");
+            let document: Value = serde_saphyr::from_str(&printed).unwrap();
+            check(&document["status"]);
+            String::new()
+        });
+        row.note = format!("{}, {:.1} CPU s/GB", row.note, row.cpu / (payload as f64 / 1e9));
+        row
+    }
+}
+
 fn consume_reference(bootstrap: &str, topic: &str, isolation: &str) -> u64 {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -262,16 +299,16 @@ fn main() {
         );
         reference_rows(&bootstrap, &topic, records, payload, run_id, &runtime, &mut rows);
     }
+    let backup_document = |storage: Value, compression: &str, id: &str| -> Value {
+        json!({"apiVersion": "kafka.oso.sh/v1beta1", "kind": "KafkaBackup",
+        "metadata": {"name": id},
+        "spec": {"kafkaCluster": {"bootstrapServers": [bootstrap]}, "topics": [topic],
+            "storage": storage, "backupId": id, "compression": compression,
+            "includeOffsetHeaders": false, "segmentMaxBytes": 8_388_608,
+            "memoryBudgetBytes": 134_217_728, "rateLimiting": {"maxConcurrentPartitions": PARTITIONS}}})
+    };
     let backup_spec = |storage: Value, compression: &str, id: &str| -> KafkaBackup {
-        serde_json::from_value(
-            json!({"apiVersion": "kafka.oso.sh/v1beta1", "kind": "KafkaBackup",
-            "metadata": {"name": id},
-            "spec": {"kafkaCluster": {"bootstrapServers": [bootstrap]}, "topics": [topic],
-                "storage": storage, "backupId": id, "compression": compression,
-                "includeOffsetHeaders": false, "segmentMaxBytes": 8_388_608,
-                "memoryBudgetBytes": 134_217_728, "rateLimiting": {"maxConcurrentPartitions": PARTITIONS}}}),
-        )
-        .unwrap()
+        serde_json::from_value(backup_document(storage, compression, id)).unwrap()
     };
     let pvc = json!({"type": "PVC", "pvc": {"claimName": "bench"}});
     let mut storages = vec![("local", pvc.clone())];
@@ -304,6 +341,69 @@ fn main() {
                     Some(records as i64)
                 );
                 String::new()
+            }));
+        }
+    }
+    // The same backup split over worker processes: `run -f --workers N` of the operator binary,
+    // N `worker` processes each copying its share of the partitions. CPU s counts the run -f
+    // process and its workers. On two shared cores the wall time cannot scale with N; the CPU
+    // per GB should stay flat (each worker's own rate, times N, until the broker or the storage
+    // is the limit).
+    for (where_, storage) in &storages {
+        for workers in [1, 2, 4] {
+            let name = format!("backup Zstd -> {where_}, {workers} worker processes");
+            if !here(&name, step, wanted(&name), run_id, &root, &mut rows) {
+                continue;
+            }
+            let id = format!("bench-{}-workers{workers}-{run_id}", where_.to_lowercase());
+            let manifest = root.join(format!("{id}.json"));
+            let document = backup_document(storage.clone(), "Zstd", &id);
+            std::fs::write(&manifest, serde_json::to_vec(&document).unwrap()).unwrap();
+            let secrets = root.join("secrets");
+            std::fs::create_dir_all(secrets.join("s3")).unwrap();
+            std::fs::write(secrets.join("s3/AWS_ACCESS_KEY_ID"), "test").unwrap();
+            std::fs::write(secrets.join("s3/AWS_SECRET_ACCESS_KEY"), "test").unwrap();
+            let run = WorkersRun {
+                manifest: &manifest,
+                workers,
+                root: &root,
+                secrets: &secrets,
+            };
+            rows.push(run.row(&name, payload, "", |status| {
+                assert_eq!(status["progress"]["records"], records as i64, "{status}");
+            }));
+        }
+    }
+    // Restores of the 1-worker set split the same way (by target partition), into fresh topics.
+    for (where_, storage) in &storages {
+        for workers in [1, 2, 4] {
+            let name = format!("restore from {where_} (zstd set), {workers} worker processes");
+            let target = format!("bench-dst-{}-workers{workers}-{run_id}", where_.to_lowercase());
+            if !here(&name, step, wanted(&name), run_id, &root, &mut rows) {
+                if step.is_none() {
+                    runtime.block_on(support::delete_topic(&bootstrap, &target));
+                }
+                continue;
+            }
+            let id = format!("bench-{}-workers1-{run_id}", where_.to_lowercase());
+            let restore_name = format!("r-{}-workers{workers}", where_.to_lowercase());
+            let manifest = root.join(format!("{restore_name}.json"));
+            let document = json!({"apiVersion": "kafka.oso.sh/v1beta1", "kind": "KafkaRestore",
+                "metadata": {"name": restore_name},
+                "spec": {"backupRef": {"backupId": id, "storage": storage},
+                    "kafkaCluster": {"bootstrapServers": [bootstrap]},
+                    "topicMapping": {topic.clone(): target}, "createTopics": {"enabled": true},
+                    "rateLimiting": {"maxConcurrentPartitions": PARTITIONS}}});
+            std::fs::write(&manifest, serde_json::to_vec(&document).unwrap()).unwrap();
+            let secrets = root.join("secrets");
+            let run = WorkersRun {
+                manifest: &manifest,
+                workers,
+                root: &root,
+                secrets: &secrets,
+            };
+            rows.push(run.row(&name, payload, "acks=all, idempotent, ", |status| {
+                assert_eq!(status["recordsRestored"], records as i64, "{status}");
             }));
         }
     }

@@ -30,6 +30,11 @@ enum Command {
     /// the local ConfigMap store --configmaps-dir DIR/<configmap>/<key> (ConfigMap documents
     /// given with -f are stored there first).
     Run(run::RunArgs),
+    /// Execute one shard of a resource's run split over workers (`run -f --workers N`, or an
+    /// Indexed Job's pod with JOB_COMPLETION_INDEX): copies the shard's partitions and stores
+    /// its result for the coordinator to merge; print the shard's status as YAML. Exit code 0
+    /// when the shard completed. Same options as `run`.
+    Worker(run::WorkerArgs),
     /// Check an evidence report of a KafkaBackupValidation: its SHA-256 digest and, when signed,
     /// its signature. Exit code 0 only when both hold.
     VerifyEvidence(VerifyEvidenceArgs),
@@ -132,6 +137,14 @@ fn main() -> ExitCode {
         Command::Run(args) => {
             server::init_logging();
             match run::run_blocking(args) {
+                Ok(true) => Ok(()),
+                Ok(false) => return ExitCode::FAILURE,
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        Command::Worker(args) => {
+            server::init_logging();
+            match run::worker_blocking(args) {
                 Ok(true) => Ok(()),
                 Ok(false) => return ExitCode::FAILURE,
                 Err(e) => Err(e.to_string()),

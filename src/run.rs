@@ -45,6 +45,7 @@
 
 mod documents;
 mod records;
+mod workers;
 
 use std::{
     io::IsTerminal,
@@ -57,6 +58,7 @@ use records::{DEFAULT_NAMESPACE, KafkaBackupRecords};
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
+use workers::Workers;
 
 use crate::{
     api::{GROUP, STORAGE_VERSION, admission, conversion, v1beta1},
@@ -72,6 +74,39 @@ use crate::{
 /// Arguments of `run`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct RunArgs {
+    /// The resources and where what they need comes from.
+    #[command(flatten)]
+    pub resource: ResourceArgs,
+    /// Run a scheduled resource once, now, instead of on its schedule.
+    #[arg(long)]
+    pub once: bool,
+    /// Split a one-shot KafkaBackup or a KafkaRestore over N worker processes of this program
+    /// (`worker`), each copying its share of the partitions (a backup: into the same backup set;
+    /// a restore: by target partition); their results are merged when all have ended. The files
+    /// then hold exactly one such resource (and any ConfigMaps). 1: everything in this process.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: u16,
+}
+
+/// Arguments of `worker`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct WorkerArgs {
+    /// The resource and where what it needs comes from, as for `run` (the files hold one
+    /// KafkaBackup or KafkaRestore; their ConfigMaps were stored by the coordinator).
+    #[command(flatten)]
+    pub resource: ResourceArgs,
+    /// The shard this worker runs, 0 to --shards - 1 (an Indexed Job's pod has it in
+    /// JOB_COMPLETION_INDEX).
+    #[arg(long, env = "JOB_COMPLETION_INDEX")]
+    pub shard_index: usize,
+    /// How many shards the coordinator split the run into.
+    #[arg(long)]
+    pub shards: usize,
+}
+
+/// The resources `run` and `worker` execute, and where what they need comes from.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ResourceArgs {
     /// The manifests, as for `kubectl apply -f`: repeat -f for several files, and a file may hold
     /// several YAML documents (`---`). KafkaOffsetReset, KafkaOffsetRollback, KafkaBackup,
     /// KafkaRestore and KafkaBackupValidation (either API version) run one after the other, in
@@ -87,9 +122,6 @@ pub struct RunArgs {
     /// Namespace recorded for the resource when the manifest has none.
     #[arg(short = 'n', long)]
     pub namespace: Option<String>,
-    /// Run a scheduled resource once, now, instead of on its schedule.
-    #[arg(long)]
-    pub once: bool,
     /// State directory, as for `serve`; KafkaBackups run are recorded in
     /// <state-dir>/kafkabackups/<namespace>/<name>.yaml, for `backupRef` of later runs
     /// [default: $XDG_STATE_HOME/kafka-backup-operator or $HOME/.local/state/kafka-backup-operator].
@@ -215,6 +247,17 @@ pub enum RunError {
     /// The status could not be printed.
     #[error("cannot print the status: {0}")]
     Print(String),
+    /// This kind, or this many resources, cannot be split over workers.
+    #[error("{option}: {what}; a run is split over workers for one one-shot KafkaBackup or one KafkaRestore")]
+    NotSharded {
+        /// The option asking for workers.
+        option: &'static str,
+        /// What is given instead.
+        what: String,
+    },
+    /// The shard asked for does not exist.
+    #[error(transparent)]
+    Shard(#[from] ops::shard::ShardError),
 }
 
 /// The outcome of a run: the status documents and whether every operation completed.
@@ -238,7 +281,7 @@ struct LocalState {
 }
 
 impl LocalState {
-    fn of(args: &RunArgs) -> Result<Self, RunError> {
+    fn of(args: &ResourceArgs) -> Result<Self, RunError> {
         let (state, no_state_dir) = match crate::server::state_dir(args.state_dir.as_deref()) {
             Ok(state) => (Some(state), String::new()),
             Err(e) => (None, e.to_string()),
@@ -287,32 +330,20 @@ impl LocalState {
 /// resources in order (stopping at the first that does not complete); prints warnings and
 /// progress on stderr.
 pub async fn run(args: &RunArgs) -> Result<RunOutcome, RunError> {
-    let documents = documents::read(&args.files)?;
-    let mut config_maps = Vec::new();
-    let mut resources = Vec::new();
-    // Everything is judged before anything is stored or run.
-    for (origin, document) in documents {
-        match document {
-            Document::ConfigMap(cm) => config_maps.push((origin, cm)),
-            Document::Resource(object) => {
-                let admitted = admit(&origin, &object)?;
-                resources.push((origin, admitted));
-            }
+    let (config_maps, resources) = judge(&args.resource)?;
+    let workers = match args.workers {
+        1 => None,
+        n => {
+            splittable(&resources, "--workers")?;
+            Some(Workers::processes(usize::from(n), worker_args(&args.resource)))
         }
-    }
-    let local = LocalState::of(args)?;
-    check_backup_refs(&resources, args, &local)?;
+    };
+    let local = LocalState::of(&args.resource)?;
+    check_backup_refs(&resources, &args.resource, &local)?;
     for (origin, cm) in &config_maps {
         store_config_map(&local, origin, cm)?;
     }
-    let cancel = CancellationToken::new();
-    let on_signal = cancel.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("interrupted: stopping");
-            on_signal.cancel();
-        }
-    });
+    let cancel = cancel_on_ctrl_c();
     let mut statuses = Vec::new();
     let mut completed = true;
     let count = resources.len();
@@ -327,7 +358,15 @@ pub async fn run(args: &RunArgs) -> Result<RunOutcome, RunError> {
         for warning in &admitted.warnings {
             eprintln!("warning: {origin}: {warning}");
         }
-        let status = execute(args, &local, &origin, admitted.object, cancel.clone()).await?;
+        let status = execute(
+            args,
+            workers.as_ref(),
+            &local,
+            &origin,
+            admitted.object,
+            cancel.clone(),
+        )
+        .await?;
         // A validation that ran but found the backup wanting is not a success either.
         completed = status.get("phase").and_then(Value::as_str) == Some("Completed")
             && status.get("result").and_then(Value::as_str) != Some("Failed");
@@ -342,8 +381,114 @@ pub async fn run(args: &RunArgs) -> Result<RunOutcome, RunError> {
     })
 }
 
+/// Runs one shard of a resource's run split over workers (`worker`); prints warnings and
+/// progress on stderr, and returns the shard's status.
+pub async fn worker(args: &WorkerArgs) -> Result<RunOutcome, RunError> {
+    let shard = ops::shard::ShardIndex::new(args.shard_index, args.shards)?;
+    let (_, mut resources) = judge(&args.resource)?;
+    splittable(&resources, "worker")?;
+    let Some((origin, admitted)) = resources.pop() else {
+        return Err(RunError::NotSharded {
+            option: "worker",
+            what: "no resource given".into(),
+        });
+    };
+    let local = LocalState::of(&args.resource)?;
+    let hub = admitted.object;
+    let (ctx, namespace) = context(&args.resource, &local, &hub, cancel_on_ctrl_c());
+    let status = if hub.get("kind").and_then(Value::as_str) == Some("KafkaBackup") {
+        let backup: v1beta1::KafkaBackup = decode(&origin, hub)?;
+        to_value(ops::backup::execute_shard(&backup, &ctx, shard).await)?
+    } else {
+        let mut restore: v1beta1::KafkaRestore = decode(&origin, hub)?;
+        resolve_backup_ref(&local, &mut restore.spec.backup_ref, &namespace)?;
+        to_value(ops::restore::execute_shard(&restore, &ctx, shard).await)?
+    };
+    let completed = status.get("phase").and_then(Value::as_str) == Some("Completed");
+    Ok(RunOutcome {
+        status_yaml: serde_saphyr::to_string(&serde_json::json!({ "status": status }))
+            .map_err(|e| RunError::Print(e.to_string()))?,
+        completed,
+    })
+}
+
+/// The ConfigMap documents and the admitted resources of the files, in order: everything is
+/// judged before anything is stored or run.
+#[allow(clippy::type_complexity)]
+fn judge(
+    args: &ResourceArgs,
+) -> Result<(Vec<(Origin, ConfigMapDocument)>, Vec<(Origin, Admitted)>), RunError> {
+    let mut config_maps = Vec::new();
+    let mut resources = Vec::new();
+    for (origin, document) in documents::read(&args.files)? {
+        match document {
+            Document::ConfigMap(cm) => config_maps.push((origin, cm)),
+            Document::Resource(object) => {
+                let admitted = admit(&origin, &object)?;
+                resources.push((origin, admitted));
+            }
+        }
+    }
+    Ok((config_maps, resources))
+}
+
+/// Refuses a split over workers (`option`) unless the resources are one KafkaBackup or one
+/// KafkaRestore (a continuous backup is refused by the backup itself, in its status).
+fn splittable(resources: &[(Origin, Admitted)], option: &'static str) -> Result<(), RunError> {
+    let refuse = |what: String| Err(RunError::NotSharded { option, what });
+    let [(origin, admitted)] = resources else {
+        return refuse(format!("{} resources given", resources.len()));
+    };
+    match admitted
+        .object
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+    {
+        "KafkaBackup" | "KafkaRestore" => Ok(()),
+        other => refuse(format!("{other} runs in one process ({origin})")),
+    }
+}
+
+/// A cancellation token cancelled by Ctrl-C.
+fn cancel_on_ctrl_c() -> CancellationToken {
+    let cancel = CancellationToken::new();
+    let on_signal = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("interrupted: stopping");
+            on_signal.cancel();
+        }
+    });
+    cancel
+}
+
+/// The arguments of `worker` that run a shard of the resource of `args` with its options; the
+/// shard's index and count follow them.
+fn worker_args(args: &ResourceArgs) -> Vec<std::ffi::OsString> {
+    let mut out: Vec<std::ffi::OsString> = vec!["worker".into()];
+    for file in &args.files {
+        out.extend(["-f".into(), file.clone().into_os_string()]);
+    }
+    out.extend(["--pvc-root".into(), args.pvc_root.clone().into_os_string()]);
+    for (flag, value) in [
+        ("--secrets-dir", &args.secrets_dir),
+        ("--state-dir", &args.state_dir),
+        ("--catalog-dir", &args.catalog_dir),
+        ("--configmaps-dir", &args.configmaps_dir),
+    ] {
+        if let Some(value) = value {
+            out.extend([flag.into(), value.clone().into_os_string()]);
+        }
+    }
+    if let Some(namespace) = &args.namespace {
+        out.extend(["--namespace".into(), namespace.into()]);
+    }
+    out
+}
+
 /// The namespace of an admitted resource: its own, else `-n`'s, else `default`.
-fn namespace_of(hub: &Value, args: &RunArgs) -> String {
+fn namespace_of(hub: &Value, args: &ResourceArgs) -> String {
     hub.pointer("/metadata/namespace")
         .and_then(Value::as_str)
         .map(str::to_owned)
@@ -355,7 +500,7 @@ fn namespace_of(hub: &Value, args: &RunArgs) -> String {
 /// and does not run earlier in this invocation.
 fn check_backup_refs(
     resources: &[(Origin, Admitted)],
-    args: &RunArgs,
+    args: &ResourceArgs,
     local: &LocalState,
 ) -> Result<(), RunError> {
     let mut run_before = std::collections::BTreeSet::new();
@@ -403,14 +548,13 @@ fn store_config_map(local: &LocalState, origin: &Origin, cm: &ConfigMapDocument)
     Ok(())
 }
 
-/// Executes one admitted resource; returns its status.
-async fn execute(
-    args: &RunArgs,
+/// The context an admitted resource executes in, and its namespace.
+fn context(
+    args: &ResourceArgs,
     local: &LocalState,
-    origin: &Origin,
-    hub: Value,
+    hub: &Value,
     cancel: CancellationToken,
-) -> Result<Value, RunError> {
+) -> (Context, String) {
     let kind = hub
         .get("kind")
         .and_then(Value::as_str)
@@ -424,7 +568,7 @@ async fn execute(
         name: text("name").unwrap_or_default(),
         uid: text("uid"),
     };
-    let namespace = namespace_of(&hub, args);
+    let namespace = namespace_of(hub, args);
     let config_maps = match local.config_map_dir() {
         Ok(dir) => ConfigMapStore::Dir(dir.to_owned()),
         Err(_) => ConfigMapStore::None,
@@ -442,6 +586,21 @@ async fn execute(
         attempt_failed: Arc::new(print_retry),
         default_snapshots: DefaultSnapshots::Embedded(local.embedded.clone()),
     };
+    (ctx, namespace)
+}
+
+/// Executes one admitted resource (a KafkaBackup or KafkaRestore over `workers` when given);
+/// returns its status.
+async fn execute(
+    args: &RunArgs,
+    workers: Option<&Workers>,
+    local: &LocalState,
+    origin: &Origin,
+    hub: Value,
+    cancel: CancellationToken,
+) -> Result<Value, RunError> {
+    let (ctx, namespace) = context(&args.resource, local, &hub, cancel);
+    let kind = ctx.resource.kind.clone();
     let resolved = |what: &str, path: Option<PathBuf>| {
         if let Some(path) = path {
             eprintln!("{what}: read from the record {}", path.display());
@@ -468,8 +627,8 @@ async fn execute(
             };
             let path = records.record(&backup, &namespace, &initial)?;
             let status = match (&backup.spec.schedule, args.once) {
-                (Some(schedule), false) => scheduled_backup(&backup, schedule, &ctx).await,
-                _ => ops::backup::execute(&backup, &ctx).await,
+                (Some(schedule), false) => scheduled_backup(&backup, schedule, &ctx, workers).await,
+                _ => workers::backup(&backup, &ctx, workers).await,
             };
             records.record(&backup, &namespace, &status)?;
             eprintln!(
@@ -483,7 +642,7 @@ async fn execute(
             let mut restore: v1beta1::KafkaRestore = decode(origin, hub)?;
             let path = resolve_backup_ref(local, &mut restore.spec.backup_ref, &namespace)?;
             resolved("spec.backupRef", path);
-            to_value(ops::restore::execute(&restore, &ctx).await)?
+            to_value(workers::restore(&restore, &ctx, workers).await)?
         }
         "KafkaBackupValidation" => {
             let mut validation: v1beta1::KafkaBackupValidation = decode(origin, hub)?;
@@ -593,13 +752,14 @@ async fn scheduled_backup(
     backup: &v1beta1::KafkaBackup,
     schedule: &str,
     ctx: &Context,
+    workers: Option<&Workers>,
 ) -> v1beta1::KafkaBackupStatus {
     let initial = v1beta1::KafkaBackupStatus {
         phase: Some(v1beta1::RunPhase::Pending),
         backup_id: Some(ops::backup::backup_id(backup)),
         ..Default::default()
     };
-    on_schedule(schedule, ctx, initial, || ops::backup::execute(backup, ctx)).await
+    on_schedule(schedule, ctx, initial, || workers::backup(backup, ctx, workers)).await
 }
 
 /// The status of a resource that runs on a schedule (KafkaBackup, KafkaBackupValidation).
@@ -676,17 +836,31 @@ where
 
 /// Runs [`run`] on a new runtime and prints the status; the process exit code follows the phase.
 pub fn run_blocking(args: &RunArgs) -> Result<bool, RunError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let runtime = runtime()?;
+    let outcome = runtime.block_on(run(args))?;
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    print!("{}", outcome.status_yaml);
+    Ok(outcome.completed)
+}
+
+/// Runs [`worker`] on a new runtime and prints the shard's status; the process exit code
+/// follows its phase.
+pub fn worker_blocking(args: &WorkerArgs) -> Result<bool, RunError> {
+    let runtime = runtime()?;
+    let outcome = runtime.block_on(worker(args))?;
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    print!("{}", outcome.status_yaml);
+    Ok(outcome.completed)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, RunError> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|source| RunError::Read {
             path: PathBuf::from("<tokio runtime>"),
             source,
-        })?;
-    let outcome = runtime.block_on(run(args))?;
-    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
-    print!("{}", outcome.status_yaml);
-    Ok(outcome.completed)
+        })
 }
 
 /// The object after the webhook's mutation and validation, as v1beta1.

@@ -9,6 +9,7 @@ mod support;
 use std::{
     collections::{BTreeMap, HashMap},
     path::Path,
+    process::{Command, Stdio},
     sync::{Arc, Mutex, atomic::Ordering},
     time::{Duration, Instant},
 };
@@ -1740,4 +1741,406 @@ async fn a_cancelled_backup_counts_only_the_partitions_it_finished() {
     assert!(progress.records.unwrap() < records.len() as i64, "{progress:?}");
     assert_eq!(progress.partitions_total, Some(4));
     assert!(progress.partitions_done.unwrap() < 4, "{progress:?}");
+}
+
+/// A one-shot backup to PVC storage that checkpoints every second and stops at the offsets
+/// captured when it started, at most `records_per_sec` (per process) when given.
+fn resumable_backup(bootstrap: &str, source: &str, id: &str, records_per_sec: Option<i64>) -> Value {
+    let mut s = json!({"kafkaCluster": {"bootstrapServers": [bootstrap]}, "topics": [source],
+        "storage": pvc_storage(), "backupId": id, "segmentMaxBytes": 1_048_576,
+        "segmentMaxIntervalMs": 1000, "checkpoint": {"intervalSeconds": 1},
+        "stopAtCurrentOffsets": true, "compression": "None"});
+    if let Some(l) = records_per_sec {
+        s["rateLimiting"] = json!({"recordsPerSec": l});
+    }
+    s
+}
+
+/// A Secrets directory for `run -f` holding Secret `s3` (SeaweedFS's credentials).
+fn secrets_dir(root: &Path) -> std::path::PathBuf {
+    let dir = root.join("secrets");
+    std::fs::create_dir_all(dir.join("s3")).unwrap();
+    std::fs::write(dir.join("s3/AWS_ACCESS_KEY_ID"), "test").unwrap();
+    std::fs::write(dir.join("s3/AWS_SECRET_ACCESS_KEY"), "test").unwrap();
+    dir
+}
+
+/// `run -f FILE --workers N` (or `worker -f FILE --shard-index I --shards N`) of the binary.
+fn sharded(command: &str, file: &Path, root: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kafka-backup-operator"));
+    c.args([command, "-f"])
+        .arg(file)
+        .arg("--pvc-root")
+        .arg(root)
+        .arg("--secrets-dir")
+        .arg(secrets_dir(root))
+        .args(args);
+    c
+}
+
+/// Runs a command to its end: whether it succeeded, the printed status, stderr.
+fn status_of(mut command: Command) -> (bool, Value, String) {
+    let out = command.output().unwrap();
+    let doc: Value = serde_saphyr::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap_or(Value::Null);
+    (
+        out.status.success(),
+        doc["status"].clone(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_backup_split_over_four_workers_is_one_complete_set_that_restores_exactly() {
+    let Some(bootstrap) = broker() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let source = unique("workers-src");
+    create_topic(&bootstrap, &source, 8).await;
+    // Uneven partitions, so the shards are balanced by weight rather than by count.
+    let mut records = records_for(8, 400, 1_700_000_000_000);
+    records.extend(records_for(2, 1500, 1_700_100_000_000));
+    produce(&bootstrap, &source, &records).await;
+    let mut storages = vec![pvc_storage()];
+    storages.extend(s3_storage(&unique("workers")));
+    for storage in storages {
+        let id = unique("workers");
+        let file = write_run_manifest(
+            root.path(),
+            "KafkaBackup",
+            "split",
+            json!({"kafkaCluster": {"bootstrapServers": [bootstrap]}, "topics": [source],
+                "storage": storage, "backupId": id, "segmentMaxBytes": 1_048_576,
+                "checkpoint": {"intervalSeconds": 1}, "compression": "Zstd"}),
+        );
+        let (ok, status, stderr) = status_of(sharded("run", &file, root.path(), &["--workers", "4"]));
+        assert!(ok, "{status}\n{stderr}");
+        assert_eq!(status["phase"], "Completed", "{status}");
+        assert_eq!(status["progress"]["records"], records.len() as i64, "{status}");
+        assert_eq!(status["progress"]["partitionsDone"], 8, "{status}");
+        assert_eq!(status["progress"]["bytes"], record_bytes(&records), "{status}");
+        assert!(
+            status["message"].as_str().unwrap().ends_with("by 4 workers"),
+            "{status}"
+        );
+        for shard in 0..4 {
+            assert!(
+                stderr.contains(&format!("shard {shard} of 4: worker process"))
+                    && stderr.contains(&format!("shard {shard} of 4: Completed")),
+                "shard {shard} not reported: {stderr}"
+            );
+        }
+        let location = open_location(root.path(), &storage);
+        let manifest = read_manifest(&location, &id).await.unwrap().unwrap();
+        assert_eq!(manifest.state, SetState::Complete);
+        assert_eq!(manifest.current_run, None);
+        assert_eq!(manifest.runs.len(), 1);
+        assert_eq!(manifest.runs[0].records, records.len() as u64);
+        assert_consistent(&location, &id).await;
+        // The shards' results are merged and gone: the manifest is the set's one index.
+        let left = location.list(&format!("{}/shards", set_dir(&id))).await.unwrap();
+        assert!(left.is_empty(), "{left:?}");
+        let got = restored(root.path(), &bootstrap, &storage, &id, &source, 8).await;
+        assert_same(&got, &by_partition(&records));
+    }
+}
+
+/// Runs `coordinator` (`run -f --workers 4`), SIGKILLs the worker of shard `shard` 3 s after all
+/// four started (their pids as the coordinator prints them), and waits for the coordinator: its
+/// output and stderr.
+fn kill_one_worker(mut coordinator: Command, shard: usize) -> (std::process::Output, String) {
+    let mut coordinator = coordinator
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (pid_tx, pid_rx) = std::sync::mpsc::channel::<(usize, u32)>();
+    let stderr = coordinator.stderr.take().unwrap();
+    let collected = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix("shard ")
+                && let Some((index, pid)) = rest.split_once(" of 4: worker process ")
+            {
+                let _ = pid_tx.send((index.parse().unwrap(), pid.trim().parse().unwrap()));
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let mut pids = BTreeMap::new();
+    while pids.len() < 4 {
+        let Ok((index, pid)) = pid_rx.recv_timeout(Duration::from_secs(30)) else {
+            panic!("the workers did not start: {}", collected.join().unwrap());
+        };
+        pids.insert(index, pid);
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let killed = Command::new("kill")
+        .args(["-9", &pids[&shard].to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success(), "shard {shard}'s worker had ended already");
+    let out = coordinator.wait_with_output().unwrap();
+    (out, collected.join().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_worker_run_again_completes_its_shard_without_loss_or_duplicate() {
+    let Some(bootstrap) = broker() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let source = unique("killw-src");
+    create_topic(&bootstrap, &source, 8).await;
+    let first = records_for(8, 2000, 1_700_000_000_000);
+    produce(&bootstrap, &source, &first).await;
+    let id = unique("killw");
+    let spec = |limit| resumable_backup(&bootstrap, &source, &id, limit);
+    // Per worker: 4000 records of its two partitions take each worker about 8 s.
+    let slow = write_run_manifest(root.path(), "KafkaBackup", "killw-slow", spec(Some(500)));
+    let (out, stderr) = kill_one_worker(sharded("run", &slow, root.path(), &["--workers", "4"]), 1);
+    let location = open_location(root.path(), &pvc_storage());
+    assert!(
+        !out.status.success(),
+        "the run with a killed worker succeeded: {stderr}"
+    );
+    let status: Value = serde_saphyr::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    let message = status["status"]["message"].as_str().unwrap().to_owned();
+    assert_eq!(status["status"]["phase"], "Failed", "{status}");
+    assert!(
+        message.starts_with("shard 1 of 4: did not finish") && message.contains("signal: 9"),
+        "{message}"
+    );
+    // No Complete manifest without every shard.
+    let manifest = read_manifest(&location, &id).await.unwrap().unwrap();
+    assert_eq!(manifest.state, SetState::InProgress);
+
+    // Records produced now are beyond the stop offsets the coordinator captured.
+    let later = records_for(8, 10, 1_700_100_000_000);
+    produce(&bootstrap, &source, &later).await;
+    let fast = write_run_manifest(root.path(), "KafkaBackup", "killw-fast", spec(None));
+    // As an Indexed Job's pod runs it: the index from JOB_COMPLETION_INDEX.
+    let mut worker = sharded("worker", &fast, root.path(), &["--shards", "4"]);
+    worker.env("JOB_COMPLETION_INDEX", "1");
+    let (ok, shard, stderr) = status_of(worker);
+    assert!(ok, "{shard}\n{stderr}");
+    assert_eq!(shard["phase"], "Completed", "{shard}");
+    assert!(
+        shard["message"].as_str().unwrap().contains("by shard 1 of 4"),
+        "{shard}"
+    );
+    // A worker never completes the set itself.
+    let manifest = read_manifest(&location, &id).await.unwrap().unwrap();
+    assert_eq!(manifest.state, SetState::InProgress);
+
+    // The coordinator again: the other shards are complete already, the merge makes the set.
+    let (ok, status, stderr) = status_of(sharded("run", &fast, root.path(), &["--workers", "4"]));
+    assert!(ok, "{status}\n{stderr}");
+    assert_eq!(status["phase"], "Completed", "{status}");
+    let manifest = read_manifest(&location, &id).await.unwrap().unwrap();
+    assert_eq!(manifest.state, SetState::Complete);
+    for (p, entry) in &manifest.topics[&source].partitions {
+        let records: u64 = entry.segments.iter().map(|s| s.records).sum();
+        assert_eq!(records, 2000, "partition {p}: stops at the captured end");
+        assert_eq!(entry.next_offset, 2000, "partition {p}");
+    }
+    assert_consistent(&location, &id).await;
+    let left = location.list(&format!("{}/shards", set_dir(&id))).await.unwrap();
+    assert!(left.is_empty(), "{left:?}");
+    let got = restored(root.path(), &bootstrap, &pvc_storage(), &id, &source, 8).await;
+    assert_same(&got, &by_partition(&first));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restore_split_over_four_workers_into_a_fresh_topic_is_exact() {
+    let Some(bootstrap) = broker() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let source = unique("restw-src");
+    create_topic(&bootstrap, &source, 8).await;
+    let mut records = records_for(8, 300, 1_700_000_000_000);
+    records.extend(records_for(3, 900, 1_700_100_000_000));
+    produce(&bootstrap, &source, &records).await;
+    let id = unique("restw");
+    let group = unique("restw-group");
+    commit_offsets(&bootstrap, &group, &source, &[(0, 100), (5, 300)]);
+    let status = run_backup(
+        root.path(),
+        "restw",
+        json!({"kafkaCluster": {"bootstrapServers": [bootstrap]}, "topics": [source],
+            "storage": pvc_storage(), "backupId": id, "consumerGroupSnapshot": true}),
+    )
+    .await;
+    assert_eq!(status.phase, Some(RunPhase::Completed), "{status:?}");
+    let target = unique("restw-dst");
+    let file = write_run_manifest(
+        root.path(),
+        "KafkaRestore",
+        "restw-r",
+        json!({"backupRef": {"backupId": id, "storage": pvc_storage()},
+            "kafkaCluster": {"bootstrapServers": [bootstrap]},
+            "topicMapping": {source.clone(): target.clone()}, "createTopics": {"enabled": true},
+            "offsetReset": {"strategy": "HeaderBased", "consumerGroups": [group]}}),
+    );
+    let (ok, status, stderr) = status_of(sharded("run", &file, root.path(), &["--workers", "4"]));
+    assert!(ok, "{status}\n{stderr}");
+    assert_eq!(status["phase"], "Completed", "{status}");
+    assert_eq!(status["recordsRestored"], records.len() as i64, "{status}");
+    assert_eq!(status["bytesRestored"], record_bytes(&records), "{status}");
+    for shard in 0..4 {
+        assert!(
+            stderr.contains(&format!(
+                "shard {shard} of 4: Completed: shard {shard} of 4: restored"
+            )),
+            "shard {shard} not reported: {stderr}"
+        );
+    }
+    assert_same(&consume_all(&bootstrap, &target, 8), &by_partition(&records));
+    // The offset mapping covers every shard's partitions: the group lands where it was.
+    assert_eq!(
+        committed_offsets(&bootstrap, &group, &target, 8),
+        vec![(0, 100), (5, 300)]
+    );
+    // Run again: completed, nothing written twice.
+    let (ok, again, stderr) = status_of(sharded("run", &file, root.path(), &["--workers", "4"]));
+    assert!(ok, "{again}\n{stderr}");
+    assert!(
+        again["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("already completed"),
+        "{again}"
+    );
+    assert_same(&consume_all(&bootstrap, &target, 8), &by_partition(&records));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn worker_options_are_checked_and_name_what_is_wrong() {
+    let Some(bootstrap) = broker() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let source = unique("wopt-src");
+    create_topic(&bootstrap, &source, 2).await;
+    let id = unique("wopt");
+    let backup = write_run_manifest(
+        root.path(),
+        "KafkaBackup",
+        "wopt",
+        json!({"kafkaCluster": {"bootstrapServers": [bootstrap]}, "topics": [source],
+            "storage": pvc_storage(), "backupId": id}),
+    );
+    let refused = |command: Command| {
+        let (ok, _, stderr) = status_of(command);
+        assert!(!ok, "{stderr}");
+        stderr
+    };
+    let e = refused(sharded(
+        "worker",
+        &backup,
+        root.path(),
+        &["--shard-index", "4", "--shards", "4"],
+    ));
+    assert!(e.contains("--shard-index 4 is not a shard of 4 (0 to 3)"), "{e}");
+    // No coordinator planned this set: the worker says who must.
+    let (ok, status, stderr) = status_of(sharded(
+        "worker",
+        &backup,
+        root.path(),
+        &["--shard-index", "0", "--shards", "2"],
+    ));
+    assert!(!ok, "{stderr}");
+    let message = status["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(&format!(
+            "--shard-index: backup set {id} has no run split into shards in progress"
+        )),
+        "{message}"
+    );
+    let continuous = write_run_manifest(
+        root.path(),
+        "KafkaBackup",
+        "wopt-cont",
+        json!({"kafkaCluster": {"bootstrapServers": [bootstrap]}, "topics": [source],
+            "storage": pvc_storage(), "backupId": unique("wopt-c"), "continuous": true}),
+    );
+    let (ok, status, stderr) = status_of(sharded("run", &continuous, root.path(), &["--workers", "2"]));
+    assert!(!ok, "{stderr}");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("spec.continuous: a continuous backup follows its partitions in one process"),
+        "{status}"
+    );
+    let reset = write_run_manifest(
+        root.path(),
+        "KafkaOffsetReset",
+        "wopt-reset",
+        json!({"kafkaCluster": {"bootstrapServers": [bootstrap]}, "consumerGroups": ["g"],
+            "topics": [{"name": source}], "strategy": "Earliest"}),
+    );
+    let e = refused(sharded("run", &reset, root.path(), &["--workers", "2"]));
+    assert!(
+        e.contains("--workers: KafkaOffsetReset runs in one process"),
+        "{e}"
+    );
+    let e = refused(sharded("run", &backup, root.path(), &["--workers", "0"]));
+    assert!(e.contains("--workers"), "{e}");
+    // A split runs one resource: several in the files are refused before anything runs.
+    let both = root.path().join("both.yaml");
+    let text = |p: &Path| std::fs::read_to_string(p).unwrap();
+    std::fs::write(&both, format!("{}\n---\n{}", text(&backup), text(&reset))).unwrap();
+    let e = refused(sharded("run", &both, root.path(), &["--workers", "2"]));
+    assert!(e.contains("--workers: 2 resources given"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_restore_worker_run_again_leaves_each_record_once() {
+    let Some(bootstrap) = broker() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let source = unique("krw-src");
+    create_topic(&bootstrap, &source, 8).await;
+    let records = records_for(8, 2000, 1_700_000_000_000);
+    produce(&bootstrap, &source, &records).await;
+    let id = unique("krw");
+    let status = run_backup(
+        root.path(),
+        "krw",
+        json!({"kafkaCluster": {"bootstrapServers": [bootstrap]}, "topics": [source],
+            "storage": pvc_storage(), "backupId": id, "compression": "None"}),
+    )
+    .await;
+    assert_eq!(status.phase, Some(RunPhase::Completed), "{status:?}");
+    let target = unique("krw-dst");
+    // The restore's state is named after the resource: both runs are the same restore.
+    let spec = |limit: Option<i64>| {
+        let mut s = json!({"backupRef": {"backupId": id, "storage": pvc_storage()},
+            "kafkaCluster": {"bootstrapServers": [bootstrap]},
+            "topicMapping": {source.clone(): target.clone()}, "createTopics": {"enabled": true},
+            "produce": {"batchSize": 100}});
+        if let Some(l) = limit {
+            // Per worker: 4000 records of its two partitions take each worker about 8 s.
+            s["rateLimiting"] = json!({"recordsPerSec": l});
+        }
+        s
+    };
+    let slow = write_run_manifest(root.path(), "KafkaRestore", "krw-r", spec(Some(500)));
+    let (out, stderr) = kill_one_worker(sharded("run", &slow, root.path(), &["--workers", "4"]), 2);
+    assert!(!out.status.success(), "{stderr}");
+    let status: Value = serde_saphyr::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    let message = status["status"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("shard 2 of 4: stored no result: its worker did not finish")
+            && message.contains("signal: 9"),
+        "{message}"
+    );
+    let fast = write_run_manifest(root.path(), "KafkaRestore", "krw-r", spec(None));
+    let (ok, status, stderr) = status_of(sharded("run", &fast, root.path(), &["--workers", "4"]));
+    assert!(ok, "{status}\n{stderr}");
+    assert_eq!(status["recordsRestored"], records.len() as i64, "{status}");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("were already written by an interrupted attempt"),
+        "{status}"
+    );
+    assert_same(&consume_all(&bootstrap, &target, 8), &by_partition(&records));
 }

@@ -23,14 +23,18 @@ pub const PARTITIONS: i32 = 8;
 /// Bytes per value.
 pub const VALUE_LEN: usize = 1024;
 
-/// User + system CPU seconds of this process so far (/proc/self/stat).
+/// User + system CPU seconds of this process and of its children it waited for so far
+/// (/proc/self/stat): a step that runs the operator's binary (`run -f --workers`) counts it and
+/// its workers.
 pub fn cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let after = stat.rsplit(')').next().unwrap_or("");
     let fields: Vec<&str> = after.split_whitespace().collect();
-    // Fields 14 and 15 of the full line (utime, stime) are 12 and 13 after the comm field.
-    let ticks: f64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0.0)
-        + fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0.0);
+    // Fields 14 to 17 of the full line (utime, stime, cutime, cstime) are 12 to 15 after the
+    // comm field.
+    let ticks: f64 = (11..15)
+        .map(|i| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0))
+        .sum();
     ticks / 100.0
 }
 

@@ -50,6 +50,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     Context, blocking,
     execution::{self, Retryable},
+    shard::{self, How, ShardIndex, ShardRunner},
     time,
 };
 use crate::{
@@ -68,7 +69,7 @@ use crate::{
         Location, ObjectLocation, StorageError,
         backup::{
             self, BackupFormatError, CurrentRun, Gap, GroupSnapshot, GroupSnapshotEntry, Manifest,
-            PartitionEntry, RunEntry, SegmentEntry, SetState,
+            PartitionEntry, RunEntry, SegmentEntry, SetState, ShardPhase, ShardPlan, ShardResult,
             segment::{self, Codec, Compressor, HeaderRef, SegmentBuilder, SegmentHeader, TimestampType},
         },
         backup_set,
@@ -135,6 +136,15 @@ pub enum BackupError {
     /// A worker failed.
     #[error("{0}")]
     Worker(String),
+    /// A shard of a run split over worker processes did not complete (its worker already
+    /// retried it).
+    #[error("{shard}: {message}")]
+    Shard {
+        /// The shard.
+        shard: ShardIndex,
+        /// What happened to it.
+        message: String,
+    },
 }
 
 impl Retryable for BackupError {
@@ -148,6 +158,7 @@ impl Retryable for BackupError {
             BackupError::Topic(_)
             | BackupError::Refused { .. }
             | BackupError::Segment { .. }
+            | BackupError::Shard { .. }
             | BackupError::Recreated { .. } => false,
         }
     }
@@ -215,6 +226,37 @@ pub fn next_tick(schedule: &str, after: DateTime<Utc>) -> Result<Option<DateTime
 
 /// Runs a KafkaBackup once (with its retries and deadline) and returns its status.
 pub async fn execute(backup: &KafkaBackup, ctx: &Context) -> KafkaBackupStatus {
+    execute_as(backup, ctx, How::Whole).await
+}
+
+/// Runs shard `shard` of a run a coordinator split ([`execute_split`]): copies the shard's
+/// partitions into the set and stores the shard's result; never writes the manifest.
+pub async fn execute_shard(backup: &KafkaBackup, ctx: &Context, shard: ShardIndex) -> KafkaBackupStatus {
+    execute_as(backup, ctx, How::Shard(shard)).await
+}
+
+/// Runs a KafkaBackup once split over `workers` shards: plans the shards in the manifest, runs
+/// every shard with `runner` at the same time and merges their results into the manifest,
+/// Complete only when every shard completed. An attempt that fails is retried as a whole: the
+/// shards continue where they stopped.
+pub async fn execute_split(
+    backup: &KafkaBackup,
+    ctx: &Context,
+    workers: usize,
+    runner: &ShardRunner,
+) -> KafkaBackupStatus {
+    execute_as(
+        backup,
+        ctx,
+        How::Split {
+            workers: workers.max(1),
+            runner,
+        },
+    )
+    .await
+}
+
+async fn execute_as(backup: &KafkaBackup, ctx: &Context, how: How<'_>) -> KafkaBackupStatus {
     let spec = &backup.spec;
     let id = backup_id(backup);
     let started = Utc::now();
@@ -230,7 +272,13 @@ pub async fn execute(backup: &KafkaBackup, ctx: &Context) -> KafkaBackupStatus {
     }
     let result = execution::attempts(spec.execution.as_ref(), ctx, |attempt| {
         let id = &id;
-        async move { run(backup, id, &attempt, started).await }
+        async move {
+            match how {
+                How::Whole => run(backup, id, &attempt, started, Role::Whole).await,
+                How::Shard(shard) => run(backup, id, &attempt, started, Role::Shard(shard)).await,
+                How::Split { workers, runner } => split(backup, id, &attempt, started, workers, runner).await,
+            }
+        }
     })
     .await;
     let finished = Utc::now();
@@ -275,11 +323,17 @@ pub async fn execute(backup: &KafkaBackup, ctx: &Context) -> KafkaBackupStatus {
                     RunOutcome::Succeeded
                 });
                 status.message = Some(format!(
-                    "{} records ({} bytes) from {} partitions stored in {} segments of backup set {id}{}",
+                    "{} records ({} bytes) from {} partitions stored in {} segments of backup set {id}{}{}",
                     report.records,
                     report.bytes,
                     report.partitions,
                     report.segments,
+                    match how {
+                        How::Whole => String::new(),
+                        How::Shard(shard) =>
+                            format!(" by {shard}; the coordinator merges the shards into the manifest"),
+                        How::Split { workers, .. } => format!(" by {workers} workers"),
+                    },
                     if report.cancelled {
                         "; continuous backup stopped after a final checkpoint"
                     } else {
@@ -306,6 +360,7 @@ pub async fn execute(backup: &KafkaBackup, ctx: &Context) -> KafkaBackupStatus {
     // the sets it would replace are the last good ones.
     if let Some(policy) = &spec.retention
         && status.phase == Some(RunPhase::Completed)
+        && !matches!(how, How::Shard(_))
     {
         status.retention = Some(retention::apply(&spec.storage, &id, policy, ctx, Utc::now()).await);
     }
@@ -426,24 +481,211 @@ pub fn chain_orphans(
     (adopted, rejected)
 }
 
+/// A run split over `workers` shards: plans them, runs each with `runner`, merges the results.
+async fn split(
+    backup: &KafkaBackup,
+    id: &str,
+    ctx: &Context,
+    started: DateTime<Utc>,
+    workers: usize,
+    runner: &ShardRunner,
+) -> Result<RunReport, BackupError> {
+    let clock = Instant::now();
+    let planned = run(backup, id, ctx, started, Role::Plan(workers)).await?;
+    let exits = futures::future::join_all((0..workers).map(|index| {
+        runner(
+            ShardIndex {
+                index,
+                count: workers,
+            },
+            ctx.clone(),
+        )
+    }))
+    .await;
+    let location = object_location(backup, ctx)?;
+    let manifest = backup::read_manifest(&location, id).await?;
+    let plan = manifest
+        .as_ref()
+        .and_then(|m| m.current_run.as_ref())
+        .and_then(|r| r.shards.clone());
+    let (Some(manifest), Some(plan)) = (manifest, plan) else {
+        return Err(BackupError::Refused {
+            field: "spec.backupId",
+            message: format!(
+                "the manifest of backup set {id} lost the run's shards while they ran: another run wrote the set at the same time; run one backup per backupId"
+            ),
+        });
+    };
+    let mut results = Vec::with_capacity(workers);
+    for index in 0..workers {
+        results.push(backup::read_shard_result(&location, id, &plan.id, index).await?);
+    }
+    let merged = merge_shards(&manifest, &plan, &results, started, Utc::now()).map_err(|e| match e {
+        BackupError::Shard { shard, message } => {
+            let exit = exits
+                .get(shard.index)
+                .and_then(|r| r.as_ref().err())
+                .map(|m| format!("; its worker: {m}"))
+                .unwrap_or_default();
+            BackupError::Shard {
+                shard,
+                message: format!("{message}{exit}"),
+            }
+        }
+        other => other,
+    })?;
+    write_manifest(&location, &merged.manifest).await?;
+    if merged.complete {
+        // The manifest has what they said: the results are spent.
+        let dir = backup::shard_dir(id, &plan.id);
+        for object in location.list(&dir).await.unwrap_or_default() {
+            let _ = location.delete(&format!("{dir}/{}", object.key)).await;
+        }
+    }
+    Ok(RunReport {
+        records: merged.records,
+        bytes: merged.bytes,
+        segments: merged.segments,
+        partitions: planned.partitions,
+        partitions_done: merged.partitions_done,
+        cancelled: !merged.complete,
+        last_checkpoint: Some(merged.manifest.updated_at),
+        elapsed: clock.elapsed(),
+    })
+}
+
+/// The manifest with the results of every shard of `plan` merged into it.
+#[derive(Clone, Debug)]
+pub struct MergedShards {
+    /// The manifest: Complete when every shard completed, else (a shard was cancelled) still
+    /// InProgress, with what the shards stored.
+    pub manifest: Manifest,
+    /// Every shard completed.
+    pub complete: bool,
+    /// Records the shards stored in this run.
+    pub records: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Segments the shards stored in this run.
+    pub segments: u64,
+    /// Partitions that reached their end.
+    pub partitions_done: usize,
+}
+
+/// Merges the results of the shards of `plan` (`results[i]`: shard i's, `None` when it stored
+/// none) into the manifest `base`. A shard without a result, one still Running (its worker
+/// stopped without a word) or one that failed makes the merge fail naming that shard; then
+/// nothing is Complete. Pure.
+pub fn merge_shards(
+    base: &Manifest,
+    plan: &ShardPlan,
+    results: &[Option<ShardResult>],
+    started: DateTime<Utc>,
+    finished: DateTime<Utc>,
+) -> Result<MergedShards, BackupError> {
+    let count = plan.shards.len();
+    let mut merged = MergedShards {
+        manifest: base.clone(),
+        complete: true,
+        records: 0,
+        bytes: 0,
+        segments: 0,
+        partitions_done: 0,
+    };
+    for index in 0..count {
+        let shard = ShardIndex { index, count };
+        let failed = |message: String| BackupError::Shard { shard, message };
+        let Some(result) = results
+            .get(index)
+            .and_then(Option::as_ref)
+            .filter(|r| r.plan == plan.id && r.index == index)
+        else {
+            return Err(failed(
+                "stored no result: its worker did not start or stopped before its first checkpoint".into(),
+            ));
+        };
+        match result.phase {
+            ShardPhase::Completed => {}
+            ShardPhase::Cancelled => merged.complete = false,
+            ShardPhase::Running => {
+                return Err(failed(format!(
+                    "did not finish: its last result ({}) says Running, so its worker stopped without reporting (killed?); running the backup again continues every partition where it stopped",
+                    result.updated_at.to_rfc3339()
+                )));
+            }
+            ShardPhase::Failed => {
+                return Err(failed(format!(
+                    "failed: {}",
+                    result.error.as_deref().unwrap_or("no error recorded")
+                )));
+            }
+        }
+        fold_partitions(&mut merged.manifest, result);
+        merged.records += result.records;
+        merged.bytes += result.bytes;
+        merged.segments += result.segments;
+        merged.partitions_done += result.partitions_done;
+    }
+    let manifest = &mut merged.manifest;
+    manifest.updated_at = finished;
+    if merged.complete {
+        manifest.state = SetState::Complete;
+        manifest.current_run = None;
+        manifest.runs.push(RunEntry {
+            started_at: started,
+            finished_at: finished,
+            records: merged.records,
+            bytes: merged.bytes,
+            segments: merged.segments,
+            outcome: "Succeeded".into(),
+            owner: manifest.owner.clone(),
+        });
+    }
+    Ok(merged)
+}
+
+/// The object location of the backup's storage.
+fn object_location(backup: &KafkaBackup, ctx: &Context) -> Result<ObjectLocation, BackupError> {
+    let spec = &backup.spec;
+    match super::open_storage(&spec.storage, spec.execution.as_ref(), ctx)? {
+        Location::Object(o) => Ok(o),
+        Location::ConfigMap(_) => Err(BackupError::Refused {
+            field: "spec.storage.type",
+            message: "ConfigMap storage cannot hold backups: use PVC, S3, Azure or GCS".into(),
+        }),
+    }
+}
+
+/// What a run of the engine does with the set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// Every partition, in this process: checkpoints and the final state go to the manifest.
+    Whole,
+    /// The coordinator of a run split over this many shards: plans the run in the manifest
+    /// (stop offsets, consumer-group snapshot, each shard's partitions) and copies nothing.
+    Plan(usize),
+    /// One shard of a planned run: copies its partitions; its checkpoints and its result go to
+    /// its shard result, never to the manifest.
+    Shard(ShardIndex),
+}
+
 async fn run(
     backup: &KafkaBackup,
     id: &str,
     ctx: &Context,
     started: DateTime<Utc>,
+    role: Role,
 ) -> Result<RunReport, BackupError> {
     let spec = &backup.spec;
     let cancel = ctx.cancel.clone();
     let clock = Instant::now();
-    let location = match super::open_storage(&spec.storage, spec.execution.as_ref(), ctx)? {
-        Location::Object(o) => o,
-        Location::ConfigMap(_) => {
-            return Err(BackupError::Refused {
-                field: "spec.storage.type",
-                message: "ConfigMap storage cannot hold backups: use PVC, S3, Azure or GCS".into(),
-            });
-        }
-    };
+    if spec.continuous && matches!(role, Role::Plan(_) | Role::Shard(_)) {
+        return Err(BackupError::Refused {
+            field: "spec.continuous",
+            message: "a continuous backup follows its partitions in one process: split only one-shot backups over workers".into(),
+        });
+    }
+    let location = object_location(backup, ctx)?;
     // A set of the prior art is read, never continued: that would mix two formats in one set.
     if let Some(message) = backup_set::foreign_set(&location, id).await? {
         return Err(BackupError::Refused {
@@ -468,10 +710,57 @@ async fn run(
         "spec.topics",
         " in the cluster",
     )?;
-    let partitions: BTreeSet<Partition> = selected
-        .iter()
-        .flat_map(|t| (0..all_topics.get(t).copied().unwrap_or(0)).map(move |p| (t.clone(), p)))
-        .collect();
+    // The set: manifest, the results of the shards of an earlier split run, and segments
+    // stored after the last checkpoint.
+    let mut manifest = backup::read_manifest(&location, id)
+        .await?
+        .unwrap_or_else(|| Manifest::new(id, started));
+    let previous_plan = match (&manifest.state, &manifest.current_run) {
+        (
+            SetState::InProgress,
+            Some(CurrentRun {
+                shards: Some(plan), ..
+            }),
+        ) => Some(plan.clone()),
+        _ => None,
+    };
+    let mut shard_base = ShardCounts::default();
+    let partitions: BTreeSet<Partition> = match role {
+        Role::Shard(shard) => {
+            let plan = planned_shards(previous_plan.as_ref(), id, shard)?;
+            let earlier =
+                fold_shard_results(&location, &mut manifest, plan, shard.index..shard.index + 1).await?;
+            if let Some(done) = earlier.iter().find(|r| r.phase == ShardPhase::Completed) {
+                // Final for this plan: a shard run again after it completed has nothing to do.
+                return Ok(RunReport {
+                    records: done.records,
+                    bytes: done.bytes,
+                    segments: done.segments,
+                    partitions: plan.partitions(shard.index).len(),
+                    partitions_done: done.partitions_done,
+                    elapsed: clock.elapsed(),
+                    ..Default::default()
+                });
+            }
+            if let Some(r) = earlier.first() {
+                shard_base = ShardCounts {
+                    records: r.records,
+                    bytes: r.bytes,
+                    segments: r.segments,
+                };
+            }
+            plan.partitions(shard.index).into_iter().collect()
+        }
+        Role::Whole | Role::Plan(_) => {
+            if let Some(plan) = &previous_plan {
+                fold_shard_results(&location, &mut manifest, plan, 0..plan.shards.len()).await?;
+            }
+            selected
+                .iter()
+                .flat_map(|t| (0..all_topics.get(t).copied().unwrap_or(0)).map(move |p| (t.clone(), p)))
+                .collect()
+        }
+    };
     let max_concurrent = spec.rate_limiting.max_concurrent_partitions.max(1) as usize;
     if spec.continuous && partitions.len() > max_concurrent {
         return Err(BackupError::Refused {
@@ -502,11 +791,9 @@ async fn run(
         .await
         .unwrap_or_default();
 
-    // The set: manifest plus segments stored after its last checkpoint.
-    let mut manifest = backup::read_manifest(&location, id)
-        .await?
-        .unwrap_or_else(|| Manifest::new(id, started));
-    adopt_orphans(&location, &mut manifest, spec.checkpoint.enabled).await?;
+    // Segments of other shards are theirs to adopt: they may be uploading right now.
+    let own = matches!(role, Role::Shard(_)).then_some(&partitions);
+    adopt_orphans(&location, &mut manifest, spec.checkpoint.enabled, own).await?;
     let resumed_stops = match (&manifest.state, &manifest.current_run) {
         (SetState::InProgress, Some(run)) => run.stop_offsets.clone(),
         _ => None,
@@ -529,10 +816,13 @@ async fn run(
     manifest.compression = codec(spec).name().into();
     manifest.include_offset_headers = spec.include_offset_headers;
     manifest.state = SetState::InProgress;
-    manifest.current_run = Some(CurrentRun {
-        started_at: started,
-        stop_offsets: stop_offsets.clone(),
-    });
+    if !matches!(role, Role::Shard(_)) {
+        manifest.current_run = Some(CurrentRun {
+            started_at: started,
+            stop_offsets: stop_offsets.clone(),
+            shards: None,
+        });
+    }
 
     let mut plans: BTreeMap<String, Vec<PartitionPlan>> = BTreeMap::new();
     for (topic, partition) in &partitions {
@@ -575,7 +865,7 @@ async fn run(
     }
 
     // Consumer-group snapshot, before any record is read.
-    if spec.consumer_group_snapshot {
+    if spec.consumer_group_snapshot && !matches!(role, Role::Shard(_)) {
         let snapshot = read_group_offsets(&access, &partitions).await?;
         let key = backup::group_snapshot_key(id);
         let body = serde_json::to_vec_pretty(&snapshot).unwrap_or_default();
@@ -593,11 +883,61 @@ async fn run(
         });
     }
     let mut last_checkpoint = None;
+    if let Role::Plan(workers) = role {
+        let weights: Vec<(Partition, u64)> = plans
+            .iter()
+            .flat_map(|(topic, ps)| {
+                ps.iter().map(|p| {
+                    let end = p.stop.unwrap_or_else(|| {
+                        bounds
+                            .get(&(topic.clone(), p.partition))
+                            .map_or(p.start, |b| b.end)
+                    });
+                    let left = if p.done {
+                        0
+                    } else {
+                        end.saturating_sub(p.start).max(0) as u64
+                    };
+                    ((topic.clone(), p.partition), left)
+                })
+            })
+            .collect();
+        let plan = shard::plan(previous_plan, &weights, workers, Utc::now());
+        if let Some(run) = &mut manifest.current_run {
+            run.shards = Some(plan);
+        }
+        manifest.updated_at = Utc::now();
+        write_manifest(&location, &manifest).await?;
+        return Ok(RunReport {
+            partitions: partitions.len(),
+            last_checkpoint: Some(manifest.updated_at),
+            elapsed: clock.elapsed(),
+            ..Default::default()
+        });
+    }
+    let shard = match role {
+        Role::Shard(index) => previous_plan.map(|plan| ShardCheckpoint {
+            plan,
+            index,
+            partitions: partitions.clone(),
+            base: shard_base,
+        }),
+        Role::Whole | Role::Plan(_) => None,
+    };
     if spec.checkpoint.enabled {
         manifest.updated_at = Utc::now();
-        location
-            .put(&backup::manifest_key(id), manifest.to_bytes())
-            .await?;
+        match &shard {
+            Some(shard) => {
+                let counts = ShardCounts::default();
+                write_shard(
+                    &location,
+                    id,
+                    &shard.result(&manifest, ShardPhase::Running, None, counts, 0),
+                )
+                .await?;
+            }
+            None => write_manifest(&location, &manifest).await?,
+        }
         last_checkpoint = Some(manifest.updated_at);
     }
 
@@ -684,7 +1024,15 @@ async fn run(
             outcomes = workers.as_mut() => break outcomes,
             _ = checkpoint_tick.tick(), if spec.checkpoint.enabled => {
                 let snapshot = merged(&manifest, &completed, None);
-                if let Err(e) = write_manifest(&location, &snapshot).await {
+                let written = match &shard {
+                    Some(shard) => {
+                        let done = shared.partitions_done.load(Ordering::Relaxed) as usize;
+                        let result = shard.result(&snapshot, ShardPhase::Running, None, shared.counts(), done);
+                        write_shard(&location, id, &result).await
+                    }
+                    None => write_manifest(&location, &snapshot).await,
+                };
+                if let Err(e) = written {
                     tracing::warn!("backup {id}: checkpoint failed: {e}");
                 } else {
                     last_checkpoint = Some(snapshot.updated_at);
@@ -741,18 +1089,57 @@ async fn run(
     }
     let cancelled = cancel.is_cancelled();
     let mut result_manifest = merged(&manifest, &completed, (failure.is_none()).then_some(&finals));
+    let partitions_done = shared.partitions_done.load(Ordering::Relaxed) as usize;
     if let Some(e) = failure {
-        if spec.checkpoint.enabled {
-            let _ = write_manifest(&location, &result_manifest).await;
+        match &shard {
+            // The coordinator names the shard and this error when it merges.
+            Some(shard) => {
+                let result = shard.result(
+                    &result_manifest,
+                    ShardPhase::Failed,
+                    Some(e.to_string()),
+                    shared.counts(),
+                    partitions_done,
+                );
+                let _ = write_shard(&location, id, &result).await;
+            }
+            None if spec.checkpoint.enabled => {
+                let _ = write_manifest(&location, &result_manifest).await;
+            }
+            None => {}
         }
         return Err(e);
+    }
+    if let Some(shard) = &shard {
+        let phase = if cancelled {
+            ShardPhase::Cancelled
+        } else {
+            ShardPhase::Completed
+        };
+        let result = shard.result(&result_manifest, phase, None, shared.counts(), partitions_done);
+        if cancelled {
+            write_shard(&location, id, &result).await?;
+        } else {
+            complete_shard(&location, id, &result).await?;
+        }
+        ctx.report(result.records, Some(result.records), "records backed up");
+        return Ok(RunReport {
+            records: result.records,
+            bytes: result.bytes,
+            segments: result.segments,
+            partitions: total_partitions,
+            partitions_done,
+            cancelled,
+            last_checkpoint: Some(result.updated_at),
+            elapsed: clock.elapsed(),
+        });
     }
     let report = RunReport {
         records: shared.records.load(Ordering::Relaxed),
         bytes: shared.bytes.load(Ordering::Relaxed),
         segments: shared.segments.load(Ordering::Relaxed),
         partitions: total_partitions,
-        partitions_done: shared.partitions_done.load(Ordering::Relaxed) as usize,
+        partitions_done,
         cancelled,
         last_checkpoint,
         elapsed: clock.elapsed(),
@@ -780,6 +1167,162 @@ async fn run(
         last_checkpoint: Some(result_manifest.updated_at),
         ..report
     })
+}
+
+/// Records, bytes and segments a run (or a shard over its attempts) stored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct ShardCounts {
+    records: u64,
+    bytes: u64,
+    segments: u64,
+}
+
+/// Where the checkpoints of a shard go, and what it stored before this attempt.
+struct ShardCheckpoint {
+    plan: ShardPlan,
+    index: ShardIndex,
+    partitions: BTreeSet<Partition>,
+    base: ShardCounts,
+}
+
+impl ShardCheckpoint {
+    /// The shard's result: its partitions as `manifest` has them, and the counts of this
+    /// attempt added to those of the earlier ones.
+    fn result(
+        &self,
+        manifest: &Manifest,
+        phase: ShardPhase,
+        error: Option<String>,
+        counts: ShardCounts,
+        partitions_done: usize,
+    ) -> ShardResult {
+        let mut topics: BTreeMap<String, BTreeMap<i32, PartitionEntry>> = BTreeMap::new();
+        for (topic, partition) in &self.partitions {
+            if let Some(entry) = manifest
+                .topics
+                .get(topic)
+                .and_then(|t| t.partitions.get(partition))
+            {
+                topics
+                    .entry(topic.clone())
+                    .or_default()
+                    .insert(*partition, entry.clone());
+            }
+        }
+        ShardResult {
+            plan: self.plan.id.clone(),
+            index: self.index.index,
+            count: self.index.count,
+            phase,
+            error,
+            updated_at: Utc::now(),
+            records: self.base.records + counts.records,
+            bytes: self.base.bytes + counts.bytes,
+            segments: self.base.segments + counts.segments,
+            partitions_done,
+            topics,
+        }
+    }
+}
+
+/// The plan a shard's worker runs by: the one the coordinator recorded in the manifest.
+fn planned_shards<'a>(
+    plan: Option<&'a ShardPlan>,
+    id: &str,
+    shard: ShardIndex,
+) -> Result<&'a ShardPlan, BackupError> {
+    let Some(plan) = plan else {
+        return Err(BackupError::Refused {
+            field: "--shard-index",
+            message: format!(
+                "backup set {id} has no run split into shards in progress: the coordinator (`run -f --workers N`) plans the run before its workers start"
+            ),
+        });
+    };
+    if plan.shards.len() != shard.count {
+        return Err(BackupError::Refused {
+            field: "--shards",
+            message: format!(
+                "the run in progress of backup set {id} is split into {} shards, not {}",
+                plan.shards.len(),
+                shard.count
+            ),
+        });
+    }
+    Ok(plan)
+}
+
+/// Takes into the manifest the partitions of the results of shards `indices` of `plan` where
+/// they got further than it lists (what a result lists is stored); returns those results.
+async fn fold_shard_results(
+    location: &ObjectLocation,
+    manifest: &mut Manifest,
+    plan: &ShardPlan,
+    indices: std::ops::Range<usize>,
+) -> Result<Vec<ShardResult>, BackupError> {
+    let mut results = Vec::new();
+    for index in indices {
+        let Some(result) = backup::read_shard_result(location, &manifest.backup_id, &plan.id, index).await?
+        else {
+            continue;
+        };
+        if result.plan != plan.id || result.index != index {
+            continue;
+        }
+        fold_partitions(manifest, &result);
+        results.push(result);
+    }
+    Ok(results)
+}
+
+/// Takes a shard result's partitions into the manifest where they got further. Pure.
+fn fold_partitions(manifest: &mut Manifest, result: &ShardResult) {
+    for (topic, partitions) in &result.topics {
+        let entry = manifest.topics.entry(topic.clone()).or_default();
+        for (partition, stored) in partitions {
+            let current = entry.partitions.entry(*partition).or_default();
+            if stored.next_offset > current.next_offset {
+                *current = stored.clone();
+            }
+        }
+    }
+}
+
+async fn write_shard(location: &ObjectLocation, id: &str, result: &ShardResult) -> Result<(), StorageError> {
+    location
+        .put(
+            &backup::shard_progress_key(id, &result.plan, result.index),
+            result.to_bytes(),
+        )
+        .await
+}
+
+/// Stores a shard's final result create-only: a second worker of the same shard cannot
+/// complete it too. The same result found there (a write sent again) counts as stored.
+async fn complete_shard(
+    location: &ObjectLocation,
+    id: &str,
+    result: &ShardResult,
+) -> Result<(), BackupError> {
+    let key = backup::shard_done_key(id, &result.plan, result.index);
+    match location.put_new(&key, result.to_bytes()).await {
+        Ok(()) => Ok(()),
+        Err(StorageError::AlreadyExists { uri }) => {
+            let stored = backup::read_shard_result(location, id, &result.plan, result.index).await?;
+            if stored.is_some_and(|s| s.topics == result.topics) {
+                Ok(())
+            } else {
+                Err(BackupError::Refused {
+                    field: "--shard-index",
+                    message: format!(
+                        "{uri}: shard {} of {} was completed by another worker at the same time; run each shard once",
+                        result.index, result.count
+                    ),
+                })
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// What a progress report of a run in progress says.
@@ -886,6 +1429,7 @@ async fn adopt_orphans(
     location: &ObjectLocation,
     manifest: &mut Manifest,
     adopt: bool,
+    only: Option<&BTreeSet<Partition>>,
 ) -> Result<(), BackupError> {
     let stored = backup::list_segments(location, &manifest.backup_id).await?;
     let listed: BTreeSet<&str> = manifest
@@ -896,7 +1440,9 @@ async fn adopt_orphans(
         .collect();
     let mut orphans: BTreeMap<Partition, Vec<(SegmentHeader, String)>> = BTreeMap::new();
     for ((topic, partition, _), key) in &stored {
-        if listed.contains(key.as_str()) {
+        if listed.contains(key.as_str())
+            || only.is_some_and(|own| !own.contains(&(topic.clone(), *partition)))
+        {
             continue;
         }
         if !adopt {
@@ -1078,6 +1624,15 @@ struct Shared {
 }
 
 impl Shared {
+    /// What this run stored so far.
+    fn counts(&self) -> ShardCounts {
+        ShardCounts {
+            records: self.records.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            segments: self.segments.load(Ordering::Relaxed),
+        }
+    }
+
     fn stopping(&self) -> bool {
         self.cancel.is_cancelled() || self.failed.load(Ordering::Relaxed)
     }
@@ -1854,6 +2409,137 @@ mod tests {
         assert_eq!((f.queue, f.fetch_max, f.segments), (16 << 20, 16 << 20, 96 << 20));
         let f = fetch_share(1 << 20, 1 << 20, 4);
         assert_eq!((f.queue, f.fetch_max, f.segments), (1 << 20, 1 << 20, 1 << 20));
+    }
+
+    fn shard_result(plan: &ShardPlan, index: usize, phase: ShardPhase, records: u64) -> ShardResult {
+        let entry = PartitionEntry {
+            next_offset: records as i64,
+            segments: vec![SegmentEntry::from_header(
+                format!("seg-{index}"),
+                &header(0, records as i64),
+            )],
+            gaps: Vec::new(),
+        };
+        ShardResult {
+            plan: plan.id.clone(),
+            index,
+            count: plan.shards.len(),
+            phase,
+            error: (phase == ShardPhase::Failed).then(|| "broker said no".to_owned()),
+            updated_at: Utc::now(),
+            records,
+            bytes: records * 10,
+            segments: 1,
+            partitions_done: 1,
+            topics: BTreeMap::from([("t".to_owned(), BTreeMap::from([(index as i32, entry)]))]),
+        }
+    }
+
+    fn two_shards() -> (Manifest, ShardPlan) {
+        let mut manifest = Manifest::new("set", Utc::now());
+        let plan = ShardPlan {
+            id: "1-2".into(),
+            shards: vec![
+                BTreeMap::from([("t".to_owned(), vec![0])]),
+                BTreeMap::from([("t".to_owned(), vec![1])]),
+            ],
+        };
+        manifest.current_run = Some(CurrentRun {
+            started_at: Utc::now(),
+            stop_offsets: None,
+            shards: Some(plan.clone()),
+        });
+        (manifest, plan)
+    }
+
+    #[test]
+    fn the_merge_is_complete_only_when_every_shard_completed() {
+        let (base, plan) = two_shards();
+        let (at, now) = (Utc::now(), Utc::now());
+        let done = |i, records| Some(shard_result(&plan, i, ShardPhase::Completed, records));
+        let merged = merge_shards(&base, &plan, &[done(0, 5), done(1, 7)], at, now).unwrap();
+        assert!(merged.complete);
+        assert_eq!(merged.manifest.state, SetState::Complete);
+        assert_eq!(merged.manifest.current_run, None);
+        assert_eq!((merged.records, merged.bytes, merged.segments), (12, 120, 2));
+        let partitions = &merged.manifest.topics["t"].partitions;
+        assert_eq!((partitions[&0].next_offset, partitions[&1].next_offset), (5, 7));
+        assert_eq!(merged.manifest.runs.last().map(|r| r.records), Some(12));
+
+        // A shard without a result, or with one of another plan: not Complete, naming it.
+        let other_plan = ShardPlan {
+            id: "0-2".into(),
+            ..plan.clone()
+        };
+        for results in [
+            vec![done(0, 5), None],
+            vec![
+                done(0, 5),
+                Some(shard_result(&other_plan, 1, ShardPhase::Completed, 7)),
+            ],
+        ] {
+            let e = merge_shards(&base, &plan, &results, at, now)
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("shard 1 of 2: stored no result"), "{e}");
+        }
+        // A failed shard: the run fails naming the shard and its error.
+        let failed = Some(shard_result(&plan, 0, ShardPhase::Failed, 2));
+        let e = merge_shards(&base, &plan, &[failed, done(1, 7)], at, now)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "shard 0 of 2: failed: broker said no");
+        // A worker killed while it ran left its result Running.
+        let running = Some(shard_result(&plan, 1, ShardPhase::Running, 3));
+        let e = merge_shards(&base, &plan, &[done(0, 5), running], at, now)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("shard 1 of 2: did not finish"), "{e}");
+        // A cancelled shard: what was stored is kept, the set stays InProgress and resumable.
+        let cancelled = Some(shard_result(&plan, 1, ShardPhase::Cancelled, 3));
+        let merged = merge_shards(&base, &plan, &[done(0, 5), cancelled], at, now).unwrap();
+        assert!(!merged.complete);
+        assert_eq!(merged.manifest.state, SetState::InProgress);
+        assert!(merged.manifest.current_run.is_some());
+        assert_eq!(merged.manifest.topics["t"].partitions[&1].next_offset, 3);
+    }
+
+    #[test]
+    fn a_shard_result_replaces_a_partition_only_where_it_got_further() {
+        let (mut manifest, plan) = two_shards();
+        let ahead = PartitionEntry {
+            next_offset: 50,
+            ..Default::default()
+        };
+        manifest
+            .topics
+            .entry("t".into())
+            .or_default()
+            .partitions
+            .insert(0, ahead.clone());
+        fold_partitions(&mut manifest, &shard_result(&plan, 0, ShardPhase::Running, 10));
+        assert_eq!(manifest.topics["t"].partitions[&0], ahead);
+        fold_partitions(&mut manifest, &shard_result(&plan, 1, ShardPhase::Running, 10));
+        assert_eq!(manifest.topics["t"].partitions[&1].next_offset, 10);
+    }
+
+    #[test]
+    fn a_worker_runs_only_the_plan_the_coordinator_recorded() {
+        let (_, plan) = two_shards();
+        let shard = ShardIndex::new(1, 2).unwrap();
+        assert_eq!(planned_shards(Some(&plan), "set", shard).unwrap(), &plan);
+        let e = planned_shards(None, "set", shard).unwrap_err().to_string();
+        assert!(
+            e.starts_with("--shard-index: backup set set has no run split"),
+            "{e}"
+        );
+        let e = planned_shards(Some(&plan), "set", ShardIndex::new(1, 3).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "--shards: the run in progress of backup set set is split into 2 shards, not 3"
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod group_commit;
 pub mod offset_reset;
 pub mod offset_rollback;
 pub mod restore;
+pub mod shard;
 pub mod validation;
 
 use std::{

@@ -49,6 +49,7 @@ use tokio::sync::mpsc;
 use super::{
     Context, blocking, default_snapshot_id,
     execution::{self, Retryable},
+    shard::{self, How, ShardIndex, ShardRunner},
     time,
 };
 use crate::{
@@ -70,7 +71,7 @@ use crate::{
     storage::{
         Location, ObjectLocation, StorageError,
         backup::{
-            self, BackupFormatError, GroupSnapshot, Manifest, SegmentEntry,
+            self, BackupFormatError, GroupSnapshot, Manifest, SegmentEntry, ShardPlan,
             segment::{HeaderRef, RecordRef, Segment},
         },
         backup_set::{self, SetFormat},
@@ -133,6 +134,15 @@ pub enum RestoreError {
     /// A worker failed.
     #[error("{0}")]
     Worker(String),
+    /// A shard of a restore split over worker processes did not finish (its worker already
+    /// retried it).
+    #[error("{shard}: {message}")]
+    Shard {
+        /// The shard.
+        shard: ShardIndex,
+        /// What happened to it.
+        message: String,
+    },
 }
 
 impl Retryable for RestoreError {
@@ -148,6 +158,7 @@ impl Retryable for RestoreError {
             RestoreError::Topic(_)
             | RestoreError::Refused { .. }
             | RestoreError::Segment { .. }
+            | RestoreError::Shard { .. }
             | RestoreError::Verify(_) => false,
         }
     }
@@ -184,6 +195,87 @@ pub struct RestoreState {
     /// The final status, once completed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub final_status: Option<KafkaRestoreStatus>,
+    /// A restore split over worker processes: the target partitions of each shard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<ShardPlan>,
+}
+
+/// What one shard of a restore split over worker processes wrote: the tally of each of its
+/// target partitions, stored at [`restore_shard_key`] for the coordinator.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreShardResult {
+    /// The [`ShardPlan::id`] it belongs to.
+    pub plan: String,
+    /// Its index.
+    pub index: usize,
+    /// How many shards the plan has.
+    pub count: usize,
+    /// Segments it read.
+    pub segments: u64,
+    /// Its target partitions' tallies.
+    pub tallies: Vec<ShardTally>,
+}
+
+/// The tally of one target partition of a shard.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardTally {
+    /// Target topic.
+    pub topic: String,
+    /// Target partition.
+    pub partition: i32,
+    /// What was routed there.
+    #[serde(flatten)]
+    pub tally: PartitionTally,
+}
+
+/// The key of a restore shard's result: next to the restore's state.
+pub fn restore_shard_key(backup_id: &str, restore: &str, plan: &str, index: usize) -> String {
+    format!(
+        "{}/shards/{plan}/{index}.json",
+        backup::restore_dir(backup_id, restore)
+    )
+}
+
+/// The target partition a unit writes, as shards are assigned: a repartitioned topic's whole
+/// goes to the shard of its partition 0.
+fn unit_target(plan: &TopicPlan, unit: &Unit) -> Partition {
+    match &plan.routing {
+        Routing::Direct(map) => {
+            let source = unit.source_partitions.first().copied().unwrap_or(0);
+            (plan.target.clone(), map.get(&source).copied().unwrap_or(source))
+        }
+        Routing::Repartition { .. } => (plan.target.clone(), 0),
+    }
+}
+
+/// The shards a coordinator recorded in the restore's state (at `uri`), checked against the
+/// shard count asked for.
+fn shard_plan<'a>(
+    plan: Option<&'a ShardPlan>,
+    uri: &str,
+    shard: ShardIndex,
+) -> Result<&'a ShardPlan, RestoreError> {
+    let plan = plan.ok_or_else(|| {
+        refused(
+            "--shard-index",
+            format!(
+                "{uri} records no restore split into shards: the coordinator (`run -f --workers N`) prepares the restore before its workers start"
+            ),
+        )
+    })?;
+    if plan.shards.len() != shard.count {
+        return Err(refused(
+            "--shards",
+            format!(
+                "the restore recorded in {uri} is split into {} shards, not {}",
+                plan.shards.len(),
+                shard.count
+            ),
+        ));
+    }
+    Ok(plan)
 }
 
 /// How records of a topic reach target partitions.
@@ -512,7 +604,8 @@ fn dry_run_message(plan: &RestorePlan, backup_id: &str, range: &str) -> String {
 }
 
 /// Accumulates the sequence written to one target partition and its offset runs.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct PartitionTally {
     /// Records routed to the partition (written now or before an interruption).
     pub records: u64,
@@ -649,8 +742,55 @@ impl UnitEnv {
     }
 }
 
+/// What a run of the restore does.
+#[derive(Clone, Copy)]
+enum Role<'a> {
+    /// Everything, in this process.
+    Whole,
+    /// The coordinator of a restore split over this many shards: plans and prepares it (snapshot,
+    /// topics, the state with every target partition's base and the shards' target partitions),
+    /// produces nothing.
+    Plan(usize),
+    /// One shard: produces the records of its target partitions and stores their tallies.
+    Shard(ShardIndex),
+    /// The coordinator once every worker ended (how each ended): verifies every target
+    /// partition from the shards' tallies, stores the offset mapping and moves the groups.
+    Merge(&'a [Result<(), String>]),
+}
+
 /// Runs a KafkaRestore and returns its final status.
 pub async fn execute(restore: &KafkaRestore, ctx: &Context) -> KafkaRestoreStatus {
+    execute_as(restore, ctx, How::Whole).await
+}
+
+/// Runs shard `shard` of a restore a coordinator split ([`execute_split`]): produces the
+/// records of the shard's target partitions and stores their tallies for the coordinator.
+pub async fn execute_shard(restore: &KafkaRestore, ctx: &Context, shard: ShardIndex) -> KafkaRestoreStatus {
+    execute_as(restore, ctx, How::Shard(shard)).await
+}
+
+/// Runs a KafkaRestore split over `workers` shards by target partition: prepares it, runs every
+/// shard with `runner` at the same time, then verifies every target partition, stores the offset
+/// mapping and moves the groups. Each target partition is written by one worker, in order, and a
+/// restore run again continues after what each partition holds, as in one process.
+pub async fn execute_split(
+    restore: &KafkaRestore,
+    ctx: &Context,
+    workers: usize,
+    runner: &ShardRunner,
+) -> KafkaRestoreStatus {
+    execute_as(
+        restore,
+        ctx,
+        How::Split {
+            workers: workers.max(1),
+            runner,
+        },
+    )
+    .await
+}
+
+async fn execute_as(restore: &KafkaRestore, ctx: &Context, how: How<'_>) -> KafkaRestoreStatus {
     let started = Utc::now();
     let status = KafkaRestoreStatus {
         phase: Some(Phase::Running),
@@ -663,7 +803,31 @@ pub async fn execute(restore: &KafkaRestore, ctx: &Context) -> KafkaRestoreStatu
     let shared = tokio::sync::Mutex::new(status);
     let result = execution::attempts(restore.spec.execution.as_ref(), ctx, |attempt| {
         let shared = &shared;
-        async move { run(restore, &attempt, started, &mut *shared.lock().await).await }
+        async move {
+            let status = &mut *shared.lock().await;
+            match how {
+                How::Whole => run(restore, &attempt, started, status, Role::Whole).await,
+                How::Shard(shard) => run(restore, &attempt, started, status, Role::Shard(shard)).await,
+                How::Split { workers, runner } => {
+                    run(restore, &attempt, started, status, Role::Plan(workers)).await?;
+                    if status.phase == Some(Phase::Completed) {
+                        // Completed before: nothing to split.
+                        return Ok(());
+                    }
+                    let exits = futures::future::join_all((0..workers).map(|index| {
+                        runner(
+                            ShardIndex {
+                                index,
+                                count: workers,
+                            },
+                            attempt.clone(),
+                        )
+                    }))
+                    .await;
+                    run(restore, &attempt, started, status, Role::Merge(&exits)).await
+                }
+            }
+        }
     })
     .await;
     let mut status = shared.into_inner();
@@ -682,9 +846,16 @@ async fn run(
     ctx: &Context,
     started: DateTime<Utc>,
     status: &mut KafkaRestoreStatus,
+    role: Role<'_>,
 ) -> Result<(), RestoreError> {
     let spec = &restore.spec;
     let clock = Instant::now();
+    if spec.dry_run && !matches!(role, Role::Whole) {
+        return Err(refused(
+            "spec.dryRun",
+            "a dry run writes nothing and runs in one process: run it without workers",
+        ));
+    }
     let (storage, backup_id) =
         super::stored_backup_ref(&spec.backup_ref).map_err(|(field, message)| refused(field, message))?;
     status.backup_id = Some(backup_id.clone());
@@ -964,6 +1135,7 @@ async fn run(
         purged_topics: Vec::new(),
         snapshot: None,
         final_status: None,
+        shards: None,
     });
     // The pre-restore snapshot: every group with committed offsets on the target topics, and
     // the groups the restore moves (recorded even with none, so a rollback knows them).
@@ -1024,7 +1196,9 @@ async fn run(
                 snapshot_time: Some(time(snapshot.timestamp)),
                 expiration_time: snapshot.expires_at.map(time),
             });
-            location.put(&state_key, state_bytes(&state)).await?;
+            if !matches!(role, Role::Shard(_)) {
+                location.put(&state_key, state_bytes(&state)).await?;
+            }
         }
         status.snapshot = state.snapshot.clone();
         if !to_create.is_empty() {
@@ -1040,7 +1214,10 @@ async fn run(
                 .extend(to_purge.keys().map(|(t, _)| t.clone()).collect::<BTreeSet<_>>());
         }
         state.bases = bases.clone();
-        location.put(&state_key, state_bytes(&state)).await?;
+        // A shard's worker leaves the state to the coordinator: several run at the same time.
+        if !matches!(role, Role::Shard(_)) {
+            location.put(&state_key, state_bytes(&state)).await?;
+        }
         // What an interrupted attempt already wrote.
         let targets: BTreeSet<Partition> = bases
             .iter()
@@ -1067,8 +1244,73 @@ async fn run(
         }
     }
 
+    let mut units = Vec::new();
+    for (i, plan) in plans.iter().enumerate() {
+        match plan.routing {
+            Routing::Direct(_) => {
+                for p in plan.segments.keys() {
+                    units.push(Unit {
+                        topic: i,
+                        source_partitions: vec![*p],
+                    });
+                }
+            }
+            Routing::Repartition { .. } => units.push(Unit {
+                topic: i,
+                source_partitions: plan.segments.keys().copied().collect(),
+            }),
+        }
+    }
+    // The shards: by target partition (a repartitioned topic's whole), so that each target
+    // partition is written by one worker, in its order.
+    let mut own_targets: Option<BTreeSet<Partition>> = None;
+    match role {
+        Role::Plan(workers) => {
+            let weights: Vec<(Partition, u64)> = units
+                .iter()
+                .map(|u| {
+                    let plan = &plans[u.topic];
+                    let stored = u
+                        .source_partitions
+                        .iter()
+                        .flat_map(|p| plan.segments.get(p).into_iter().flatten())
+                        .map(|s| s.stored_bytes)
+                        .sum();
+                    (unit_target(plan, u), stored)
+                })
+                .collect();
+            let plan = shard::plan(state.shards.take(), &weights, workers, Utc::now());
+            state.shards = Some(plan);
+            location.put(&state_key, state_bytes(&state)).await?;
+            return Ok(());
+        }
+        Role::Shard(shard) => {
+            let plan = shard_plan(state.shards.as_ref(), &location.uri(&state_key), shard)?;
+            let mine: BTreeSet<Partition> = plan.partitions(shard.index).into_iter().collect();
+            units.retain(|u| mine.contains(&unit_target(&plans[u.topic], u)));
+            own_targets = Some(
+                units
+                    .iter()
+                    .flat_map(|u| {
+                        let plan = &plans[u.topic];
+                        match &plan.routing {
+                            Routing::Direct(_) => vec![unit_target(plan, u)],
+                            Routing::Repartition { .. } => bases
+                                .get(&plan.target)
+                                .into_iter()
+                                .flat_map(|m| m.keys().map(|p| (plan.target.clone(), *p)))
+                                .collect(),
+                        }
+                    })
+                    .collect(),
+            );
+        }
+        Role::Merge(_) => units.clear(),
+        Role::Whole => {}
+    }
+
     // Produce (or, in a dry run, only walk the records).
-    let producer = if spec.dry_run {
+    let producer = if spec.dry_run || matches!(role, Role::Merge(_)) {
         None
     } else {
         let timeout = Duration::from_millis(spec.produce.timeout_ms.max(1) as u64);
@@ -1084,7 +1326,7 @@ async fn run(
     };
     // Batches no larger than the targets take: a topic created with the source's configuration
     // may take less than the broker's default.
-    let batch_limits = if spec.dry_run {
+    let batch_limits = if spec.dry_run || matches!(role, Role::Merge(_)) {
         BTreeMap::new()
     } else {
         let targets: BTreeSet<String> = plans.iter().map(|p| p.target.clone()).collect();
@@ -1130,23 +1372,6 @@ async fn run(
         cancel: cancel.clone(),
         format: set.format,
     });
-    let mut units = Vec::new();
-    for (i, plan) in plans.iter().enumerate() {
-        match plan.routing {
-            Routing::Direct(_) => {
-                for p in plan.segments.keys() {
-                    units.push(Unit {
-                        topic: i,
-                        source_partitions: vec![*p],
-                    });
-                }
-            }
-            Routing::Repartition { .. } => units.push(Unit {
-                topic: i,
-                source_partitions: plan.segments.keys().copied().collect(),
-            }),
-        }
-    }
     let concurrency = spec.rate_limiting.max_concurrent_partitions.max(1) as usize;
     // In a block: the stream holds batch senders, and the producer finishes once all are gone.
     let unit_results = {
@@ -1198,6 +1423,42 @@ async fn run(
         ));
     }
     let mut tallies: BTreeMap<Partition, PartitionTally> = BTreeMap::new();
+    if let Role::Merge(exits) = role {
+        let plan = shard_plan(
+            state.shards.as_ref(),
+            &location.uri(&state_key),
+            ShardIndex {
+                index: 0,
+                count: exits.len(),
+            },
+        )?;
+        for (index, exit) in exits.iter().enumerate() {
+            let key = restore_shard_key(&backup_id, &name, &plan.id, index);
+            let result: Option<RestoreShardResult> = match location.get(&key).await? {
+                None => None,
+                Some(bytes) => serde_json::from_slice(&bytes).ok(),
+            };
+            let Some(result) = result.filter(|r| r.plan == plan.id && r.index == index) else {
+                return Err(RestoreError::Shard {
+                    shard: ShardIndex {
+                        index,
+                        count: exits.len(),
+                    },
+                    message: format!(
+                        "stored no result: its worker did not finish{}; running the restore again continues every target partition after what it holds",
+                        exit.as_ref().err().map(|e| format!(" ({e})")).unwrap_or_default()
+                    ),
+                });
+            };
+            env.segments.fetch_add(result.segments, Ordering::Relaxed);
+            for t in result.tallies {
+                if let Some(i) = plans.iter().position(|p| p.target == t.topic) {
+                    env.topic_records[i].fetch_add(t.tally.records, Ordering::Relaxed);
+                }
+                tallies.insert((t.topic, t.partition), t.tally);
+            }
+        }
+    }
     for unit in unit_tallies {
         for (tp, t) in unit {
             let entry = tallies.entry(tp).or_default();
@@ -1243,6 +1504,13 @@ async fn run(
     if !spec.dry_run {
         for (t, m) in &bases {
             for (p, base) in m {
+                // A shard's worker answers for its own target partitions only.
+                if own_targets
+                    .as_ref()
+                    .is_some_and(|own| !own.contains(&(t.clone(), *p)))
+                {
+                    continue;
+                }
                 let expected = base + tallies.get(&(t.clone(), *p)).map_or(0, |x| x.records) as i64;
                 let end = final_bounds.get(&(t.clone(), *p)).map_or(-1, |b| b.end);
                 if end != expected {
@@ -1253,6 +1521,42 @@ async fn run(
                 }
             }
         }
+    }
+
+    if let Role::Shard(shard) = role {
+        let plan_id = state.shards.as_ref().map(|p| p.id.clone()).unwrap_or_default();
+        let result = RestoreShardResult {
+            plan: plan_id.clone(),
+            index: shard.index,
+            count: shard.count,
+            segments: env.segments.load(Ordering::Relaxed),
+            tallies: tallies
+                .iter()
+                .map(|((topic, partition), tally)| ShardTally {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    tally: tally.clone(),
+                })
+                .collect(),
+        };
+        let key = restore_shard_key(&backup_id, &name, &plan_id, shard.index);
+        location
+            .put(
+                &key,
+                Bytes::from(serde_json::to_vec_pretty(&result).unwrap_or_default()),
+            )
+            .await?;
+        status.records_restored = Some(records as i64);
+        status.bytes_restored = Some(bytes as i64);
+        status.segments_processed = Some(result.segments as i64);
+        status.phase = Some(Phase::Completed);
+        status.progress_percent = Some(100.0);
+        status.message = Some(format!(
+            "{shard}: restored {records} records ({bytes} bytes) of backup set {backup_id} into its {} target partitions; the coordinator verifies every partition, stores the offset mapping and moves the groups",
+            own_targets.as_ref().map_or(0, BTreeSet::len)
+        ));
+        status.completion_time = Some(time(Utc::now()));
+        return Ok(());
     }
 
     // The offset mapping.
@@ -1990,6 +2294,52 @@ impl Batches {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn units_are_sharded_by_target_partition_and_workers_by_the_recorded_plan() {
+        let plan = |routing| TopicPlan {
+            source: "src".into(),
+            target: "dst".into(),
+            segments: BTreeMap::new(),
+            routing,
+            target_partitions: 4,
+            configs: BTreeMap::new(),
+        };
+        let unit = |p| Unit {
+            topic: 0,
+            source_partitions: vec![p],
+        };
+        let direct = plan(Routing::Direct(BTreeMap::from([(0, 2), (1, 3)])));
+        assert_eq!(unit_target(&direct, &unit(0)), ("dst".to_owned(), 2));
+        assert_eq!(unit_target(&direct, &unit(1)), ("dst".to_owned(), 3));
+        let repartitioned = plan(Routing::Repartition {
+            partitions: 4,
+            strategy: RepartitionStrategy::Murmur2,
+        });
+        assert_eq!(unit_target(&repartitioned, &unit(1)), ("dst".to_owned(), 0));
+
+        let recorded = ShardPlan {
+            id: "1-2".into(),
+            shards: vec![BTreeMap::new(), BTreeMap::new()],
+        };
+        let uri = "pvc://b/backups/x/restores/r/state.json";
+        let shard = |index, count| ShardIndex { index, count };
+        assert_eq!(shard_plan(Some(&recorded), uri, shard(1, 2)).unwrap(), &recorded);
+        let e = shard_plan(None, uri, shard(0, 2)).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!(
+                "--shard-index: {uri} records no restore split into shards"
+            )),
+            "{e}"
+        );
+        let e = shard_plan(Some(&recorded), uri, shard(0, 3))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            format!("--shards: the restore recorded in {uri} is split into 2 shards, not 3")
+        );
+    }
 
     #[test]
     fn windows_are_inclusive() {

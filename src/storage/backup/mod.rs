@@ -336,6 +336,125 @@ pub struct CurrentRun {
     /// resumed run stops at the same offsets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_offsets: Option<BTreeMap<String, BTreeMap<i32, i64>>>,
+    /// A run split over worker processes: which shard copies which partitions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<ShardPlan>,
+}
+
+/// The partitions of each shard of a run split over worker processes, recorded by the
+/// coordinator before any worker starts, so that every worker, and a worker run again after a
+/// crash, copies the same partitions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardPlan {
+    /// Names the plan: the shards' results are stored below [`shard_dir`] of it, so results of
+    /// an earlier plan are never taken for this one's.
+    pub id: String,
+    /// Per shard (the index is the position), its partitions by topic.
+    pub shards: Vec<BTreeMap<String, Vec<i32>>>,
+}
+
+impl ShardPlan {
+    /// The partitions of shard `index`, in order; none for an index outside the plan.
+    pub fn partitions(&self, index: usize) -> Vec<(String, i32)> {
+        self.shards.get(index).map_or_else(Vec::new, |topics| {
+            topics
+                .iter()
+                .flat_map(|(t, ps)| ps.iter().map(move |p| (t.clone(), *p)))
+                .collect()
+        })
+    }
+}
+
+/// How far a shard got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ShardPhase {
+    /// Copying (or it crashed while copying): what its result lists is stored.
+    Running,
+    /// Every partition of the shard reached its end; written create-only, once.
+    Completed,
+    /// Stopped by cancellation after a final checkpoint; resumable.
+    Cancelled,
+    /// Failed; `error` says why. Resumable.
+    Failed,
+}
+
+/// What one shard of a run split over worker processes stored: its partitions with their
+/// segments (as the manifest lists them), its counters and its phase. The coordinator merges
+/// the results of every shard into the manifest.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardResult {
+    /// The [`ShardPlan::id`] it belongs to.
+    pub plan: String,
+    /// Its index.
+    pub index: usize,
+    /// How many shards the plan has.
+    pub count: usize,
+    /// How far it got.
+    pub phase: ShardPhase,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When written.
+    pub updated_at: DateTime<Utc>,
+    /// Records stored by the shard in this run (over its attempts).
+    pub records: u64,
+    /// Their [`segment::record_bytes`].
+    pub bytes: u64,
+    /// Segments stored by the shard in this run.
+    pub segments: u64,
+    /// Partitions of the shard that reached their end.
+    pub partitions_done: usize,
+    /// Its partitions, by topic, with every segment of each.
+    pub topics: BTreeMap<String, BTreeMap<i32, PartitionEntry>>,
+}
+
+impl ShardResult {
+    /// The JSON bytes.
+    pub fn to_bytes(&self) -> Bytes {
+        Bytes::from(serde_json::to_vec_pretty(self).unwrap_or_default())
+    }
+}
+
+/// The directory of the shard results of a plan.
+pub fn shard_dir(backup_id: &str, plan: &str) -> String {
+    format!("{BACKUP_DIR}/{backup_id}/shards/{plan}")
+}
+
+/// The key of a shard's result while it runs (overwritten at each checkpoint).
+pub fn shard_progress_key(backup_id: &str, plan: &str, index: usize) -> String {
+    format!("{}/{index}.json", shard_dir(backup_id, plan))
+}
+
+/// The key of a shard's final result: written create-only once it completed, so two workers of
+/// the same shard cannot both complete it.
+pub fn shard_done_key(backup_id: &str, plan: &str, index: usize) -> String {
+    format!("{}/{index}.done.json", shard_dir(backup_id, plan))
+}
+
+/// Reads the result of shard `index` of `plan`: the final one when it completed, else the one
+/// it wrote last; `None` when it wrote none.
+pub async fn read_shard_result(
+    location: &ObjectLocation,
+    backup_id: &str,
+    plan: &str,
+    index: usize,
+) -> Result<Option<ShardResult>, BackupFormatError> {
+    for key in [
+        shard_done_key(backup_id, plan, index),
+        shard_progress_key(backup_id, plan, index),
+    ] {
+        if let Some(bytes) = location.get(&key).await? {
+            let result: ShardResult =
+                serde_json::from_slice(&bytes).map_err(|e| BackupFormatError::Manifest {
+                    uri: location.uri(&key),
+                    message: format!("not a shard result: {e}"),
+                })?;
+            return Ok(Some(result));
+        }
+    }
+    Ok(None)
 }
 
 /// Why a stored backup set cannot be read.
