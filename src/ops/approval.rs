@@ -24,6 +24,16 @@ pub const REFRESH_PLAN_ANNOTATION: &str = "kafka.oso.sh/refresh-plan";
 /// Condition type: the plan in status was approved (Manual approval only).
 pub const APPROVED: &str = "Approved";
 
+/// `Approved` reason: the approval names the plan shown, but the fresh plan differs.
+const PLAN_CHANGED: &str = "PlanChanged";
+/// `Approved` reason: the approval names no plan shown.
+const WRONG_HASH: &str = "WrongHash";
+
+/// An `Approved` condition with this reason reports a refused approval.
+pub fn is_refusal(reason: &str) -> bool {
+    [PLAN_CHANGED, WRONG_HASH].contains(&reason)
+}
+
 /// SHA-256 (lowercase hex) of the plan's JSON. The JSON is canonical: the plan's types serialize
 /// their fields in a fixed order, groups in spec order and partitions sorted.
 pub fn plan_hash(plan: &OffsetResetPlan) -> String {
@@ -105,14 +115,14 @@ impl Wait {
         match self {
             Wait::AwaitingApproval => "AwaitingApproval",
             Wait::Refreshed => "PlanRefreshed",
-            Wait::PlanChanged { .. } => "PlanChanged",
-            Wait::WrongHash { .. } => "WrongHash",
+            Wait::PlanChanged { .. } => PLAN_CHANGED,
+            Wait::WrongHash { .. } => WRONG_HASH,
         }
     }
 
     /// The approval was refused (an Event of type Warning).
     pub fn refused(&self) -> bool {
-        matches!(self, Wait::PlanChanged { .. } | Wait::WrongHash { .. })
+        is_refusal(self.reason())
     }
 
     /// What happened and what to do, naming the hash to approve.

@@ -19,7 +19,7 @@ use crate::{
         ExecutionSpec, KafkaBackup, KafkaBackupValidation, KafkaOffsetReset, KafkaOffsetRollback,
         KafkaRestore, RollbackOperation, StorageSpec,
     },
-    ops::{self, Context, Progress, default_snapshot_storage},
+    ops::{self, Context, Progress, approval, default_snapshot_storage},
 };
 
 /// The five kinds, as labels and names.
@@ -129,6 +129,17 @@ pub trait Operation:
 
     /// See [`RestartPolicy`].
     fn on_restart(&self) -> RestartPolicy;
+
+    /// In phase PendingApproval: an approval or a plan refresh waits to be judged.
+    fn approval_asked(&self) -> bool {
+        false
+    }
+
+    /// Annotations a run judges once, removed from the object before it starts (a plan refresh
+    /// request), so that the next reconcile does not act on them again.
+    fn consumed_annotations(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
 
     /// Every Secret key the spec names, with the field that names it.
     fn secret_refs(&self) -> Vec<SecretRef>;
@@ -242,6 +253,23 @@ fn name_of<K: Resource>(object: &K) -> String {
 
 impl Operation for KafkaOffsetReset {
     const KIND: Kind = Kind::OffsetReset;
+
+    fn approval_asked(&self) -> bool {
+        let refused = self.status.as_ref().and_then(|s| s.refused_approval.as_deref());
+        approval::asks_for_a_run(self.metadata.annotations.as_ref(), refused)
+    }
+
+    fn consumed_annotations(&self) -> Vec<&'static str> {
+        let refresh = self
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(approval::REFRESH_PLAN_ANNOTATION));
+        match refresh {
+            Some(_) => vec![approval::REFRESH_PLAN_ANNOTATION],
+            None => Vec::new(),
+        }
+    }
 
     fn execution(&self) -> Option<&ExecutionSpec> {
         self.spec.execution.as_ref()
