@@ -845,7 +845,10 @@ async fn a_manual_reset_waits_for_the_approval_of_its_current_plan() {
     assert_eq!(status["phase"], "PendingApproval", "{status}");
     let partition = &status["plan"]["groups"][0]["partitions"][0];
     assert_eq!(
-        (partition["current"].clone(), partition["target"].clone()),
+        (
+            partition["previousOffset"].clone(),
+            partition["newOffset"].clone()
+        ),
         (json!(8), json!(0))
     );
     let first = status["planHash"].as_str().unwrap().to_owned();
@@ -891,7 +894,7 @@ async fn a_manual_reset_waits_for_the_approval_of_its_current_plan() {
     stored.0["metadata"]["annotations"] = json!({"kafka.oso.sh/approve": first});
     let (status, event) = manual_run(&ctx, &mut api, &mut stored, &path).await;
     assert_eq!(status["phase"], "PendingApproval", "{status}");
-    assert_eq!(status["plan"]["groups"][0]["partitions"][0]["current"], 6);
+    assert_eq!(status["plan"]["groups"][0]["partitions"][0]["previousOffset"], 6);
     let second = status["planHash"].as_str().unwrap().to_owned();
     assert_ne!(second, first);
     assert_eq!(approved(&status)["reason"], "PlanChanged");

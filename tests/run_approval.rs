@@ -31,7 +31,10 @@ fn run(manifest: &Path, dir: &Path, flags: &[&str]) -> (bool, Value, String) {
 
 fn planned(status: &Value) -> (i64, i64) {
     let p = &status["plan"]["groups"][0]["partitions"][0];
-    (p["current"].as_i64().unwrap(), p["target"].as_i64().unwrap())
+    (
+        p["previousOffset"].as_i64().unwrap(),
+        p["newOffset"].as_i64().unwrap(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -199,7 +199,7 @@ pub fn asks_for_a_run(annotations: Option<&BTreeMap<String, String>>, refused: O
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
-    use crate::api::v1beta1::{GroupPlan, PlannedOffsetChange};
+    use crate::api::v1beta1::{GroupPlan, PartitionResetResult};
 
     fn request<'a>(approve: Option<&'a str>, shown: Option<&'a str>, refresh: bool) -> Request<'a> {
         Request {
@@ -329,11 +329,11 @@ mod tests {
                 group: "g".into(),
                 error: None,
                 partitions_total: 1,
-                partitions: vec![PlannedOffsetChange {
+                partitions: vec![PartitionResetResult {
                     topic: "t".into(),
                     partition: 0,
-                    current: Some(8),
-                    target: Some(target),
+                    previous_offset: Some(8),
+                    new_offset: Some(target),
                     clamped: None,
                 }],
             }],

@@ -40,7 +40,7 @@ use crate::{
     api::v1beta1::{
         Approval, GroupPlan, GroupResetOutcome, GroupResetResult, HeaderBasedReset, KafkaOffsetReset,
         KafkaOffsetResetSpec, KafkaOffsetResetStatus, OffsetMappingSource, OffsetResetPlan,
-        OffsetResetSnapshotStatus, OffsetResetStrategy, PartitionResetResult, Phase, PlannedOffsetChange,
+        OffsetResetSnapshotStatus, OffsetResetStrategy, PartitionResetResult, Phase,
     },
     kafka::{
         self, ClusterAccess, KafkaError,
@@ -919,15 +919,20 @@ fn planned(
         partitions: Some(
             plan.iter()
                 .take(MAX_PARTITIONS_IN_STATUS)
-                .map(|p| PartitionResetResult {
-                    topic: p.partition.0.clone(),
-                    partition: p.partition.1,
-                    previous_offset: p.previous,
-                    new_offset: p.target,
-                    clamped: p.clamped.then_some(true),
-                })
+                .map(partition_result)
                 .collect(),
         ),
+    }
+}
+
+/// The status entry of a partition's planned change.
+fn partition_result(p: &PartitionPlan) -> PartitionResetResult {
+    PartitionResetResult {
+        topic: p.partition.0.clone(),
+        partition: p.partition.1,
+        previous_offset: p.previous,
+        new_offset: p.target,
+        clamped: p.clamped.then_some(true),
     }
 }
 
@@ -940,17 +945,11 @@ fn reset_plan(
     let groups = groups
         .iter()
         .map(|group| {
-            let partitions: Vec<PlannedOffsetChange> = plans
+            let partitions: Vec<PartitionResetResult> = plans
                 .get(group)
                 .into_iter()
                 .flat_map(|(plan, _)| plan)
-                .map(|p| PlannedOffsetChange {
-                    topic: p.partition.0.clone(),
-                    partition: p.partition.1,
-                    current: p.previous,
-                    target: p.target,
-                    clamped: p.clamped.then_some(true),
-                })
+                .map(partition_result)
                 .collect();
             GroupPlan {
                 group: group.clone(),

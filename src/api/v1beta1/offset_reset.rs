@@ -406,25 +406,9 @@ pub struct GroupPlan {
     pub error: Option<String>,
     /// Partitions in scope (the hash covers all of them).
     pub partitions_total: i32,
-    /// Per partition current -> target, at most 100 entries per group.
-    pub partitions: Vec<PlannedOffsetChange>,
-}
-
-/// The planned change of one partition's committed offset.
-#[skip_serializing_none]
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct PlannedOffsetChange {
-    /// Topic name.
-    pub topic: String,
-    /// Partition number.
-    pub partition: i32,
-    /// Committed offset now; absent when the group has none.
-    pub current: Option<i64>,
-    /// Offset to commit; absent for DeleteOffsets.
-    pub target: Option<i64>,
-    /// The computed target lay outside [log start, log end] and was clamped into it.
-    pub clamped: Option<bool>,
+    /// Per partition the committed offset now (`previousOffset`) and the one to commit
+    /// (`newOffset`), at most 100 entries per group.
+    pub partitions: Vec<PartitionResetResult>,
 }
 
 /// The outcome of one consumer group.
@@ -467,9 +451,11 @@ pub struct PartitionResetResult {
     pub topic: String,
     /// Partition number.
     pub partition: i32,
-    /// Committed offset before the reset; absent when the group had none.
+    /// Committed offset before the reset; absent when the group had none. In `status.plan`: the
+    /// committed offset now.
     pub previous_offset: Option<i64>,
-    /// Committed offset after the reset; absent for DeleteOffsets.
+    /// Committed offset after the reset; absent for DeleteOffsets. In `status.plan`: the offset
+    /// to commit.
     pub new_offset: Option<i64>,
     /// The computed target lay outside [log start, log end] and was clamped into it.
     pub clamped: Option<bool>,
