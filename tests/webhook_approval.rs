@@ -109,6 +109,23 @@ async fn an_approval_from_a_user_without_the_approve_permission_is_refused() {
 }
 
 #[tokio::test]
+async fn a_reset_created_already_approved_needs_the_approve_permission_too() {
+    let (router, seen) = router_answering(false);
+    let object = reset(json!({"kafka.oso.sh/approve": "abc123"}));
+    let mut review = admission_review("r-2", Operation::Create, Some(&object), None, false);
+    review["request"]["userInfo"] = json!({"username": "bob"});
+    let r = response(&call(&router, "POST", "/validate", serde_json::to_vec(&review).unwrap()).await);
+    assert_eq!(r["allowed"], false, "{r}");
+    assert!(
+        r["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("user bob may not approve")
+    );
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
 async fn an_approval_from_a_user_with_the_approve_permission_is_admitted() {
     let (router, seen) = router_answering(true);
     let body = update(

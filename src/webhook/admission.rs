@@ -141,18 +141,27 @@ pub async fn validate_review_approving(body: &[u8], approvers: &Approvers) -> An
     finish(&span, response)
 }
 
-/// The approval an UPDATE of the resource itself asks for, if any.
+/// The approval a CREATE or UPDATE of the resource itself asks for, if any (a resource created
+/// with the annotation already set would otherwise run a plan nobody allowed to approve it).
 fn approval_ask(request: &Request) -> Option<ApprovalAsk> {
-    match (&request.operation, &request.object, &request.old_object) {
-        (Operation::Update, Some(Lean(new)), Some(Lean(old))) if request.is_write() => ApprovalAsk::of(
-            &request.kind.kind,
-            request.user_info.as_ref(),
-            request.namespace.as_deref(),
-            new,
-            old,
-        ),
-        _ => None,
+    let Some(Lean(new)) = &request.object else {
+        return None;
+    };
+    let old = match (&request.operation, &request.old_object) {
+        (Operation::Update, Some(Lean(old))) => old,
+        (Operation::Create, _) => &Value::Null,
+        _ => return None,
+    };
+    if !request.is_write() {
+        return None;
     }
+    ApprovalAsk::of(
+        &request.kind.kind,
+        request.user_info.as_ref(),
+        request.namespace.as_deref(),
+        new,
+        old,
+    )
 }
 
 /// Answers a mutating review.

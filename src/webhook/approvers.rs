@@ -1,4 +1,4 @@
-//! Who may approve a plan: an UPDATE that adds or changes the annotation
+//! Who may approve a plan: a CREATE or UPDATE that adds or changes the annotation
 //! `kafka.oso.sh/approve` of a KafkaOffsetReset is admitted only if the requesting user may
 //! `update` the virtual subresource `kafkaoffsetresets/approve` of that resource, asked of the
 //! API server with a SubjectAccessReview (the user, groups, uid and extra of the review's
@@ -41,8 +41,8 @@ pub struct ApprovalAsk {
 }
 
 impl ApprovalAsk {
-    /// The approval an UPDATE of a KafkaOffsetReset from `old` to `new` asks for: the annotation
-    /// added or changed (removing it approves nothing). Pure.
+    /// The approval a write of a KafkaOffsetReset from `old` (Null for a CREATE) to `new` asks
+    /// for: the annotation added or changed (removing it approves nothing). Pure.
     pub fn of(
         kind: &str,
         user: Option<&UserInfo>,
