@@ -134,3 +134,52 @@ fn approval_flags_need_one_committing_reset() {
     assert!(!ok);
     assert!(stderr.contains("the manifests hold 2 resources"), "{stderr}");
 }
+
+/// A consumer joins the group between plan and approval: the group is no longer Empty, so the
+/// fresh plan differs (it says why the group cannot be reset) and the approval is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_that_gets_members_after_the_plan_refuses_the_approval() {
+    let Some(bootstrap) = service("KBO_TEST_KAFKA_BOOTSTRAP") else {
+        return;
+    };
+    let (topic, group) = (unique("approve-active-t"), unique("approve-active-g"));
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", &bootstrap);
+    let (reader, _) = seed_group(client.clone(), &topic, &group, 4).await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("reset.yaml");
+    let reset = json!({
+        "apiVersion": "kafka.oso.sh/v1beta1", "kind": "KafkaOffsetReset",
+        "metadata": {"name": "rewind"},
+        "spec": {"kafkaCluster": {"bootstrapServers": [bootstrap]}, "consumerGroups": [group],
+            "topics": [{"name": topic}], "strategy": "Latest"},
+    });
+    std::fs::write(&manifest, serde_json::to_string(&reset).unwrap()).unwrap();
+    let (ok, status, stderr) = run(&manifest, dir.path(), &["--plan-only"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(planned(&status), (4, 5));
+    let hash = status["planHash"].as_str().unwrap().to_owned();
+
+    let member: rdkafka::consumer::BaseConsumer = client
+        .clone()
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    member.subscribe(&[&topic]).unwrap();
+    for _ in 0..100 {
+        let _ = member.poll(std::time::Duration::from_millis(200));
+        if member.assignment().is_ok_and(|a| a.count() > 0) {
+            break;
+        }
+    }
+    assert!(member.assignment().unwrap().count() > 0, "the member joined");
+
+    let (ok, status, stderr) = run(&manifest, dir.path(), &["--approve", &hash]);
+    assert!(!ok, "{stderr}");
+    assert_eq!(status["phase"], "PendingApproval", "{status}");
+    assert_ne!(status["planHash"], hash.as_str());
+    let error = status["plan"]["groups"][0]["error"].as_str().unwrap();
+    assert!(error.contains("active member(s)"), "{error}");
+    assert_eq!(committed(&reader, &topic, 1), [(0, 4)].into());
+}
