@@ -173,7 +173,8 @@ pub struct KafkaOffsetResetSpec {
     /// Automatic (default): the reset runs as soon as it is accepted. Manual: the operator first
     /// computes the plan (what a dry run computes), writes it to `status.plan` with its
     /// `status.planHash`, sets phase PendingApproval and changes nothing until the annotation
-    /// `kafka.oso.sh/approve: <planHash>` names the hash of the plan as it still is.
+    /// `kafka.oso.sh/approve: <planHash>` names the hash of the plan as it still is. Until then
+    /// the spec may still be edited (a new plan is made).
     #[serde(default)]
     pub approval: Approval,
 }
