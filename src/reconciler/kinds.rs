@@ -16,7 +16,7 @@ use super::resolve;
 use crate::secrets::refs::SecretRef;
 use crate::{
     api::v1beta1::{
-        ExecutionSpec, KafkaBackup, KafkaBackupValidation, KafkaOffsetReset, KafkaOffsetRollback,
+        Approval, ExecutionSpec, KafkaBackup, KafkaBackupValidation, KafkaOffsetReset, KafkaOffsetRollback,
         KafkaRestore, RollbackOperation, StorageSpec,
     },
     ops::{self, Context, Progress, approval, default_snapshot_storage},
@@ -276,7 +276,14 @@ impl Operation for KafkaOffsetReset {
     }
 
     fn on_restart(&self) -> RestartPolicy {
-        if self.spec.dry_run {
+        // A Manual reset without an approval annotation can only have planned, never committed.
+        let unapproved = self.spec.approval == Approval::Manual
+            && self
+                .metadata
+                .annotations
+                .as_ref()
+                .is_none_or(|a| !a.contains_key(approval::APPROVE_ANNOTATION));
+        if self.spec.dry_run || unapproved {
             return RestartPolicy::Resume;
         }
         let name = name_of(self);
@@ -610,7 +617,7 @@ mod tests {
     }
 
     #[test]
-    fn a_reset_is_resumed_only_as_a_dry_run() {
+    fn a_reset_is_resumed_only_when_it_cannot_have_committed() {
         assert_eq!(reset(json!({"dryRun": true})).on_restart(), RestartPolicy::Resume);
         let RestartPolicy::Interrupted(message) = reset(json!({})).on_restart() else {
             panic!("a committing reset must not be re-run");
@@ -622,6 +629,13 @@ mod tests {
             panic!()
         };
         assert!(message.contains("snapshotId before"), "{message}");
+        // Manual: only planned until an approval names a hash.
+        let manual = reset(json!({"approval": "Manual"}));
+        assert_eq!(manual.on_restart(), RestartPolicy::Resume);
+        let mut approved = manual.clone();
+        approved.metadata.annotations =
+            Some([(approval::APPROVE_ANNOTATION.to_owned(), "h".to_owned())].into());
+        assert!(matches!(approved.on_restart(), RestartPolicy::Interrupted(_)));
     }
 
     #[test]

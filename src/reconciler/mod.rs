@@ -48,7 +48,9 @@
 //! - KafkaBackup, KafkaRestore, KafkaBackupValidation: **resumed** — the operation runs again and
 //!   continues from the checkpoints it keeps in storage (a validation is read-only and restarts).
 //! - KafkaOffsetRollback `Rollback` and `Verify` and every dry run: **resumed** — they commit or
-//!   compare the absolute offsets of a stored snapshot, so running them again is idempotent.
+//!   compare the absolute offsets of a stored snapshot, so running them again is idempotent. So is
+//!   a KafkaOffsetReset with `approval: Manual` and no `kafka.oso.sh/approve` annotation: it can
+//!   only have planned.
 //! - KafkaOffsetReset (not dry run), KafkaOffsetRollback `Snapshot` and `Delete`: **Failed, reason
 //!   Interrupted**, with a message saying what may have happened and what to do. A reset is not
 //!   re-run because a second run would snapshot the partly reset offsets as its "pre-change"
