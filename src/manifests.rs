@@ -140,6 +140,10 @@ pub fn render(options: &Options) -> Result<Vec<ManifestFile>, Error> {
         &kinds_editor(options, &plurals),
     )?);
     files.push(yaml_file(
+        "crds/rbac-approver.yaml".into(),
+        &kinds_approver(options),
+    )?);
+    files.push(yaml_file(
         "webhooks/validating.yaml".into(),
         &validating_webhooks(options, &plurals),
     )?);
@@ -471,6 +475,24 @@ fn kinds_editor(options: &Options, plurals: &[String]) -> ClusterRole {
         GROUP,
         plurals.to_vec(),
         &["create", "update", "patch", "delete", "deletecollection"],
+    )
+}
+
+/// Approving the plan of a KafkaOffsetReset with `approval: Manual` (the annotation
+/// `kafka.oso.sh/approve`, checked by the validating webhook): the virtual subresource
+/// `kafkaoffsetresets/approve`. Aggregated into no built-in role, so whoever may edit a reset may
+/// not approve it unless bound to this role as well.
+fn kinds_approver(options: &Options) -> ClusterRole {
+    aggregated_role(
+        options,
+        "approver",
+        &[],
+        GROUP,
+        vec![format!(
+            "kafkaoffsetresets/{}",
+            crate::webhook::approvers::SUBRESOURCE
+        )],
+        &["update"],
     )
 }
 

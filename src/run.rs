@@ -86,6 +86,28 @@ pub struct RunArgs {
     /// then hold exactly one such resource (and any ConfigMaps). 1: everything in this process.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: u16,
+    /// Compute the plan of the (one) KafkaOffsetReset as `approval: Manual` does, print it and
+    /// its hash, and change nothing (exit 0 with phase PendingApproval).
+    #[arg(long, conflicts_with = "approve")]
+    pub plan_only: bool,
+    /// Run the (one) KafkaOffsetReset only if its plan, computed afresh, still has this hash (as
+    /// `--plan-only` printed it); otherwise change nothing, print the new plan and hash and exit
+    /// non-zero. The same as the annotation kafka.oso.sh/approve in a cluster.
+    #[arg(long, value_name = "HASH")]
+    pub approve: Option<String>,
+}
+
+impl RunArgs {
+    /// The flag of manual approval given, if any.
+    fn approval_flag(&self) -> Option<&'static str> {
+        if self.plan_only {
+            Some("--plan-only")
+        } else if self.approve.is_some() {
+            Some("--approve")
+        } else {
+            None
+        }
+    }
 }
 
 /// Arguments of `worker`.
@@ -175,6 +197,14 @@ pub enum RunError {
         /// The file (and document).
         origin: String,
         /// Every error, as the webhook reports them.
+        message: String,
+    },
+    /// `--plan-only` or `--approve` with something other than one KafkaOffsetReset that commits.
+    #[error("{flag} plans and approves one KafkaOffsetReset: {message}")]
+    ApprovalScope {
+        /// The flag.
+        flag: &'static str,
+        /// What the manifests hold instead.
         message: String,
     },
     /// Conversion to v1beta1 failed.
@@ -338,6 +368,7 @@ pub async fn run(args: &RunArgs) -> Result<RunOutcome, RunError> {
             Some(Workers::processes(usize::from(n), worker_args(&args.resource)))
         }
     };
+    check_approval_scope(&resources, args)?;
     let local = LocalState::of(&args.resource)?;
     check_backup_refs(&resources, &args.resource, &local)?;
     for (origin, cm) in &config_maps {
@@ -367,9 +398,15 @@ pub async fn run(args: &RunArgs) -> Result<RunOutcome, RunError> {
             cancel.clone(),
         )
         .await?;
-        // A validation that ran but found the backup wanting is not a success either.
-        completed = status.get("phase").and_then(Value::as_str) == Some("Completed")
-            && status.get("result").and_then(Value::as_str) != Some("Failed");
+        let phase = status.get("phase").and_then(Value::as_str);
+        if phase == Some("PendingApproval") {
+            say_plan(&status, args);
+        }
+        // A validation that ran but found the backup wanting is not a success either; a plan is
+        // what --plan-only asks for.
+        completed = (phase == Some("Completed")
+            && status.get("result").and_then(Value::as_str) != Some("Failed"))
+            || (args.plan_only && phase == Some("PendingApproval"));
         statuses.push(
             serde_saphyr::to_string(&serde_json::json!({ "status": status }))
                 .map_err(|e| RunError::Print(e.to_string()))?,
@@ -496,6 +533,57 @@ fn namespace_of(hub: &Value, args: &ResourceArgs) -> String {
         .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned())
 }
 
+/// Refuses `--plan-only` and `--approve` unless the manifests hold exactly one KafkaOffsetReset,
+/// not a dry run: a hash approves one plan.
+fn check_approval_scope(resources: &[(Origin, Admitted)], args: &RunArgs) -> Result<(), RunError> {
+    let Some(flag) = args.approval_flag() else {
+        return Ok(());
+    };
+    let refuse = |message: String| RunError::ApprovalScope { flag, message };
+    let [(origin, admitted)] = resources else {
+        return Err(refuse(format!(
+            "the manifests hold {} resources",
+            resources.len()
+        )));
+    };
+    let hub = &admitted.object;
+    match hub.get("kind").and_then(Value::as_str) {
+        Some("KafkaOffsetReset") => {}
+        other => {
+            return Err(refuse(format!(
+                "{origin} is a {}",
+                other.unwrap_or("resource without a kind")
+            )));
+        }
+    }
+    if hub.pointer("/spec/dryRun") == Some(&Value::Bool(true)) {
+        return Err(refuse(format!(
+            "{origin}: spec.dryRun is true, which plans without approval; remove it"
+        )));
+    }
+    Ok(())
+}
+
+/// Prints the plan waiting for approval and how to approve it.
+fn say_plan(status: &Value, args: &RunArgs) {
+    let hash = status.get("planHash").and_then(Value::as_str).unwrap_or_default();
+    let plan = status
+        .get("plan")
+        .and_then(|p| serde_saphyr::to_string(p).ok())
+        .unwrap_or_default();
+    let files: Vec<String> = args
+        .resource
+        .files
+        .iter()
+        .map(|f| format!("-f {}", f.display()))
+        .collect();
+    eprintln!(
+        "plan (hash {hash}):\n{plan}{}\nnothing was changed; to carry out this plan: run {} --approve {hash}",
+        status.get("message").and_then(Value::as_str).unwrap_or_default(),
+        files.join(" ")
+    );
+}
+
 /// Refuses, before anything runs, a `kafkaBackupRef` to a KafkaBackup that was never run here
 /// and does not run earlier in this invocation.
 fn check_backup_refs(
@@ -608,7 +696,10 @@ async fn execute(
     };
     let status = match kind.as_str() {
         "KafkaOffsetReset" => {
-            let reset: v1beta1::KafkaOffsetReset = decode(origin, hub)?;
+            let mut reset: v1beta1::KafkaOffsetReset = decode(origin, hub)?;
+            if args.approval_flag().is_some() {
+                approve_as_asked(&mut reset, args.approve.as_deref());
+            }
             say_mapping_file(&reset, local);
             to_value(ops::offset_reset::execute(&reset, &ctx).await)?
         }
@@ -670,6 +761,17 @@ async fn execute(
     };
     say_snapshot_location(&status, local);
     Ok(status)
+}
+
+/// Makes the reset one with `approval: Manual` whose only approval is `--approve`'s hash.
+fn approve_as_asked(reset: &mut v1beta1::KafkaOffsetReset, hash: Option<&str>) {
+    reset.spec.approval = v1beta1::Approval::Manual;
+    let annotations = reset.metadata.annotations.get_or_insert_default();
+    annotations.remove(ops::approval::REFRESH_PLAN_ANNOTATION);
+    match hash {
+        Some(hash) => annotations.insert(ops::approval::APPROVE_ANNOTATION.to_owned(), hash.to_owned()),
+        None => annotations.remove(ops::approval::APPROVE_ANNOTATION),
+    };
 }
 
 /// Resolves a `kafkaBackupRef` from the records of the KafkaBackups run here.

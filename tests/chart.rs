@@ -766,6 +766,7 @@ fn default_install_renders_exactly_these_objects() {
         own("ClusterRole", "", "kafka-backup-operator:catalog-editor"),
         own("ClusterRole", "", "kafka-backup-operator:viewer"),
         own("ClusterRole", "", "kafka-backup-operator:editor"),
+        own("ClusterRole", "", "kafka-backup-operator:approver"),
     ]
     .into();
     for kind in [

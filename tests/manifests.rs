@@ -257,6 +257,16 @@ fn view_edit_and_admin_reach_the_five_kinds_but_no_secrets() {
         kinds.iter().map(|k| ((*k).to_owned(), write.clone())).collect();
     assert_eq!(rules, expected, "the status stays the operator's");
 
+    // Approving a plan is a role of its own, in no built-in role: an editor may not approve.
+    let approver = file(&files, "crds/rbac-approver.yaml");
+    assert_eq!(approver["metadata"]["name"], "kafka-backup-operator:approver");
+    let (rules, aggregated) = grants(&approver, "kafka.oso.sh");
+    assert!(aggregated.is_empty(), "{aggregated:?}");
+    assert_eq!(
+        rules,
+        [("kafkaoffsetresets/approve".to_owned(), vec!["update".to_owned()])]
+    );
+
     // No generated role grants Secrets (the kinds only name them) or anything outside the two groups.
     for f in files
         .iter()

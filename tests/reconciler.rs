@@ -782,6 +782,145 @@ async fn a_rollback_by_snapshot_id_finds_the_snapshot_in_the_catalog() {
     );
 }
 
+/// One run of a started reconcile of a Manual reset: Running and its Event, then the status the
+/// run ends with and its Event. Returns (final status, Event).
+async fn manual_run(
+    ctx: &Arc<Ctx>,
+    api: &mut ApiServerVerifier,
+    stored: &mut Stored,
+    path: &str,
+) -> (Value, Value) {
+    reconcile(stored.typed::<KafkaOffsetReset>(), Arc::clone(ctx))
+        .await
+        .unwrap();
+    manual_run_started(ctx, api, stored, path).await
+}
+
+/// The rest of [`manual_run`] once the reconcile returned.
+async fn manual_run_started(
+    ctx: &Arc<Ctx>,
+    api: &mut ApiServerVerifier,
+    stored: &mut Stored,
+    path: &str,
+) -> (Value, Value) {
+    let uid = stored.0["metadata"]["uid"].as_str().unwrap().to_owned();
+    let req = api.expect("PATCH", &format!("{path}/status"), SECOND * 10).await;
+    assert_eq!(stored.merge_status(req)["phase"], "Running");
+    // Started (from the second run on, the patch of its series).
+    api.expect_event(SECOND * 5).await;
+    let req = api.expect("PATCH", &format!("{path}/status"), SECOND * 60).await;
+    stored.merge_status(req);
+    let event = api.expect_event(SECOND * 5).await;
+    ctx.supervisor.wait(&uid).await;
+    (stored.0["status"].clone(), event)
+}
+
+/// A KafkaOffsetReset with `approval: Manual` goes PendingApproval with its plan and commits
+/// nothing; a reconcile without a new approval plans nothing again; a commit made before the
+/// approval makes the approval of the old hash refused (new plan, new hash, a Warning Event);
+/// the new hash approved, the planned offsets are committed. Real broker, mock API server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_manual_reset_waits_for_the_approval_of_its_current_plan() {
+    let Some(bootstrap) = broker() else { return };
+    let topic = unique("kor-approve");
+    let group = unique("kor-approve-g");
+    topic_with_records(&bootstrap, &topic, 10).await;
+    commit(&bootstrap, &group, &topic, 8);
+    let (client, mut api) = mock_client();
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = ctx(client, dir.path(), Duration::from_secs(3600));
+    let (path, mut meta) = metadata("kafkaoffsetresets", "manual-reset");
+    meta["finalizers"] = json!([FINALIZER]);
+    let mut stored = Stored(json!({
+        "apiVersion": "kafka.oso.sh/v1beta1", "kind": "KafkaOffsetReset", "metadata": meta,
+        "spec": {"kafkaCluster": {"bootstrapServers": [bootstrap]}, "consumerGroups": [group],
+            "strategy": "Earliest", "topics": [{"name": topic}], "approval": "Manual",
+            "snapshot": {"enabled": false}},
+        "status": {"phase": "Pending", "observedGeneration": 1},
+    }));
+    let approved = |status: &Value| condition(status, "Approved").clone();
+
+    // 1. The plan, waiting; nothing committed.
+    let (status, event) = manual_run(&ctx, &mut api, &mut stored, &path).await;
+    assert_eq!(status["phase"], "PendingApproval", "{status}");
+    let partition = &status["plan"]["groups"][0]["partitions"][0];
+    assert_eq!(
+        (
+            partition["previousOffset"].clone(),
+            partition["newOffset"].clone()
+        ),
+        (json!(8), json!(0))
+    );
+    let first = status["planHash"].as_str().unwrap().to_owned();
+    assert_eq!(approved(&status)["status"], "False");
+    assert_eq!(approved(&status)["reason"], "AwaitingApproval");
+    assert_eq!(condition(&status, "Ready")["reason"], "PendingApproval");
+    assert_eq!(event["reason"], "PendingApproval");
+    assert!(event["note"].as_str().unwrap().contains(&first), "{event}");
+    assert_eq!(committed(&bootstrap, &group, &topic), Some(8));
+
+    // Its own status coming back plans nothing again.
+    let action = reconcile(stored.typed::<KafkaOffsetReset>(), Arc::clone(&ctx))
+        .await
+        .unwrap();
+    assert_eq!(action, Action::await_change());
+    api.none_within(Duration::from_millis(300)).await;
+
+    // A refresh request: removed from the object before the run, which plans again.
+    stored.0["metadata"]["annotations"] = json!({"kafka.oso.sh/refresh-plan": "true"});
+    let run = tokio::spawn(reconcile(stored.typed::<KafkaOffsetReset>(), Arc::clone(&ctx)));
+    let req = api.expect("PATCH", &path, SECOND * 5).await;
+    assert_eq!(
+        req.body,
+        json!({"metadata": {"annotations": {"kafka.oso.sh/refresh-plan": null}}})
+    );
+    json_patch::merge(&mut stored.0, &req.body);
+    stored.bump();
+    req.reply(200, &stored.0);
+    run.await.unwrap().unwrap();
+    let (status, event) = manual_run_started(&ctx, &mut api, &mut stored, &path).await;
+    assert_eq!(approved(&status)["reason"], "PlanRefreshed");
+    assert_eq!(status["planHash"], first.as_str(), "nothing moved: the same plan");
+    assert_eq!(event["reason"], "PendingApproval");
+    assert!(
+        stored.0["metadata"]["annotations"]
+            .as_object()
+            .unwrap()
+            .is_empty()
+    );
+
+    // 2. The group moves before the approval: the old hash is refused with the new plan.
+    commit(&bootstrap, &group, &topic, 6);
+    stored.0["metadata"]["annotations"] = json!({"kafka.oso.sh/approve": first});
+    let (status, event) = manual_run(&ctx, &mut api, &mut stored, &path).await;
+    assert_eq!(status["phase"], "PendingApproval", "{status}");
+    assert_eq!(status["plan"]["groups"][0]["partitions"][0]["previousOffset"], 6);
+    let second = status["planHash"].as_str().unwrap().to_owned();
+    assert_ne!(second, first);
+    assert_eq!(approved(&status)["reason"], "PlanChanged");
+    assert_eq!(status["refusedApproval"], first.as_str());
+    assert_eq!(
+        (event["reason"].clone(), event["type"].clone()),
+        (json!("ApprovalRefused"), json!("Warning"))
+    );
+    assert!(event["note"].as_str().unwrap().contains(&second), "{event}");
+    assert_eq!(committed(&bootstrap, &group, &topic), Some(6));
+    // The refused approval is not judged again.
+    reconcile(stored.typed::<KafkaOffsetReset>(), Arc::clone(&ctx))
+        .await
+        .unwrap();
+    api.none_within(Duration::from_millis(300)).await;
+
+    // 3. The new hash approved: the planned offsets are committed.
+    stored.0["metadata"]["annotations"] = json!({"kafka.oso.sh/approve": second});
+    let (status, event) = manual_run(&ctx, &mut api, &mut stored, &path).await;
+    assert_eq!(status["phase"], "Completed", "{status}");
+    assert_eq!(approved(&status)["status"], "True");
+    assert_eq!(status["results"][0]["partitions"][0]["newOffset"], 0);
+    assert_eq!(event["reason"], "Completed");
+    assert_eq!(committed(&bootstrap, &group, &topic), Some(0));
+}
+
 /// After an operator restart, an offset reset found Running is not re-run (a second run would
 /// snapshot the partly reset offsets): it is marked Failed, reason Interrupted, with a message
 /// saying where the pre-change snapshot is, and a Warning Event. No broker needed.

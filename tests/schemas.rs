@@ -432,12 +432,13 @@ fn crds_serve_both_versions_and_store_v1beta1() {
             )
             .expect("schema serializes");
             for column in version.additional_printer_columns.iter().flatten() {
-                let resolved = column
-                    .json_path
+                let path = without_filters(&column.json_path);
+                let resolved = path
                     .trim_start_matches('.')
                     .split('.')
-                    .try_fold(&schema, |node, field| {
-                        node.get("properties").and_then(|p| p.get(field))
+                    .try_fold(&schema, |node, field| match field {
+                        "[]" => node.get("items"),
+                        _ => node.get("properties").and_then(|p| p.get(field)),
                     });
                 let is_metadata = column.json_path.starts_with(".metadata.");
                 assert!(
@@ -451,4 +452,20 @@ fn crds_serve_both_versions_and_store_v1beta1() {
             }
         }
     }
+}
+
+/// A printer column's JSONPath with each filter (`[?(@.type=="Approved")]`, which selects items
+/// of the list before it) replaced by the segment `[]`.
+fn without_filters(path: &str) -> String {
+    let mut out = String::new();
+    let mut rest = path;
+    while let Some(start) = rest.find("[?(") {
+        out.push_str(&rest[..start]);
+        out.push_str(".[]");
+        rest = rest[start..]
+            .find(")]")
+            .map_or("", |end| &rest[start + end + 2..]);
+    }
+    out.push_str(rest);
+    out
 }

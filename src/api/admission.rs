@@ -223,7 +223,8 @@ fn immutable_once_started<H: Admit>(object: &Value, old: &Value, verdict: &mut V
         .pointer("/status/phase")
         .and_then(Value::as_str)
         .unwrap_or("Pending");
-    if phase == "Pending" {
+    // A plan waiting for approval has changed nothing: editing the spec asks for a new plan.
+    if phase == "Pending" || phase == "PendingApproval" {
         return;
     }
     let strip = |value: &Value| {

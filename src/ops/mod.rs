@@ -2,6 +2,7 @@
 //! v1beta1 resource and a [`Context`] (secrets, storage, progress, cancellation) and returns the
 //! status to report; the reconciler and `run -f` call the same functions.
 
+pub mod approval;
 pub mod backup;
 pub mod execution;
 pub mod group_commit;

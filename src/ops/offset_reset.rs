@@ -5,9 +5,12 @@
 //! 2. **Plan** (pure, [`plan_group`]): the target of every partition from the strategy, clamped
 //!    into [log start, log end] with the clamp reported. Log bounds and time lookups are asked
 //!    once for all groups.
-//! 3. **Snapshot** (unless dry run): the current offsets of every group that will change, stored
+//! 3. **Approval** (`approval: Manual`, [`super::approval`]): the plan and its hash go to status;
+//!    unless the `kafka.oso.sh/approve` annotation names that very hash, the reset stops here in
+//!    phase PendingApproval, having changed nothing.
+//! 4. **Snapshot** (unless dry run): the current offsets of every group that will change, stored
 //!    create-only before anything is committed.
-//! 4. **Commit** (up to `parallelism` groups at once): the group is checked Empty again, then all
+//! 5. **Commit** (up to `parallelism` groups at once): the group is checked Empty again, then all
 //!    its partitions go in one OffsetCommit. DeleteOffsets deletes the scoped partitions' offsets
 //!    with OffsetDelete (on a broker without it: deletes the group and commits back the offsets
 //!    outside the scope; the snapshot taken before makes this recoverable even if the process
@@ -29,16 +32,16 @@ use chrono::{DateTime, Utc};
 use futures::{StreamExt, stream};
 
 use super::{
-    Context, blocking, default_snapshot_id,
+    Context, approval, blocking, default_snapshot_id,
     execution::{self, Retryable},
     group_commit::{self, Applied, GroupChange},
     time,
 };
 use crate::{
     api::v1beta1::{
-        GroupResetOutcome, GroupResetResult, HeaderBasedReset, KafkaOffsetReset, KafkaOffsetResetSpec,
-        KafkaOffsetResetStatus, OffsetMappingSource, OffsetResetSnapshotStatus, OffsetResetStrategy,
-        PartitionResetResult, Phase,
+        Approval, GroupPlan, GroupResetOutcome, GroupResetResult, HeaderBasedReset, KafkaOffsetReset,
+        KafkaOffsetResetSpec, KafkaOffsetResetStatus, OffsetMappingSource, OffsetResetPlan,
+        OffsetResetSnapshotStatus, OffsetResetStrategy, PartitionResetResult, Phase,
     },
     kafka::{
         self, ClusterAccess, KafkaError,
@@ -657,6 +660,30 @@ async fn run(
         }
     }
 
+    // 3. With `approval: Manual`, the plan just made runs only if its hash was approved.
+    if !spec.dry_run && spec.approval == Approval::Manual {
+        let plan = reset_plan(groups, &plans, &results);
+        let hash = approval::plan_hash(&plan);
+        let shown = reset.status.as_ref().and_then(|s| s.plan_hash.as_deref());
+        let request = approval::Request::of(spec.approval, &hash, shown, reset.metadata.annotations.as_ref());
+        let verdict = approval::decide(&request);
+        status.conditions =
+            approval::approved_condition(&verdict, &hash, reset.metadata.generation, Utc::now())
+                .map(|c| vec![c]);
+        status.plan = Some(shown_plan(plan));
+        status.plan_hash = Some(hash.clone());
+        if let approval::Verdict::Wait(wait) = verdict {
+            status.phase = Some(Phase::PendingApproval);
+            status.message = Some(wait.message(&hash));
+            status.refused_approval = wait
+                .refused()
+                .then(|| request.approve.unwrap_or_default().to_owned());
+            status.groups_reset = Some(0);
+            status.groups_failed = Some(0);
+            return Ok(());
+        }
+    }
+
     let stop_after_failure = !spec.continue_on_error && !results.is_empty();
     if spec.dry_run || stop_after_failure {
         for (group, (plan, _)) in &plans {
@@ -685,7 +712,7 @@ async fn run(
         return Err(ResetError::Cancelled);
     }
 
-    // 3. Snapshot of every group that changes, before the first commit.
+    // 4. Snapshot of every group that changes, before the first commit.
     let changing: Vec<&String> = plans
         .iter()
         .filter(|(_, (plan, _))| plan.iter().any(|p| p.target != p.previous))
@@ -744,7 +771,7 @@ async fn run(
         });
     }
 
-    // 4. Commit, up to `parallelism` groups at once. Members may have joined since the read: the
+    // 5. Commit, up to `parallelism` groups at once. Members may have joined since the read: the
     // groups are listed again right before (and Kafka refuses a commit from outside the group
     // while it has members).
     let planned_groups: Vec<String> = plans.keys().cloned().collect();
@@ -959,11 +986,8 @@ fn partition_results(
     plan.iter()
         .take(MAX_PARTITIONS_IN_STATUS)
         .map(|p| PartitionResetResult {
-            topic: p.partition.0.clone(),
-            partition: p.partition.1,
-            previous_offset: p.previous,
             new_offset: new_offset(p),
-            clamped: p.clamped.then_some(true),
+            ..partition_result(p)
         })
         .collect()
 }
@@ -992,6 +1016,51 @@ fn planned(
         partitions_reset: Some(if counted { plan.len() as i32 } else { 0 }),
         partitions: Some(partition_results(plan, |p| p.target)),
     }
+}
+
+/// The status entry of a partition's planned change.
+fn partition_result(p: &PartitionPlan) -> PartitionResetResult {
+    PartitionResetResult {
+        topic: p.partition.0.clone(),
+        partition: p.partition.1,
+        previous_offset: p.previous,
+        new_offset: p.target,
+        clamped: p.clamped.then_some(true),
+    }
+}
+
+/// The whole plan, every partition, in spec order: what the approval hash covers.
+fn reset_plan(
+    groups: &[String],
+    plans: &BTreeMap<String, (Vec<PartitionPlan>, GroupRead)>,
+    failures: &BTreeMap<String, GroupResetResult>,
+) -> OffsetResetPlan {
+    let groups = groups
+        .iter()
+        .map(|group| {
+            let partitions: Vec<PartitionResetResult> = plans
+                .get(group)
+                .into_iter()
+                .flat_map(|(plan, _)| plan)
+                .map(partition_result)
+                .collect();
+            GroupPlan {
+                group: group.clone(),
+                error: failures.get(group).and_then(|r| r.message.clone()),
+                partitions_total: partitions.len() as i32,
+                partitions,
+            }
+        })
+        .collect();
+    OffsetResetPlan { groups }
+}
+
+/// The plan as status shows it: at most [`MAX_PARTITIONS_IN_STATUS`] partitions per group.
+fn shown_plan(mut plan: OffsetResetPlan) -> OffsetResetPlan {
+    for group in &mut plan.groups {
+        group.partitions.truncate(MAX_PARTITIONS_IN_STATUS);
+    }
+    plan
 }
 
 fn finish(

@@ -246,6 +246,7 @@ async fn reconcile_inner<K: Operation>(
         finished_at: K::last_finished(&status),
         schedule,
         on_restart: object.on_restart(),
+        approval_asked: object.approval_asked(),
         now,
     };
     let decision = lifecycle::decide(&observed);
@@ -516,7 +517,26 @@ async fn start<K: Operation>(
         }
     };
 
-    // 4. The task.
+    // 4. Requests the run answers, removed first so that they are answered once.
+    let consumed = resolved.consumed_annotations();
+    if !consumed.is_empty() {
+        let removed: serde_json::Map<String, Value> = consumed
+            .iter()
+            .map(|key| ((*key).to_owned(), Value::Null))
+            .collect();
+        api.patch(
+            &t.name,
+            &params(),
+            &Patch::Merge(json!({"metadata": {"annotations": removed}})),
+        )
+        .await
+        .map_err(Error::kube(format!(
+            "remove the annotations {consumed:?} of {}",
+            t.name
+        )))?;
+    }
+
+    // 5. The task.
     let storage = StorageEnv {
         pvc_root: ctx.config.storage.pvc_root.clone(),
         config_maps: ConfigMapStore::Kube(KubeTarget {

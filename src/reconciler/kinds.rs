@@ -16,10 +16,10 @@ use super::resolve;
 use crate::secrets::refs::SecretRef;
 use crate::{
     api::v1beta1::{
-        ExecutionSpec, KafkaBackup, KafkaBackupValidation, KafkaOffsetReset, KafkaOffsetRollback,
+        Approval, ExecutionSpec, KafkaBackup, KafkaBackupValidation, KafkaOffsetReset, KafkaOffsetRollback,
         KafkaRestore, RollbackOperation, StorageSpec,
     },
-    ops::{self, Context, Progress, default_snapshot_storage},
+    ops::{self, Context, Progress, approval, default_snapshot_storage},
 };
 
 /// The five kinds, as labels and names.
@@ -129,6 +129,17 @@ pub trait Operation:
 
     /// See [`RestartPolicy`].
     fn on_restart(&self) -> RestartPolicy;
+
+    /// In phase PendingApproval: an approval or a plan refresh waits to be judged.
+    fn approval_asked(&self) -> bool {
+        false
+    }
+
+    /// Annotations a run judges once, removed from the object before it starts (a plan refresh
+    /// request), so that the next reconcile does not act on them again.
+    fn consumed_annotations(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
 
     /// Every Secret key the spec names, with the field that names it.
     fn secret_refs(&self) -> Vec<SecretRef>;
@@ -243,12 +254,36 @@ fn name_of<K: Resource>(object: &K) -> String {
 impl Operation for KafkaOffsetReset {
     const KIND: Kind = Kind::OffsetReset;
 
+    fn approval_asked(&self) -> bool {
+        let refused = self.status.as_ref().and_then(|s| s.refused_approval.as_deref());
+        approval::asks_for_a_run(self.metadata.annotations.as_ref(), refused)
+    }
+
+    fn consumed_annotations(&self) -> Vec<&'static str> {
+        let refresh = self
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(approval::REFRESH_PLAN_ANNOTATION));
+        match refresh {
+            Some(_) => vec![approval::REFRESH_PLAN_ANNOTATION],
+            None => Vec::new(),
+        }
+    }
+
     fn execution(&self) -> Option<&ExecutionSpec> {
         self.spec.execution.as_ref()
     }
 
     fn on_restart(&self) -> RestartPolicy {
-        if self.spec.dry_run {
+        // A Manual reset without an approval annotation can only have planned, never committed.
+        let unapproved = self.spec.approval == Approval::Manual
+            && self
+                .metadata
+                .annotations
+                .as_ref()
+                .is_none_or(|a| !a.contains_key(approval::APPROVE_ANNOTATION));
+        if self.spec.dry_run || unapproved {
             return RestartPolicy::Resume;
         }
         let name = name_of(self);
@@ -582,7 +617,7 @@ mod tests {
     }
 
     #[test]
-    fn a_reset_is_resumed_only_as_a_dry_run() {
+    fn a_reset_is_resumed_only_when_it_cannot_have_committed() {
         assert_eq!(reset(json!({"dryRun": true})).on_restart(), RestartPolicy::Resume);
         let RestartPolicy::Interrupted(message) = reset(json!({})).on_restart() else {
             panic!("a committing reset must not be re-run");
@@ -594,6 +629,13 @@ mod tests {
             panic!()
         };
         assert!(message.contains("snapshotId before"), "{message}");
+        // Manual: only planned until an approval names a hash.
+        let manual = reset(json!({"approval": "Manual"}));
+        assert_eq!(manual.on_restart(), RestartPolicy::Resume);
+        let mut approved = manual.clone();
+        approved.metadata.annotations =
+            Some([(approval::APPROVE_ANNOTATION.to_owned(), "h".to_owned())].into());
+        assert!(matches!(approved.on_restart(), RestartPolicy::Interrupted(_)));
     }
 
     #[test]

@@ -15,6 +15,10 @@
 //! | partially completed | PartiallyCompleted | False PartiallyCompleted | False PartiallyCompleted | True PartiallyCompleted |
 //! | failed | Failed | False *reason* | False *reason* | True *reason* |
 //! | suspended | Suspended | (unchanged) | False Suspended | (unchanged) |
+//! | waiting for approval | PendingApproval | False PendingApproval | False PendingApproval | False AsExpected |
+//!
+//! A KafkaOffsetReset with `approval: Manual` also has the condition `Approved`, which its
+//! engine sets ([`crate::ops::approval`]).
 
 use std::time::Duration;
 
@@ -79,6 +83,10 @@ pub mod reason {
     pub const SCHEDULED: &str = "Scheduled";
     /// The resource is deleted after `ttlSecondsAfterFinished`.
     pub const TTL_EXPIRED: &str = "TTLExpired";
+    /// The plan waits for a human to approve it.
+    pub const PENDING_APPROVAL: &str = "PendingApproval";
+    /// An approval named another plan than the fresh one.
+    pub const APPROVAL_REFUSED: &str = "ApprovalRefused";
 }
 
 /// A lifecycle state, from which phase and conditions follow.
@@ -133,6 +141,11 @@ pub enum State {
     },
     /// `suspend` is set.
     Suspended,
+    /// The plan is in status, waiting for approval; nothing was changed.
+    PendingApproval {
+        /// What to approve, or why an approval was refused.
+        message: String,
+    },
 }
 
 /// A condition to set: type, status, reason, message.
@@ -169,6 +182,7 @@ impl State {
             State::Failed { .. } => "Failed",
             State::Suspended if kind.runs_repeatedly() => "Suspended",
             State::Suspended => "Pending",
+            State::PendingApproval { .. } => "PendingApproval",
         }
     }
 
@@ -183,6 +197,7 @@ impl State {
             | State::Retrying { message }
             | State::Completed { message, .. }
             | State::PartiallyCompleted { message }
+            | State::PendingApproval { message }
             | State::Failed { message, .. } => message.clone(),
         }
     }
@@ -248,6 +263,11 @@ impl State {
                 cond(DEGRADED, true, reason, &m),
             ],
             State::Suspended => vec![cond(PROGRESSING, false, SUSPENDED, &m)],
+            State::PendingApproval { .. } => vec![
+                cond(READY, false, PENDING_APPROVAL, &m),
+                cond(PROGRESSING, false, PENDING_APPROVAL, &m),
+                fine(DEGRADED),
+            ],
         }
     }
 
@@ -258,6 +278,7 @@ impl State {
             Some("Completed") => State::Completed { message, missed: 0 },
             Some("PartiallyCompleted") => State::PartiallyCompleted { message },
             Some("Suspended") => State::Suspended,
+            Some("PendingApproval") => State::PendingApproval { message },
             _ if deadline_exceeded => State::Failed {
                 reason: reason::DEADLINE_EXCEEDED,
                 message,
@@ -351,6 +372,42 @@ pub fn status_patch(
         "message": truncate(&state.message(), 4096),
         "observedGeneration": generation,
         "conditions": conditions,
+    })
+}
+
+/// Puts the conditions an engine sets itself into a status patch: those of `engine_status` of
+/// types other than Ready, Progressing and Degraded (the `Approved` of a Manual reset) replace
+/// the patch's of the same type, keeping `lastTransitionTime` when the status is unchanged. Pure.
+pub fn with_engine_conditions(mut patch: Value, engine_status: &Value) -> Value {
+    let own = conditions_of(engine_status);
+    let mut conditions = conditions_of(&patch);
+    for new in own
+        .into_iter()
+        .filter(|c| ![READY, PROGRESSING, DEGRADED].contains(&c.type_.as_str()))
+    {
+        match conditions.iter_mut().find(|c| c.type_ == new.type_) {
+            Some(old) => {
+                let since = (old.status == new.status).then(|| old.last_transition_time.clone());
+                *old = new;
+                if let Some(since) = since {
+                    old.last_transition_time = since;
+                }
+            }
+            None => conditions.push(new),
+        }
+    }
+    if let Some(p) = patch.as_object_mut() {
+        p.insert("conditions".into(), json!(conditions));
+    }
+    patch
+}
+
+/// The engine's `Approved` condition says an approval was refused (it named another plan).
+pub fn approval_refused(engine_status: &Value) -> bool {
+    conditions_of(engine_status).iter().any(|c| {
+        c.type_ == crate::ops::approval::APPROVED
+            && c.status == "False"
+            && crate::ops::approval::is_refusal(&c.reason)
     })
 }
 
@@ -470,6 +527,9 @@ pub struct Observed<'a> {
     pub schedule: Option<Result<ScheduleDecision, String>>,
     /// What to do if it was found Running without a task.
     pub on_restart: RestartPolicy,
+    /// In phase PendingApproval: an approval or a plan refresh waits to be judged
+    /// ([`crate::ops::approval::asks_for_a_run`]).
+    pub approval_asked: bool,
     /// Now.
     pub now: DateTime<Utc>,
 }
@@ -551,6 +611,15 @@ pub fn decide(o: &Observed<'_>) -> Decision {
         return Decision::Initialize;
     }
     let observed = o.status.get("observedGeneration").and_then(Value::as_i64);
+    if phase == Some("PendingApproval") {
+        // The plan is only made again for something to judge, or a new spec.
+        let spec_changed = observed.is_some() && observed != o.generation;
+        return if o.approval_asked || spec_changed {
+            Decision::Start(StartReason::New)
+        } else {
+            Decision::Wait(None)
+        };
+    }
     match o.mode {
         Mode::Once | Mode::Continuous => {
             let spec_changed = observed.is_some() && observed != o.generation;
@@ -656,6 +725,7 @@ mod tests {
             finished_at: None,
             schedule: None,
             on_restart: RestartPolicy::Resume,
+            approval_asked: false,
             now: now(),
         }
     }
@@ -683,6 +753,57 @@ mod tests {
             decide(&observed(Kind::OffsetReset, &once, &done)),
             Decision::Wait(None)
         );
+    }
+
+    #[test]
+    fn a_plan_pending_approval_is_made_again_only_when_asked_or_edited() {
+        let once = Mode::Once;
+        let pending = json!({"phase": "PendingApproval", "observedGeneration": 1});
+        assert_eq!(
+            decide(&observed(Kind::OffsetReset, &once, &pending)),
+            Decision::Wait(None),
+            "its own status write must not plan again"
+        );
+        let mut asked = observed(Kind::OffsetReset, &once, &pending);
+        asked.approval_asked = true;
+        assert_eq!(decide(&asked), Decision::Start(StartReason::New));
+        let mut edited = observed(Kind::OffsetReset, &once, &pending);
+        edited.generation = Some(2);
+        assert_eq!(decide(&edited), Decision::Start(StartReason::New));
+        let state = State::from_final(Some("PendingApproval"), Some("approve it"), false);
+        assert_eq!(state.phase(Kind::OffsetReset), "PendingApproval");
+        let ready = state.conditions().into_iter().find(|c| c.type_ == READY).unwrap();
+        assert_eq!((ready.status, ready.reason), (false, reason::PENDING_APPROVAL));
+    }
+
+    #[test]
+    fn the_engines_approved_condition_goes_into_the_patch() {
+        let condition = |status: &str, reason: &str, since: &str| {
+            json!({"type": "Approved", "status": status, "reason": reason, "message": "m",
+                "lastTransitionTime": since})
+        };
+        let patch = json!({"phase": "PendingApproval", "conditions": [
+            {"type": "Ready", "status": "False", "reason": "PendingApproval", "message": "m",
+                "lastTransitionTime": "2025-03-01T10:00:00Z"},
+            condition("False", "AwaitingApproval", "2025-03-01T10:00:00Z"),
+        ]});
+        let engine = json!({"conditions": [condition("False", "WrongHash", "2025-03-01T11:00:00Z")]});
+        let merged = with_engine_conditions(patch.clone(), &engine);
+        let conditions = merged["conditions"].as_array().unwrap();
+        assert_eq!(conditions.len(), 2);
+        assert_eq!(conditions[1]["reason"], "WrongHash");
+        assert_eq!(
+            conditions[1]["lastTransitionTime"], "2025-03-01T10:00:00Z",
+            "still False"
+        );
+        assert!(approval_refused(&engine));
+        let engine = json!({"conditions": [condition("True", "Approved", "2025-03-01T11:00:00Z")]});
+        let merged = with_engine_conditions(patch, &engine);
+        assert_eq!(
+            merged["conditions"][1]["lastTransitionTime"],
+            "2025-03-01T11:00:00Z"
+        );
+        assert!(!approval_refused(&engine));
     }
 
     #[test]

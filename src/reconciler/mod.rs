@@ -32,7 +32,10 @@
 //! SecretMissing, a Warning Event, retried every 30 s) and hands it to the supervisor; the task
 //! writes `Running`, progress at most every [`ReconcilerArgs::progress_interval`], and the final
 //! phase (Completed, PartiallyCompleted, Failed; KafkaBackup and KafkaBackupValidation also
-//! Suspended). Every phase change is an Event. Deleting the object cancels its task; the
+//! Suspended). Every phase change is an Event. A KafkaOffsetReset with `approval: Manual` ends
+//! its run in PendingApproval with its plan instead ([`crate::ops::approval`]), and runs again
+//! only for an approval not refused before, a `kafka.oso.sh/refresh-plan: "true"` (removed from
+//! the object before the run) or a new spec. Deleting the object cancels its task; the
 //! finalizer is removed once the task has stopped. Nothing stored (backups, snapshots, mappings,
 //! evidence) is deleted with the resource: those are listed by the catalog and deleted by
 //! retention or a KafkaOffsetRollback `Delete`.
@@ -45,7 +48,9 @@
 //! - KafkaBackup, KafkaRestore, KafkaBackupValidation: **resumed** — the operation runs again and
 //!   continues from the checkpoints it keeps in storage (a validation is read-only and restarts).
 //! - KafkaOffsetRollback `Rollback` and `Verify` and every dry run: **resumed** — they commit or
-//!   compare the absolute offsets of a stored snapshot, so running them again is idempotent.
+//!   compare the absolute offsets of a stored snapshot, so running them again is idempotent. So is
+//!   a KafkaOffsetReset with `approval: Manual` and no `kafka.oso.sh/approve` annotation: it can
+//!   only have planned.
 //! - KafkaOffsetReset (not dry run), KafkaOffsetRollback `Snapshot` and `Delete`: **Failed, reason
 //!   Interrupted**, with a message saying what may have happened and what to do. A reset is not
 //!   re-run because a second run would snapshot the partly reset offsets as its "pre-change"

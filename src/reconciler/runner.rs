@@ -415,7 +415,7 @@ async fn run_inner<K: Operation>(env: RunEnv<K>, handle: TaskHandle) {
     {
         extra[field] = json!(time(started));
     }
-    let patch = view.patch(&state, extra);
+    let patch = lifecycle::with_engine_conditions(view.patch(&state, extra), &final_status);
     let stopping = || {
         matches!(
             handle.cancel_reason(),
@@ -434,6 +434,10 @@ async fn run_inner<K: Operation>(env: RunEnv<K>, handle: TaskHandle) {
             "partially_completed",
         ),
         State::Suspended => (EventType::Normal, reason::SUSPENDED, "cancelled"),
+        State::PendingApproval { .. } if lifecycle::approval_refused(&final_status) => {
+            (EventType::Warning, reason::APPROVAL_REFUSED, "pending_approval")
+        }
+        State::PendingApproval { .. } => (EventType::Normal, reason::PENDING_APPROVAL, "pending_approval"),
         State::Failed { reason, .. } => (EventType::Warning, *reason, "failed"),
         _ => (EventType::Warning, reason::FAILED, "failed"),
     };

@@ -229,6 +229,8 @@ pub struct AppState {
     pub readiness: Readiness,
     /// The aggregated API, when it is served.
     pub apiserver: Option<Arc<crate::apiserver::ApiServer>>,
+    /// Who may approve a plan (the validating webhook asks the API server).
+    pub approvers: crate::webhook::approvers::Approvers,
 }
 
 impl AppState {
@@ -238,6 +240,9 @@ impl AppState {
             metrics,
             readiness: Readiness::new(),
             apiserver: None,
+            approvers: crate::webhook::approvers::Approvers::unavailable(
+                "no Kubernetes API client was given to this server",
+            ),
         }
     }
 }
@@ -351,6 +356,14 @@ pub async fn run(args: ServeArgs) -> Result<(), Error> {
     )
     .await?;
     state.apiserver = Some(Arc::clone(&api.api));
+    // A client is only configured here (nothing is asked before an approval arrives); without a
+    // Kubernetes API there is no one to ask who may approve, and approvals are refused.
+    state.approvers = match kube::Client::try_default().await {
+        Ok(client) => crate::webhook::approvers::Approvers::new(client),
+        Err(e) => {
+            crate::webhook::approvers::Approvers::unavailable(format!("no Kubernetes API configured ({e})"))
+        }
+    };
     let catalog_hook = crate::apiserver::feed::reconciler_hook(Arc::clone(&api.api.catalog));
     let snapshot_lookup = crate::apiserver::feed::snapshot_lookup(Arc::clone(&api.api.catalog));
 

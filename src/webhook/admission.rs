@@ -40,7 +40,14 @@ use serde::Deserialize;
 use serde_json::Value;
 use tracing::{Span, debug, field, info, info_span};
 
-use super::{Answer, ReviewKind, lean::Lean, read_review};
+use tracing::Instrument;
+
+use super::{
+    Answer, ReviewKind,
+    approvers::{ApprovalAsk, Approvers},
+    lean::Lean,
+    read_review,
+};
 use crate::{
     api::{
         self,
@@ -74,6 +81,8 @@ struct Request {
     old_object: Option<Lean>,
     #[serde(default)]
     dry_run: bool,
+    #[serde(default)]
+    user_info: Option<k8s_openapi::api::authentication::v1::UserInfo>,
 }
 
 impl Request {
@@ -111,6 +120,48 @@ pub fn validate_review(body: &[u8]) -> Answer {
     let _entered = span.enter();
     let response = judge(&request);
     finish(&span, response)
+}
+
+/// Answers a validating review, and for an UPDATE that approves a plan also asks `approvers`
+/// whether the requesting user may approve it ([`super::approvers`]).
+pub async fn validate_review_approving(body: &[u8], approvers: &Approvers) -> Answer {
+    let request = match read_review::<AdmissionKind>(body) {
+        Ok(request) => request,
+        Err(answer) => return answer,
+    };
+    let span = review_span("validate", &request);
+    let mut response = judge(&request);
+    if response.response.allowed
+        && let Some(ask) = approval_ask(&request)
+        && let Some(refusal) = approvers.refusal(&ask).instrument(span.clone()).await
+    {
+        response = Response::plain(deny(&request, 403, "Forbidden", &refusal, Vec::new()));
+    }
+    let _entered = span.enter();
+    finish(&span, response)
+}
+
+/// The approval a CREATE or UPDATE of the resource itself asks for, if any (a resource created
+/// with the annotation already set would otherwise run a plan nobody allowed to approve it).
+fn approval_ask(request: &Request) -> Option<ApprovalAsk> {
+    let Some(Lean(new)) = &request.object else {
+        return None;
+    };
+    let old = match (&request.operation, &request.old_object) {
+        (Operation::Update, Some(Lean(old))) => old,
+        (Operation::Create, _) => &Value::Null,
+        _ => return None,
+    };
+    if !request.is_write() {
+        return None;
+    }
+    ApprovalAsk::of(
+        &request.kind.kind,
+        request.user_info.as_ref(),
+        request.namespace.as_deref(),
+        new,
+        old,
+    )
 }
 
 /// Answers a mutating review.

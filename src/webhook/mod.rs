@@ -5,7 +5,9 @@
 //! ([`admission::validate`](crate::api::admission::validate),
 //! [`admission::mutate`](crate::api::admission::mutate),
 //! [`conversion::convert`](crate::api::conversion::convert)), and answer. Nothing here has a side
-//! effect, so a `dryRun: true` review gets exactly the answer of the same review without it.
+//! effect, so a `dryRun: true` review gets exactly the answer of the same review without it. The
+//! one question asked of the API server is who may approve a plan ([`approvers`]: a
+//! SubjectAccessReview, itself without side effect).
 //!
 //! Every review is answered in one of three shapes:
 //! - a review with the request's `uid` echoed: allowed (with a JSON patch and warnings for
@@ -23,6 +25,7 @@
 #![warn(missing_docs)]
 
 pub mod admission;
+pub mod approvers;
 pub mod conversion;
 pub mod lean;
 
@@ -140,7 +143,12 @@ fn route(path: &'static str, limit: usize, method_router: MethodRouter<AppState>
 }
 
 async fn validate(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
-    answer(&state, Webhook::Validate, body, admission::validate_review)
+    let start = Instant::now();
+    let answer = match body {
+        Ok(body) => admission::validate_review_approving(&body, &state.approvers).await,
+        Err(rejection) => rejected(&rejection),
+    };
+    recorded(&state, Webhook::Validate, start, answer)
 }
 
 async fn mutate(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
@@ -161,16 +169,24 @@ fn answer(
     let start = Instant::now();
     let answer = match body {
         Ok(body) => handle(&body),
-        Err(rejection) => {
-            let status = rejection.status();
-            let reason = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                "RequestEntityTooLarge"
-            } else {
-                "BadRequest"
-            };
-            Answer::status(status, reason, rejection.body_text())
-        }
+        Err(rejection) => rejected(&rejection),
     };
+    recorded(state, webhook, start, answer)
+}
+
+/// The answer to a body that could not be read.
+fn rejected(rejection: &BytesRejection) -> Answer {
+    let status = rejection.status();
+    let reason = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        "RequestEntityTooLarge"
+    } else {
+        "BadRequest"
+    };
+    Answer::status(status, reason, rejection.body_text())
+}
+
+/// Counts and times an answer, and sends it.
+fn recorded(state: &AppState, webhook: Webhook, start: Instant, answer: Answer) -> Response {
     state
         .metrics
         .webhook

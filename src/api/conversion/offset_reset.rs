@@ -19,7 +19,7 @@
 //! losing spelling of a field given twice and `offsetMappingRef.path` without a PVC (a file on the
 //! operator pod), and travel in the preserved-fields annotation. v1beta1 values v1alpha1 cannot
 //! spell (ShiftBy, ByDuration, DeleteOffsets, `partitionOffsets`, topic partitions, non-PVC mapping
-//! storage, `snapshot.storage`, per-partition results) travel the other way.
+//! storage, `snapshot.storage`, `approval`, per-partition results, `plan`, `planHash`, `refusedApproval`) travel the other way.
 //!
 //! v1beta1 -> v1alpha1 gives the v1.0.0 spelling and leaves out values that equal what their
 //! absence means (default parallelism, `dryRun: false`, default Secret keys...), so that
@@ -172,6 +172,7 @@ fn spec_up(spec: alpha::KafkaOffsetResetSpec) -> beta::KafkaOffsetResetSpec {
         dry_run: spec.dry_run.unwrap_or(false),
         continue_on_error: spec.continue_on_error.unwrap_or(false),
         execution: spec.job.map(execution_up),
+        approval: beta::Approval::Automatic,
     }
 }
 
@@ -318,6 +319,9 @@ fn status_up(status: alpha::KafkaOffsetResetStatus) -> beta::KafkaOffsetResetSta
         results,
         observed_generation: status.observed_generation,
         conditions: status.conditions,
+        plan: None,
+        plan_hash: None,
+        refused_approval: None,
     }
 }
 

@@ -338,7 +338,8 @@ fn status_down(s: b::KafkaRestoreStatus) -> a::KafkaRestoreStatus {
     let snapshot_id = s.snapshot.as_ref().and_then(|snap| snap.snapshot_id.clone());
     a::KafkaRestoreStatus {
         phase: s.phase.map(|p| match p {
-            b::Phase::Pending => a::RestorePhase::Pending,
+            // A restore never waits for approval (only KafkaOffsetReset has `approval`).
+            b::Phase::Pending | b::Phase::PendingApproval => a::RestorePhase::Pending,
             b::Phase::Running => a::RestorePhase::Running,
             b::Phase::Completed => a::RestorePhase::Completed,
             b::Phase::PartiallyCompleted => a::RestorePhase::PartiallyCompleted,

@@ -450,4 +450,7 @@ pub enum Phase {
     PartiallyCompleted,
     /// Finished unsuccessfully.
     Failed,
+    /// The plan is in `status.plan`, waiting for a human to approve it (a KafkaOffsetReset with
+    /// `approval: Manual`): nothing was changed.
+    PendingApproval,
 }

@@ -66,6 +66,19 @@ const DURATION_PATTERN: &str = r"^P([0-9]+D(T([0-9]+H([0-9]+M)?([0-9]+(\.[0-9]{1
         description = "Consumer groups whose reset failed"
     ),
     printcolumn(
+        name = "Approved",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Approved\")].status",
+        description = "Manual approval: whether the plan in status was approved"
+    ),
+    printcolumn(
+        name = "Plan",
+        type_ = "string",
+        json_path = ".status.planHash",
+        priority = 1,
+        description = "Hash of the plan to approve (kafka.oso.sh/approve annotation)"
+    ),
+    printcolumn(
         name = "Dry Run",
         type_ = "boolean",
         json_path = ".spec.dryRun",
@@ -157,6 +170,23 @@ pub struct KafkaOffsetResetSpec {
     pub continue_on_error: bool,
     /// Retries, deadline and clean-up of the operation.
     pub execution: Option<ExecutionSpec>,
+    /// Automatic (default): the reset runs as soon as it is accepted. Manual: the operator first
+    /// computes the plan (what a dry run computes), writes it to `status.plan` with its
+    /// `status.planHash`, sets phase PendingApproval and changes nothing until the annotation
+    /// `kafka.oso.sh/approve: <planHash>` names the hash of the plan as it still is. Until then
+    /// the spec may still be edited (a new plan is made).
+    #[serde(default)]
+    pub approval: Approval,
+}
+
+/// Whether a reset waits for a human to approve its plan.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum Approval {
+    /// Run as soon as accepted.
+    #[default]
+    Automatic,
+    /// Plan, then wait for the annotation `kafka.oso.sh/approve: <planHash>`.
+    Manual,
 }
 
 fn default_snapshot() -> OffsetResetSnapshotSpec {
@@ -327,6 +357,15 @@ pub struct KafkaOffsetResetStatus {
     /// Outcome per consumer group.
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["group"]))]
     pub results: Option<Vec<GroupResetResult>>,
+    /// With `approval: Manual`: the plan waiting for approval (or the one that was approved), per
+    /// group and partition the current and the target offset.
+    pub plan: Option<OffsetResetPlan>,
+    /// With `approval: Manual`: SHA-256 (hex) of the whole plan's canonical JSON; approving means
+    /// annotating the resource with `kafka.oso.sh/approve: <planHash>`.
+    pub plan_hash: Option<String>,
+    /// With `approval: Manual`: the `kafka.oso.sh/approve` value refused last (it named no plan
+    /// or a plan the cluster has moved away from); the operator looks again when it changes.
+    pub refused_approval: Option<String>,
     /// The `metadata.generation` this status describes.
     pub observed_generation: Option<i64>,
     /// Standard conditions (Ready, ...), one per type.
@@ -346,6 +385,31 @@ pub struct OffsetResetSnapshotStatus {
     /// `az://...`, `gs://...`), a path on a PVC (`pvc://<claim>/<path>`) or
     /// `configmap://<name>/<key>`.
     pub location: Option<String>,
+}
+
+/// The plan of a reset with `approval: Manual`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OffsetResetPlan {
+    /// One entry per consumer group in `spec.consumerGroups`, in that order.
+    pub groups: Vec<GroupPlan>,
+}
+
+/// The planned change of one consumer group.
+#[skip_serializing_none]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupPlan {
+    /// Consumer group id.
+    pub group: String,
+    /// Why this group cannot be reset as things are (e.g. it has active members); absent when
+    /// it can.
+    pub error: Option<String>,
+    /// Partitions in scope (the hash covers all of them).
+    pub partitions_total: i32,
+    /// Per partition the committed offset now (`previousOffset`) and the one to commit
+    /// (`newOffset`), at most 100 entries per group.
+    pub partitions: Vec<PartitionResetResult>,
 }
 
 /// The outcome of one consumer group.
@@ -388,9 +452,11 @@ pub struct PartitionResetResult {
     pub topic: String,
     /// Partition number.
     pub partition: i32,
-    /// Committed offset before the reset; absent when the group had none.
+    /// Committed offset before the reset; absent when the group had none. In `status.plan`: the
+    /// committed offset now.
     pub previous_offset: Option<i64>,
-    /// Committed offset after the reset; absent for DeleteOffsets.
+    /// Committed offset after the reset; absent for DeleteOffsets. In `status.plan`: the offset
+    /// to commit.
     pub new_offset: Option<i64>,
     /// The computed target lay outside [log start, log end] and was clamped into it.
     pub clamped: Option<bool>,

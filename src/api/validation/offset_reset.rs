@@ -1013,6 +1013,12 @@ mod tests {
             "{verdict:?}"
         );
         assert!(validate(&old, Some(&old)).unwrap().is_allowed());
+        // A plan waiting for approval changed nothing: the spec may still be edited.
+        let mut waiting = old.clone();
+        waiting["status"]["phase"] = json!("PendingApproval");
+        let mut edited = waiting.clone();
+        edited["spec"]["strategy"] = json!("Latest");
+        assert!(validate(&edited, Some(&waiting)).unwrap().is_allowed());
     }
 
     #[test]
