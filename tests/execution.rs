@@ -1,7 +1,9 @@
 //! `spec.execution` under `run -f` (the binary as a subprocess): retries of a retryable failure,
 //! reported on stderr, then the last error; a bootstrap name that does not resolve is retried;
-//! `deadlineSeconds` stops an attempt that hangs. No service is needed: the brokers are a closed
-//! port, a name under `.invalid` and a local socket that accepts connections and never answers.
+//! `deadlineSeconds` stops an attempt that hangs. Within each attempt the requests are sent again
+//! for `retryTimeoutSeconds` (1 s here, so that an attempt fails soon). No service is needed:
+//! the brokers are a closed port, a name under `.invalid` and a local socket that accepts
+//! connections and never answers.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -45,7 +47,7 @@ fn run_f_retries_a_refused_connection_as_often_as_execution_retries_then_fails_w
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().to_string()
     };
-    let (ok, status, stderr) = run_reset(dir.path(), &refused, "{retries: 2}");
+    let (ok, status, stderr) = run_reset(dir.path(), &refused, "{retries: 2, retryTimeoutSeconds: 1}");
     assert!(!ok, "{stderr}");
     let lines = retry_lines(&stderr);
     assert_eq!(lines.len(), 2, "one line per retry: {stderr}");
@@ -70,7 +72,11 @@ fn run_f_retries_a_refused_connection_as_often_as_execution_retries_then_fails_w
 #[test]
 fn run_f_retries_a_bootstrap_name_that_does_not_resolve() {
     let dir = tempfile::tempdir().unwrap();
-    let (ok, status, stderr) = run_reset(dir.path(), "no-such-host.invalid:9092", "{retries: 1}");
+    let (ok, status, stderr) = run_reset(
+        dir.path(),
+        "no-such-host.invalid:9092",
+        "{retries: 1, retryTimeoutSeconds: 1}",
+    );
     assert!(!ok, "{stderr}");
     let lines = retry_lines(&stderr);
     assert_eq!(lines.len(), 1, "{stderr}");
