@@ -980,7 +980,8 @@ async fn a_failed_attempt_is_retried_with_status_retrying_and_an_event() {
     let mut stored = Stored(json!({
         "apiVersion": "kafka.oso.sh/v1beta1", "kind": "KafkaOffsetReset", "metadata": meta,
         "spec": {"kafkaCluster": {"bootstrapServers": [refused]}, "consumerGroups": ["g"],
-            "strategy": "Earliest", "snapshot": {"enabled": false}, "execution": {"retries": 1}},
+            "strategy": "Earliest", "snapshot": {"enabled": false},
+            "execution": {"retries": 1, "retryTimeoutSeconds": 1}},
         "status": {"phase": "Pending", "observedGeneration": 1},
     }));
     stored.0["metadata"]["finalizers"] = json!([FINALIZER]);
