@@ -919,6 +919,12 @@ async fn a_manual_reset_waits_for_the_approval_of_its_current_plan() {
     assert_eq!(status["results"][0]["partitions"][0]["newOffset"], 0);
     assert_eq!(event["reason"], "Completed");
     assert_eq!(committed(&bootstrap, &group, &topic), Some(0));
+    // The refusal of step 2 is history: the status no longer names it.
+    assert!(
+        stored.0["status"].get("refusedApproval").is_none(),
+        "{}",
+        stored.0["status"]
+    );
 }
 
 /// After an operator restart, an offset reset found Running is not re-run (a second run would

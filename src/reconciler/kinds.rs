@@ -254,6 +254,12 @@ fn name_of<K: Resource>(object: &K) -> String {
 impl Operation for KafkaOffsetReset {
     const KIND: Kind = Kind::OffsetReset;
 
+    // Each run judges the approval afresh: a refusal written by an earlier run is cleared (the
+    // status is merge-patched, so a field the run leaves out would otherwise stay).
+    fn start_status(&self) -> Value {
+        json!({ "refusedApproval": null })
+    }
+
     fn approval_asked(&self) -> bool {
         let refused = self.status.as_ref().and_then(|s| s.refused_approval.as_deref());
         approval::asks_for_a_run(self.metadata.annotations.as_ref(), refused)
