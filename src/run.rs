@@ -407,10 +407,7 @@ pub async fn run(args: &RunArgs) -> Result<RunOutcome, RunError> {
         completed = (phase == Some("Completed")
             && status.get("result").and_then(Value::as_str) != Some("Failed"))
             || (args.plan_only && phase == Some("PendingApproval"));
-        statuses.push(
-            serde_saphyr::to_string(&serde_json::json!({ "status": status }))
-                .map_err(|e| RunError::Print(e.to_string()))?,
-        );
+        statuses.push(status_document(&status)?);
     }
     Ok(RunOutcome {
         status_yaml: statuses.join("---\n"),
@@ -443,8 +440,7 @@ pub async fn worker(args: &WorkerArgs) -> Result<RunOutcome, RunError> {
     };
     let completed = status.get("phase").and_then(Value::as_str) == Some("Completed");
     Ok(RunOutcome {
-        status_yaml: serde_saphyr::to_string(&serde_json::json!({ "status": status }))
-            .map_err(|e| RunError::Print(e.to_string()))?,
+        status_yaml: status_document(&status)?,
         completed,
     })
 }
@@ -938,31 +934,30 @@ where
 
 /// Runs [`run`] on a new runtime and prints the status; the process exit code follows the phase.
 pub fn run_blocking(args: &RunArgs) -> Result<bool, RunError> {
-    let runtime = runtime()?;
-    let outcome = runtime.block_on(run(args))?;
-    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
-    print!("{}", outcome.status_yaml);
-    Ok(outcome.completed)
+    block_on_and_print(run(args))
 }
 
 /// Runs [`worker`] on a new runtime and prints the shard's status; the process exit code
 /// follows its phase.
 pub fn worker_blocking(args: &WorkerArgs) -> Result<bool, RunError> {
-    let runtime = runtime()?;
-    let outcome = runtime.block_on(worker(args))?;
-    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
-    print!("{}", outcome.status_yaml);
-    Ok(outcome.completed)
+    block_on_and_print(worker(args))
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, RunError> {
-    tokio::runtime::Builder::new_multi_thread()
+/// Runs `outcome` on a new runtime and prints its status documents; `Ok(true)` when it completed.
+fn block_on_and_print(
+    outcome: impl std::future::Future<Output = Result<RunOutcome, RunError>>,
+) -> Result<bool, RunError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|source| RunError::Read {
             path: PathBuf::from("<tokio runtime>"),
             source,
-        })
+        })?;
+    let outcome = runtime.block_on(outcome)?;
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    print!("{}", outcome.status_yaml);
+    Ok(outcome.completed)
 }
 
 /// The object after the webhook's mutation and validation, as v1beta1.
@@ -1012,6 +1007,12 @@ fn decode<T: DeserializeOwned>(origin: &Origin, object: Value) -> Result<T, RunE
         origin: origin.to_string(),
         message: e.to_string(),
     })
+}
+
+/// `status:` as a YAML document.
+fn status_document(status: &Value) -> Result<String, RunError> {
+    serde_saphyr::to_string(&serde_json::json!({ "status": status }))
+        .map_err(|e| RunError::Print(e.to_string()))
 }
 
 fn to_value<T: Serialize>(status: T) -> Result<Value, RunError> {
